@@ -1,0 +1,12 @@
+"""sr_spatial: histology-guided diffusion super-resolution of spatial transcriptomics on SpatialData."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sr-spatial")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from sr_spatial import datasets, model, pl, pp, tl
+
+__all__ = ["__version__", "datasets", "model", "pl", "pp", "tl"]

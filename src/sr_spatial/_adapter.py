@@ -1,0 +1,485 @@
+"""The SpatialData adapter: the only module that reads from or writes to a :class:`~spatialdata.SpatialData`.
+
+Everything downstream works on plain arrays in the pixel space of the chosen image's full-resolution level.
+Positions are mapped between elements through their own transformations; no coordinate-system or element name
+is assumed beyond what the caller passes or the elements' metadata state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import xarray as xr
+    from anndata import AnnData
+    from spatialdata import SpatialData
+    from spatialdata.transformations import BaseTransformation
+
+logger = logging.getLogger("sr_spatial")
+
+__all__ = ["BinGrid", "SpotData", "read_histology", "read_spots", "write_superres"]
+
+
+@dataclass(frozen=True)
+class BinGrid:
+    """A regular grid of square bins in the pixel space of the full-resolution image.
+
+    Bin ``(i, j)`` covers ``x in [x0 + j * size, x0 + (j + 1) * size)`` and the same for ``y`` with ``i``.
+    """
+
+    x0: float
+    y0: float
+    size: float
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def centres(self) -> np.ndarray:
+        """Bin centres as an array of shape ``(height, width, 2)`` holding ``(x, y)`` image pixels."""
+        xs = self.x0 + (np.arange(self.width) + 0.5) * self.size
+        ys = self.y0 + (np.arange(self.height) + 0.5) * self.size
+        xx, yy = np.meshgrid(xs, ys)
+        return np.stack([xx, yy], axis=-1)
+
+    def index_of(self, xy: np.ndarray) -> np.ndarray:
+        """Row and column of the bin holding each ``(x, y)`` point, shape ``(n, 2)`` as ``(i, j)``."""
+        j = np.floor((xy[:, 0] - self.x0) / self.size).astype(int)
+        i = np.floor((xy[:, 1] - self.y0) / self.size).astype(int)
+        return np.stack([i, j], axis=1)
+
+
+@dataclass(frozen=True)
+class SpotData:
+    """Measured spots, their counts and the histology image they sit on, in that image's pixel space."""
+
+    centres: np.ndarray
+    radius: np.ndarray
+    counts: sparse.csr_matrix
+    var_names: pd.Index
+    obs_names: pd.Index
+    image: xr.DataTree | xr.DataArray
+    image_shape: tuple[int, int]
+    image_transformations: Mapping[str, BaseTransformation]
+    coordinate_system: str
+    image_key: str
+    table_key: str
+    shapes_key: str
+
+
+def _available(kind: str, names) -> str:
+    names = sorted(names)
+    return f"Available {kind}: {names}." if names else f"The object has no {kind}."
+
+
+def _scale0(image) -> xr.DataArray:
+    """The full-resolution level of a single- or multi-scale image."""
+    import xarray as xr
+
+    if isinstance(image, xr.DataTree):
+        first = sorted(image.children)[0]
+        return next(iter(image[first].ds.data_vars.values()))
+    return image
+
+
+def _affine_xy(transformation: BaseTransformation) -> np.ndarray:
+    return np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
+
+
+def _element_transformations(element) -> dict[str, BaseTransformation]:
+    from spatialdata.transformations import get_transformation
+
+    return dict(get_transformation(element, get_all=True))
+
+
+def _pick_coordinate_system(image_cs, shapes_cs, coordinate_system, image_key, shapes_key) -> str:
+    common = [cs for cs in image_cs if cs in shapes_cs]
+    if coordinate_system is not None:
+        if coordinate_system not in common:
+            msg = (
+                f"Coordinate system {coordinate_system!r} is not shared by image {image_key!r} "
+                f"(has {sorted(image_cs)}) and shapes {shapes_key!r} (has {sorted(shapes_cs)}). "
+                "Pass one that both elements are registered to."
+            )
+            raise ValueError(msg)
+        return coordinate_system
+    if not common:
+        msg = (
+            f"Image {image_key!r} (coordinate systems {sorted(image_cs)}) and shapes {shapes_key!r} "
+            f"(coordinate systems {sorted(shapes_cs)}) share no coordinate system, so the spots cannot be placed "
+            "on the image. Register both to one with `spatialdata.transformations.set_transformation`."
+        )
+        raise ValueError(msg)
+    if len(common) > 1:
+        logger.info("Image and spots share coordinate systems %s; using %r.", common, common[0])
+    return common[0]
+
+
+def _shapes_for_table(sdata: SpatialData, table: AnnData, table_key: str, shapes_key: str | None) -> str:
+    from spatialdata.models import get_table_keys
+
+    try:
+        region, _, _ = get_table_keys(table)
+    except ValueError as err:
+        msg = (
+            f"Table {table_key!r} does not say which shapes it annotates (no `spatialdata_attrs`). Parse it with "
+            "`spatialdata.models.TableModel.parse(adata, region=..., region_key=..., instance_key=...)`."
+        )
+        raise ValueError(msg) from err
+    regions = [region] if isinstance(region, str) else list(region)
+    if shapes_key is None:
+        candidates = [r for r in regions if r in sdata.shapes]
+        if len(candidates) != 1:
+            msg = (
+                f"Cannot tell which shapes hold the spots: table {table_key!r} annotates {regions}. "
+                f"Pass `shapes_key=`. {_available('shapes', sdata.shapes.keys())}"
+            )
+            raise ValueError(msg)
+        return candidates[0]
+    if shapes_key not in sdata.shapes:
+        msg = f"Shapes {shapes_key!r} not found. {_available('shapes', sdata.shapes.keys())}"
+        raise KeyError(msg)
+    if shapes_key not in regions:
+        msg = (
+            f"Table {table_key!r} annotates {regions}, not shapes {shapes_key!r}. Pass the table that holds the "
+            "counts of these spots with `table_key=`."
+        )
+        raise ValueError(msg)
+    return shapes_key
+
+
+def _spot_geometry(shapes) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and radii of circles, or of the incircle-equivalent of polygons (squares of Visium HD)."""
+    geom = shapes.geometry
+    if "radius" in shapes.columns and (geom.geom_type == "Point").all():
+        return np.column_stack([geom.x.to_numpy(), geom.y.to_numpy()]), shapes["radius"].to_numpy(dtype=float)
+    centroids = geom.centroid
+    # A square bin measures its whole area; the circle of the same area keeps the footprint size honest.
+    radius = np.sqrt(geom.area.to_numpy() / np.pi)
+    return np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()]), radius
+
+
+def read_spots(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    table_key: str = "table",
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+) -> SpotData:
+    """Read spot positions, counts and the image they lie on, in the image's full-resolution pixel space.
+
+    Raises clear errors naming what exists when a key is missing or the elements do not fit together.
+    """
+    if image_key not in sdata.images:
+        msg = f"Image {image_key!r} not found. {_available('images', sdata.images.keys())}"
+        raise KeyError(msg)
+    if table_key not in sdata.tables:
+        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())}"
+        raise KeyError(msg)
+    image = sdata.images[image_key]
+    table = sdata.tables[table_key]
+    shapes_key = _shapes_for_table(sdata, table, table_key, shapes_key)
+    shapes = sdata.shapes[shapes_key]
+
+    level0 = _scale0(image)
+    if tuple(level0.dims) != ("c", "y", "x"):
+        msg = f"Image {image_key!r} has dims {tuple(level0.dims)}; expected ('c', 'y', 'x')."
+        raise ValueError(msg)
+    if level0.sizes["c"] not in (1, 3):
+        msg = (
+            f"Image {image_key!r} has {level0.sizes['c']} channels; an H&E image with 3 (RGB) channels, "
+            "or 1 grey channel, is needed."
+        )
+        raise ValueError(msg)
+
+    image_tf = _element_transformations(image)
+    shapes_tf = _element_transformations(shapes)
+    cs = _pick_coordinate_system(image_tf, shapes_tf, coordinate_system, image_key, shapes_key)
+    # shapes -> coordinate system -> image pixels
+    to_pixels = np.linalg.inv(_affine_xy(image_tf[cs])) @ _affine_xy(shapes_tf[cs])
+
+    _, region_key, instance_key = _table_keys(table)
+    rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
+    if "in_tissue" in table.obs:
+        rows = rows[table.obs["in_tissue"].to_numpy()[rows].astype(bool)]
+    instances = table.obs[instance_key].to_numpy()[rows]
+    shape_pos = shapes.index.get_indexer(pd.Index(instances))
+    if (shape_pos < 0).any():
+        missing = instances[shape_pos < 0][:5].tolist()
+        msg = (
+            f"{int((shape_pos < 0).sum())} rows of table {table_key!r} name instances that are not in shapes "
+            f"{shapes_key!r} (e.g. {missing}). Check the table's instance key {instance_key!r}."
+        )
+        raise ValueError(msg)
+
+    centres, radius = _spot_geometry(shapes.iloc[shape_pos])
+    centres = centres @ to_pixels[:2, :2].T + to_pixels[:2, 2]
+    radius = radius * np.sqrt(abs(np.linalg.det(to_pixels[:2, :2])))
+
+    height, width = level0.sizes["y"], level0.sizes["x"]
+    inside = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
+    if not inside.any():
+        msg = (
+            f"None of the {len(centres)} spots of {shapes_key!r} lies over image {image_key!r} "
+            f"({width} x {height} px) in coordinate system {cs!r}. Check the elements' transformations."
+        )
+        raise ValueError(msg)
+    if not inside.all():
+        logger.warning("%d of %d spots lie outside image %r and are ignored.", (~inside).sum(), len(inside), image_key)
+    rows, centres, radius = rows[inside], centres[inside], radius[inside]
+
+    counts = table.X[rows]
+    counts = sparse.csr_matrix(counts, dtype=np.float32)
+    _check_counts(counts, table_key)
+    return SpotData(
+        centres=centres,
+        radius=radius,
+        counts=counts,
+        var_names=pd.Index(table.var_names.astype(str)),
+        obs_names=pd.Index(table.obs_names[rows]),
+        image=image,
+        image_shape=(height, width),
+        image_transformations=image_tf,
+        coordinate_system=cs,
+        image_key=image_key,
+        table_key=table_key,
+        shapes_key=shapes_key,
+    )
+
+
+def _table_keys(table: AnnData) -> tuple:
+    from spatialdata.models import get_table_keys
+
+    return get_table_keys(table)
+
+
+def _check_counts(counts: sparse.csr_matrix, table_key: str) -> None:
+    data = counts.data
+    if not np.isfinite(data).all():
+        msg = f"Table {table_key!r} has NaN or infinite values in `.X`; raw counts are needed."
+        raise ValueError(msg)
+    if (data < 0).any():
+        msg = f"Table {table_key!r} has negative values in `.X`; raw counts are needed, not scaled data."
+        raise ValueError(msg)
+
+
+def _image_levels(image) -> list[xr.DataArray]:
+    import xarray as xr
+
+    if isinstance(image, xr.DataTree):
+        return [next(iter(image[name].ds.data_vars.values())) for name in sorted(image.children)]
+    return [image]
+
+
+def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.ndarray:
+    """The H&E under ``grid`` resampled to ``px_per_bin`` pixels per bin, as float32 RGB in ``[0, 1]``.
+
+    Returns an array of shape ``(3, grid.height * px_per_bin, grid.width * px_per_bin)``. The coarsest pyramid
+    level that still has at least one pixel per output pixel is read, so large slides stay cheap; pixels
+    outside the image are white (glass).
+    """
+    from skimage.transform import AffineTransform, downscale_local_mean, warp
+
+    out_pixel = grid.size / px_per_bin
+    height0, width0 = spots.image_shape
+    chosen, factor = None, 1.0
+    for level in _image_levels(spots.image):
+        level_factor = width0 / level.sizes["x"]
+        if level_factor <= out_pixel * 1.001 and (chosen is None or level_factor > factor):
+            chosen, factor = level, level_factor
+    if chosen is None:
+        chosen, factor = _image_levels(spots.image)[0], 1.0
+
+    # Read only the region under the grid (plus one output pixel of margin) from the chosen level.
+    x_lo = max(int(np.floor(grid.x0 / factor)) - 2, 0)
+    y_lo = max(int(np.floor(grid.y0 / factor)) - 2, 0)
+    x_hi = min(int(np.ceil((grid.x0 + grid.width * grid.size) / factor)) + 2, chosen.sizes["x"])
+    y_hi = min(int(np.ceil((grid.y0 + grid.height * grid.size) / factor)) + 2, chosen.sizes["y"])
+    out_shape = (grid.height * px_per_bin, grid.width * px_per_bin)
+    if x_hi <= x_lo or y_hi <= y_lo:
+        return np.ones((3, *out_shape), dtype=np.float32)
+    crop = np.asarray(chosen.isel(x=slice(x_lo, x_hi), y=slice(y_lo, y_hi)).values)
+    crop = _to_unit_rgb(crop, spots.image_key)
+
+    # Area-average first, so resampling to the output pixel does not alias nuclei away.
+    pool = max(int(np.floor(out_pixel / factor)), 1)
+    if pool > 1:
+        crop = downscale_local_mean(crop, (1, pool, pool))
+    crop_pixel = factor * pool  # full-res pixels per crop pixel
+    # warp maps output (col, row) to input (col, row); both are pixel centres.
+    out_to_full = AffineTransform(scale=out_pixel, translation=(grid.x0 + 0.5 * out_pixel, grid.y0 + 0.5 * out_pixel))
+    full_to_crop = AffineTransform(
+        scale=1 / crop_pixel, translation=(-(x_lo * factor) / crop_pixel - 0.5, -(y_lo * factor) / crop_pixel - 0.5)
+    )
+    tf = AffineTransform(matrix=full_to_crop.params @ out_to_full.params)
+    out = np.stack([warp(ch, tf, output_shape=out_shape, order=1, cval=1.0) for ch in crop])
+    return out.astype(np.float32)
+
+
+def _to_unit_rgb(crop: np.ndarray, image_key: str) -> np.ndarray:
+    if np.issubdtype(crop.dtype, np.integer):
+        crop = crop.astype(np.float32) / np.iinfo(crop.dtype).max
+    elif np.issubdtype(crop.dtype, np.floating):
+        crop = crop.astype(np.float32)
+        if crop.size and np.nanmax(crop) > 1.0:
+            crop = crop / 255.0
+    else:
+        msg = f"Image {image_key!r} has dtype {crop.dtype}; an integer or float image is needed."
+        raise TypeError(msg)
+    if crop.shape[0] == 1:
+        crop = np.repeat(crop, 3, axis=0)
+    return np.clip(np.nan_to_num(crop, nan=1.0), 0.0, 1.0)
+
+
+def _output_transformations(spots: SpotData, grid: BinGrid) -> dict[str, BaseTransformation]:
+    """Bin-grid pixels -> full-resolution image pixels -> every coordinate system the image is registered to."""
+    from spatialdata.transformations import Scale, Sequence, Translation
+
+    to_image = [Scale([grid.size, grid.size], axes=("x", "y")), Translation([grid.x0, grid.y0], axes=("x", "y"))]
+    return {cs: Sequence([*to_image, tf]) for cs, tf in spots.image_transformations.items()}
+
+
+def write_superres(
+    sdata: SpatialData,
+    *,
+    key: str,
+    spots: SpotData,
+    grid: BinGrid,
+    genes: list[str],
+    mean: np.ndarray,
+    std: np.ndarray,
+    mask: np.ndarray,
+    uns: dict,
+    overwrite: bool = False,
+) -> None:
+    """Write the super-resolved maps into ``sdata`` as images, bin shapes and a table.
+
+    All elements are built before any is added, so a failure leaves ``sdata`` unchanged.
+    """
+    import anndata as ad
+    from spatialdata.models import Image2DModel, TableModel
+
+    names = output_names(key)
+    _check_free(sdata, names, overwrite=overwrite)
+
+    transformations = _output_transformations(spots, grid)
+    fill = np.where(mask[None], mean, 0.0).astype(np.float32)
+    fill_std = np.where(mask[None], std, 0.0).astype(np.float32)
+    image = Image2DModel.parse(fill, dims=("c", "y", "x"), c_coords=list(genes), transformations=transformations)
+    image_std = Image2DModel.parse(
+        fill_std, dims=("c", "y", "x"), c_coords=list(genes), transformations=dict(transformations)
+    )
+
+    rows, cols = np.nonzero(mask)
+    centres_px = grid.centres()[rows, cols]
+    bin_ids = pd.Index([f"bin_{i}_{j}" for i, j in zip(rows, cols, strict=True)], name="bin_id")
+    bins = _bin_shapes(centres_px, grid.size, bin_ids, spots.image_transformations)
+
+    adata = ad.AnnData(
+        X=mean[:, rows, cols].T.astype(np.float32),
+        obs=pd.DataFrame(
+            {
+                "bin_id": bin_ids.to_numpy(),
+                "region": pd.Categorical([names["bins"]] * len(rows)),
+                "array_row": rows.astype(np.int32),
+                "array_col": cols.astype(np.int32),
+            },
+            index=bin_ids.to_numpy(),
+        ),
+        var=pd.DataFrame(index=pd.Index(list(genes), name="gene")),
+    )
+    adata.layers["std"] = std[:, rows, cols].T.astype(np.float32)
+    adata.obsm["spatial"] = centres_px.astype(np.float64)
+    adata.uns["spatial"] = {key: _legacy_spatial(spots, grid)}
+    adata.uns[key] = uns
+    table = TableModel.parse(adata, region=names["bins"], region_key="region", instance_key="bin_id")
+
+    elements = {
+        ("images", names["image"]): image,
+        ("images", names["std"]): image_std,
+        ("shapes", names["bins"]): bins,
+        ("tables", names["table"]): table,
+    }
+    previous = {where: getattr(sdata, where[0]).get(where[1]) for where in elements}
+    try:
+        for (kind, name), element in elements.items():
+            if name in getattr(sdata, kind):
+                del getattr(sdata, kind)[name]
+            getattr(sdata, kind)[name] = element
+    except Exception:
+        # Put back what was there, so a failed write leaves the object as it was.
+        for (kind, name), element in previous.items():
+            if name in getattr(sdata, kind):
+                del getattr(sdata, kind)[name]
+            if element is not None:
+                getattr(sdata, kind)[name] = element
+        raise
+
+
+def _bin_shapes(centres_px: np.ndarray, size: float, index: pd.Index, transformations):
+    import geopandas as gpd
+    import shapely
+    from spatialdata.models import ShapesModel
+
+    half = size / 2
+    squares = shapely.box(centres_px[:, 0] - half, centres_px[:, 1] - half, centres_px[:, 0] + half, centres_px[:, 1] + half)
+    gdf = gpd.GeoDataFrame(geometry=squares, index=index)
+    return ShapesModel.parse(gdf, transformations=dict(transformations))
+
+
+def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> dict:
+    """The ``.uns['spatial'][library_id]`` layout read by :func:`scanpy.pl.spatial` and :func:`squidpy.pl.spatial_scatter`.
+
+    ``.obsm['spatial']`` holds full-resolution pixels; a downsampled H&E is stored as the ``hires`` image.
+    """
+    level = _image_levels(spots.image)[-1]
+    height0, width0 = spots.image_shape
+    step = max(int(np.ceil(max(level.sizes["y"], level.sizes["x"]) / max_side)), 1)
+    pixels = _to_unit_rgb(np.asarray(level.values[:, ::step, ::step]), spots.image_key)
+    scalef = pixels.shape[2] / width0
+    hires = (np.moveaxis(pixels, 0, -1) * 255).round().astype(np.uint8)
+    return {
+        "images": {"hires": hires},
+        "scalefactors": {
+            "tissue_hires_scalef": float(scalef),
+            "tissue_lowres_scalef": float(scalef),
+            "spot_diameter_fullres": float(grid.size),
+        },
+    }
+
+
+def output_names(key: str) -> dict[str, str]:
+    """Element names written for ``key``; SpatialData needs names unique across element types."""
+    return {"image": key, "std": f"{key}_std", "bins": f"{key}_bins", "table": f"{key}_table"}
+
+
+def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:
+    existing = {}
+    for kind in ("images", "labels", "points", "shapes", "tables"):
+        for name in getattr(sdata, kind).keys():
+            existing[name.lower()] = (kind, name)
+    ours = {"image": "images", "std": "images", "bins": "shapes", "table": "tables"}
+    clashes = []
+    for role, name in names.items():
+        if name.lower() not in existing:
+            continue
+        kind, found = existing[name.lower()]
+        if not overwrite or kind != ours[role] or found != name:
+            clashes.append(f"{kind}[{found!r}]")
+    if clashes:
+        msg = (
+            f"The output names are taken: {', '.join(clashes)}. Pass another `key_added=`"
+            + (" or `overwrite=True` to replace the outputs of an earlier call." if not overwrite else ".")
+        )
+        raise ValueError(msg)

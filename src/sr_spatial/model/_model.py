@@ -1,0 +1,430 @@
+"""DiffST: the conditional diffusion model with its standardisation, training, sampling, save and load."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from sr_spatial.model._config import ModelConfig, resolve_config
+from sr_spatial.model._denoiser import UNet
+from sr_spatial.model._diffusion import Schedule
+from sr_spatial.model._histology import HISTOLOGY_INPUTS, HistologyEncoder, histology_inputs, pretrain_encoder
+from sr_spatial.model._training import SceneTensors, train_network
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sr_spatial.model._scene import Scene
+
+logger = logging.getLogger("sr_spatial")
+
+__all__ = ["DiffST", "DiffSTNetwork", "resolve_device"]
+
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to :class:`torch.device`."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        msg = f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'."
+        raise ValueError(msg) from err
+
+
+class DiffSTNetwork(nn.Module):
+    """Histology encoder + UNet denoiser, with the standardisation statistics as buffers (saved with the weights).
+
+    The denoiser sees ``x_t`` and, per bin: the nearest-spot and smooth measurement, the tissue mask and the
+    histology encoder's expression estimate, all standardised per gene.
+    """
+
+    def __init__(self, n_genes: int, config: ModelConfig):
+        super().__init__()
+        self.encoder = HistologyEncoder(width=config.histology_width, n_genes=n_genes)
+        self.unet = UNet(
+            in_channels=4 * n_genes + 1,
+            out_channels=n_genes,
+            channels=config.channels,
+            channel_mult=config.channel_mult,
+        )
+        self.register_buffer("gene_mean", torch.zeros(n_genes))
+        self.register_buffer("gene_std", torch.ones(n_genes))
+        self.register_buffer("residual_scale", torch.ones(n_genes))
+        self.register_buffer("histology_mean", torch.zeros(HISTOLOGY_INPUTS))
+        self.register_buffer("histology_std", torch.ones(HISTOLOGY_INPUTS))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(torch.cat([x_t, cond], dim=1), t)
+
+
+class DiffST:
+    """Histology-guided conditional diffusion model for spatial transcriptomics super-resolution.
+
+    A UNet denoiser generates the high-resolution residual of ``n_genes`` expression maps over their smooth
+    low-resolution measurement, conditioned on that measurement and on features of the H&E from a jointly
+    trained CNN. Train it with :meth:`train` (usually through :func:`sr_spatial.tl.train`), draw maps with
+    :meth:`sample`, keep it with :meth:`save` / :meth:`load`.
+
+    Parameters
+    ----------
+    genes
+        Genes the model generates, in channel order.
+    config
+        A preset name (``"tiny"``, ``"base"``), a :class:`~sr_spatial.model.ModelConfig` or a dict.
+    scale
+        The super-resolution factor the model is trained for.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
+    seed
+        Seeds weight initialisation and training.
+    """
+
+    def __init__(
+        self,
+        genes: Sequence[str],
+        *,
+        config: str | ModelConfig | dict | None = "base",
+        scale: int = 4,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+    ):
+        genes = [str(g) for g in genes]
+        if not genes:
+            msg = "A model needs at least one gene."
+            raise ValueError(msg)
+        if len(set(genes)) != len(genes):
+            msg = "Gene names must be unique."
+            raise ValueError(msg)
+        self.genes = genes
+        self.config = resolve_config(config)
+        self.scale = int(scale)
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.schedule = Schedule(self.config.timesteps, prediction=self.config.prediction)
+        torch.manual_seed(self.seed)
+        self.network = DiffSTNetwork(len(genes), self.config).to(self.device)
+        self.is_trained = False
+        self.history: dict[str, list[float]] = {}
+
+    def __repr__(self) -> str:
+        state = "trained" if self.is_trained else "untrained"
+        return f"DiffST({len(self.genes)} genes, scale={self.scale}, {state}, device={self.device.type})"
+
+    # --- inputs --------------------------------------------------------------------------------------------
+    def _condition(self, scene: Scene) -> torch.Tensor:
+        mean = self.network.gene_mean.cpu().numpy()[:, None, None]
+        std = self.network.gene_std.cpu().numpy()[:, None, None]
+        mask = scene.mask.astype(np.float32)
+        maps = [scene.nearest, scene.smooth, self.histology_expression(scene)]
+        standardised = [(m - mean) / std * mask for m in maps]
+        return torch.from_numpy(np.concatenate([*standardised, mask[None]]).astype(np.float32))
+
+    @torch.no_grad()
+    def histology_expression(self, scene: Scene) -> np.ndarray:
+        """The histology encoder's log-normalised expression estimate per bin, ``(n_genes, height, width)``."""
+        encoder = self.network.encoder.eval().to(self.device)
+        inputs = self._histology(scene)
+        k = scene.px_per_bin
+        # Rows of bins at a time bound the memory of the full-resolution activations on large slides.
+        rows = max(1, 2**21 // max(inputs.shape[-1] * k * self.config.histology_width, 1))
+        out = []
+        for start in range(0, scene.shape[0], rows):
+            chunk = inputs[:, start * k : (start + rows) * k][None].to(self.device)
+            out.append(encoder.bin_expression(chunk, k)[0].float().cpu())
+        return torch.cat(out, dim=1).numpy()
+
+    def _histology(self, scene: Scene) -> torch.Tensor:
+        inputs = torch.from_numpy(histology_inputs(scene.histology))
+        mean = self.network.histology_mean.cpu()[:, None, None]
+        std = self.network.histology_std.cpu()[:, None, None]
+        return (inputs - mean) / std
+
+    def _residual(self, scene: Scene) -> torch.Tensor:
+        std = self.network.gene_std.cpu().numpy()[:, None, None]
+        scale = self.network.residual_scale.cpu().numpy()[:, None, None]
+        return torch.from_numpy(((scene.target - scene.smooth) / std / scale * scene.mask).astype(np.float32))
+
+    def _fit_statistics(self, scenes: Sequence[Scene], reference: Scene) -> None:
+        in_tissue = [s.target[:, s.mask] for s in scenes]
+        values = np.concatenate(in_tissue, axis=1)
+        gene_std = np.maximum(values.std(axis=1), 1e-3)
+        residuals = np.concatenate([(s.target - s.smooth)[:, s.mask] for s in scenes], axis=1) / gene_std[:, None]
+        # A floor keeps genes the measurement already explains from being blown up into noise.
+        residual_scale = np.maximum(residuals.std(axis=1), 0.05)
+        inputs = histology_inputs(reference.histology).reshape(HISTOLOGY_INPUTS, -1)
+        net = self.network
+        net.gene_mean.copy_(torch.from_numpy(values.mean(axis=1)))
+        net.gene_std.copy_(torch.from_numpy(gene_std))
+        net.residual_scale.copy_(torch.from_numpy(residual_scale))
+        net.histology_mean.copy_(torch.from_numpy(inputs.mean(axis=1)))
+        net.histology_std.copy_(torch.from_numpy(np.maximum(inputs.std(axis=1), 1e-3)))
+
+    # --- training ------------------------------------------------------------------------------------------
+    def train(
+        self,
+        scenes: Sequence[Scene],
+        *,
+        reference: Scene,
+        steps: int | None = None,
+        show_progress_bar: bool = True,
+    ) -> DiffST:
+        """Fit the histology encoder to the spots, then the denoiser to generate each scene's ``target``.
+
+        Parameters
+        ----------
+        scenes
+            Training pairs with ``target`` set.
+        reference
+            The slide at the output resolution with ``spot_pixels`` and ``spot_values`` set: the encoder learns to
+            reproduce each spot from the H&E under it.
+        steps
+            Optimiser steps; default ``config.train_steps``.
+        show_progress_bar
+            Show a tqdm bar.
+
+        Returns
+        -------
+        The model itself, trained.
+        """
+        scenes = list(scenes)
+        if not scenes or any(s.target is None for s in scenes):
+            msg = "Training needs at least one scene, each with a `target`."
+            raise ValueError(msg)
+        if reference.spot_pixels is None or reference.spot_values is None:
+            msg = "The reference scene needs `spot_pixels` and `spot_values` to fit the histology encoder."
+            raise ValueError(msg)
+        if any(s.nearest.shape[0] != len(self.genes) for s in [*scenes, reference]):
+            msg = f"Scenes must have {len(self.genes)} genes, like the model."
+            raise ValueError(msg)
+        cfg = self.config
+        self._fit_statistics(scenes, reference)
+        torch.manual_seed(self.seed)
+        encoder_losses = pretrain_encoder(
+            self.network.encoder,
+            self._histology(reference),
+            reference.spot_pixels,
+            reference.spot_values,
+            steps=cfg.encoder_steps,
+            batch_size=cfg.encoder_batch_size,
+            learning_rate=3e-3,
+            device=self.device,
+            seed=self.seed,
+            show_progress_bar=show_progress_bar,
+        )
+        self.network.encoder.requires_grad_(False)
+        tensors = [
+            SceneTensors(
+                self._condition(s), self._residual(s), torch.from_numpy(s.mask.astype(np.float32)), cfg.patch_bins
+            )
+            for s in scenes
+        ]
+        ema, losses = train_network(
+            self.network,
+            tensors,
+            self.schedule,
+            steps=cfg.train_steps if steps is None else int(steps),
+            batch_size=cfg.batch_size,
+            patch_bins=cfg.patch_bins,
+            learning_rate=cfg.learning_rate,
+            ema_decay=cfg.ema_decay,
+            device=self.device,
+            seed=self.seed,
+            show_progress_bar=show_progress_bar,
+        )
+        self.network = ema
+        self.history = {"encoder": encoder_losses, "denoiser": losses}
+        self.is_trained = True
+        return self
+
+    # --- sampling ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        scene: Scene,
+        *,
+        n_samples: int = 4,
+        steps: int | None = None,
+        eta: float = 0.0,
+        seed: int = 0,
+        show_progress_bar: bool = True,
+    ) -> np.ndarray:
+        """Draw high-resolution expression maps for ``scene``.
+
+        Parameters
+        ----------
+        scene
+            The measurement and histology; its ``px_per_bin`` must equal ``config.px_per_bin``.
+        n_samples
+            Independent draws.
+        steps
+            Sampling steps; default ``config.sampling_steps``. With ``eta=1`` and ``steps=config.timesteps``
+            this is ancestral DDPM sampling.
+        eta
+            DDIM stochasticity: 0 is deterministic given the initial noise.
+        seed
+            Seeds the initial noise (and the noise added when ``eta > 0``).
+        show_progress_bar
+            Show a tqdm bar over denoising steps.
+
+        Returns
+        -------
+        Log-normalised expression, shape ``(n_samples, n_genes, height, width)``; 0 outside ``scene.mask``.
+        """
+        if not self.is_trained:
+            msg = "The model is not trained; call `train` first or load a trained model with `DiffST.load`."
+            raise RuntimeError(msg)
+        if n_samples < 1:
+            msg = f"`n_samples` must be at least 1, got {n_samples}."
+            raise ValueError(msg)
+        if scene.nearest.shape[0] != len(self.genes):
+            msg = f"The scene has {scene.nearest.shape[0]} genes; the model generates {len(self.genes)}."
+            raise ValueError(msg)
+        steps = self.config.sampling_steps if steps is None else int(steps)
+        net = self.network.eval().to(self.device)
+        height, width = scene.shape
+        multiple = 2 ** (len(self.config.channel_mult) - 1)
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        cond = F.pad(self._condition(scene), (0, pad_w, 0, pad_h))[None].to(self.device)
+        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        generator = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn((n_samples, len(self.genes), height + pad_h, width + pad_w), generator=generator)
+        per_batch = max(1, min(n_samples, 2**22 // max(cond.shape[-1] * cond.shape[-2] * len(self.genes), 1)))
+        batches = range(0, n_samples, per_batch)
+        bar = tqdm(total=steps * len(batches), desc="Sampling", unit="step", disable=not show_progress_bar)
+        drawn = []
+        for start in batches:
+            x = noise[start : start + per_batch].to(self.device)
+            n = x.shape[0]
+
+            def denoise(x_t, t, n=n):
+                with autocast:
+                    return net(x_t, t, cond.expand(n, -1, -1, -1))
+
+            x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=bar.update)
+            drawn.append(x0.float().cpu()[:, :, :height, :width])
+        bar.close()
+        residual = torch.cat(drawn).numpy()
+        std = self.network.gene_std.cpu().numpy()[None, :, None, None]
+        scale = self.network.residual_scale.cpu().numpy()[None, :, None, None]
+        maps = scene.smooth[None] + residual * scale * std
+        return (maps * scene.mask[None, None]).astype(np.float32)
+
+    # --- persistence ---------------------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save weights (``model.pt``), configuration, genes and package version (``config.json``) in a directory.
+
+        Parameters
+        ----------
+        path
+            Directory to create.
+        overwrite
+            Replace the model files if the directory already holds a model.
+
+        Returns
+        -------
+        The directory.
+        """
+        from sr_spatial import __version__
+
+        path = Path(path)
+        if (path / WEIGHTS_FILE).exists() and not overwrite:
+            msg = f"{path} already holds a model; pass `overwrite=True` to replace it."
+            raise FileExistsError(msg)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in self.network.state_dict().items()}, path / WEIGHTS_FILE)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "sr_spatial_version": __version__,
+            "config": self.config.to_dict(),
+            "genes": self.genes,
+            "scale": self.scale,
+            "seed": self.seed,
+            "is_trained": self.is_trained,
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device = "auto", genes: Sequence[str] | None = None) -> DiffST:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        path
+            The model directory.
+        device
+            Where to put the model; ``"auto"`` as in :class:`DiffST`.
+        genes
+            If given, check the model generates exactly these genes and say which differ.
+
+        Returns
+        -------
+        The model.
+        """
+        path = Path(path)
+        config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not config_file.is_file() or not weights_file.is_file():
+            msg = (
+                f"{path} is not a saved sr_spatial model (needs {CONFIG_FILE} and {WEIGHTS_FILE}). "
+                "Save one with `DiffST.save` or train with `sr_spatial.tl.train`."
+            )
+            raise FileNotFoundError(msg)
+        try:
+            meta = json.loads(config_file.read_text())
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch and json raise many types for a damaged file
+            msg = f"Could not read the model in {path} ({type(err).__name__}: {err}). Re-save or re-train it."
+            raise ValueError(msg) from err
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            msg = (
+                f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format; "
+                "upgrade sr_spatial to load it."
+            )
+            raise ValueError(msg)
+        model = cls(meta["genes"], config=meta["config"], scale=meta["scale"], device=device, seed=meta["seed"])
+        try:
+            model.network.load_state_dict(state)
+        except RuntimeError as err:
+            msg = f"The weights in {path} do not fit its configuration ({err}). Re-save or re-train the model."
+            raise ValueError(msg) from err
+        model.network.to(model.device).eval()
+        model.is_trained = bool(meta.get("is_trained", True))
+        if genes is not None:
+            model.check_genes(genes)
+        return model
+
+    def check_genes(self, genes: Sequence[str]) -> None:
+        """Raise a clear error unless ``genes`` are exactly the model's genes, in order."""
+        genes = [str(g) for g in genes]
+        if genes == self.genes:
+            return
+        missing = [g for g in self.genes if g not in set(genes)]
+        extra = [g for g in genes if g not in set(self.genes)]
+        if not missing and not extra:
+            msg = "The genes match the model's but in another order; pass them in the model's order (`model.genes`)."
+        else:
+            msg = (
+                f"The model was trained on {len(self.genes)} genes that differ from the {len(genes)} requested: "
+                f"missing from the data {missing[:10]}, not in the model {extra[:10]}. Pass `genes=model.genes` "
+                "or train a model on these genes."
+            )
+        raise ValueError(msg)

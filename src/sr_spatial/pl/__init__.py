@@ -1,0 +1,3 @@
+"""Plotting."""
+
+__all__: list[str] = []

@@ -1,0 +1,157 @@
+"""Accuracy of a super-resolved map against a high-resolution truth map."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from spatialdata import SpatialData
+
+__all__ = ["evaluate", "regrid_to"]
+
+
+def _affine(element, cs: str) -> np.ndarray:
+    from spatialdata.transformations import get_transformation
+
+    tf = get_transformation(element, to_coordinate_system=cs)
+    return np.asarray(tf.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
+
+
+def _single_scale(image):
+    from sr_spatial._adapter import _scale0
+
+    return _scale0(image)
+
+
+def regrid_to(sdata: SpatialData, source_key: str, target_key: str, *, channels: Sequence[str]) -> np.ndarray:
+    """Average ``source_key``'s pixels over each pixel of ``target_key`` (both images, sharing a coordinate system).
+
+    Each target pixel takes the mean of the source pixels it covers (box average through an integral image),
+    which is how a coarser measurement of the same tissue would see it.
+
+    Returns
+    -------
+    Array ``(len(channels), target height, target width)``.
+    """
+    from skimage.transform import integral_image, integrate
+    from spatialdata.transformations import get_transformation
+
+    source, target = sdata.images[source_key], sdata.images[target_key]
+    common = [
+        cs for cs in get_transformation(target, get_all=True) if cs in get_transformation(source, get_all=True)
+    ]
+    if not common:
+        msg = f"Images {source_key!r} and {target_key!r} share no coordinate system; they cannot be compared."
+        raise ValueError(msg)
+    target_to_source = np.linalg.inv(_affine(source, common[0])) @ _affine(target, common[0])
+    if abs(target_to_source[0, 1]) > 1e-9 or abs(target_to_source[1, 0]) > 1e-9:
+        msg = "Comparing images that are rotated against each other is not supported."
+        raise ValueError(msg)
+    src = _single_scale(source)
+    tgt = _single_scale(target)
+    missing = [c for c in channels if c not in list(src.coords["c"].values)]
+    if missing:
+        msg = f"Image {source_key!r} lacks channels {missing[:10]}."
+        raise KeyError(msg)
+    height, width = tgt.sizes["y"], tgt.sizes["x"]
+    sx, tx, sy, ty = target_to_source[0, 0], target_to_source[0, 2], target_to_source[1, 1], target_to_source[1, 2]
+
+    def edges(n, s, t, limit):
+        lo = np.clip(np.round(s * np.arange(n) + t).astype(int), 0, limit - 1)
+        hi = np.clip(np.round(s * np.arange(1, n + 1) + t).astype(int) - 1, lo, limit - 1)
+        return lo, hi
+
+    x_lo, x_hi = edges(width, sx, tx, src.sizes["x"])
+    y_lo, y_hi = edges(height, sy, ty, src.sizes["y"])
+    starts = np.stack(np.meshgrid(y_lo, x_lo, indexing="ij"), axis=-1).reshape(-1, 2)
+    ends = np.stack(np.meshgrid(y_hi, x_hi, indexing="ij"), axis=-1).reshape(-1, 2)
+    area = ((ends - starts + 1).prod(axis=1)).astype(np.float64)
+    out = np.empty((len(channels), height, width), dtype=np.float32)
+    for index, channel in enumerate(channels):
+        plane = np.asarray(src.sel(c=channel).values, dtype=np.float64)
+        ii = integral_image(plane)
+        out[index] = (integrate(ii, starts, ends) / area).reshape(height, width)
+    return out
+
+
+def _ssim(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    rows, cols = np.nonzero(mask)
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    p, t = np.where(mask, prediction, 0.0)[box], np.where(mask, truth, 0.0)[box]
+    win = min(7, *(s - (1 - s % 2) for s in p.shape))
+    if win < 3:
+        return float("nan")
+    data_range = float(max(t.max() - t.min(), 1e-12))
+    # Average the SSIM map over tissue only, so empty glass does not count as perfect agreement.
+    _, ssim_map = structural_similarity(p, t, win_size=win, data_range=data_range, full=True)
+    return float(ssim_map[mask[box]].mean())
+
+
+def evaluate(
+    sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Score a super-resolved map against a high-resolution truth, gene by gene.
+
+    The truth image is averaged over each super-resolved bin (box average), then compared on the bins in the
+    tissue (those in ``sdata.tables[f"{key}_table"]``), all in log-normalised expression.
+
+    Parameters
+    ----------
+    sdata
+        Holds the output of :func:`sr_spatial.tl.superresolve` and the truth.
+    key
+        ``key_added`` of that call.
+    truth_key
+        Image element with the true expression (channels = genes), e.g. ``"demo_truth"`` from
+        :func:`sr_spatial.datasets.demo`.
+    genes
+        Genes to score; default all super-resolved genes.
+
+    Returns
+    -------
+    One row per gene with columns ``pearson`` (Pearson r), ``ssim`` (:func:`skimage.metrics.structural_similarity`),
+    ``rmse`` and ``spot_residual`` (relative disagreement with the measured spots, see
+    :func:`sr_spatial.tl.spot_residual`).
+    """
+    from sr_spatial._adapter import output_names
+
+    table_key = output_names(key)["table"]
+    for name, kind in ((key, "images"), (truth_key, "images"), (table_key, "tables")):
+        if name not in getattr(sdata, kind):
+            msg = f"{kind[:-1].capitalize()} {name!r} not found. Available: {sorted(getattr(sdata, kind).keys())}."
+            raise KeyError(msg)
+    table = sdata.tables[table_key]
+    all_genes = table.var_names.astype(str).tolist()
+    genes = all_genes if genes is None else list(genes)
+    missing = [g for g in genes if g not in all_genes]
+    if missing:
+        msg = f"Genes {missing[:10]} were not super-resolved under {key!r}."
+        raise KeyError(msg)
+    prediction = _single_scale(sdata.images[key])
+    truth = regrid_to(sdata, truth_key, key, channels=genes)
+    mask = np.zeros((prediction.sizes["y"], prediction.sizes["x"]), dtype=bool)
+    mask[table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()] = True
+    per_gene_residual = dict(zip(all_genes, np.asarray(table.uns[key].get("spot_residual_per_gene")), strict=False))
+    rows = []
+    for index, gene in enumerate(genes):
+        p = np.asarray(prediction.sel(c=gene).values, dtype=np.float64)
+        t = truth[index].astype(np.float64)
+        pm, tm = p[mask], t[mask]
+        r = np.corrcoef(pm, tm)[0, 1] if pm.std() > 0 and tm.std() > 0 else np.nan
+        rows.append(
+            {
+                "gene": gene,
+                "pearson": float(r),
+                "ssim": _ssim(p, t, mask),
+                "rmse": float(np.sqrt(np.mean((pm - tm) ** 2))),
+                "spot_residual": float(per_gene_residual.get(gene, np.nan)),
+            }
+        )
+    return pd.DataFrame(rows).set_index("gene")

@@ -1,0 +1,211 @@
+"""Scale-transfer training on the user's own slide."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sr_spatial._adapter import read_histology
+from sr_spatial.model import DiffST, Scene
+from sr_spatial.model._config import resolve_config
+from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, render_spots
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+    from spatialdata import SpatialData
+
+    from sr_spatial.model import ModelConfig
+    from sr_spatial.pp._stmap import STMap
+
+logger = logging.getLogger("sr_spatial")
+
+__all__ = ["output_scene", "scale_transfer_scenes", "train"]
+
+
+def spot_pixel_map(st_map: STMap, px_per_bin: int) -> np.ndarray:
+    """Spot index of every histology pixel of the output grid (``-1`` outside every spot's disk)."""
+    from scipy.spatial import cKDTree
+
+    grid = st_map.grid
+    pixel = grid.size / px_per_bin
+    xs = grid.x0 + (np.arange(grid.width * px_per_bin) + 0.5) * pixel
+    ys = grid.y0 + (np.arange(grid.height * px_per_bin) + 0.5) * pixel
+    tree = cKDTree(st_map.centres)
+    out = np.empty((len(ys), len(xs)), dtype=np.int64)
+    for row, y in enumerate(ys):
+        distance, owner = tree.query(np.column_stack([xs, np.full_like(xs, y)]))
+        out[row] = np.where(distance <= st_map.radius[owner], owner, -1)
+    return out
+
+
+def output_scene(st_map: STMap, *, px_per_bin: int) -> Scene:
+    """The slide at the output resolution, with the spots' pixels as labels for the histology encoder."""
+    return Scene(
+        nearest=st_map.nearest,
+        smooth=st_map.smooth,
+        mask=st_map.mask,
+        histology=read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin),
+        px_per_bin=px_per_bin,
+        spot_pixels=spot_pixel_map(st_map, px_per_bin),
+        spot_values=st_map.values,
+    )
+
+
+def scale_transfer_scenes(st_map: STMap, *, scale: int, px_per_bin: int, n_offsets: int, seed: int) -> list[Scene]:
+    """Training pairs from one slide: spots pooled ``scale``-fold (input) and the measured spots (target).
+
+    The target grid has one bin per spot pitch, and the pooled input is ``scale`` pitches wide, so the pair
+    has the same ratio of measurement to output as the real task (spots to bins ``pitch / scale`` wide). The
+    H&E is resampled to ``scale * px_per_bin`` pixels per training bin: the same physical resolution as at
+    inference. Each extra offset shifts the pooling lattice, giving a different pooling of the same slide.
+    """
+    if st_map.spots is None:
+        msg = "The ST map has no spots attached; build it with `sr_spatial.pp.build_st_map`."
+        raise ValueError(msg)
+    rng = np.random.default_rng(seed)
+    pitch = st_map.pitch
+    grid = make_grid(st_map.centres, bin_size=pitch, pitch=pitch)
+    target, _, mask, _ = render_spots(st_map.centres, st_map.values, grid, pitch=pitch)
+    histology = read_histology(st_map.spots, grid, px_per_bin=scale * px_per_bin)
+    offsets = [(0.0, 0.0)] + [tuple(rng.uniform(0, scale * pitch, size=2)) for _ in range(max(n_offsets, 1) - 1)]
+    scenes = []
+    for offset in offsets:
+        pooled_xy, pooled = coarsen_spots(st_map.centres, st_map.values, factor=scale, pitch=pitch, offset=offset)
+        if len(pooled_xy) < 3:
+            msg = (
+                f"Pooling {len(st_map.centres)} spots {scale}-fold leaves {len(pooled_xy)} pseudo-spots, too few to "
+                "learn from. Use a smaller `scale`, or a model trained on a larger slide (`model=`)."
+            )
+            raise ValueError(msg)
+        nearest, smooth, _, _ = render_spots(pooled_xy, pooled, grid, pitch=scale * pitch)
+        scenes.append(
+            Scene(
+                nearest=nearest * mask,
+                smooth=smooth * mask,
+                mask=mask,
+                histology=histology,
+                px_per_bin=scale * px_per_bin,
+                target=target,
+            )
+        )
+    return scenes
+
+
+def train(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    table_key: str = "table",
+    shapes_key: str | None = None,
+    genes: Sequence[str] | None = None,
+    n_top_genes: int = 50,
+    scale: int = 4,
+    config: str | ModelConfig | dict = "base",
+    train_steps: int | None = None,
+    device: str | torch.device = "auto",
+    coordinate_system: str | None = None,
+    seed: int = 0,
+    show_progress_bar: bool = True,
+) -> DiffST:
+    """Train a :class:`~sr_spatial.model.DiffST` on a slide by scale transfer, without high-resolution truth.
+
+    The slide's spots are pooled ``scale``-fold into pseudo-spots; the model learns to recover the measured
+    spots from the pseudo-spots and the H&E, and is later applied to the measured spots to go ``scale``-fold
+    finer (:func:`sr_spatial.tl.superresolve`). ``sdata`` is not changed.
+
+    Parameters
+    ----------
+    sdata
+        The slide, e.g. from :func:`spatialdata_io.visium`.
+    image_key
+        H&E image element.
+    table_key
+        Table of raw counts annotating the spots.
+    shapes_key
+        Spots; default: the shapes the table annotates.
+    genes
+        Genes to model; default: the ``n_top_genes`` most highly variable.
+    n_top_genes
+        See ``genes``.
+    scale
+        Super-resolution factor (bins per spot pitch), at least 2.
+    config
+        Model size (``"tiny"``, ``"base"``), a :class:`~sr_spatial.model.ModelConfig` or a dict.
+    train_steps
+        Optimiser steps; default from ``config``.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
+    coordinate_system
+        Coordinate system shared by image and spots; default: the first they share.
+    seed
+        Seeds initialisation, pooling offsets and training.
+    show_progress_bar
+        Show a tqdm bar.
+
+    Returns
+    -------
+    The trained model; keep it with :meth:`~sr_spatial.model.DiffST.save`.
+    """
+    _check_scale(scale)
+    st_map = build_st_map(
+        sdata,
+        image_key,
+        table_key=table_key,
+        shapes_key=shapes_key,
+        genes=genes,
+        n_top_genes=n_top_genes,
+        scale=scale,
+        coordinate_system=coordinate_system,
+    )
+    return train_on_map(
+        st_map,
+        scale=scale,
+        config=config,
+        train_steps=train_steps,
+        device=device,
+        seed=seed,
+        show_progress_bar=show_progress_bar,
+    )
+
+
+def train_on_map(
+    st_map: STMap,
+    *,
+    scale: int,
+    config: str | ModelConfig | dict,
+    train_steps: int | None,
+    device,
+    seed: int,
+    show_progress_bar: bool,
+    reference: Scene | None = None,
+) -> DiffST:
+    """Train on an already built ST map (see :func:`train`); ``reference`` is its :func:`output_scene` if built."""
+    cfg = resolve_config(config)
+    start = time.perf_counter()
+    if reference is None:
+        reference = output_scene(st_map, px_per_bin=cfg.px_per_bin)
+    scenes = scale_transfer_scenes(
+        st_map, scale=scale, px_per_bin=cfg.px_per_bin, n_offsets=cfg.n_pool_offsets, seed=seed
+    )
+    model = DiffST(st_map.genes, config=cfg, scale=scale, device=device, seed=seed)
+    logger.info(
+        "Training on %d spots x %d genes by %dx scale transfer (%s).",
+        len(st_map.values),
+        len(st_map.genes),
+        scale,
+        model.device.type,
+    )
+    model.train(scenes, reference=reference, steps=train_steps, show_progress_bar=show_progress_bar)
+    logger.info("Trained in %.1f s.", time.perf_counter() - start)
+    return model
+
+
+def _check_scale(scale) -> None:
+    if not isinstance(scale, int | np.integer) or scale < 2:
+        msg = f"`scale` must be an integer of at least 2 (bins per spot pitch), got {scale!r}."
+        raise ValueError(msg)
