@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["BinGrid", "SpotData", "read_histology", "read_spots", "write_superres"]
+__all__ = ["BinGrid", "SpotData", "check_output_names", "output_names", "read_histology", "read_spots", "write_superres"]
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,9 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     # Area-average first, so resampling to the output pixel does not alias nuclei away.
     pool = max(int(np.floor(out_pixel / factor)), 1)
     if pool > 1:
-        crop = downscale_local_mean(crop, (1, pool, pool))
+        # Edge-pad to whole pooling blocks: downscale_local_mean would pad with zeros and darken the last row.
+        extra = [(0, 0), (0, (-crop.shape[1]) % pool), (0, (-crop.shape[2]) % pool)]
+        crop = downscale_local_mean(np.pad(crop, extra, mode="edge"), (1, pool, pool))
     crop_pixel = factor * pool  # full-res pixels per crop pixel
     # warp maps output (col, row) to input (col, row); both are pixel centres.
     out_to_full = AffineTransform(scale=out_pixel, translation=(grid.x0 + 0.5 * out_pixel, grid.y0 + 0.5 * out_pixel))
@@ -462,6 +464,11 @@ def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> 
 def output_names(key: str) -> dict[str, str]:
     """Element names written for ``key``; SpatialData needs names unique across element types."""
     return {"image": key, "std": f"{key}_std", "bins": f"{key}_bins", "table": f"{key}_table"}
+
+
+def check_output_names(sdata: SpatialData, key: str, *, overwrite: bool) -> None:
+    """Raise before any work if the elements for ``key`` cannot be written into ``sdata``."""
+    _check_free(sdata, output_names(key), overwrite=overwrite)
 
 
 def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:

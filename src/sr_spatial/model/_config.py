@@ -45,15 +45,15 @@ class ModelConfig:
         Shifted pseudo-spot lattices used for scale-transfer training (more pairs from one slide).
     """
 
-    channels: int = 32
+    channels: int = 24
     channel_mult: tuple[int, ...] = (1, 2)
     histology_width: int = 16
-    encoder_steps: int = 800
+    encoder_steps: int = 600
     encoder_batch_size: int = 32
     px_per_bin: int = 8
     timesteps: int = 1000
     prediction: str = "v"
-    train_steps: int = 1200
+    train_steps: int = 600
     batch_size: int = 8
     patch_bins: int = 16
     learning_rate: float = 2e-3
@@ -94,7 +94,7 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         channels=16,
-        histology_width=8,
+        histology_width=16,
         encoder_steps=300,
         px_per_bin=8,
         train_steps=300,

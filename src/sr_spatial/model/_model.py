@@ -50,18 +50,33 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(msg) from err
 
 
+def _within_measurement(values: np.ndarray, owner: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+    """``values`` minus their mean over the bins of the same measurement, 0 outside ``mask``."""
+    out = np.zeros_like(values)
+    if owner is None:
+        return out
+    cells = owner[mask]
+    n_cells = cells.max() + 1 if cells.size else 0
+    count = np.maximum(np.bincount(cells, minlength=n_cells), 1)
+    for gene in range(values.shape[0]):
+        cell_mean = np.bincount(cells, values[gene][mask], minlength=n_cells) / count
+        out[gene][mask] = values[gene][mask] - cell_mean[cells]
+    return out
+
+
 class DiffSTNetwork(nn.Module):
     """Histology encoder + UNet denoiser, with the standardisation statistics as buffers (saved with the weights).
 
-    The denoiser sees ``x_t`` and, per bin: the nearest-spot and smooth measurement, the tissue mask and the
-    histology encoder's expression estimate, all standardised per gene.
+    The denoiser sees ``x_t`` and, per bin: the nearest-spot and smooth measurement, the histology encoder's
+    expression estimate, that estimate minus its mean over the bin's measurement (what histology adds within a
+    spot), and the tissue mask; all standardised per gene.
     """
 
     def __init__(self, n_genes: int, config: ModelConfig):
         super().__init__()
         self.encoder = HistologyEncoder(width=config.histology_width, n_genes=n_genes)
         self.unet = UNet(
-            in_channels=4 * n_genes + 1,
+            in_channels=5 * n_genes + 1,
             out_channels=n_genes,
             channels=config.channels,
             channel_mult=config.channel_mult,
@@ -69,6 +84,7 @@ class DiffSTNetwork(nn.Module):
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("gene_std", torch.ones(n_genes))
         self.register_buffer("residual_scale", torch.ones(n_genes))
+        self.register_buffer("detail_weight", torch.zeros(n_genes))
         self.register_buffer("histology_mean", torch.zeros(HISTOLOGY_INPUTS))
         self.register_buffer("histology_std", torch.ones(HISTOLOGY_INPUTS))
 
@@ -130,13 +146,22 @@ class DiffST:
         return f"DiffST({len(self.genes)} genes, scale={self.scale}, {state}, device={self.device.type})"
 
     # --- inputs --------------------------------------------------------------------------------------------
-    def _condition(self, scene: Scene) -> torch.Tensor:
+    def _inputs(self, scene: Scene) -> tuple[torch.Tensor, np.ndarray]:
+        """The denoiser's condition ``(5 * n_genes + 1, h, w)`` and the guided base map the residual is added to.
+
+        The base is the smooth measurement plus, per gene, ``detail_weight`` times what histology adds within
+        each measurement; the denoiser generates the remaining residual, so an untrained denoiser returns it.
+        """
         mean = self.network.gene_mean.cpu().numpy()[:, None, None]
         std = self.network.gene_std.cpu().numpy()[:, None, None]
+        weight = self.network.detail_weight.cpu().numpy()[:, None, None]
         mask = scene.mask.astype(np.float32)
-        maps = [scene.nearest, scene.smooth, self.histology_expression(scene)]
-        standardised = [(m - mean) / std * mask for m in maps]
-        return torch.from_numpy(np.concatenate([*standardised, mask[None]]).astype(np.float32))
+        histology = self.histology_expression(scene)
+        detail = _within_measurement(histology, scene.owner, scene.mask)
+        maps = [(m - mean) / std * mask for m in (scene.nearest, scene.smooth, histology)]
+        cond = np.concatenate([*maps, detail / std, mask[None]]).astype(np.float32)
+        base = (scene.smooth + weight * detail) * mask
+        return torch.from_numpy(cond), base.astype(np.float32)
 
     @torch.no_grad()
     def histology_expression(self, scene: Scene) -> np.ndarray:
@@ -158,25 +183,32 @@ class DiffST:
         std = self.network.histology_std.cpu()[:, None, None]
         return (inputs - mean) / std
 
-    def _residual(self, scene: Scene) -> torch.Tensor:
-        std = self.network.gene_std.cpu().numpy()[:, None, None]
-        scale = self.network.residual_scale.cpu().numpy()[:, None, None]
-        return torch.from_numpy(((scene.target - scene.smooth) / std / scale * scene.mask).astype(np.float32))
-
     def _fit_statistics(self, scenes: Sequence[Scene], reference: Scene) -> None:
-        in_tissue = [s.target[:, s.mask] for s in scenes]
-        values = np.concatenate(in_tissue, axis=1)
-        gene_std = np.maximum(values.std(axis=1), 1e-3)
-        residuals = np.concatenate([(s.target - s.smooth)[:, s.mask] for s in scenes], axis=1) / gene_std[:, None]
-        # A floor keeps genes the measurement already explains from being blown up into noise.
-        residual_scale = np.maximum(residuals.std(axis=1), 0.05)
+        values = np.concatenate([s.target[:, s.mask] for s in scenes], axis=1)
         inputs = histology_inputs(reference.histology).reshape(HISTOLOGY_INPUTS, -1)
         net = self.network
         net.gene_mean.copy_(torch.from_numpy(values.mean(axis=1)))
-        net.gene_std.copy_(torch.from_numpy(gene_std))
-        net.residual_scale.copy_(torch.from_numpy(residual_scale))
+        net.gene_std.copy_(torch.from_numpy(np.maximum(values.std(axis=1), 1e-3)))
         net.histology_mean.copy_(torch.from_numpy(inputs.mean(axis=1)))
         net.histology_std.copy_(torch.from_numpy(np.maximum(inputs.std(axis=1), 1e-3)))
+
+    def _fit_detail_weight(self, scenes: Sequence[Scene]) -> None:
+        """Per gene, the least-squares weight of histology detail in the training pairs' residual, in ``[0, 1]``."""
+        covariance = np.zeros(len(self.genes))
+        variance = np.zeros(len(self.genes))
+        for scene in scenes:
+            detail = _within_measurement(self.histology_expression(scene), scene.owner, scene.mask)[:, scene.mask]
+            residual = (scene.target - scene.smooth)[:, scene.mask]
+            covariance += (detail * residual).sum(axis=1)
+            variance += (detail**2).sum(axis=1)
+        weight = np.clip(covariance / np.maximum(variance, 1e-12), 0.0, 1.0)
+        self.network.detail_weight.copy_(torch.from_numpy(weight))
+
+    def _fit_residual_scale(self, residuals: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
+        std = self.network.gene_std.cpu().numpy()
+        pooled = np.concatenate([r[:, m] for r, m in zip(residuals, masks, strict=True)], axis=1) / std[:, None]
+        # A floor keeps genes the base already explains from being blown up into noise.
+        self.network.residual_scale.copy_(torch.from_numpy(np.maximum(pooled.std(axis=1), 0.05)))
 
     # --- training ------------------------------------------------------------------------------------------
     def train(
@@ -231,11 +263,14 @@ class DiffST:
             show_progress_bar=show_progress_bar,
         )
         self.network.encoder.requires_grad_(False)
+        self._fit_detail_weight(scenes)
+        inputs = [self._inputs(s) for s in scenes]
+        residuals = [(s.target - base) * s.mask for s, (_, base) in zip(scenes, inputs, strict=True)]
+        self._fit_residual_scale(residuals, [s.mask for s in scenes])
+        scale = (self.network.gene_std * self.network.residual_scale).cpu().numpy()[:, None, None]
         tensors = [
-            SceneTensors(
-                self._condition(s), self._residual(s), torch.from_numpy(s.mask.astype(np.float32)), cfg.patch_bins
-            )
-            for s in scenes
+            SceneTensors(cond, torch.from_numpy(r / scale), torch.from_numpy(s.mask.astype(np.float32)), cfg.patch_bins)
+            for s, (cond, _), r in zip(scenes, inputs, residuals, strict=True)
         ]
         ema, losses = train_network(
             self.network,
@@ -303,7 +338,8 @@ class DiffST:
         height, width = scene.shape
         multiple = 2 ** (len(self.config.channel_mult) - 1)
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
-        cond = F.pad(self._condition(scene), (0, pad_w, 0, pad_h))[None].to(self.device)
+        cond, base = self._inputs(scene)
+        cond = F.pad(cond, (0, pad_w, 0, pad_h))[None].to(self.device)
         autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         generator = torch.Generator().manual_seed(int(seed))
         noise = torch.randn((n_samples, len(self.genes), height + pad_h, width + pad_w), generator=generator)
@@ -325,7 +361,7 @@ class DiffST:
         residual = torch.cat(drawn).numpy()
         std = self.network.gene_std.cpu().numpy()[None, :, None, None]
         scale = self.network.residual_scale.cpu().numpy()[None, :, None, None]
-        maps = scene.smooth[None] + residual * scale * std
+        maps = base[None] + residual * scale * std
         return (maps * scene.mask[None, None]).astype(np.float32)
 
     # --- persistence ---------------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ class Scene:
         is fitted to.
     spot_values
         Log-normalised expression of the spots, ``(n_spots, n_genes)``.
+    owner
+        Index of the measurement (spot or pseudo-spot) nearest to each bin, ``(height, width)``: the bins whose
+        average that measurement fixes. Lets the model see what histology adds *within* a measurement.
     """
 
     nearest: np.ndarray
@@ -43,6 +46,7 @@ class Scene:
     target: np.ndarray | None = None
     spot_pixels: np.ndarray | None = None
     spot_values: np.ndarray | None = None
+    owner: np.ndarray | None = None
 
     def __post_init__(self):
         n_genes, height, width = self.nearest.shape
@@ -53,6 +57,8 @@ class Scene:
         }
         if self.target is not None:
             expected["target"] = (n_genes, height, width)
+        if self.owner is not None:
+            expected["owner"] = (height, width)
         if self.spot_pixels is not None:
             expected["spot_pixels"] = expected["histology"][1:]
         for name, shape in expected.items():

@@ -104,7 +104,7 @@ def train_network(
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), network.parameters(), strict=True):
                 p_ema.lerp_(p, 1 - decay)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     bar.close()

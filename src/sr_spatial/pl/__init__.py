@@ -1,3 +1,5 @@
 """Plotting."""
 
-__all__: list[str] = []
+from sr_spatial.pl._superres import superres
+
+__all__ = ["superres"]

@@ -92,5 +92,6 @@ def select_genes(
         return var_names[expressed].tolist()
     lognorm = normalize(adata[:, expressed], target_sum=target_sum, copy=True)
     sc.pp.highly_variable_genes(lognorm, n_top_genes=n_top_genes, flavor="seurat")
-    ranked = lognorm.var.sort_values("dispersions_norm", ascending=False)
-    return ranked.index[ranked["highly_variable"]].astype(str).tolist()
+    # Ties in normalised dispersion (genes alone in their mean bin) would let extra genes through the cut-off.
+    ranked = lognorm.var.sort_values(["dispersions_norm", "dispersions"], ascending=False)
+    return ranked.index[:n_top_genes].astype(str).tolist()

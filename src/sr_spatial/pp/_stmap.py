@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["STMap", "build_st_map", "coarsen_spots", "render_spots", "spot_pitch"]
+__all__ = ["STMap", "build_st_map", "coarsen_spots", "nearest_spot", "render_spots", "spot_pitch"]
 
 #: Bins farther than this many spot pitches from every spot are outside the tissue. 0.75 covers the whole
 #: Voronoi cell of square (0.71) and hexagonal (0.58) lattices without reaching far past the outer spots.
@@ -116,7 +116,8 @@ def render_spots(
     try:
         cubic = CloughTocher2DInterpolator(centres, values)(xy[mask])
         defined = np.isfinite(cubic).all(axis=1)
-        smooth[np.flatnonzero(mask)[defined]] = cubic[defined]
+        # Cubic interpolation overshoots; expression below zero has no meaning in log-normalised units.
+        smooth[np.flatnonzero(mask)[defined]] = np.clip(cubic[defined], 0.0, None)
     except (QhullError, ValueError):
         logger.debug("Too few or collinear spots for cubic interpolation; using nearest.")
 
@@ -136,6 +137,12 @@ def render_spots(
         return np.ascontiguousarray(a.T.reshape(n_genes, grid.height, grid.width))
 
     return to_map(nearest), to_map(smooth), mask.reshape(grid.shape), footprint.reshape(grid.shape)
+
+
+def nearest_spot(centres: np.ndarray, grid: BinGrid) -> np.ndarray:
+    """Index of the spot nearest to each bin centre, ``(height, width)``."""
+    _, owner = cKDTree(centres).query(grid.centres().reshape(-1, 2))
+    return owner.reshape(grid.shape)
 
 
 def coarsen_spots(

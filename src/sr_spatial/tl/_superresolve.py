@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from sr_spatial._adapter import write_superres
+from sr_spatial._adapter import check_output_names, write_superres
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import build_st_map
@@ -164,6 +164,8 @@ def superresolve(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
         msg = f"`key_added` {key!r} is not a valid element name; use letters, digits, '_', '.' and '-' only."
         raise ValueError(msg)
+    if inplace:
+        check_output_names(sdata, key, overwrite=overwrite)
     params = {
         "image_key": image_key,
         "table_key": table_key,

@@ -11,7 +11,7 @@ import numpy as np
 from sr_spatial._adapter import read_histology
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
-from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, render_spots
+from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, nearest_spot, render_spots
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -53,6 +53,7 @@ def output_scene(st_map: STMap, *, px_per_bin: int) -> Scene:
         px_per_bin=px_per_bin,
         spot_pixels=spot_pixel_map(st_map, px_per_bin),
         spot_values=st_map.values,
+        owner=nearest_spot(st_map.centres, st_map.grid),
     )
 
 
@@ -91,6 +92,7 @@ def scale_transfer_scenes(st_map: STMap, *, scale: int, px_per_bin: int, n_offse
                 histology=histology,
                 px_per_bin=scale * px_per_bin,
                 target=target,
+                owner=nearest_spot(pooled_xy, grid),
             )
         )
     return scenes

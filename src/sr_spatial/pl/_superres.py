@@ -1,0 +1,124 @@
+"""Measured spots next to the super-resolved map and its uncertainty."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+__all__ = ["superres"]
+
+
+def superres(
+    sdata: SpatialData,
+    genes: str | Sequence[str],
+    *,
+    key: str,
+    cmap: str = "viridis",
+    panel_size: float = 3.5,
+    show: bool | None = None,
+    save: str | Path | None = None,
+) -> Figure | None:
+    """Plot, per gene, the measured spots, the super-resolved map and its standard deviation over the H&E.
+
+    Measured and super-resolved panels share one colour scale, so what the model adds is visible as detail
+    rather than as a change of range.
+
+    Parameters
+    ----------
+    sdata
+        Holds the output of :func:`sr_spatial.tl.superresolve` under ``key``.
+    genes
+        One gene or several; one row of panels each.
+    key
+        ``key_added`` of that call.
+    cmap
+        Matplotlib colour map of the expression panels.
+    panel_size
+        Inches per panel.
+    show
+        Show the figure; default: show unless ``save`` is given.
+    save
+        Write the figure to this path.
+
+    Returns
+    -------
+    The figure if ``show`` is ``False``, else ``None`` (as scanpy plots do).
+    """
+    import matplotlib.pyplot as plt
+
+    from sr_spatial._adapter import output_names
+    from sr_spatial.pp import build_st_map
+
+    names = output_names(key)
+    if names["table"] not in sdata.tables or key not in sdata.images:
+        msg = f"No super-resolution under {key!r}; run `sr_spatial.tl.superresolve(..., key_added={key!r})` first."
+        raise KeyError(msg)
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    table = sdata.tables[names["table"]]
+    missing = [g for g in genes if g not in table.var_names]
+    if missing:
+        msg = f"Genes {missing} were not super-resolved under {key!r}; available: {table.var_names[:10].tolist()}."
+        raise KeyError(msg)
+    params = table.uns[key]["params"]
+    st_map = build_st_map(
+        sdata,
+        params["image_key"],
+        table_key=params.get("table_key", "table"),
+        shapes_key=params.get("shapes_key"),
+        genes=genes,
+        scale=params["scale"],
+        coordinate_system=table.uns[key].get("coordinate_system"),
+    )
+    legacy = table.uns["spatial"][key]
+    background = legacy["images"]["hires"]
+    scalef = legacy["scalefactors"]["tissue_hires_scalef"]
+    grid = st_map.grid
+    extent = [grid.x0 * scalef, (grid.x0 + grid.width * grid.size) * scalef]
+    extent += [(grid.y0 + grid.height * grid.size) * scalef, grid.y0 * scalef]
+    mean = np.asarray(sdata.images[key].sel(c=genes).values)
+    std = np.asarray(sdata.images[names["std"]].sel(c=genes).values)
+    mask = st_map.mask
+
+    fig, axes = plt.subplots(len(genes), 3, figsize=(3 * panel_size, len(genes) * panel_size), squeeze=False)
+    for row, gene in enumerate(genes):
+        measured = st_map.values[:, row]
+        vmin, vmax = float(min(measured.min(), mean[row][mask].min())), float(max(measured.max(), mean[row].max()))
+        panels = [
+            ("measured spots", None),
+            ("super-resolved", np.ma.masked_where(~mask, mean[row])),
+            ("uncertainty (sd)", np.ma.masked_where(~mask, std[row])),
+        ]
+        for col, (title, data) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(background)
+            if data is None:
+                size = (2 * st_map.radius.mean() * scalef) ** 2 * 0.6
+                ax.scatter(
+                    st_map.centres[:, 0] * scalef, st_map.centres[:, 1] * scalef, c=measured, s=size, cmap=cmap,
+                    vmin=vmin, vmax=vmax,
+                )
+            else:
+                shared = {"vmin": vmin, "vmax": vmax} if col == 1 else {}
+                image = ax.imshow(data, extent=extent, cmap=cmap if col == 1 else "magma", **shared)
+                fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
+            ax.set_title(f"{gene}: {title}", fontsize=9)
+            ax.set_axis_off()
+    fig.tight_layout()
+    if save is not None:
+        fig.savefig(save, dpi=120, bbox_inches="tight")
+    if show is None:
+        show = save is None
+    if show:
+        plt.show()
+        return None
+    return fig

@@ -1,0 +1,341 @@
+"""The diffusion model: network shapes and gradients, schedule and sampler, configuration, save and load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from sr_spatial.model import PRESETS, DiffST, ModelConfig, Scene, resolve_device
+from sr_spatial.model._config import resolve_config
+from sr_spatial.model._denoiser import UNet
+from sr_spatial.model._diffusion import Schedule
+from sr_spatial.model._histology import HISTOLOGY_INPUTS, HistologyEncoder
+from sr_spatial.tl._train import output_scene
+
+SEED = 0
+# An odd-sized window of the demo's output grid, in the tissue: sampling it must pad to the UNet's multiple.
+ROWS, COLS = slice(27, 52), slice(27, 54)
+
+
+@pytest.fixture(scope="module")
+def scene(st_map, tiny_model) -> Scene:
+    """A 25 x 27 bin window of the demo slide at the model's resolution."""
+    full = output_scene(st_map, px_per_bin=tiny_model.config.px_per_bin)
+    k = full.px_per_bin
+    window = Scene(
+        nearest=full.nearest[:, ROWS, COLS],
+        smooth=full.smooth[:, ROWS, COLS],
+        mask=full.mask[ROWS, COLS],
+        histology=full.histology[:, ROWS.start * k : ROWS.stop * k, COLS.start * k : COLS.stop * k],
+        px_per_bin=k,
+    )
+    assert window.mask.mean() > 0.9
+    return window
+
+
+@pytest.fixture(scope="module")
+def drawn(tiny_model, scene) -> np.ndarray:
+    """Two samples of the tiny model for the window, seed 0."""
+    return tiny_model.sample(scene, n_samples=2, seed=SEED, show_progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_model, tmp_path_factory):
+    return tiny_model.save(tmp_path_factory.mktemp("models") / "tiny")
+
+
+# --- networks ------------------------------------------------------------------------------------------------
+
+
+def test_unet_shape_and_zero_start():
+    torch.manual_seed(SEED)
+    net = UNet(in_channels=7, out_channels=3, channels=8, channel_mult=(1, 2))
+    x = torch.randn(2, 7, 16, 12)
+    out = net(x, torch.rand(2))
+    assert out.shape == (2, 3, 16, 12)
+    # The output layer starts at zero: an untrained model predicts no residual.
+    assert torch.count_nonzero(out) == 0
+
+
+@pytest.mark.parametrize("channel_mult", [(1, 2), (1, 2, 2)])
+def test_unet_gradients_reach_every_parameter(channel_mult):
+    torch.manual_seed(SEED)
+    net = UNet(in_channels=5, out_channels=4, channels=8, channel_mult=channel_mult)
+    x, t = torch.randn(3, 5, 16, 16), torch.rand(3)
+    target = torch.randn(3, 4, 16, 16)
+
+    # From the zero start only the output layer learns at first.
+    (net(x, t) - target).square().mean().backward()
+    assert net.out[-1].weight.grad.abs().sum() > 0
+    assert net.stem.weight.grad.abs().sum() == 0
+
+    # Once the output layer is non-zero, every parameter gets a finite, non-zero gradient.
+    net.zero_grad(set_to_none=True)
+    torch.nn.init.normal_(net.out[-1].weight, std=0.1)
+    out = net(x, t)
+    assert out.shape == (3, 4, 16, 16)
+    (out - target).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_histology_encoder_bin_expression():
+    torch.manual_seed(SEED)
+    k, n_genes = 8, 3
+    encoder = HistologyEncoder(width=4, n_genes=n_genes)
+    image = torch.randn(2, HISTOLOGY_INPUTS, 4 * k, 6 * k)
+    with torch.no_grad():
+        per_pixel = encoder(image)
+        binned = encoder.bin_expression(image, k)
+    assert per_pixel.shape == (2, n_genes, 4 * k, 6 * k)
+    assert binned.shape == (2, n_genes, 4, 6)
+    # Each bin is log1p of the mean rate over its k x k pixels.
+    block = per_pixel[1, :, k : 2 * k, 2 * k : 3 * k].exp().mean(dim=(-2, -1))
+    torch.testing.assert_close(binned[1, :, 1, 2], torch.log1p(block), rtol=1e-5, atol=1e-6)
+
+
+# --- schedule and sampler ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prediction", ["v", "epsilon"])
+def test_schedule_round_trip(prediction):
+    schedule = Schedule(1000, prediction=prediction)
+    generator = torch.Generator().manual_seed(SEED)
+    x0 = torch.randn(8, 3, 5, 5, generator=generator)
+    noise = torch.randn(8, 3, 5, 5, generator=generator)
+    t = torch.tensor([0, 1, 10, 100, 400, 700, 900, 999])
+    x_t = schedule.noisy(x0, t, noise)
+    target = schedule.target(x0, t, noise)
+    if prediction == "epsilon":
+        torch.testing.assert_close(target, noise)
+    x0_hat, eps_hat = schedule.split(x_t, t, target)
+    # x0 from an epsilon prediction divides by sqrt(alpha_bar), ~3e-3 at the last step: float32 error grows to ~1e-4.
+    atol = 1e-5 if prediction == "v" else 2e-4
+    torch.testing.assert_close(x0_hat, x0, rtol=0, atol=atol)
+    torch.testing.assert_close(eps_hat, noise, rtol=0, atol=1e-5)
+
+
+def test_schedule_is_a_cosine_schedule():
+    schedule = Schedule(1000)
+    ab = schedule.alpha_bar
+    assert ab.shape == (1000,)
+    assert (ab[1:] <= ab[:-1]).all()
+    assert ab[0] > 0.999
+    assert ab[-1] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["v", "epsilon"])
+@pytest.mark.parametrize("steps", [1, 10, 50])
+def test_ddim_with_exact_denoiser_returns_x0(prediction, steps):
+    """A denoiser that knows x0 predicts the exact target at every step; DDIM must land on x0."""
+    schedule = Schedule(1000, prediction=prediction)
+    generator = torch.Generator().manual_seed(SEED)
+    x0 = torch.rand(2, 3, 6, 7, generator=generator) * 4 - 2  # inside the clip range
+    noise = torch.randn(2, 3, 6, 7, generator=generator)
+    calls = []
+
+    def denoise(x_t, t):
+        step = torch.round(t * schedule.timesteps).long()
+        calls.append(int(step[0]))
+        ab = schedule.alpha_bar[step][:, None, None, None]
+        eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return schedule.target(x0, step, eps)
+
+    out = schedule.sample(denoise, noise, steps=steps)
+    assert len(calls) == steps
+    assert calls[0] == schedule.timesteps - 1
+    assert calls == sorted(calls, reverse=True)
+    torch.testing.assert_close(out, x0, rtol=0, atol=1e-4)
+
+
+def test_ddim_clips_x0_estimates():
+    schedule = Schedule(100)
+    x0 = torch.full((1, 1, 2, 2), 50.0)
+
+    def denoise(x_t, t):
+        step = torch.round(t * schedule.timesteps).long()
+        ab = schedule.alpha_bar[step][:, None, None, None]
+        return schedule.target(x0, step, (x_t - ab.sqrt() * x0) / (1 - ab).sqrt())
+
+    out = schedule.sample(denoise, torch.zeros(1, 1, 2, 2), steps=5, clip=6.0)
+    torch.testing.assert_close(out, torch.full_like(out, 6.0))
+
+
+# --- configuration and device ------------------------------------------------------------------------------------
+
+
+def test_resolve_device():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if expected == "cpu" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    device = torch.device("cpu")
+    assert resolve_device(device) is device
+    with pytest.raises(ValueError, match="nonsense"):
+        resolve_device("nonsense")
+
+
+def test_presets():
+    assert set(PRESETS) >= {"tiny", "base"}
+    assert PRESETS["base"] == ModelConfig()
+    tiny, base = PRESETS["tiny"], PRESETS["base"]
+    assert tiny.channels < base.channels
+    assert tiny.train_steps < base.train_steps
+    assert resolve_config("tiny") is tiny
+    assert resolve_config(None) is base
+    assert resolve_config(tiny) is tiny
+    assert resolve_config("tiny", train_steps=7, batch_size=None) == replace(tiny, train_steps=7)
+    with pytest.raises(ValueError, match="huge"):
+        resolve_config("huge")
+    with pytest.raises(ValueError, match="huge"):
+        DiffST(["a"], config="huge")
+    with pytest.raises(TypeError):
+        resolve_config(3)
+
+
+def test_config_dict_round_trip():
+    config = PRESETS["tiny"]
+    as_dict = config.to_dict()
+    assert isinstance(as_dict["channel_mult"], list)
+    assert json.loads(json.dumps(as_dict)) == as_dict
+    assert ModelConfig.from_dict(as_dict) == config
+    assert resolve_config(as_dict) == config
+    with pytest.raises(ValueError, match="bogus"):
+        ModelConfig.from_dict({**as_dict, "bogus": 1})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"prediction": "x0"}, "prediction"), ({"px_per_bin": 6}, "px_per_bin"), ({"px_per_bin": 1}, "px_per_bin")],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**kwargs)
+    with pytest.raises(ValueError, match="patch_bins"):
+        ModelConfig(channel_mult=(1, 2, 2), patch_bins=18)
+
+
+def test_model_arguments():
+    with pytest.raises(ValueError, match="at least one gene"):
+        DiffST([], config="tiny")
+    with pytest.raises(ValueError, match="unique"):
+        DiffST(["a", "a"], config="tiny")
+    model = DiffST(["a", "b"], config="tiny", device="cpu")
+    assert not model.is_trained
+    assert "untrained" in repr(model)
+
+
+# --- the trained model ---------------------------------------------------------------------------------------
+
+
+def test_trained_model(tiny_model, st_map):
+    assert tiny_model.is_trained
+    assert tiny_model.genes == st_map.genes
+    assert tiny_model.config == PRESETS["tiny"]
+    assert tiny_model.scale == 4
+    assert len(tiny_model.history["denoiser"]) == PRESETS["tiny"].train_steps
+    assert len(tiny_model.history["encoder"]) == PRESETS["tiny"].encoder_steps
+    assert np.isfinite(tiny_model.history["denoiser"]).all()
+
+
+def test_sample_shape_on_odd_window(tiny_model, scene, drawn):
+    assert scene.shape == (25, 27)
+    assert drawn.shape == (2, len(tiny_model.genes), 25, 27)
+    assert drawn.dtype == np.float32
+    assert np.isfinite(drawn).all()
+    assert (drawn[:, :, ~scene.mask] == 0).all()
+    assert not np.array_equal(drawn[0], drawn[1])  # two independent draws
+
+
+def test_sample_is_reproducible(tiny_model, scene, drawn):
+    again = tiny_model.sample(scene, n_samples=2, seed=SEED, show_progress_bar=False)
+    np.testing.assert_array_equal(again, drawn)
+    other = tiny_model.sample(scene, n_samples=1, seed=SEED + 1, show_progress_bar=False)
+    assert not np.allclose(other[0], drawn[0])
+
+
+def test_sample_checks_its_inputs(tiny_model, scene):
+    with pytest.raises(ValueError, match="n_samples"):
+        tiny_model.sample(scene, n_samples=0, show_progress_bar=False)
+    fewer = Scene(
+        nearest=scene.nearest[:3], smooth=scene.smooth[:3], mask=scene.mask, histology=scene.histology, px_per_bin=8
+    )
+    with pytest.raises(ValueError, match="genes"):
+        tiny_model.sample(fewer, show_progress_bar=False)
+    untrained = DiffST(tiny_model.genes, config="tiny", device="cpu")
+    with pytest.raises(RuntimeError, match="not trained"):
+        untrained.sample(scene, show_progress_bar=False)
+
+
+# --- save and load -------------------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tiny_model, saved, scene, drawn):
+    assert (saved / "model.pt").is_file()
+    meta = json.loads((saved / "config.json").read_text())
+    assert meta["genes"] == tiny_model.genes
+    assert meta["config"] == tiny_model.config.to_dict()
+
+    loaded = DiffST.load(saved, device="cpu")
+    assert loaded.is_trained
+    assert loaded.genes == tiny_model.genes
+    assert loaded.config == tiny_model.config
+    assert loaded.scale == tiny_model.scale
+    original = tiny_model.network.state_dict()
+    for name, value in loaded.network.state_dict().items():
+        assert torch.equal(value.cpu(), original[name].cpu()), name
+    np.testing.assert_array_equal(loaded.sample(scene, n_samples=2, seed=SEED, show_progress_bar=False), drawn)
+
+
+def test_load_checks_genes(tiny_model, saved):
+    assert DiffST.load(saved, device="cpu", genes=tiny_model.genes).genes == tiny_model.genes
+    wrong = [*tiny_model.genes[:-1], "NOT_A_GENE"]
+    with pytest.raises(ValueError) as info:
+        DiffST.load(saved, device="cpu", genes=wrong)
+    assert "NOT_A_GENE" in str(info.value)
+    assert tiny_model.genes[-1] in str(info.value)
+    with pytest.raises(ValueError, match="order"):
+        DiffST.load(saved, device="cpu", genes=tiny_model.genes[::-1])
+
+
+def test_load_truncated_weights(saved, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(saved, broken)
+    data = (broken / "model.pt").read_bytes()
+    (broken / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="Re-save or re-train"):
+        DiffST.load(broken, device="cpu")
+
+
+def test_load_weights_of_another_configuration(saved, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(saved, other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["config"]["channels"] = 8
+    (other / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="Re-save or re-train"):
+        DiffST.load(other, device="cpu")
+
+
+def test_load_missing(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        DiffST.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        DiffST.load(tmp_path / "empty")
+
+
+def test_save_does_not_overwrite(tiny_model, tmp_path):
+    path = tiny_model.save(tmp_path / "m")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        tiny_model.save(path)
+    assert tiny_model.save(path, overwrite=True) == path
+    assert DiffST.load(path, device="cpu").genes == tiny_model.genes
