@@ -7,6 +7,7 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 logger = logging.getLogger("sr_spatial")
@@ -61,7 +62,10 @@ def _demo(args: argparse.Namespace) -> int:
         scores[method] = sr.tl.evaluate(sdata, key, truth_key="demo_truth").mean()
     if args.out.exists():
         shutil.rmtree(args.out)
-    sdata.write(args.out)
+    with warnings.catch_warnings():
+        # zarr announces a future default on every array written; it says nothing about this store.
+        warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+        sdata.write(args.out)
     elapsed = time.perf_counter() - start
 
     table = sdata.tables["superres_diffusion_table"]

@@ -226,3 +226,24 @@ def test_zarr_round_trip(superres, tmp_path):
     assert {KEY, f"{KEY}_std"} <= set(back.images)
     np.testing.assert_allclose(back.images[KEY].values, superres.images[KEY].values)
     assert back.tables[f"{KEY}_table"].uns[KEY]["params"]["scale"] == 4
+
+
+def test_spatialdata_plot_overlays_the_result_on_the_he(superres, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import spatialdata_plot  # noqa: F401 - registers the `.pl` accessor
+
+    cs = superres.tables[f"{KEY}_table"].uns[KEY]["coordinate_system"]
+    fig, ax = plt.subplots()
+    (
+        superres.pl.render_images(IMAGE)
+        .pl.render_images(KEY, channel="gene_00", alpha=0.7)
+        .pl.show(coordinate_systems=cs, ax=ax)
+    )
+    # Both images are drawn in one axis, over the same extent.
+    assert len(ax.get_images()) == 2
+    extents = [np.asarray(im.get_extent()) for im in ax.get_images()]
+    assert extents[1][0] >= extents[0][0] - 1 and extents[1][1] <= extents[0][1] + 1
+    plt.close(fig)
