@@ -183,6 +183,12 @@ def test_resolve_device():
         resolve_device("nonsense")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
+def test_asking_for_missing_cuda_says_what_to_do():
+    with pytest.raises(ValueError, match="sees no CUDA GPU; use device='auto' or 'cpu'"):
+        resolve_device("cuda")
+
+
 def test_presets():
     assert set(PRESETS) >= {"tiny", "base"}
     assert PRESETS["base"] == ModelConfig()

@@ -44,10 +44,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError as err:
         msg = f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'."
         raise ValueError(msg) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        msg = f"Device {device!r} was asked for but this PyTorch sees no CUDA GPU; use device='auto' or 'cpu'."
+        raise ValueError(msg)
+    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        msg = f"Device {device!r} was asked for but Apple MPS is not available; use device='auto' or 'cpu'."
+        raise ValueError(msg)
+    return resolved
 
 
 def _within_measurement(values: np.ndarray, owner: np.ndarray | None, mask: np.ndarray) -> np.ndarray:

@@ -53,6 +53,8 @@ def superres(
     The figure if ``show`` is ``False``, else ``None`` (as scanpy plots do).
     """
     import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle
 
     from sr_spatial._adapter import output_names
     from sr_spatial.pp import build_st_map
@@ -100,11 +102,14 @@ def superres(
             ax = axes[row, col]
             ax.imshow(background)
             if data is None:
-                size = (2 * st_map.radius.mean() * scalef) ** 2 * 0.6
-                ax.scatter(
-                    st_map.centres[:, 0] * scalef, st_map.centres[:, 1] * scalef, c=measured, s=size, cmap=cmap,
-                    vmin=vmin, vmax=vmax,
+                # Circles in data units, so spots are drawn at their true size over the H&E.
+                circles = PatchCollection(
+                    [Circle(xy, r) for xy, r in zip(st_map.centres * scalef, st_map.radius * scalef, strict=True)],
+                    cmap=cmap,
                 )
+                circles.set_array(measured)
+                circles.set_clim(vmin, vmax)
+                ax.add_collection(circles)
             else:
                 shared = {"vmin": vmin, "vmax": vmax} if col == 1 else {}
                 image = ax.imshow(data, extent=extent, cmap=cmap if col == 1 else "magma", **shared)
