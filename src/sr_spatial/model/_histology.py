@@ -8,7 +8,24 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["HISTOLOGY_INPUTS", "HistologyEncoder", "histology_inputs", "pretrain_encoder", "spot_crops"]
+__all__ = [
+    "HISTOLOGY_INPUTS",
+    "HistologyEncoder",
+    "histology_inputs",
+    "pretrain_encoder",
+    "spot_crops",
+    "spot_means",
+]
+
+
+def spot_means(maps: np.ndarray, spot_pixels: np.ndarray, n_spots: int, px_per_bin: int) -> np.ndarray:
+    """Log-normalised ``maps`` (per bin) averaged over each spot's pixels in linear space, ``(n_spots, n_genes)``."""
+    weights = np.bincount(spot_pixels[spot_pixels >= 0], minlength=n_spots)
+    rows, cols = np.nonzero(spot_pixels >= 0)
+    owner = spot_pixels[rows, cols]
+    linear = np.expm1(maps.astype(np.float64))[:, rows // px_per_bin, cols // px_per_bin]
+    sums = np.stack([np.bincount(owner, g, minlength=n_spots) for g in linear], axis=1)
+    return np.log1p(sums / np.maximum(weights, 1)[:, None])
 
 #: Input channels: RGB plus haematoxylin and eosin from colour deconvolution.
 HISTOLOGY_INPUTS = 5
@@ -76,6 +93,7 @@ def pretrain_encoder(
     learning_rate: float,
     device: torch.device,
     seed: int,
+    spots: np.ndarray | None = None,
     show_progress_bar: bool = True,
 ) -> list[float]:
     """Fit the encoder so the mean rate over each spot's disk reproduces the spot (log-normalised, MSE).
@@ -93,6 +111,8 @@ def pretrain_encoder(
         Spot index of each pixel of ``inputs``, ``-1`` outside every spot, ``(h, w)``.
     spot_values
         Log-normalised spot expression ``(n_spots, n_genes)``.
+    spots
+        Indices of the spots to learn from; default all.
 
     Returns
     -------
@@ -101,6 +121,8 @@ def pretrain_encoder(
     rng = np.random.default_rng(seed)
     n_spots = len(spot_values)
     present = np.flatnonzero(np.bincount(spot_pixels[spot_pixels >= 0], minlength=n_spots) > 0)
+    if spots is not None:
+        present = np.intersect1d(present, spots)
     rows, cols = np.nonzero(spot_pixels >= 0)
     extent = int(max(np.ptp(rows), np.ptp(cols)) + 1) if len(rows) else 8
     # One crop holds a whole spot and some context: the widest spot in pixels, plus the receptive field.

@@ -16,7 +16,13 @@ from tqdm.auto import tqdm
 from sr_spatial.model._config import ModelConfig, resolve_config
 from sr_spatial.model._denoiser import UNet
 from sr_spatial.model._diffusion import Schedule
-from sr_spatial.model._histology import HISTOLOGY_INPUTS, HistologyEncoder, histology_inputs, pretrain_encoder
+from sr_spatial.model._histology import (
+    HISTOLOGY_INPUTS,
+    HistologyEncoder,
+    histology_inputs,
+    pretrain_encoder,
+    spot_means,
+)
 from sr_spatial.model._training import SceneTensors, train_network
 
 if TYPE_CHECKING:
@@ -57,6 +63,38 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def _nonnegative_ridge(design: np.ndarray, target: np.ndarray, *, alpha: float = 1e-2) -> np.ndarray:
+    """Least squares with a light ridge on all but the last (offset) column, and non-negative weights.
+
+    A negative weight on the measurement or on the histology has no physical reading; such a column is
+    dropped and the rest refitted.
+    """
+    keep = list(range(design.shape[1]))
+    while True:
+        sub = design[:, keep]
+        penalty = np.diag([alpha * len(target)] * (len(keep) - 1) + [0.0])
+        weights = np.linalg.solve(sub.T @ sub + penalty, sub.T @ target)
+        negative = [k for k, w in zip(keep[:-1], weights[:-1], strict=True) if w < 0]
+        if not negative:
+            out = np.zeros(design.shape[1])
+            out[keep] = weights
+            return out
+        keep.remove(min(negative, key=lambda k: weights[keep.index(k)]))
+
+
+def _split_spots(n_spots: int, seed: int, *, held_out: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Spots the encoder learns from, and the held-out spots the blend weights are fitted on.
+
+    Fitting the blend on spots the encoder has seen would overrate the histology, which can fit them by heart.
+    Slides with fewer than 20 spots are too small to hold any out; all spots then serve both.
+    """
+    order = np.random.default_rng(seed).permutation(n_spots)
+    n_held = int(round(held_out * n_spots)) if n_spots >= 20 else 0
+    if n_held == 0:
+        return order, order
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
 def _within_measurement(values: np.ndarray, owner: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
     """``values`` minus their mean over the bins of the same measurement, 0 outside ``mask``."""
     out = np.zeros_like(values)
@@ -91,7 +129,8 @@ class DiffSTNetwork(nn.Module):
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("gene_std", torch.ones(n_genes))
         self.register_buffer("residual_scale", torch.ones(n_genes))
-        self.register_buffer("detail_weight", torch.zeros(n_genes))
+        # Per gene: weights of the smooth measurement and of the histology estimate in the base map, and offset.
+        self.register_buffer("blend", torch.tensor([[1.0, 0.0, 0.0]]).repeat(n_genes, 1))
         self.register_buffer("histology_mean", torch.zeros(HISTOLOGY_INPUTS))
         self.register_buffer("histology_std", torch.ones(HISTOLOGY_INPUTS))
 
@@ -156,18 +195,18 @@ class DiffST:
     def _inputs(self, scene: Scene) -> tuple[torch.Tensor, np.ndarray]:
         """The denoiser's condition ``(5 * n_genes + 1, h, w)`` and the guided base map the residual is added to.
 
-        The base is the smooth measurement plus, per gene, ``detail_weight`` times what histology adds within
-        each measurement; the denoiser generates the remaining residual, so an untrained denoiser returns it.
+        The base blends, per gene, the smooth measurement and the histology estimate with the weights of
+        :meth:`_fit_blend`; the denoiser generates the remaining residual, so an untrained denoiser returns it.
         """
         mean = self.network.gene_mean.cpu().numpy()[:, None, None]
         std = self.network.gene_std.cpu().numpy()[:, None, None]
-        weight = self.network.detail_weight.cpu().numpy()[:, None, None]
+        blend = self.network.blend.cpu().numpy()[:, :, None, None]
         mask = scene.mask.astype(np.float32)
         histology = self.histology_expression(scene)
         detail = _within_measurement(histology, scene.owner, scene.mask)
         maps = [(m - mean) / std * mask for m in (scene.nearest, scene.smooth, histology)]
         cond = np.concatenate([*maps, detail / std, mask[None]]).astype(np.float32)
-        base = (scene.smooth + weight * detail) * mask
+        base = (blend[:, 0] * scene.smooth + blend[:, 1] * histology + blend[:, 2]) * mask
         return torch.from_numpy(cond), base.astype(np.float32)
 
     @torch.no_grad()
@@ -199,17 +238,23 @@ class DiffST:
         net.histology_mean.copy_(torch.from_numpy(inputs.mean(axis=1)))
         net.histology_std.copy_(torch.from_numpy(np.maximum(inputs.std(axis=1), 1e-3)))
 
-    def _fit_detail_weight(self, scenes: Sequence[Scene]) -> None:
-        """Per gene, the least-squares weight of histology detail in the training pairs' residual, in ``[0, 1]``."""
-        covariance = np.zeros(len(self.genes))
-        variance = np.zeros(len(self.genes))
-        for scene in scenes:
-            detail = _within_measurement(self.histology_expression(scene), scene.owner, scene.mask)[:, scene.mask]
-            residual = (scene.target - scene.smooth)[:, scene.mask]
-            covariance += (detail * residual).sum(axis=1)
-            variance += (detail**2).sum(axis=1)
-        weight = np.clip(covariance / np.maximum(variance, 1e-12), 0.0, 1.0)
-        self.network.detail_weight.copy_(torch.from_numpy(weight))
+    def _fit_blend(self, reference: Scene, held_out: np.ndarray) -> None:
+        """Per gene, how to weigh the measurement around a place against the H&E at it.
+
+        On spots the encoder never saw, each spot's value is regressed (least squares) on its neighbours' mean
+        (``reference.spot_context``) and on the histology estimate over its disk. Genes the H&E predicts get
+        histology weight; genes only the measurement knows (e.g. smooth gradients) get measurement weight.
+        """
+        n_genes = len(self.genes)
+        histology = self.histology_expression(reference)
+        at_spots = spot_means(histology, reference.spot_pixels, len(reference.spot_values), reference.px_per_bin)
+        blend = np.zeros((n_genes, 3))
+        for gene in range(n_genes):
+            design = np.column_stack(
+                [reference.spot_context[held_out, gene], at_spots[held_out, gene], np.ones(len(held_out))]
+            )
+            blend[gene] = _nonnegative_ridge(design, reference.spot_values[held_out, gene])
+        self.network.blend.copy_(torch.from_numpy(blend))
 
     def _fit_residual_scale(self, residuals: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
         std = self.network.gene_std.cpu().numpy()
@@ -248,8 +293,8 @@ class DiffST:
         if not scenes or any(s.target is None for s in scenes):
             msg = "Training needs at least one scene, each with a `target`."
             raise ValueError(msg)
-        if reference.spot_pixels is None or reference.spot_values is None:
-            msg = "The reference scene needs `spot_pixels` and `spot_values` to fit the histology encoder."
+        if reference.spot_pixels is None or reference.spot_values is None or reference.spot_context is None:
+            msg = "The reference scene needs `spot_pixels`, `spot_values` and `spot_context` to fit the histology encoder."
             raise ValueError(msg)
         if any(s.nearest.shape[0] != len(self.genes) for s in [*scenes, reference]):
             msg = f"Scenes must have {len(self.genes)} genes, like the model."
@@ -257,6 +302,7 @@ class DiffST:
         cfg = self.config
         self._fit_statistics(scenes, reference)
         torch.manual_seed(self.seed)
+        learn, held_out = _split_spots(len(reference.spot_values), self.seed)
         encoder_losses = pretrain_encoder(
             self.network.encoder,
             self._histology(reference),
@@ -267,10 +313,11 @@ class DiffST:
             learning_rate=3e-3,
             device=self.device,
             seed=self.seed,
+            spots=learn,
             show_progress_bar=show_progress_bar,
         )
         self.network.encoder.requires_grad_(False)
-        self._fit_detail_weight(scenes)
+        self._fit_blend(reference, held_out)
         inputs = [self._inputs(s) for s in scenes]
         residuals = [(s.target - base) * s.mask for s, (_, base) in zip(scenes, inputs, strict=True)]
         self._fit_residual_scale(residuals, [s.mask for s in scenes])

@@ -33,6 +33,9 @@ class Scene:
         is fitted to.
     spot_values
         Log-normalised expression of the spots, ``(n_spots, n_genes)``.
+    spot_context
+        Each spot's log-normalised expression as its neighbours predict it (mean of the adjacent spots),
+        ``(n_spots, n_genes)``: how much the measurement around a place tells about it.
     owner
         Index of the measurement (spot or pseudo-spot) nearest to each bin, ``(height, width)``: the bins whose
         average that measurement fixes. Lets the model see what histology adds *within* a measurement.
@@ -46,6 +49,7 @@ class Scene:
     target: np.ndarray | None = None
     spot_pixels: np.ndarray | None = None
     spot_values: np.ndarray | None = None
+    spot_context: np.ndarray | None = None
     owner: np.ndarray | None = None
 
     def __post_init__(self):

@@ -43,6 +43,22 @@ def spot_pixel_map(st_map: STMap, px_per_bin: int) -> np.ndarray:
     return out
 
 
+def neighbour_context(st_map: STMap, *, reach: float = 1.2) -> np.ndarray:
+    """Each spot's expression as the mean of its neighbours within ``reach`` pitches (itself left out).
+
+    Spots without neighbours get the slide's mean: the measurement around them says nothing.
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(st_map.centres)
+    linear = np.expm1(st_map.values.astype(np.float64))
+    context = np.empty_like(linear)
+    for spot, neighbours in enumerate(tree.query_ball_point(st_map.centres, r=reach * st_map.pitch)):
+        others = [n for n in neighbours if n != spot]
+        context[spot] = linear[others].mean(axis=0) if others else linear.mean(axis=0)
+    return np.log1p(context).astype(np.float32)
+
+
 def output_scene(st_map: STMap, *, px_per_bin: int) -> Scene:
     """The slide at the output resolution, with the spots' pixels as labels for the histology encoder."""
     return Scene(
@@ -53,6 +69,7 @@ def output_scene(st_map: STMap, *, px_per_bin: int) -> Scene:
         px_per_bin=px_per_bin,
         spot_pixels=spot_pixel_map(st_map, px_per_bin),
         spot_values=st_map.values,
+        spot_context=neighbour_context(st_map),
         owner=nearest_spot(st_map.centres, st_map.grid),
     )
 
