@@ -32,9 +32,7 @@ def _run(method: str, config: str, seed: int, queue) -> None:
     model = None
     if method == "diffusion":
         model = sr.tl.train(sdata, image, config=config, seed=seed, show_progress_bar=False)
-    sr.tl.superresolve(
-        sdata, image, method=method, model=model, seed=seed, key_added="out", show_progress_bar=False
-    )
+    sr.tl.superresolve(sdata, image, method=method, model=model, seed=seed, key_added="out", show_progress_bar=False)
     wall = time.perf_counter() - start
     scores = sr.tl.evaluate(sdata, "out", truth_key="demo_truth").mean()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -44,7 +42,7 @@ def _run(method: str, config: str, seed: int, queue) -> None:
 
 
 def _guided_base_scores(sdata, model) -> dict:
-    """Ablation: the denoiser's deterministic base (smooth measurement + histology detail), projected, no sampling."""
+    """Ablation: the denoiser's deterministic base (blend of measurement and histology), projected, no sampling."""
     import numpy as np
 
     import sr_spatial as sr
@@ -120,8 +118,8 @@ def main() -> None:
         f"Mean over 30 genes (and seeds) of per-gene Pearson r, SSIM and RMSE against the truth averaged onto "
         f"each bin; `spot_residual` is the relative disagreement with the measured spots; wall time of "
         f"training and `superresolve`; peak memory is the process's max RSS (including the demo). The ablation "
-        f"row reuses the trained model: its deterministic base map (smooth measurement + histology detail within "
-        f"spots), projected onto the spots, without diffusion sampling (SSIM, time and memory not measured).\n\n"
+        f"row reuses the trained model: its deterministic base map (per-gene blend of measurement and histology "
+        f"estimate), projected onto the spots, without diffusion sampling (SSIM, time and memory not measured).\n\n"
         f"{table}\n"
     )
     print(text)

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["BinGrid", "SpotData", "check_output_names", "output_names", "read_histology", "read_spots", "write_superres"]
+__all__ = [
+    "BinGrid",
+    "SpotData",
+    "check_output_names",
+    "output_names",
+    "read_histology",
+    "read_spots",
+    "write_superres",
+]
 
 
 @dataclass(frozen=True)
@@ -435,13 +443,15 @@ def _bin_shapes(centres_px: np.ndarray, size: float, index: pd.Index, transforma
     from spatialdata.models import ShapesModel
 
     half = size / 2
-    squares = shapely.box(centres_px[:, 0] - half, centres_px[:, 1] - half, centres_px[:, 0] + half, centres_px[:, 1] + half)
+    squares = shapely.box(
+        centres_px[:, 0] - half, centres_px[:, 1] - half, centres_px[:, 0] + half, centres_px[:, 1] + half
+    )
     gdf = gpd.GeoDataFrame(geometry=squares, index=index)
     return ShapesModel.parse(gdf, transformations=dict(transformations))
 
 
 def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> dict:
-    """The ``.uns['spatial'][library_id]`` layout read by :func:`scanpy.pl.spatial` and :func:`squidpy.pl.spatial_scatter`.
+    """The ``.uns['spatial'][library_id]`` layout that :func:`squidpy.pl.spatial_scatter` reads.
 
     ``.obsm['spatial']`` holds full-resolution pixels; a downsampled H&E is stored as the ``hires`` image.
     """
@@ -485,8 +495,7 @@ def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:
         if not overwrite or kind != ours[role] or found != name:
             clashes.append(f"{kind}[{found!r}]")
     if clashes:
-        msg = (
-            f"The output names are taken: {', '.join(clashes)}. Pass another `key_added=`"
-            + (" or `overwrite=True` to replace the outputs of an earlier call." if not overwrite else ".")
+        msg = f"The output names are taken: {', '.join(clashes)}. Pass another `key_added=`" + (
+            " or `overwrite=True` to replace the outputs of an earlier call." if not overwrite else "."
         )
         raise ValueError(msg)

@@ -70,8 +70,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     table = sdata.tables["superres_diffusion_table"]
     info = table.uns["superres_diffusion"]
+    bin_um = info["bin_size_px"] * sdata.tables["table"].uns["demo"]["microns_per_pixel"]
     print()
-    print(f"Accuracy against the demo's true {info['bin_size_px']:.0f} µm expression map (mean over {table.n_vars} genes):")
+    print(f"Accuracy against the demo's true {bin_um:.0f} µm expression map (mean over {table.n_vars} genes):")
     print(f"  {'method':<10} {'pearson r':>10} {'SSIM':>8} {'RMSE':>8} {'spot residual':>14}")
     for method, row in scores.items():
         print(
@@ -79,8 +80,10 @@ def _demo(args: argparse.Namespace) -> int:
             f"{row['spot_residual']:>14.2e}"
         )
     print()
-    print(f"Wrote {args.out.resolve()} in {elapsed:.0f} s. It holds the demo slide and, per method M in "
-          "nearest/bicubic/diffusion:")
+    print(
+        f"Wrote {args.out.resolve()} in {elapsed:.0f} s. It holds the demo slide and, per method M in "
+        "nearest/bicubic/diffusion:"
+    )
     print(f"  images['superres_M']        genes x bins expression map ({table.n_vars} channels) over the H&E")
     print("  images['superres_M_std']    per-bin standard deviation across diffusion samples")
     print(f"  shapes['superres_M_bins']   {table.n_obs} square bins in the tissue")

@@ -122,7 +122,9 @@ def test_same_seed_same_result_and_other_seed_differs(demo_sdata, tiny_model):
 
 def test_inplace_false_leaves_the_object_alone(demo_sdata, tiny_model):
     before = _elements(demo_sdata)
-    result = sr.tl.superresolve(demo_sdata, IMAGE, model=tiny_model, n_samples=1, inplace=False, show_progress_bar=False)
+    result = sr.tl.superresolve(
+        demo_sdata, IMAGE, model=tiny_model, n_samples=1, inplace=False, show_progress_bar=False
+    )
     assert _elements(demo_sdata) == before
     assert set(result.images) == {f"{IMAGE}_superres", f"{IMAGE}_superres_std"}
     assert set(result.tables) == {f"{IMAGE}_superres_table"}

@@ -27,6 +27,7 @@ def spot_means(maps: np.ndarray, spot_pixels: np.ndarray, n_spots: int, px_per_b
     sums = np.stack([np.bincount(owner, g, minlength=n_spots) for g in linear], axis=1)
     return np.log1p(sums / np.maximum(weights, 1)[:, None])
 
+
 #: Input channels: RGB plus haematoxylin and eosin from colour deconvolution.
 HISTOLOGY_INPUTS = 5
 

@@ -294,7 +294,7 @@ class DiffST:
             msg = "Training needs at least one scene, each with a `target`."
             raise ValueError(msg)
         if reference.spot_pixels is None or reference.spot_values is None or reference.spot_context is None:
-            msg = "The reference scene needs `spot_pixels`, `spot_values` and `spot_context` to fit the histology encoder."
+            msg = "The reference scene needs `spot_pixels`, `spot_values` and `spot_context` to fit the encoder."
             raise ValueError(msg)
         if any(s.nearest.shape[0] != len(self.genes) for s in [*scenes, reference]):
             msg = f"Scenes must have {len(self.genes)} genes, like the model."
@@ -394,7 +394,9 @@ class DiffST:
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
         cond, base = self._inputs(scene)
         cond = F.pad(cond, (0, pad_w, 0, pad_h))[None].to(self.device)
-        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        autocast = torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        )
         generator = torch.Generator().manual_seed(int(seed))
         noise = torch.randn((n_samples, len(self.genes), height + pad_h, width + pad_w), generator=generator)
         per_batch = max(1, min(n_samples, 2**22 // max(cond.shape[-1] * cond.shape[-2] * len(self.genes), 1)))
@@ -454,7 +456,9 @@ class DiffST:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device = "auto", genes: Sequence[str] | None = None) -> DiffST:
+    def load(
+        cls, path: str | Path, *, device: str | torch.device = "auto", genes: Sequence[str] | None = None
+    ) -> DiffST:
         """Load a model saved with :meth:`save`.
 
         Parameters
@@ -481,7 +485,7 @@ class DiffST:
         try:
             meta = json.loads(config_file.read_text())
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch and json raise many types for a damaged file
+        except Exception as err:
             msg = f"Could not read the model in {path} ({type(err).__name__}: {err}). Re-save or re-train it."
             raise ValueError(msg) from err
         if meta.get("format_version", 0) > FORMAT_VERSION:

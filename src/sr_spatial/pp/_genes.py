@@ -15,7 +15,7 @@ __all__ = ["normalize", "select_genes"]
 
 
 def normalize(adata: AnnData, *, target_sum: float = 1e4, copy: bool = False) -> AnnData | None:
-    """Library-size normalise raw counts and take ``log1p``, as :func:`scanpy.pp.normalize_total` + :func:`scanpy.pp.log1p`.
+    """Library-size normalise raw counts and take ``log1p``, via :func:`scanpy.pp.normalize_total` and ``log1p``.
 
     Parameters
     ----------

@@ -10,6 +10,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from sr_spatial._adapter import BinGrid, SpotData, read_spots
+from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.pp._genes import select_genes
 
 if TYPE_CHECKING:
@@ -181,6 +182,7 @@ def _normalised(spots: SpotData, genes: list[str], target_sum: float) -> np.ndar
     return np.asarray(adata.X[:, idx].todense(), dtype=np.float32)
 
 
+@doc_params(doc_slide=doc_slide)
 def build_st_map(
     sdata: SpatialData,
     image_key: str,
@@ -201,24 +203,11 @@ def build_st_map(
 
     Parameters
     ----------
-    sdata
-        The slide, e.g. from :func:`spatialdata_io.visium`.
-    image_key
-        H&E image element; the grid lives in its full-resolution pixel space.
-    table_key
-        Table of raw counts that annotates the spots.
-    shapes_key
-        Spots (circles or square bins). Default: the shapes the table annotates.
+    {doc_slide}
     genes
         Genes to keep; default: the ``n_top_genes`` most highly variable (:func:`sr_spatial.pp.select_genes`).
-    n_top_genes
-        See ``genes``.
-    scale
-        Bins per spot pitch along each axis; bin size is ``pitch / scale``.
     target_sum
         Library-size normalisation target (:func:`sr_spatial.pp.normalize`).
-    coordinate_system
-        Coordinate system shared by image and spots; default: the first they share.
 
     Returns
     -------

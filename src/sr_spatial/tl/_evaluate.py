@@ -42,9 +42,7 @@ def regrid_to(sdata: SpatialData, source_key: str, target_key: str, *, channels:
     from spatialdata.transformations import get_transformation
 
     source, target = sdata.images[source_key], sdata.images[target_key]
-    common = [
-        cs for cs in get_transformation(target, get_all=True) if cs in get_transformation(source, get_all=True)
-    ]
+    common = [cs for cs in get_transformation(target, get_all=True) if cs in get_transformation(source, get_all=True)]
     if not common:
         msg = f"Images {source_key!r} and {target_key!r} share no coordinate system; they cannot be compared."
         raise ValueError(msg)
@@ -94,9 +92,7 @@ def _ssim(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     return float(ssim_map[mask[box]].mean())
 
 
-def evaluate(
-    sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[str] | None = None
-) -> pd.DataFrame:
+def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[str] | None = None) -> pd.DataFrame:
     """Score a super-resolved map against a high-resolution truth, gene by gene.
 
     The truth image is averaged over each super-resolved bin (box average), then compared on the bins in the

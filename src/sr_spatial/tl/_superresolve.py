@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from sr_spatial._adapter import check_output_names, write_superres
+from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import build_st_map
@@ -60,6 +61,7 @@ def _diffusion(st_map: STMap, model: DiffST, scene, *, n_samples, sampling_steps
     return mean, std, residual_before
 
 
+@doc_params(doc_slide=doc_slide)
 def superresolve(
     sdata: SpatialData,
     image_key: str,
@@ -93,20 +95,9 @@ def superresolve(
 
     Parameters
     ----------
-    sdata
-        The slide, e.g. from :func:`spatialdata_io.visium`.
-    image_key
-        H&E image element; the output overlays it in every coordinate system it is registered to.
-    table_key
-        Table of raw counts annotating the spots.
-    shapes_key
-        Spots (circles or square bins); default: the shapes the table annotates.
+    {doc_slide}
     genes
         Genes to super-resolve; default: a loaded model's genes, else the ``n_top_genes`` most highly variable.
-    n_top_genes
-        See ``genes``.
-    scale
-        Bins per spot pitch along each axis (4 turns Visium's 100 µm pitch into 25 µm bins); at least 2.
     method
         ``"diffusion"`` (the model), or the baselines ``"bicubic"`` (cubic interpolation of the spots) and
         ``"nearest"`` (each bin takes its nearest spot), written in the same layout for comparison.
@@ -124,8 +115,6 @@ def superresolve(
         DDIM steps; default from the model's configuration.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
-    coordinate_system
-        Coordinate system shared by image and spots; default: the first they share.
     key_added
         Name of the outputs; default ``f"{image_key}_superres"``.
     overwrite

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sr_spatial._adapter import read_histology
+from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, nearest_spot, render_spots
@@ -115,6 +116,7 @@ def scale_transfer_scenes(st_map: STMap, *, scale: int, px_per_bin: int, n_offse
     return scenes
 
 
+@doc_params(doc_slide=doc_slide)
 def train(
     sdata: SpatialData,
     image_key: str,
@@ -139,28 +141,15 @@ def train(
 
     Parameters
     ----------
-    sdata
-        The slide, e.g. from :func:`spatialdata_io.visium`.
-    image_key
-        H&E image element.
-    table_key
-        Table of raw counts annotating the spots.
-    shapes_key
-        Spots; default: the shapes the table annotates.
+    {doc_slide}
     genes
         Genes to model; default: the ``n_top_genes`` most highly variable.
-    n_top_genes
-        See ``genes``.
-    scale
-        Super-resolution factor (bins per spot pitch), at least 2.
     config
         Model size (``"tiny"``, ``"base"``), a :class:`~sr_spatial.model.ModelConfig` or a dict.
     train_steps
         Optimiser steps; default from ``config``.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
-    coordinate_system
-        Coordinate system shared by image and spots; default: the first they share.
     seed
         Seeds initialisation, pooling offsets and training.
     show_progress_bar
