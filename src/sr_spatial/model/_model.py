@@ -141,9 +141,9 @@ class DiffSTNetwork(nn.Module):
 class DiffST:
     """Histology-guided conditional diffusion model for spatial transcriptomics super-resolution.
 
-    A UNet denoiser generates the high-resolution residual of ``n_genes`` expression maps over their smooth
-    low-resolution measurement, conditioned on that measurement and on features of the H&E from a jointly
-    trained CNN. Train it with :meth:`train` (usually through :func:`sr_spatial.tl.train`), draw maps with
+    A histology encoder, fitted so its per-pixel expression averages to each spot, estimates expression from the
+    H&E; a per-gene blend of that estimate and the smooth measurement is the base map; a UNet denoiser generates
+    the residual of all ``n_genes`` maps over it, conditioned on the measurement and the histology estimate. Train it with :meth:`train` (usually through :func:`sr_spatial.tl.train`), draw maps with
     :meth:`sample`, keep it with :meth:`save` / :meth:`load`.
 
     Parameters
