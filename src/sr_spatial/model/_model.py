@@ -143,8 +143,9 @@ class DiffST:
 
     A histology encoder, fitted so its per-pixel expression averages to each spot, estimates expression from the
     H&E; a per-gene blend of that estimate and the smooth measurement is the base map; a UNet denoiser generates
-    the residual of all ``n_genes`` maps over it, conditioned on the measurement and the histology estimate. Train it with :meth:`train` (usually through :func:`sr_spatial.tl.train`), draw maps with
-    :meth:`sample`, keep it with :meth:`save` / :meth:`load`.
+    the residual of all ``n_genes`` maps over it, conditioned on the measurement and the histology estimate.
+    Train it with :meth:`train` (usually through :func:`sr_spatial.tl.train`), draw maps with :meth:`sample`,
+    keep it with :meth:`save` / :meth:`load`.
 
     Parameters
     ----------
