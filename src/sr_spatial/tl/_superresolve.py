@@ -178,6 +178,8 @@ def superresolve(
     loaded = _resolve_model(model, device) if method == "diffusion" else None
     if loaded is not None and genes is None:
         genes = loaded.genes
+    # Resolve the configuration up front: a wrong name should fail before the slide is read.
+    model_config = loaded.config if loaded is not None else resolve_config(config)
     st_map = build_st_map(
         sdata,
         image_key,
@@ -190,13 +192,12 @@ def superresolve(
     )
     residual_before = None
     if method == "diffusion":
+        scene = output_scene(st_map, px_per_bin=model_config.px_per_bin)
         if loaded is None:
-            px_per_bin = resolve_config(config).px_per_bin
-            scene = output_scene(st_map, px_per_bin=px_per_bin)
             loaded = train_on_map(
                 st_map,
                 scale=scale,
-                config=config,
+                config=model_config,
                 train_steps=train_steps,
                 device=device,
                 seed=seed,
@@ -204,7 +205,6 @@ def superresolve(
                 reference=scene,
             )
         else:
-            scene = output_scene(st_map, px_per_bin=loaded.config.px_per_bin)
             loaded.check_genes(st_map.genes)
             if loaded.scale != scale:
                 logger.warning("The model was trained for scale %d and is applied at scale %d.", loaded.scale, scale)
