@@ -8,6 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from sr_spatial._groups import group_means
+
 __all__ = [
     "HISTOLOGY_INPUTS",
     "HistologyEncoder",
@@ -20,12 +22,10 @@ __all__ = [
 
 def spot_means(maps: np.ndarray, spot_pixels: np.ndarray, n_spots: int, px_per_bin: int) -> np.ndarray:
     """Log-normalised ``maps`` (per bin) averaged over each spot's pixels in linear space, ``(n_spots, n_genes)``."""
-    weights = np.bincount(spot_pixels[spot_pixels >= 0], minlength=n_spots)
     rows, cols = np.nonzero(spot_pixels >= 0)
-    owner = spot_pixels[rows, cols]
     linear = np.expm1(maps.astype(np.float64))[:, rows // px_per_bin, cols // px_per_bin]
-    sums = np.stack([np.bincount(owner, g, minlength=n_spots) for g in linear], axis=1)
-    return np.log1p(sums / np.maximum(weights, 1)[:, None])
+    means, _ = group_means(linear, spot_pixels[rows, cols], n_spots)
+    return np.log1p(means).T
 
 
 #: Input channels: RGB plus haematoxylin and eosin from colour deconvolution.
@@ -76,10 +76,7 @@ class HistologyEncoder(nn.Module):
 def spot_crops(spot_pixels: np.ndarray, n_spots: int, size: int) -> np.ndarray:
     """Top-left ``(row, col)`` of a ``size`` x ``size`` crop centred on each spot's pixels."""
     rows, cols = np.nonzero(spot_pixels >= 0)
-    owner = spot_pixels[rows, cols]
-    count = np.maximum(np.bincount(owner, minlength=n_spots), 1)
-    centre_r = np.bincount(owner, rows, n_spots) / count
-    centre_c = np.bincount(owner, cols, n_spots) / count
+    (centre_r, centre_c), _ = group_means(np.stack([rows, cols]).astype(np.float64), spot_pixels[rows, cols], n_spots)
     return np.stack([np.round(centre_r - size / 2), np.round(centre_c - size / 2)], axis=1).astype(int)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from sr_spatial._groups import group_means
 from sr_spatial.model._config import ModelConfig, resolve_config
 from sr_spatial.model._denoiser import UNet
 from sr_spatial.model._diffusion import Schedule
@@ -98,14 +99,12 @@ def _split_spots(n_spots: int, seed: int, *, held_out: float = 0.2) -> tuple[np.
 def _within_measurement(values: np.ndarray, owner: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
     """``values`` minus their mean over the bins of the same measurement, 0 outside ``mask``."""
     out = np.zeros_like(values)
-    if owner is None:
+    if owner is None or not mask.any():
         return out
     cells = owner[mask]
-    n_cells = cells.max() + 1 if cells.size else 0
-    count = np.maximum(np.bincount(cells, minlength=n_cells), 1)
-    for gene in range(values.shape[0]):
-        cell_mean = np.bincount(cells, values[gene][mask], minlength=n_cells) / count
-        out[gene][mask] = values[gene][mask] - cell_mean[cells]
+    in_tissue = values[:, mask]
+    cell_means, _ = group_means(in_tissue, cells, cells.max() + 1)
+    out[:, mask] = in_tissue - cell_means[:, cells]
     return out
 
 
@@ -193,17 +192,19 @@ class DiffST:
         return f"DiffST({len(self.genes)} genes, scale={self.scale}, {state}, device={self.device.type})"
 
     # --- inputs --------------------------------------------------------------------------------------------
-    def _inputs(self, scene: Scene) -> tuple[torch.Tensor, np.ndarray]:
+    def _inputs(self, scene: Scene, histology: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
         """The denoiser's condition ``(5 * n_genes + 1, h, w)`` and the guided base map the residual is added to.
 
         The base blends, per gene, the smooth measurement and the histology estimate with the weights of
         :meth:`_fit_blend`; the denoiser generates the remaining residual, so an untrained denoiser returns it.
+        ``histology`` is the scene's :meth:`histology_expression` when already computed.
         """
         mean = self.network.gene_mean.cpu().numpy()[:, None, None]
         std = self.network.gene_std.cpu().numpy()[:, None, None]
         blend = self.network.blend.cpu().numpy()[:, :, None, None]
         mask = scene.mask.astype(np.float32)
-        histology = self.histology_expression(scene)
+        if histology is None:
+            histology = self.histology_expression(scene)
         detail = _within_measurement(histology, scene.owner, scene.mask)
         maps = [(m - mean) / std * mask for m in (scene.nearest, scene.smooth, histology)]
         cond = np.concatenate([*maps, detail / std, mask[None]]).astype(np.float32)
@@ -319,7 +320,12 @@ class DiffST:
         )
         self.network.encoder.requires_grad_(False)
         self._fit_blend(reference, held_out)
-        inputs = [self._inputs(s) for s in scenes]
+        # Scenes from shifted poolings of one slide share their H&E: run the encoder once per image.
+        expression = {}
+        for s in scenes:
+            if id(s.histology) not in expression:
+                expression[id(s.histology)] = self.histology_expression(s)
+        inputs = [self._inputs(s, expression[id(s.histology)]) for s in scenes]
         residuals = [(s.target - base) * s.mask for s, (_, base) in zip(scenes, inputs, strict=True)]
         self._fit_residual_scale(residuals, [s.mask for s in scenes])
         scale = (self.network.gene_std * self.network.residual_scale).cpu().numpy()[:, None, None]

@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from sr_spatial._adapter import BinGrid, SpotData, read_spots
 from sr_spatial._docs import doc_params, doc_slide
+from sr_spatial._groups import group_means
 from sr_spatial.pp._genes import select_genes
 
 if TYPE_CHECKING:
@@ -163,11 +164,9 @@ def coarsen_spots(
     _, group = np.unique(cell, axis=0, return_inverse=True)
     group = group.ravel()
     n_groups = group.max() + 1
-    size = np.bincount(group, minlength=n_groups)[:, None]
-    pooled_xy = np.stack([np.bincount(group, centres[:, d], n_groups) for d in range(2)], axis=1) / size
-    linear = np.expm1(values.astype(np.float64))
-    pooled = np.stack([np.bincount(group, linear[:, g], n_groups) for g in range(values.shape[1])], axis=1) / size
-    return pooled_xy, np.log1p(pooled).astype(np.float32)
+    pooled_xy, _ = group_means(centres.T.astype(np.float64), group, n_groups)
+    pooled, _ = group_means(np.expm1(values.astype(np.float64)).T, group, n_groups)
+    return pooled_xy.T, np.log1p(pooled.T).astype(np.float32)
 
 
 def _normalised(spots: SpotData, genes: list[str], target_sum: float) -> np.ndarray:

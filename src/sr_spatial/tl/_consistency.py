@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from sr_spatial._groups import group_means
+
 __all__ = ["project_to_spots", "spot_residual"]
 
 
 def _footprint_means(linear: np.ndarray, footprint: np.ndarray, n_spots: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``linear`` (``(..., n_genes, h, w)``) over each spot's bins, and the bin count per spot."""
     owned = footprint >= 0
-    owner = footprint[owned]
-    count = np.bincount(owner, minlength=n_spots)
-    values = linear[..., owned]  # (..., n_genes, n_owned)
-    lead = values.shape[:-1]
-    flat = values.reshape(-1, values.shape[-1])
-    sums = np.stack([np.bincount(owner, row, minlength=n_spots) for row in flat]).reshape(*lead, n_spots)
-    return sums / np.maximum(count, 1), count
+    return group_means(linear[..., owned], footprint[owned], n_spots)
 
 
 def spot_residual(

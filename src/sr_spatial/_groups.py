@@ -1,0 +1,27 @@
+"""Means of values over groups of items (spots' bins, spots' pixels, pooled spots), shared by every layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["group_means"]
+
+
+def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``values`` ``(..., n_items)`` over the items of each group, and the number of items per group.
+
+    ``groups`` holds each item's group index in ``[0, n_groups)``. Empty groups get a mean of 0.
+
+    Returns
+    -------
+    ``(means, counts)`` with shapes ``(..., n_groups)`` and ``(n_groups,)``.
+    """
+    counts = np.bincount(groups, minlength=n_groups)
+    lead = values.shape[:-1]
+    flat = values.reshape(-1, values.shape[-1])
+    sums = (
+        np.stack([np.bincount(groups, row, minlength=n_groups) for row in flat])
+        if flat.size
+        else np.zeros((len(flat), n_groups))
+    )
+    return sums.reshape(*lead, n_groups) / np.maximum(counts, 1), counts
