@@ -50,7 +50,7 @@ def _guided_base_scores(sdata, model) -> dict:
     from sr_spatial.tl._train import output_scene
 
     st_map = sr.pp.build_st_map(sdata, "demo_full_image", genes=model.genes, scale=model.scale)
-    _, base = model._inputs(output_scene(st_map, px_per_bin=model.config.px_per_bin))
+    *_, base = model._inputs(output_scene(st_map, px_per_bin=model.config.px_per_bin))
     maps = sr.tl.project_to_spots(base, st_map.footprint, st_map.values)
     truth = regrid_to(sdata, "demo_truth", "out", channels=model.genes)
     mask = st_map.mask

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["PRESETS", "ModelConfig", "resolve_config"]
+__all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,35 @@ class ModelConfig:
         DDIM steps used by default.
     n_pool_offsets
         Shifted pseudo-spot lattices used for scale-transfer training (more pairs from one slide).
+    use_cmam
+        Multi-modal disentangling network with cross-modal adaptive modulation (CMAM): expression and histology
+        features split into shared and specific parts, which scale and shift every UNet resolution.
+    cmam_channels
+        Width of each disentangled part.
+    disentangle_weight
+        Weight of the disentangling losses (shared parts alike, specific parts orthogonal) beside the
+        diffusion loss.
+    use_cross_attention
+        Dynamic cross-attention from the bins to cell-level and tissue-level histology tokens.
+    attention_window
+        Side, in bins, of the windows the attention runs in (bounds its memory); a multiple of 4.
+    attention_heads
+        Attention heads; must divide ``channels``.
+    use_gene_graph
+        Co-expression gene-correlation graph network (GCGN) modulating the gene channels.
+    gene_graph_k
+        Co-expressed neighbours kept per gene.
+    gene_embedding_dim
+        Width of the gene embeddings of the graph network.
+    tile_bins
+        Side, in bins, of the tiles sampled together; larger slides are cut into overlapping tiles.
+    tile_overlap
+        Bins shared by neighbouring tiles, blended linearly when stitching.
+    precision
+        ``"auto"`` (bf16 on CUDA where supported, else fp16; always fp32 on CPU and MPS), ``"fp32"``, ``"bf16"``
+        or ``"fp16"``; reduced precision applies on CUDA only.
+    compile
+        Compile the network with :func:`torch.compile` (worth it on GPU for long runs; off by default).
     """
 
     channels: int = 24
@@ -60,6 +89,19 @@ class ModelConfig:
     ema_decay: float = 0.995
     sampling_steps: int = 25
     n_pool_offsets: int = 4
+    use_cmam: bool = True
+    cmam_channels: int = 16
+    disentangle_weight: float = 0.1
+    use_cross_attention: bool = True
+    attention_window: int = 8
+    attention_heads: int = 2
+    use_gene_graph: bool = True
+    gene_graph_k: int = 8
+    gene_embedding_dim: int = 16
+    tile_bins: int = 96
+    tile_overlap: int = 16
+    precision: str = "auto"
+    compile: bool = False
 
     def __post_init__(self):
         if self.prediction not in ("v", "epsilon"):
@@ -68,8 +110,24 @@ class ModelConfig:
         if self.px_per_bin < 2 or self.px_per_bin & (self.px_per_bin - 1):
             msg = f"`px_per_bin` must be a power of two >= 2, got {self.px_per_bin}."
             raise ValueError(msg)
-        if self.patch_bins % (2 ** (len(self.channel_mult) - 1)):
+        multiple = 2 ** (len(self.channel_mult) - 1)
+        if self.patch_bins % multiple:
             msg = "`patch_bins` must be divisible by 2 ** (len(channel_mult) - 1)."
+            raise ValueError(msg)
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            msg = f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}."
+            raise ValueError(msg)
+        if self.attention_window % 4 or self.attention_window < 4:
+            msg = f"`attention_window` must be a positive multiple of 4, got {self.attention_window}."
+            raise ValueError(msg)
+        if self.use_cross_attention and self.channels % self.attention_heads:
+            msg = f"`attention_heads` ({self.attention_heads}) must divide `channels` ({self.channels})."
+            raise ValueError(msg)
+        if self.tile_bins % multiple or self.tile_bins <= 2 * self.tile_overlap or self.tile_overlap < 0:
+            msg = (
+                "`tile_bins` must be a multiple of 2 ** (len(channel_mult) - 1) and larger than twice "
+                f"`tile_overlap`; got tile_bins={self.tile_bins}, tile_overlap={self.tile_overlap}."
+            )
             raise ValueError(msg)
 
     def to_dict(self) -> dict:
@@ -90,7 +148,8 @@ class ModelConfig:
         return cls(**d)
 
 
-#: Named configurations. ``"tiny"`` trains in seconds on a CPU (tests, CI); ``"base"`` is the default.
+#: Named configurations, by size. ``"tiny"`` trains in seconds on a CPU (tests, CI); ``"base"`` is the default and
+#: runs in minutes on a laptop CPU; ``"large"`` is meant for a GPU (wider, longer training, more sampling steps).
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         channels=16,
@@ -106,6 +165,34 @@ PRESETS: dict[str, ModelConfig] = {
         n_pool_offsets=2,
     ),
     "base": ModelConfig(),
+    "large": ModelConfig(
+        channels=64,
+        channel_mult=(1, 2, 2),
+        histology_width=32,
+        encoder_steps=2000,
+        encoder_batch_size=64,
+        train_steps=4000,
+        batch_size=32,
+        patch_bins=32,
+        learning_rate=1e-3,
+        ema_decay=0.999,
+        sampling_steps=50,
+        n_pool_offsets=8,
+        cmam_channels=32,
+        attention_heads=4,
+        gene_embedding_dim=32,
+        tile_bins=128,
+    ),
+}
+
+#: Ablation variants as configuration overrides: the full model, each module switched off, and the first
+#: version (no module of the paper's, only the histology encoder, base blend and UNet).
+ABLATIONS: dict[str, dict] = {
+    "full": {},
+    "no_cmam": {"use_cmam": False},
+    "no_cross_attention": {"use_cross_attention": False},
+    "no_gene_graph": {"use_gene_graph": False},
+    "first_version": {"use_cmam": False, "use_cross_attention": False, "use_gene_graph": False},
 }
 
 

@@ -8,6 +8,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sr_spatial.model._attention import DynamicCrossAttention
+from sr_spatial.model._cmam import CMAM
+from sr_spatial.model._gene_graph import GeneGraphModulation
+
 __all__ = ["UNet", "timestep_embedding"]
 
 
@@ -71,9 +75,28 @@ class UNet(nn.Module):
         Width of the first level.
     channel_mult
         Width multiplier per level; each further level halves the resolution.
+    cmam_channels
+        Width of the disentangled features; when given, a :class:`~sr_spatial.model._cmam.CMAM` block modulates
+        the output of every residual block.
+    attention
+        Keyword arguments of :class:`~sr_spatial.model._attention.DynamicCrossAttention` (``token_channels``,
+        ``window``, ...); when given, the full-resolution features attend to the histology before the output.
+    gene_graph_dim
+        Width of the gene embeddings; when given, a :class:`~sr_spatial.model._gene_graph.GeneGraphModulation`
+        modulates the gene channels of the output.
     """
 
-    def __init__(self, *, in_channels: int, out_channels: int, channels: int, channel_mult: tuple[int, ...]):
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        channels: int,
+        channel_mult: tuple[int, ...],
+        cmam_channels: int | None = None,
+        attention: dict | None = None,
+        gene_graph_dim: int | None = None,
+    ):
         super().__init__()
         emb = 4 * channels
         self.channels = channels
@@ -93,23 +116,56 @@ class UNet(nn.Module):
         for width in reversed(widths[:-1]):
             self.up.append(ResBlock(previous + width, width, emb))
             previous = width
+        blocks = [*self.down, self.middle, *self.up]
+        self.cmam = (
+            nn.ModuleList(CMAM(feature_channels=cmam_channels, channels=block.conv2.out_channels) for block in blocks)
+            if cmam_channels
+            else None
+        )
+        self.attention = (
+            DynamicCrossAttention(channels=previous, emb_channels=emb, **attention) if attention is not None else None
+        )
+        self.gene_graph = (
+            GeneGraphModulation(out_channels, dim=gene_graph_dim, emb_channels=emb) if gene_graph_dim else None
+        )
         self.out = nn.Sequential(_norm(previous), nn.SiLU(), nn.Conv2d(previous, out_channels, 3, padding=1))
         # Start from "predict zero": the sampler then returns the smooth measurement until training says otherwise.
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        features: dict[str, torch.Tensor] | None = None,
+        cells: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict from ``x`` ``(b, in_channels, h, w)`` at times ``t`` ``(b,)`` in ``[0, 1]``.
+
+        ``features`` are the disentangled features (needed with CMAM), ``cells`` the cell-level histology
+        ``(b, token_channels, 2h, 2w)`` (needed with attention).
+        """
         emb = self.time(timestep_embedding(t, self.channels))
+        modulate = iter(self.cmam) if self.cmam is not None else None
+
+        def block(module, h):
+            h = module(h, emb)
+            return next(modulate)(h, features) if modulate is not None else h
+
         h = self.stem(x)
         skips = []
-        for level, block in enumerate(self.down):
-            h = block(h, emb)
+        for level, down in enumerate(self.down):
+            h = block(down, h)
             if level < len(self.downsample):
                 skips.append(h)
                 h = self.downsample[level](h)
-        h = self.middle(h, emb)
-        for block in self.up:
+        h = block(self.middle, h)
+        for up in self.up:
             skip = skips.pop()
             h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-            h = block(torch.cat([h, skip], dim=1), emb)
-        return self.out(h)
+            h = block(up, torch.cat([h, skip], dim=1))
+        if self.attention is not None:
+            h = self.attention(h, cells, emb)
+        out = self.out(h)
+        return self.gene_graph(out, emb) if self.gene_graph is not None else out

@@ -13,6 +13,7 @@ from sr_spatial._groups import group_means
 __all__ = [
     "HISTOLOGY_INPUTS",
     "HistologyEncoder",
+    "cell_channels",
     "histology_inputs",
     "pretrain_encoder",
     "spot_crops",
@@ -69,8 +70,31 @@ class HistologyEncoder(nn.Module):
 
     def bin_expression(self, image: torch.Tensor, px_per_bin: int) -> torch.Tensor:
         """Log-normalised expression per bin, ``log1p`` of the mean rate over the bin's pixels."""
-        rates = torch.exp(self.forward(image).clamp(max=20.0))
-        return torch.log1p(F.avg_pool2d(rates, px_per_bin))
+        return self.bin_maps(image, px_per_bin)[0]
+
+    def bin_maps(
+        self, image: torch.Tensor, px_per_bin: int, *, cells: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Expression per bin and, if ``cells``, cell-level features on a grid twice as fine as the bins.
+
+        The cell-level features of each quarter-bin are the mean and standard deviation of each input channel
+        over its pixels (nuclear density and texture from the haematoxylin channel) and the mean of the
+        encoder's hidden features: ``(b, cell_channels(width), 2 * h, 2 * w)``.
+        """
+        features = self.body(image)
+        rates = torch.exp(self.head(features).clamp(max=20.0))
+        expression = torch.log1p(F.avg_pool2d(rates, px_per_bin))
+        if not cells:
+            return expression, None
+        quarter = px_per_bin // 2
+        mean = F.avg_pool2d(image, quarter)
+        std = (F.avg_pool2d(image**2, quarter) - mean**2).clamp(min=0.0).sqrt()
+        return expression, torch.cat([mean, std, F.avg_pool2d(features, quarter)], dim=1)
+
+
+def cell_channels(width: int) -> int:
+    """Channels of :meth:`HistologyEncoder.bin_maps`' cell-level features for an encoder of ``width``."""
+    return 2 * HISTOLOGY_INPUTS + width
 
 
 def spot_crops(spot_pixels: np.ndarray, n_spots: int, size: int) -> np.ndarray:

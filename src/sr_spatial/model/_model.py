@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -14,20 +15,24 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from sr_spatial._groups import group_means
-from sr_spatial.model._config import ModelConfig, resolve_config
+from sr_spatial.model._cmam import Disentangler, disentangling_loss
+from sr_spatial.model._config import ABLATIONS, ModelConfig, resolve_config
 from sr_spatial.model._denoiser import UNet
 from sr_spatial.model._diffusion import Schedule
+from sr_spatial.model._gene_graph import build_gene_graph
 from sr_spatial.model._histology import (
     HISTOLOGY_INPUTS,
     HistologyEncoder,
+    cell_channels,
     histology_inputs,
     pretrain_encoder,
     spot_means,
 )
-from sr_spatial.model._training import SceneTensors, train_network
+from sr_spatial.model._precision import autocast
+from sr_spatial.model._training import SceneTensors, load_checkpoint, save_checkpoint, train_network
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from sr_spatial.model._scene import Scene
 
@@ -37,7 +42,9 @@ __all__ = ["DiffST", "DiffSTNetwork", "resolve_device"]
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ENCODER_CHECKPOINT = "encoder.pt"
+TRAINING_CHECKPOINT = "training.pt"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -108,22 +115,63 @@ def _within_measurement(values: np.ndarray, owner: np.ndarray | None, mask: np.n
     return out
 
 
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start of each tile along an axis of ``length`` bins: tiles of ``tile`` overlapping by at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def _blend_ramp(size: int, overlap: int) -> np.ndarray:
+    """Weights along a tile: rising linearly over ``overlap`` bins at each edge, so overlaps cross-fade."""
+    position = np.arange(size, dtype=np.float32)
+    return np.minimum(1.0, np.minimum(position + 1, size - position) / (overlap + 1)).astype(np.float32)
+
+
 class DiffSTNetwork(nn.Module):
-    """Histology encoder + UNet denoiser, with the standardisation statistics as buffers (saved with the weights).
+    """Histology encoder, disentangling network and UNet denoiser; statistics and gene graph as saved buffers.
 
     The denoiser sees ``x_t`` and, per bin: the nearest-spot and smooth measurement, the histology encoder's
     expression estimate, that estimate minus its mean over the bin's measurement (what histology adds within a
-    spot), and the tissue mask; all standardised per gene.
+    spot), and the tissue mask; all standardised per gene. With CMAM, a disentangling network encodes the
+    measurement and the cell-level histology (pooled to bins) into shared and specific features that modulate
+    every UNet resolution; with cross-attention, the bins attend to the cell-level histology and the tissue
+    around them; with the gene graph, co-expressed genes modulate each other's channels.
     """
 
     def __init__(self, n_genes: int, config: ModelConfig):
         super().__init__()
+        self.n_genes = n_genes
         self.encoder = HistologyEncoder(width=config.histology_width, n_genes=n_genes)
+        cells = cell_channels(config.histology_width)
+        self.disentangler = (
+            Disentangler(
+                expression_channels=2 * n_genes + 1,
+                histology_channels=cells + 2 * n_genes,
+                channels=config.cmam_channels,
+            )
+            if config.use_cmam
+            else None
+        )
+        attention = (
+            {
+                "token_channels": cells,
+                "window": config.attention_window,
+                "heads": config.attention_heads,
+            }
+            if config.use_cross_attention
+            else None
+        )
         self.unet = UNet(
             in_channels=5 * n_genes + 1,
             out_channels=n_genes,
             channels=config.channels,
             channel_mult=config.channel_mult,
+            cmam_channels=config.cmam_channels if config.use_cmam else None,
+            attention=attention,
+            gene_graph_dim=config.gene_embedding_dim if config.use_gene_graph else None,
         )
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("gene_std", torch.ones(n_genes))
@@ -132,9 +180,43 @@ class DiffSTNetwork(nn.Module):
         self.register_buffer("blend", torch.tensor([[1.0, 0.0, 0.0]]).repeat(n_genes, 1))
         self.register_buffer("histology_mean", torch.zeros(HISTOLOGY_INPUTS))
         self.register_buffer("histology_std", torch.ones(HISTOLOGY_INPUTS))
+        if self.needs_cells:
+            self.register_buffer("cell_mean", torch.zeros(cells))
+            self.register_buffer("cell_std", torch.ones(cells))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.unet(torch.cat([x_t, cond], dim=1), t)
+    @property
+    def needs_cells(self) -> bool:
+        """Whether the network reads the cell-level histology features."""
+        return self.disentangler is not None or self.unet.attention is not None
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        cells: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The denoiser's output; with ``mask`` (training), also the disentangling loss over the masked bins.
+
+        ``cond`` is ``(b, 5 * n_genes + 1, h, w)`` (see :meth:`DiffST._inputs`), ``cells`` the standardised
+        cell-level histology ``(b, cell_channels, 2h, 2w)``, needed when :attr:`needs_cells`.
+        """
+        if self.needs_cells and cells is None:
+            msg = "This network reads cell-level histology features; pass `cells`."
+            raise ValueError(msg)
+        features = None
+        if self.disentangler is not None:
+            g = self.n_genes
+            expression = torch.cat([cond[:, : 2 * g], cond[:, -1:]], dim=1)
+            histology = torch.cat([F.avg_pool2d(cells, 2), cond[:, 2 * g : 4 * g]], dim=1)
+            features = self.disentangler(expression, histology)
+        output = self.unet(torch.cat([x_t, cond], dim=1), t, features=features, cells=cells)
+        if mask is None:
+            return output
+        aux = disentangling_loss(features, mask) if features is not None else output.new_zeros(())
+        return output, aux
 
 
 class DiffST:
@@ -192,38 +274,59 @@ class DiffST:
         return f"DiffST({len(self.genes)} genes, scale={self.scale}, {state}, device={self.device.type})"
 
     # --- inputs --------------------------------------------------------------------------------------------
-    def _inputs(self, scene: Scene, histology: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
-        """The denoiser's condition ``(5 * n_genes + 1, h, w)`` and the guided base map the residual is added to.
+    def _inputs(
+        self, scene: Scene, maps: tuple[np.ndarray, np.ndarray | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+        """The denoiser's condition, the standardised cell-level histology, and the base map.
 
-        The base blends, per gene, the smooth measurement and the histology estimate with the weights of
-        :meth:`_fit_blend`; the denoiser generates the remaining residual, so an untrained denoiser returns it.
-        ``histology`` is the scene's :meth:`histology_expression` when already computed.
+        The condition is ``(5 * n_genes + 1, h, w)``; the cell-level features ``(cell_channels, 2h, 2w)`` or
+        ``None`` when no module reads them. The base blends, per gene, the smooth measurement and the histology
+        estimate with the weights of :meth:`_fit_blend`; the denoiser generates the remaining residual, so an
+        untrained denoiser returns it. ``maps`` is the scene's :meth:`_histology_maps` when already computed.
         """
         mean = self.network.gene_mean.cpu().numpy()[:, None, None]
         std = self.network.gene_std.cpu().numpy()[:, None, None]
         blend = self.network.blend.cpu().numpy()[:, :, None, None]
         mask = scene.mask.astype(np.float32)
-        if histology is None:
-            histology = self.histology_expression(scene)
+        histology, cells = self._histology_maps(scene) if maps is None else maps
         detail = _within_measurement(histology, scene.owner, scene.mask)
-        maps = [(m - mean) / std * mask for m in (scene.nearest, scene.smooth, histology)]
-        cond = np.concatenate([*maps, detail / std, mask[None]]).astype(np.float32)
+        standardised = [(m - mean) / std * mask for m in (scene.nearest, scene.smooth, histology)]
+        cond = np.concatenate([*standardised, detail / std, mask[None]]).astype(np.float32)
         base = (blend[:, 0] * scene.smooth + blend[:, 1] * histology + blend[:, 2]) * mask
-        return torch.from_numpy(cond), base.astype(np.float32)
+        if cells is not None:
+            cell_mean = self.network.cell_mean.cpu().numpy()[:, None, None]
+            cell_std = self.network.cell_std.cpu().numpy()[:, None, None]
+            cells = torch.from_numpy(((cells - cell_mean) / cell_std).astype(np.float32))
+        return torch.from_numpy(cond), cells, base.astype(np.float32)
 
-    @torch.no_grad()
     def histology_expression(self, scene: Scene) -> np.ndarray:
         """The histology encoder's log-normalised expression estimate per bin, ``(n_genes, height, width)``."""
+        return self._histology_maps(scene, cells=False)[0]
+
+    @torch.no_grad()
+    def _histology_maps(self, scene: Scene, *, cells: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-bin expression estimate and (unstandardised) cell-level features of ``scene``'s histology.
+
+        ``cells`` defaults to whether the network reads them.
+        """
+        if cells is None:
+            cells = self.network.needs_cells
         encoder = self.network.encoder.eval().to(self.device)
         inputs = self._histology(scene)
         k = scene.px_per_bin
         # Rows of bins at a time bound the memory of the full-resolution activations on large slides.
         rows = max(1, 2**21 // max(inputs.shape[-1] * k * self.config.histology_width, 1))
-        out = []
+        expression, features = [], []
         for start in range(0, scene.shape[0], rows):
             chunk = inputs[:, start * k : (start + rows) * k][None].to(self.device)
-            out.append(encoder.bin_expression(chunk, k)[0].float().cpu())
-        return torch.cat(out, dim=1).numpy()
+            bins, cell_features = encoder.bin_maps(chunk, k, cells=cells)
+            expression.append(bins[0].float().cpu())
+            if cells:
+                features.append(cell_features[0].float().cpu())
+        return (
+            torch.cat(expression, dim=1).numpy(),
+            torch.cat(features, dim=1).numpy() if cells else None,
+        )
 
     def _histology(self, scene: Scene) -> torch.Tensor:
         inputs = torch.from_numpy(histology_inputs(scene.histology))
@@ -271,6 +374,9 @@ class DiffST:
         *,
         reference: Scene,
         steps: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 100,
+        callback: Callable[[int, dict[str, list[float]]], None] | None = None,
         show_progress_bar: bool = True,
     ) -> DiffST:
         """Fit the histology encoder to the spots, then the denoiser to generate each scene's ``target``.
@@ -284,6 +390,14 @@ class DiffST:
             reproduce each spot from the H&E under it.
         steps
             Optimiser steps; default ``config.train_steps``.
+        checkpoint_dir
+            A directory to keep the training state in (the fitted encoder, then the denoiser's state every
+            ``checkpoint_every`` steps). Training interrupted there goes on from its last checkpoint when called
+            again with the same directory and data, to the same model as an uninterrupted run.
+        checkpoint_every
+            Denoiser steps between checkpoints.
+        callback
+            Called as ``callback(step, losses)`` after every denoiser step (e.g. to log or plot the losses).
         show_progress_bar
             Show a tqdm bar.
 
@@ -301,6 +415,81 @@ class DiffST:
         if any(s.nearest.shape[0] != len(self.genes) for s in [*scenes, reference]):
             msg = f"Scenes must have {len(self.genes)} genes, like the model."
             raise ValueError(msg)
+        cfg = self.config
+        steps = cfg.train_steps if steps is None else int(steps)
+        checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        fingerprint = self._fingerprint(scenes, reference, steps)
+        encoder_file = checkpoint_dir / ENCODER_CHECKPOINT if checkpoint_dir is not None else None
+        if encoder_file is not None and encoder_file.is_file():
+            state = load_checkpoint(encoder_file, fingerprint)
+            self.network.load_state_dict(state["network"])
+            self.network.encoder.requires_grad_(False)
+            encoder_losses = list(state["encoder_losses"])
+        else:
+            encoder_losses = self._fit_encoder(scenes, reference, show_progress_bar=show_progress_bar)
+        # Scenes from shifted poolings of one slide share their H&E: run the encoder once per image.
+        maps = {}
+        for s in [reference, *scenes]:
+            if id(s.histology) not in maps:
+                maps[id(s.histology)] = self._histology_maps(s)
+        reference_cells = maps[id(reference.histology)][1]
+        if reference_cells is not None:
+            flat = reference_cells.reshape(len(reference_cells), -1)
+            self.network.cell_mean.copy_(torch.from_numpy(flat.mean(axis=1)))
+            self.network.cell_std.copy_(torch.from_numpy(np.maximum(flat.std(axis=1), 1e-3)))
+        inputs = [self._inputs(s, maps[id(s.histology)]) for s in scenes]
+        residuals = [(s.target - base) * s.mask for s, (*_, base) in zip(scenes, inputs, strict=True)]
+        self._fit_residual_scale(residuals, [s.mask for s in scenes])
+        if encoder_file is not None and not encoder_file.is_file():
+            save_checkpoint(encoder_file, fingerprint, network=self.network.state_dict(), encoder_losses=encoder_losses)
+        scale = (self.network.gene_std * self.network.residual_scale).cpu().numpy()[:, None, None]
+        tensors = [
+            SceneTensors(
+                cond,
+                torch.from_numpy(r / scale),
+                torch.from_numpy(s.mask.astype(np.float32)),
+                cfg.patch_bins,
+                cells=cells,
+            )
+            for s, (cond, cells, _), r in zip(scenes, inputs, residuals, strict=True)
+        ]
+        ema, losses = train_network(
+            self.network,
+            tensors,
+            self.schedule,
+            steps=steps,
+            batch_size=cfg.batch_size,
+            patch_bins=cfg.patch_bins,
+            learning_rate=cfg.learning_rate,
+            ema_decay=cfg.ema_decay,
+            disentangle_weight=cfg.disentangle_weight,
+            precision=cfg.precision,
+            compile=cfg.compile,
+            device=self.device,
+            seed=self.seed,
+            checkpoint=checkpoint_dir / TRAINING_CHECKPOINT if checkpoint_dir is not None else None,
+            checkpoint_every=checkpoint_every,
+            fingerprint=fingerprint,
+            callback=callback,
+            show_progress_bar=show_progress_bar,
+        )
+        self.network = ema
+        self.history = {"encoder": encoder_losses, **losses}
+        self.is_trained = True
+        return self
+
+    def _fingerprint(self, scenes: Sequence[Scene], reference: Scene, steps: int) -> str:
+        """What a checkpoint must match: settings, genes and (a digest of) the training data."""
+        digest = hashlib.sha256()
+        for scene in [reference, *scenes]:
+            for array in (scene.nearest, scene.target, scene.spot_values):
+                if array is not None:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+        settings = {"config": self.config.to_dict(), "genes": self.genes, "seed": self.seed, "steps": steps}
+        return json.dumps(settings, sort_keys=True) + digest.hexdigest()
+
+    def _fit_encoder(self, scenes: Sequence[Scene], reference: Scene, *, show_progress_bar: bool) -> list[float]:
+        """Fit the statistics, the histology encoder, the blend and the gene graph to the reference slide."""
         cfg = self.config
         self._fit_statistics(scenes, reference)
         torch.manual_seed(self.seed)
@@ -320,36 +509,9 @@ class DiffST:
         )
         self.network.encoder.requires_grad_(False)
         self._fit_blend(reference, held_out)
-        # Scenes from shifted poolings of one slide share their H&E: run the encoder once per image.
-        expression = {}
-        for s in scenes:
-            if id(s.histology) not in expression:
-                expression[id(s.histology)] = self.histology_expression(s)
-        inputs = [self._inputs(s, expression[id(s.histology)]) for s in scenes]
-        residuals = [(s.target - base) * s.mask for s, (_, base) in zip(scenes, inputs, strict=True)]
-        self._fit_residual_scale(residuals, [s.mask for s in scenes])
-        scale = (self.network.gene_std * self.network.residual_scale).cpu().numpy()[:, None, None]
-        tensors = [
-            SceneTensors(cond, torch.from_numpy(r / scale), torch.from_numpy(s.mask.astype(np.float32)), cfg.patch_bins)
-            for s, (cond, _), r in zip(scenes, inputs, residuals, strict=True)
-        ]
-        ema, losses = train_network(
-            self.network,
-            tensors,
-            self.schedule,
-            steps=cfg.train_steps if steps is None else int(steps),
-            batch_size=cfg.batch_size,
-            patch_bins=cfg.patch_bins,
-            learning_rate=cfg.learning_rate,
-            ema_decay=cfg.ema_decay,
-            device=self.device,
-            seed=self.seed,
-            show_progress_bar=show_progress_bar,
-        )
-        self.network = ema
-        self.history = {"encoder": encoder_losses, "denoiser": losses}
-        self.is_trained = True
-        return self
+        if self.network.unet.gene_graph is not None:
+            self.network.unet.gene_graph.set_graph(build_gene_graph(reference.spot_values, k=cfg.gene_graph_k))
+        return encoder_losses
 
     # --- sampling ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -395,33 +557,56 @@ class DiffST:
             msg = f"The scene has {scene.nearest.shape[0]} genes; the model generates {len(self.genes)}."
             raise ValueError(msg)
         steps = self.config.sampling_steps if steps is None else int(steps)
+        cfg = self.config
         net = self.network.eval().to(self.device)
+        denoiser = torch.compile(net) if cfg.compile else net
         height, width = scene.shape
-        multiple = 2 ** (len(self.config.channel_mult) - 1)
+        multiple = 2 ** (len(cfg.channel_mult) - 1)
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
-        cond, base = self._inputs(scene)
-        cond = F.pad(cond, (0, pad_w, 0, pad_h))[None].to(self.device)
-        autocast = torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        )
+        cond, cells, base = self._inputs(scene)
+        cond = F.pad(cond, (0, pad_w, 0, pad_h))
+        if cells is not None:
+            cells = F.pad(cells, (0, 2 * pad_w, 0, 2 * pad_h))
         generator = torch.Generator().manual_seed(int(seed))
+        # Noise for the whole slide, cropped per tile, so overlapping tiles start from the same noise.
         noise = torch.randn((n_samples, len(self.genes), height + pad_h, width + pad_w), generator=generator)
-        per_batch = max(1, min(n_samples, 2**22 // max(cond.shape[-1] * cond.shape[-2] * len(self.genes), 1)))
-        batches = range(0, n_samples, per_batch)
+        tiles = [
+            (top, left)
+            for top in _tile_starts(height + pad_h, cfg.tile_bins, cfg.tile_overlap)
+            for left in _tile_starts(width + pad_w, cfg.tile_bins, cfg.tile_overlap)
+        ]
+        tile_h, tile_w = min(cfg.tile_bins, height + pad_h), min(cfg.tile_bins, width + pad_w)
+        ramp = torch.from_numpy(_blend_ramp(tile_h, cfg.tile_overlap)[:, None] * _blend_ramp(tile_w, cfg.tile_overlap))
+        jobs = [(tile, draw) for tile in tiles for draw in range(n_samples)]
+        per_batch = max(1, min(len(jobs), 2**22 // max(tile_h * tile_w * cond.shape[0], 1)))
+        batches = [jobs[i : i + per_batch] for i in range(0, len(jobs), per_batch)]
+        total = torch.zeros(noise.shape)
+        weight = torch.zeros(noise.shape[-2:])
         bar = tqdm(total=steps * len(batches), desc="Sampling", unit="step", disable=not show_progress_bar)
-        drawn = []
-        for start in batches:
-            x = noise[start : start + per_batch].to(self.device)
-            n = x.shape[0]
+        for batch in batches:
 
-            def denoise(x_t, t, n=n):
-                with autocast:
-                    return net(x_t, t, cond.expand(n, -1, -1, -1))
+            def crop(a, top, left, factor=1):
+                return a[..., factor * top : factor * (top + tile_h), factor * left : factor * (left + tile_w)]
+
+            x = torch.stack([crop(noise[draw], *tile) for tile, draw in batch]).to(self.device)
+            cond_batch = torch.stack([crop(cond, *tile) for tile, _ in batch]).to(self.device)
+            cells_batch = (
+                torch.stack([crop(cells, *tile, factor=2) for tile, _ in batch]).to(self.device)
+                if cells is not None
+                else None
+            )
+
+            def denoise(x_t, t, cond_batch=cond_batch, cells_batch=cells_batch):
+                with autocast(self.device, cfg.precision):
+                    return denoiser(x_t, t, cond_batch, cells_batch)
 
             x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=bar.update)
-            drawn.append(x0.float().cpu()[:, :, :height, :width])
+            for ((top, left), draw), drawn in zip(batch, x0.float().cpu(), strict=True):
+                crop(total[draw], top, left).add_(drawn * ramp)
+                if draw == 0:
+                    crop(weight, top, left).add_(ramp)
         bar.close()
-        residual = torch.cat(drawn).numpy()
+        residual = (total / weight)[..., :height, :width].numpy()
         std = self.network.gene_std.cpu().numpy()[None, :, None, None]
         scale = self.network.residual_scale.cpu().numpy()[None, :, None, None]
         maps = base[None] + residual * scale * std
@@ -501,7 +686,11 @@ class DiffST:
                 "upgrade sr_spatial to load it."
             )
             raise ValueError(msg)
-        model = cls(meta["genes"], config=meta["config"], scale=meta["scale"], device=device, seed=meta["seed"])
+        config = meta["config"]
+        if meta.get("format_version", 1) < 2:
+            # Models saved before the paper's modules existed are the first version: all modules off.
+            config = {**ABLATIONS["first_version"], **config}
+        model = cls(meta["genes"], config=config, scale=meta["scale"], device=device, seed=meta["seed"])
         try:
             model.network.load_state_dict(state)
         except RuntimeError as err:

@@ -16,6 +16,7 @@ from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, nearest
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     import torch
     from spatialdata import SpatialData
@@ -131,6 +132,7 @@ def train(
     device: str | torch.device = "auto",
     coordinate_system: str | None = None,
     seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
     show_progress_bar: bool = True,
 ) -> DiffST:
     """Train a :class:`~sr_spatial.model.DiffST` on a slide by scale transfer, without high-resolution truth.
@@ -152,6 +154,9 @@ def train(
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
     seed
         Seeds initialisation, pooling offsets and training.
+    checkpoint_dir
+        A directory to keep the training state in; an interrupted run called again with the same directory and
+        arguments goes on from its last checkpoint (every 100 steps) to the same model as an uninterrupted run.
     show_progress_bar
         Show a tqdm bar.
 
@@ -177,6 +182,7 @@ def train(
         train_steps=train_steps,
         device=device,
         seed=seed,
+        checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar,
     )
 
@@ -191,6 +197,7 @@ def train_on_map(
     seed: int,
     show_progress_bar: bool,
     reference: Scene | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> DiffST:
     """Train on an already built ST map (see :func:`train`); ``reference`` is its :func:`output_scene` if built."""
     cfg = resolve_config(config)
@@ -208,7 +215,13 @@ def train_on_map(
         scale,
         model.device.type,
     )
-    model.train(scenes, reference=reference, steps=train_steps, show_progress_bar=show_progress_bar)
+    model.train(
+        scenes,
+        reference=reference,
+        steps=train_steps,
+        checkpoint_dir=checkpoint_dir,
+        show_progress_bar=show_progress_bar,
+    )
     logger.info("Trained in %.1f s.", time.perf_counter() - start)
     return model
 

@@ -1,0 +1,63 @@
+"""Training: interrupted runs resume from their checkpoint to the same model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sr_spatial.model import DiffST
+from sr_spatial.model._config import resolve_config
+from sr_spatial.tl._train import output_scene, scale_transfer_scenes
+
+SEED = 0
+CONFIG = resolve_config("tiny", encoder_steps=10, train_steps=8, n_pool_offsets=1)
+
+
+@pytest.fixture(scope="module")
+def pairs(st_map):
+    scenes = scale_transfer_scenes(st_map, scale=4, px_per_bin=CONFIG.px_per_bin, n_offsets=1, seed=SEED)
+    return scenes, output_scene(st_map, px_per_bin=CONFIG.px_per_bin)
+
+
+def _train(st_map, pairs, **kwargs) -> DiffST:
+    scenes, reference = pairs
+    model = DiffST(st_map.genes, config=CONFIG, device="cpu", seed=kwargs.pop("seed", SEED))
+    return model.train(scenes, reference=reference, show_progress_bar=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(st_map, pairs) -> DiffST:
+    return _train(st_map, pairs)
+
+
+def test_interrupted_training_resumes_to_the_same_model(st_map, pairs, uninterrupted, tmp_path):
+    def stop_after_five_steps(step, losses):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(st_map, pairs, checkpoint_dir=tmp_path, checkpoint_every=3, callback=stop_after_five_steps)
+    assert (tmp_path / "encoder.pt").is_file()
+    assert torch.load(tmp_path / "training.pt", weights_only=True)["step"] == 3
+
+    steps_seen = []
+    resumed = _train(
+        st_map, pairs, checkpoint_dir=tmp_path, checkpoint_every=3, callback=lambda step, _: steps_seen.append(step)
+    )
+    assert steps_seen == [3, 4, 5, 6, 7]  # goes on from the checkpoint, not from the start
+    assert resumed.history == uninterrupted.history
+    expected = uninterrupted.network.state_dict()
+    for name, value in resumed.network.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_checkpoint_of_another_run_is_refused(st_map, pairs, tmp_path):
+    _train(st_map, pairs, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="other genes, configuration, seed or steps"):
+        _train(st_map, pairs, checkpoint_dir=tmp_path, seed=SEED + 1)
+
+
+def test_unreadable_checkpoint_says_what_to_do(st_map, pairs, tmp_path):
+    (tmp_path / "encoder.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="delete it to start afresh"):
+        _train(st_map, pairs, checkpoint_dir=tmp_path)
