@@ -25,15 +25,20 @@ from skimage.transform import downscale_local_mean
 
 __all__ = [
     "Tissue",
+    "hd_bins",
     "tissue",
     "write_10x_h5",
     "write_visium",
     "write_visium_hd",
     "write_xenium",
+    "xenium_transcripts",
 ]
 
 HIRES_SCALEF = 0.5
 LOWRES_SCALEF = 0.25
+N_CONTROLS = 40
+CONTROL_NAMES = ("NegControlProbe_00031", "BLANK_0006", "NegControlCodeword_0500")
+LOW_QV_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -299,16 +304,21 @@ def xenium_transcripts(
     half = source.truth_um / 2
     x = centres[yy, xx, 0] - origin_um[0] + rng.uniform(-half, half, len(gene))
     y = centres[yy, xx, 1] - origin_um[1] + rng.uniform(-half, half, len(gene))
+    names = np.asarray(source.genes, dtype=object)[gene]
+    # As in real output: a few control probes, and low-quality calls (qv < 20) among the genes.
+    controls = rng.choice(len(gene), size=min(N_CONTROLS, len(gene)), replace=False)
+    names[controls] = [CONTROL_NAMES[i % len(CONTROL_NAMES)] for i in range(len(controls))]
+    qv = np.where(rng.random(len(gene)) < LOW_QV_FRACTION, 10.0, 40.0)
     return pd.DataFrame(
         {
             "transcript_id": np.arange(len(gene), dtype=np.uint64),
             "cell_id": np.full(len(gene), -1, dtype=np.int64),
             "overlaps_nucleus": np.zeros(len(gene), dtype=np.uint8),
-            "feature_name": np.asarray(source.genes, dtype=object)[gene],
+            "feature_name": names,
             "x_location": x.astype(np.float32),
             "y_location": y.astype(np.float32),
             "z_location": np.full(len(gene), 5.0, dtype=np.float32),
-            "qv": np.full(len(gene), 40.0, dtype=np.float32),
+            "qv": qv.astype(np.float32),
         }
     )
 
@@ -359,8 +369,10 @@ def write_xenium(
 
     cell_ids = [f"{i + 1}" for i in range(len(occupied))]
     gene_index = pd.Index(source.genes).get_indexer(tx["feature_name"])
+    is_gene = gene_index >= 0
     counts = sparse.coo_matrix(
-        (np.ones(len(tx)), (cell_number[flat], gene_index)), shape=(len(occupied), len(source.genes))
+        (np.ones(is_gene.sum()), (cell_number[flat][is_gene], gene_index[is_gene])),
+        shape=(len(occupied), len(source.genes)),
     ).tocsr()
     write_10x_h5(path / "cell_feature_matrix.h5", counts, cell_ids, source.genes)
     rows, cols = np.divmod(occupied, n_cells_side)

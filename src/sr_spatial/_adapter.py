@@ -283,6 +283,14 @@ def _check_counts(counts: sparse.csr_matrix, table_key: str) -> None:
     if (data < 0).any():
         msg = f"Table {table_key!r} has negative values in `.X`; raw counts are needed, not scaled data."
         raise ValueError(msg)
+    fractional = data != np.round(data)
+    if fractional.any():
+        msg = (
+            f"Table {table_key!r} has non-integer values in `.X` (e.g. {float(data[fractional][0]):.4g}); raw "
+            "counts are needed, not normalised data. Put the raw counts back in `.X`, e.g. "
+            "`table.X = table.layers['counts']`."
+        )
+        raise ValueError(msg)
 
 
 def _image_levels(image) -> list[xr.DataArray]:
