@@ -390,9 +390,7 @@ def write_xenium(
     n_px = int(round(size_um / pixel_size_um))
     labels = np.zeros((n_px, n_px), dtype=np.uint32)
     py, px = np.indices(labels.shape)
-    grid_cell = (py * pixel_size_um // cell_um).astype(int) * n_cells_side + (px * pixel_size_um // cell_um).astype(
-        int
-    )
+    grid_cell = (py * pixel_size_um // cell_um).astype(int) * n_cells_side + (px * pixel_size_um // cell_um).astype(int)
     valid = (py * pixel_size_um < n_cells_side * cell_um) & (px * pixel_size_um < n_cells_side * cell_um)
     labels[valid] = (cell_number[grid_cell[valid]] + 1).astype(np.uint32)
     with zarr.storage.ZipStore(path / "cells.zarr.zip", mode="w") as store:

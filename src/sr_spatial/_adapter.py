@@ -205,14 +205,24 @@ def read_spots(
 
     level0 = _scale0(image)
     if tuple(level0.dims) != ("c", "y", "x"):
-        msg = f"Image {image_key!r} has dims {tuple(level0.dims)}; expected ('c', 'y', 'x')."
+        msg = (
+            f"Image {image_key!r} has dims {tuple(level0.dims)}; a 2D image with dims ('c', 'y', 'x') is needed. "
+            "Pass a 2D H&E image, or add a single plane of this one, e.g. `image.isel(z=0)` parsed with "
+            "`spatialdata.models.Image2DModel`."
+        )
         raise ValueError(msg)
     if level0.sizes["c"] not in (1, 3):
         msg = (
             f"Image {image_key!r} has {level0.sizes['c']} channels; an H&E image with 3 (RGB) channels, "
-            "or 1 grey channel, is needed."
+            f"or 1 grey channel, is needed. {_available('images', sdata.images.keys())}"
         )
         raise ValueError(msg)
+    if level0.dtype == bool or not np.issubdtype(level0.dtype, np.number) or np.issubdtype(level0.dtype, complex):
+        msg = (
+            f"Image {image_key!r} has dtype {level0.dtype}; an H&E image of integers (e.g. uint8) or floats in "
+            "[0, 1] is needed. Pass the H&E image, not a mask or label image."
+        )
+        raise TypeError(msg)
 
     image_tf = _element_transformations(image)
     shapes_tf = _element_transformations(shapes)
@@ -224,6 +234,13 @@ def read_spots(
     rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
     if "in_tissue" in table.obs:
         rows = rows[table.obs["in_tissue"].to_numpy()[rows].astype(bool)]
+    if len(rows) == 0:
+        where = " in the tissue" if "in_tissue" in table.obs else ""
+        msg = (
+            f"Table {table_key!r} has no spots of shapes {shapes_key!r}{where}. Check `table.obs['in_tissue']` "
+            "and that the table's region column names the shapes."
+        )
+        raise ValueError(msg)
     instances = table.obs[instance_key].to_numpy()[rows]
     shape_pos = shapes.index.get_indexer(pd.Index(instances))
     if (shape_pos < 0).any():
@@ -606,8 +623,7 @@ def bin_points(
 
     centres = (bins[:, ::-1] + 0.5) * bin_size  # (x, y)
     bin_ids = pd.Index([f"bin_{i}_{j}" for i, j in bins], name="bin_id")
-    transformations = {cs: tf for cs, tf in _element_transformations(points).items()}
-    shapes = _bin_shapes(centres, bin_size, bin_ids, transformations)
+    shapes = _bin_shapes(centres, bin_size, bin_ids, _element_transformations(points))
     adata = ad.AnnData(
         X=counts,
         obs=pd.DataFrame(

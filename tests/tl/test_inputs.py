@@ -107,7 +107,12 @@ def test_xenium_transcripts_binned_on_the_aligned_he(xenium_sdata, reader_tissue
     assert np.corrcoef(he[0].ravel(), source[0].ravel())[0, 1] > 0.9
 
     sr.tl.superresolve(
-        sdata, "he_image", table_key="transcripts_bins_table", method="bicubic", key_added="xen", show_progress_bar=False
+        sdata,
+        "he_image",
+        table_key="transcripts_bins_table",
+        method="bicubic",
+        key_added="xen",
+        show_progress_bar=False,
     )
     _, info = _info(sdata, "xen")
     assert info["spot_pitch_px"] == pytest.approx(bin_um / mpp, rel=1e-6)

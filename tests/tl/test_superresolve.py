@@ -193,9 +193,7 @@ def test_model_genes_are_matched_by_name(demo_sdata, tiny_model):
     )
     image = some.images[f"{IMAGE}_superres"]
     assert list(image.coords["c"].values) == ["gene_05", "gene_01"]
-    np.testing.assert_array_equal(
-        image.values, full.images[f"{IMAGE}_superres"].sel(c=["gene_05", "gene_01"]).values
-    )
+    np.testing.assert_array_equal(image.values, full.images[f"{IMAGE}_superres"].sel(c=["gene_05", "gene_01"]).values)
 
 
 def test_second_call_needs_overwrite(demo_sdata, tiny_model):
