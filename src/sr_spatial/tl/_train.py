@@ -141,8 +141,8 @@ def train(
     ``scale``-fold finer (:func:`sr_spatial.tl.superresolve`). With ``reference=True`` the table holds
     high-resolution bins (a Visium HD level such as ``"square_016um"``, or Xenium transcripts binned with
     :func:`sr_spatial.pp.bin_transcripts`) and the model learns true pairs: Visium-like spots pooled from the
-    bins (``scale`` bins apart, :func:`~sr_spatial.tl._reference.reference_scenes`) to the bins themselves; apply
-    it to Visium slides with ``superresolve(..., model=...)``. ``sdata`` is not changed.
+    bins (55 µm-wide disks on a hexagonal lattice ``scale`` bins apart, as Visium measures) to the bins
+    themselves; apply it to Visium slides with ``superresolve(..., model=...)``. ``sdata`` is not changed.
 
     Parameters
     ----------
