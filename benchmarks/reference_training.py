@@ -88,9 +88,7 @@ def main() -> None:
     genes = sdata.tables["table"].var_names.tolist()
     spots = sdata.tables["table"].obsm["spatial"]
     split_px = float(np.median(spots[:, 0]))
-    ref = reference_slide(
-        sdata, bin_um=args.bin_um, split_px=split_px, umis_per_um2=args.umis_per_um2, seed=args.seed
-    )
+    ref = reference_slide(sdata, bin_um=args.bin_um, split_px=split_px, umis_per_um2=args.umis_per_um2, seed=args.seed)
     common = {"genes": genes, "config": args.config, "seed": args.seed, "show_progress_bar": False}
 
     rows, timings = [], {}

@@ -148,6 +148,14 @@ def _shapes_for_table(sdata: SpatialData, table: AnnData, table_key: str, shapes
         )
         raise ValueError(msg) from err
     regions = [region] if isinstance(region, str) else list(region)
+    labels = [r for r in regions if r in sdata.labels]
+    if labels and not any(r in sdata.shapes for r in regions):
+        msg = (
+            f"Table {table_key!r} annotates labels {labels} (e.g. segmented cells), not spots or bins. Pass a table "
+            "that annotates shapes; for Xenium, count the transcripts in bins with `sr.pp.bin_transcripts(sdata, "
+            "bin_size=...)` and pass `table_key='transcripts_bins_table'`."
+        )
+        raise ValueError(msg)
     if shapes_key is None:
         candidates = [r for r in regions if r in sdata.shapes]
         if len(candidates) != 1:

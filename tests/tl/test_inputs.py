@@ -106,6 +106,9 @@ def test_xenium_transcripts_binned_on_the_aligned_he(xenium_sdata, reader_tissue
     source = reader_tissue.image[:, ys][:, :, xs] / 255.0
     assert np.corrcoef(he[0].ravel(), source[0].ravel())[0, 1] > 0.9
 
+    # The reader's own table counts segmented cells (labels), which are not a measurement on a lattice.
+    with pytest.raises(ValueError, match=r"annotates labels \['cell_labels'\].*sr\.pp\.bin_transcripts"):
+        sr.tl.superresolve(sdata, "he_image", method="nearest", show_progress_bar=False)
     sr.tl.superresolve(
         sdata,
         "he_image",
