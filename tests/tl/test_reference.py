@@ -116,3 +116,22 @@ def test_xenium_bins_as_reference(xenium_sdata):
     assert len(np.unique(scenes[0].owner[scenes[0].mask])) >= 10
     with pytest.raises(ValueError, match="Visium-like spots at scale 40"):
         reference_scenes(st_map, output_scene(st_map, px_per_bin=2), scale=40, px_per_bin=2, n_offsets=1, seed=0)
+
+
+def test_reference_model_on_xenium_bins_over_the_aligned_he(hd_model, xenium_sdata):
+    """The diffusion path runs on Xenium too: binned transcripts as the measurement, the H&E through its affine."""
+    sdata = deepcopy(xenium_sdata)
+    sr.pp.bin_transcripts(sdata, bin_size=25.0)
+    sr.tl.superresolve(
+        sdata,
+        "he_image",
+        table_key="transcripts_bins_table",
+        model=hd_model,
+        scale=SCALE,
+        n_samples=1,
+        show_progress_bar=False,
+    )
+    info = sdata.tables["he_image_superres_table"].uns["he_image_superres"]
+    assert info["coordinate_system"] == "global"
+    assert info["spot_residual"] < 1e-5
+    assert info["n_spots"] == sdata.tables["transcripts_bins_table"].n_obs
