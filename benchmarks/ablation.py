@@ -67,7 +67,7 @@ def _run_her2st(variant: str, config: str, seed: int, section: str, queue) -> No
     start = time.perf_counter()
     frame = run_her2st(data, methods=("sr_spatial",), config=resolve_config(config, **ABLATIONS[variant]), seed=seed)
     wall = time.perf_counter() - start
-    scores = frame.mean(numeric_only=True).drop(labels=["wall_s"], errors="ignore")
+    scores = frame.mean(numeric_only=True).drop(labels=["wall_s", "seed"], errors="ignore")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(
         {"variant": variant, "seed": seed, "section": section, "wall_s": wall, "peak_mib": peak_mib, **scores.to_dict()}

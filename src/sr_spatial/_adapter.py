@@ -28,10 +28,13 @@ logger = logging.getLogger("sr_spatial")
 __all__ = [
     "BinGrid",
     "SpotData",
+    "bin_points",
     "check_output_names",
     "output_names",
     "read_histology",
     "read_spots",
+    "shallow_copy",
+    "table_genes",
     "write_superres",
 ]
 
@@ -145,6 +148,14 @@ def _shapes_for_table(sdata: SpatialData, table: AnnData, table_key: str, shapes
         )
         raise ValueError(msg) from err
     regions = [region] if isinstance(region, str) else list(region)
+    labels = [r for r in regions if r in sdata.labels]
+    if labels and not any(r in sdata.shapes for r in regions):
+        msg = (
+            f"Table {table_key!r} annotates labels {labels} (e.g. segmented cells), not spots or bins. Pass a table "
+            "that annotates shapes; for Xenium, count the transcripts in bins with `sr.pp.bin_transcripts(sdata, "
+            "bin_size=...)` and pass `table_key='transcripts_bins_table'`."
+        )
+        raise ValueError(msg)
     if shapes_key is None:
         candidates = [r for r in regions if r in sdata.shapes]
         if len(candidates) != 1:
@@ -202,14 +213,24 @@ def read_spots(
 
     level0 = _scale0(image)
     if tuple(level0.dims) != ("c", "y", "x"):
-        msg = f"Image {image_key!r} has dims {tuple(level0.dims)}; expected ('c', 'y', 'x')."
+        msg = (
+            f"Image {image_key!r} has dims {tuple(level0.dims)}; a 2D image with dims ('c', 'y', 'x') is needed. "
+            "Pass a 2D H&E image, or add a single plane of this one, e.g. `image.isel(z=0)` parsed with "
+            "`spatialdata.models.Image2DModel`."
+        )
         raise ValueError(msg)
     if level0.sizes["c"] not in (1, 3):
         msg = (
             f"Image {image_key!r} has {level0.sizes['c']} channels; an H&E image with 3 (RGB) channels, "
-            "or 1 grey channel, is needed."
+            f"or 1 grey channel, is needed. {_available('images', sdata.images.keys())}"
         )
         raise ValueError(msg)
+    if level0.dtype == bool or not np.issubdtype(level0.dtype, np.number) or np.issubdtype(level0.dtype, complex):
+        msg = (
+            f"Image {image_key!r} has dtype {level0.dtype}; an H&E image of integers (e.g. uint8) or floats in "
+            "[0, 1] is needed. Pass the H&E image, not a mask or label image."
+        )
+        raise TypeError(msg)
 
     image_tf = _element_transformations(image)
     shapes_tf = _element_transformations(shapes)
@@ -221,6 +242,13 @@ def read_spots(
     rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
     if "in_tissue" in table.obs:
         rows = rows[table.obs["in_tissue"].to_numpy()[rows].astype(bool)]
+    if len(rows) == 0:
+        where = " in the tissue" if "in_tissue" in table.obs else ""
+        msg = (
+            f"Table {table_key!r} has no spots of shapes {shapes_key!r}{where}. Check `table.obs['in_tissue']` "
+            "and that the table's region column names the shapes."
+        )
+        raise ValueError(msg)
     instances = table.obs[instance_key].to_numpy()[rows]
     shape_pos = shapes.index.get_indexer(pd.Index(instances))
     if (shape_pos < 0).any():
@@ -279,6 +307,14 @@ def _check_counts(counts: sparse.csr_matrix, table_key: str) -> None:
         raise ValueError(msg)
     if (data < 0).any():
         msg = f"Table {table_key!r} has negative values in `.X`; raw counts are needed, not scaled data."
+        raise ValueError(msg)
+    fractional = data != np.round(data)
+    if fractional.any():
+        msg = (
+            f"Table {table_key!r} has non-integer values in `.X` (e.g. {float(data[fractional][0]):.4g}); raw "
+            "counts are needed, not normalised data. Put the raw counts back in `.X`, e.g. "
+            "`table.X = table.layers['counts']`."
+        )
         raise ValueError(msg)
 
 
@@ -421,6 +457,11 @@ def write_superres(
         ("shapes", names["bins"]): bins,
         ("tables", names["table"]): table,
     }
+    _add_elements(sdata, elements)
+
+
+def _add_elements(sdata: SpatialData, elements: dict) -> None:
+    """Add ``{(kind, name): element}`` to ``sdata``; if any addition fails, put back what was there."""
     previous = {where: getattr(sdata, where[0]).get(where[1]) for where in elements}
     try:
         for (kind, name), element in elements.items():
@@ -499,3 +540,126 @@ def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:
             " or `overwrite=True` to replace the outputs of an earlier call." if not overwrite else "."
         )
         raise ValueError(msg)
+
+
+def table_genes(sdata: SpatialData, table_key: str) -> pd.Index:
+    """Gene names of a table, with the same error as :func:`read_spots` when the table is missing."""
+    if table_key not in sdata.tables:
+        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())}"
+        raise KeyError(msg)
+    return pd.Index(sdata.tables[table_key].var_names.astype(str))
+
+
+#: Feature-name prefixes of 10x Xenium's control probes and codewords: not genes, never counted.
+CONTROL_PREFIXES = (
+    "NegControlProbe_",
+    "NegControlCodeword_",
+    "UnassignedCodeword_",
+    "DeprecatedCodeword_",
+    "BLANK_",
+    "Intergenic_Region_",
+    "antisense_",
+)
+
+
+def bin_points(
+    sdata: SpatialData,
+    points_key: str,
+    *,
+    bin_size: float,
+    key: str,
+    min_qv: float | None,
+    overwrite: bool,
+) -> None:
+    """Count the points of each feature in square bins of ``bin_size`` (points' own units) and write them back.
+
+    Writes shapes ``key`` (one square per bin holding points, registered like the points) and table
+    ``f"{key}_table"`` annotating them with the counts. Partitions of the (dask) points are counted one at a
+    time, so memory grows with the number of bins, not of transcripts.
+    """
+    import anndata as ad
+    from spatialdata.models import TableModel
+
+    if points_key not in sdata.points:
+        msg = f"Points {points_key!r} not found. {_available('points', sdata.points.keys())}"
+        raise KeyError(msg)
+    if not np.isfinite(bin_size) or bin_size <= 0:
+        msg = f"`bin_size` must be a positive number (in the points' units, µm for Xenium), got {bin_size!r}."
+        raise ValueError(msg)
+    points = sdata.points[points_key]
+    feature_key = points.attrs.get("spatialdata_attrs", {}).get("feature_key")
+    if feature_key is None or feature_key not in points.columns:
+        msg = (
+            f"Points {points_key!r} do not say which column holds the gene (no `feature_key`). Parse them with "
+            "`spatialdata.models.PointsModel.parse(..., feature_key=...)`."
+        )
+        raise ValueError(msg)
+    table_key = f"{key}_table"
+    _check_free(sdata, {"bins": key, "table": table_key}, overwrite=overwrite)
+
+    features = points[feature_key]
+    if hasattr(features, "cat") and features.cat.known:
+        names = pd.Index(features.cat.categories.astype(str))
+    else:
+        names = pd.Index(features.astype(str).drop_duplicates().compute().sort_values())
+    genes = names[~names.str.startswith(CONTROL_PREFIXES)]
+    if len(genes) == 0:
+        msg = f"Points {points_key!r} hold no genes in column {feature_key!r} (only control probes or nothing)."
+        raise ValueError(msg)
+    use_qv = min_qv is not None and "qv" in points.columns
+
+    keys, cols, counts = [], [], []
+    for part in points.to_delayed():
+        frame = part.compute()
+        if use_qv:
+            frame = frame[frame["qv"].to_numpy() >= min_qv]
+        gene = genes.get_indexer(frame[feature_key].astype(str))
+        keep = gene >= 0
+        ij = np.floor(frame[["y", "x"]].to_numpy()[keep] / bin_size).astype(np.int64)
+        keys.append(ij)
+        cols.append(gene[keep])
+    ij = np.concatenate(keys) if keys else np.zeros((0, 2), dtype=np.int64)
+    gene = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    if len(ij) == 0:
+        msg = f"Points {points_key!r} hold no transcripts to bin" + (f" with qv >= {min_qv}." if use_qv else ".")
+        raise ValueError(msg)
+    bins, row = np.unique(ij, axis=0, return_inverse=True)
+    counts = sparse.csr_matrix(
+        (np.ones(len(row), dtype=np.float32), (row.ravel(), gene)), shape=(len(bins), len(genes))
+    )
+    counts.sum_duplicates()
+
+    centres = (bins[:, ::-1] + 0.5) * bin_size  # (x, y)
+    bin_ids = pd.Index([f"bin_{i}_{j}" for i, j in bins], name="bin_id")
+    shapes = _bin_shapes(centres, bin_size, bin_ids, _element_transformations(points))
+    adata = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame(
+            {
+                "bin_id": bin_ids.to_numpy(),
+                "region": pd.Categorical([key] * len(bins)),
+                "array_row": bins[:, 0],
+                "array_col": bins[:, 1],
+            },
+            index=bin_ids.to_numpy(),
+        ),
+        var=pd.DataFrame(index=pd.Index(genes, name="gene")),
+    )
+    adata.obsm["spatial"] = centres.astype(np.float64)
+    adata.uns[key] = {"params": {"points_key": points_key, "bin_size": float(bin_size), "min_qv": min_qv}}
+    table = TableModel.parse(adata, region=key, region_key="region", instance_key="bin_id")
+    _add_elements(sdata, {("shapes", key): shapes, ("tables", table_key): table})
+
+
+def shallow_copy(sdata: SpatialData) -> SpatialData:
+    """A new SpatialData holding the same elements: adding or removing elements leaves ``sdata`` alone."""
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        images=dict(sdata.images),
+        labels=dict(sdata.labels),
+        points=dict(sdata.points),
+        shapes=dict(sdata.shapes),
+        tables=dict(sdata.tables),
+        attrs=dict(sdata.attrs),
+    )

@@ -174,9 +174,26 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(demo_sdata, kwargs, 
 def test_model_for_other_genes_is_refused(demo_sdata, tiny_model):
     sdata = copy.deepcopy(demo_sdata)
     before = _elements(sdata)
-    with pytest.raises(ValueError, match="differ from"):
-        sr.tl.superresolve(sdata, IMAGE, model=tiny_model, genes=["gene_00", "gene_01"], show_progress_bar=False)
+    with pytest.raises(ValueError, match=r"not among its 30 genes"):
+        sr.tl.superresolve(sdata, IMAGE, model=tiny_model, genes=["gene_00", "other"], show_progress_bar=False)
     assert _elements(sdata) == before
+
+
+def test_model_genes_are_matched_by_name(demo_sdata, tiny_model):
+    """Some of the model's genes, in another order, come out as asked and equal to the full run's."""
+    full = sr.tl.superresolve(demo_sdata, IMAGE, model=tiny_model, n_samples=1, inplace=False, show_progress_bar=False)
+    some = sr.tl.superresolve(
+        demo_sdata,
+        IMAGE,
+        model=tiny_model,
+        genes=["gene_05", "gene_01"],
+        n_samples=1,
+        inplace=False,
+        show_progress_bar=False,
+    )
+    image = some.images[f"{IMAGE}_superres"]
+    assert list(image.coords["c"].values) == ["gene_05", "gene_01"]
+    np.testing.assert_array_equal(image.values, full.images[f"{IMAGE}_superres"].sel(c=["gene_05", "gene_01"]).values)
 
 
 def test_second_call_needs_overwrite(demo_sdata, tiny_model):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from sr_spatial._adapter import check_output_names, write_superres
+from sr_spatial._adapter import check_output_names, table_genes, write_superres
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
@@ -46,6 +47,32 @@ def _resolve_model(model, device) -> DiffST | None:
         return model
     msg = f"`model` must be None, a DiffST or a path to a saved model, got {type(model).__name__}."
     raise TypeError(msg)
+
+
+def _match_model_genes(model: DiffST, genes, slide_genes, table_key: str) -> list[str] | None:
+    """Check a loaded model fits the slide by gene name; the genes to keep if only some of the model's are asked for.
+
+    The slide's genes are taken by name in the model's order, so tables with more genes or another order work.
+    """
+    absent = [g for g in model.genes if g not in set(slide_genes)]
+    if absent:
+        msg = (
+            f"The model generates {len(model.genes)} genes, {len(absent)} of which are not in table {table_key!r}: "
+            f"{absent[:10]}. Train a model on genes both slides measure, e.g. "
+            "`sr.tl.train(reference, ..., genes=[g for g in reference_genes if g in slide_genes])`."
+        )
+        raise KeyError(msg)
+    if genes is None:
+        return None
+    genes = [str(g) for g in genes]
+    foreign = [g for g in genes if g not in set(model.genes)]
+    if foreign:
+        msg = (
+            f"The model was trained on other genes: {foreign[:10]} are not among its {len(model.genes)} genes. "
+            "Pass `genes` from `model.genes` (or `genes=None` for all of them), or train a model on these genes."
+        )
+        raise ValueError(msg)
+    return None if genes == model.genes else genes
 
 
 def _diffusion(st_map: STMap, model: DiffST, scene, *, n_samples, sampling_steps, seed, show_progress_bar):
@@ -98,6 +125,9 @@ def superresolve(
     {doc_slide}
     genes
         Genes to super-resolve; default: a loaded model's genes, else the ``n_top_genes`` most highly variable.
+        With a model, genes are matched by name: the table may hold more genes or another order, every model
+        gene must be in it (else a :class:`KeyError` lists the missing ones), and ``genes`` may pick some of the
+        model's genes.
     method
         ``"diffusion"`` (the model), or the baselines ``"bicubic"`` (cubic interpolation of the spots) and
         ``"nearest"`` (each bin takes its nearest spot), written in the same layout for comparison.
@@ -176,7 +206,9 @@ def superresolve(
     }
 
     loaded = _resolve_model(model, device) if method == "diffusion" else None
-    if loaded is not None and genes is None:
+    requested = None
+    if loaded is not None:
+        requested = _match_model_genes(loaded, genes, table_genes(sdata, table_key), table_key)
         genes = loaded.genes
     # Resolve the configuration up front: a wrong name should fail before the slide is read.
     model_config = loaded.config if loaded is not None else resolve_config(config)
@@ -220,6 +252,11 @@ def superresolve(
     else:
         mean = st_map.smooth if method == "bicubic" else st_map.nearest
         std = np.zeros_like(mean)
+    if requested is not None:
+        # The model draws all its genes jointly; keep the ones asked for, in the order asked.
+        idx = [st_map.genes.index(g) for g in requested]
+        mean, std = mean[idx], std[idx]
+        st_map = replace(st_map, genes=list(requested), values=st_map.values[:, idx])
 
     uns = {
         "params": {k: v for k, v in params.items() if v is not None},

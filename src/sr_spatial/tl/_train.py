@@ -131,15 +131,20 @@ def train(
     train_steps: int | None = None,
     device: str | torch.device = "auto",
     coordinate_system: str | None = None,
+    reference: bool = False,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     show_progress_bar: bool = True,
 ) -> DiffST:
-    """Train a :class:`~sr_spatial.model.DiffST` on a slide by scale transfer, without high-resolution truth.
+    """Train a :class:`~sr_spatial.model.DiffST` on a slide, by scale transfer or on a high-resolution reference.
 
-    The slide's spots are pooled ``scale``-fold into pseudo-spots; the model learns to recover the measured
-    spots from the pseudo-spots and the H&E, and is later applied to the measured spots to go ``scale``-fold
-    finer (:func:`sr_spatial.tl.superresolve`). ``sdata`` is not changed.
+    By default the slide's spots are pooled ``scale``-fold into pseudo-spots; the model learns to recover the
+    measured spots from the pseudo-spots and the H&E, and is later applied to the measured spots to go
+    ``scale``-fold finer (:func:`sr_spatial.tl.superresolve`). With ``reference=True`` the table holds
+    high-resolution bins (a Visium HD level such as ``"square_016um"``, or Xenium transcripts binned with
+    :func:`sr_spatial.pp.bin_transcripts`) and the model learns true pairs: Visium-like spots pooled from the
+    bins (55 µm-wide disks on a hexagonal lattice ``scale`` bins apart, as Visium measures) to the bins
+    themselves; apply it to Visium slides with ``superresolve(..., model=...)``. ``sdata`` is not changed.
 
     Parameters
     ----------
@@ -152,6 +157,10 @@ def train(
         Optimiser steps; default from ``config``.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
+    reference
+        Treat the table's spots as high-resolution truth (bins) instead of the measurement to refine. Choose
+        ``scale`` as the target spot pitch over the bin size (6 for 16 µm bins and Visium's 100 µm pitch), so
+        that the model sees the histology at the resolution it will be applied at.
     seed
         Seeds initialisation, pooling offsets and training.
     checkpoint_dir
@@ -172,9 +181,19 @@ def train(
         shapes_key=shapes_key,
         genes=genes,
         n_top_genes=n_top_genes,
-        scale=scale,
+        scale=1 if reference else scale,
         coordinate_system=coordinate_system,
     )
+    scenes = output = None
+    if reference:
+        from sr_spatial.tl._reference import bin_aligned_map, reference_scenes
+
+        cfg = resolve_config(config)
+        st_map = bin_aligned_map(st_map)
+        output = output_scene(st_map, px_per_bin=cfg.px_per_bin)
+        scenes = reference_scenes(
+            st_map, output, scale=scale, px_per_bin=cfg.px_per_bin, n_offsets=cfg.n_pool_offsets, seed=seed
+        )
     return train_on_map(
         st_map,
         scale=scale,
@@ -184,6 +203,8 @@ def train(
         seed=seed,
         checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar,
+        reference=output,
+        scenes=scenes,
     )
 
 
@@ -197,19 +218,24 @@ def train_on_map(
     seed: int,
     show_progress_bar: bool,
     reference: Scene | None = None,
+    scenes: list[Scene] | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> DiffST:
-    """Train on an already built ST map (see :func:`train`); ``reference`` is its :func:`output_scene` if built."""
+    """Train on an already built ST map (see :func:`train`); ``reference`` is its :func:`output_scene` if built.
+
+    ``scenes`` are the training pairs; default: :func:`scale_transfer_scenes` of the map.
+    """
     cfg = resolve_config(config)
     start = time.perf_counter()
     if reference is None:
         reference = output_scene(st_map, px_per_bin=cfg.px_per_bin)
-    scenes = scale_transfer_scenes(
-        st_map, scale=scale, px_per_bin=cfg.px_per_bin, n_offsets=cfg.n_pool_offsets, seed=seed
-    )
+    if scenes is None:
+        scenes = scale_transfer_scenes(
+            st_map, scale=scale, px_per_bin=cfg.px_per_bin, n_offsets=cfg.n_pool_offsets, seed=seed
+        )
     model = DiffST(st_map.genes, config=cfg, scale=scale, device=device, seed=seed)
     logger.info(
-        "Training on %d spots x %d genes by %dx scale transfer (%s).",
+        "Training on %d spots x %d genes at scale %d (%s).",
         len(st_map.values),
         len(st_map.genes),
         scale,
