@@ -95,7 +95,7 @@ def _figure(per_gene, path: Path) -> None:
             ax = axes[0, 2 * s + k]
             data = [sub.loc[sub["method"] == m, metric].dropna().to_numpy() for m in methods]
             keep = [i for i, d in enumerate(data) if len(d)]
-            ax.boxplot([data[i] for i in keep], vert=False, showfliers=False)
+            ax.boxplot([data[i] for i in keep], orientation="horizontal", showfliers=False)
             ax.set_yticks(range(1, len(keep) + 1), [LABELS.get(methods[i], methods[i]) for i in keep], fontsize=8)
             ax.axvline(0, color="grey", lw=0.5)
             ax.set_xlabel(f"per-gene {metric.replace('_', ' ')}")
@@ -107,53 +107,9 @@ def _figure(per_gene, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="folder holding her2st/ (default $SR_SPATIAL_DATA)")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--config", default="base")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--n-genes", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "her2st.md")
-    args = parser.parse_args()
-
-    root = data_root(args.data)
-    if not (root / "her2st").is_dir():
-        print(
-            f"No her2st data under {root}; this protocol needs real ST. Run `python benchmarks/demo_accuracy.py` for "
-            "the synthetic demo, or pass --data / set $SR_SPATIAL_DATA.",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-
-    import pandas as pd
-    import torch
-
-    ctx = mp.get_context("spawn")
-    frames = []
-    for section in args.sections:
-        for seed in args.seeds:
-            families = {}
-            for method in args.methods:
-                families.setdefault(FAMILIES[method], []).append(method)
-            for methods in families.values():
-                # Seed-independent methods are run once, under the first seed.
-                if seed != args.seeds[0] and not any(m.startswith("sr_spatial") for m in methods):
-                    continue
-                queue = ctx.Queue()
-                proc = ctx.Process(
-                    target=_child, args=(section, methods, args.config, seed, args.n_genes, str(root), queue)
-                )
-                proc.start()
-                frame = pd.read_json(queue.get(), orient="records")
-                proc.join()
-                frames.append(frame)
-                summary = frame.groupby("method").mean(numeric_only=True)
-                print(json.dumps({section: summary[["pearson", "wall_s"]].round(3).to_dict()}), file=sys.stderr)
-
-    per_gene = pd.concat(frames, ignore_index=True)
-    order = {m: i for i, m in enumerate(METHODS)}
+def _render(per_gene, meta: dict, out: Path) -> str:
+    """Write the results page ``out`` (table, metadata, figure link, hand-written notes) from per-gene scores."""
+    order = {m: i for i, m in enumerate(LABELS)}
     # Mean over genes per run, then over seeds.
     per_run = per_gene.groupby(["section", "method", "seed"]).agg(
         pearson=("pearson", "mean"),
@@ -175,22 +131,9 @@ def main() -> None:
         peak_mib=("peak_mib", "max"),
     )
     summary = summary.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, v)))
-    table = _markdown(summary)
-
-    command = "python benchmarks/her2st_benchmark.py " + " ".join(sys.argv[1:])
-    load = os.getloadavg()
-    machine = (
-        f"{platform.machine()}, {mp.cpu_count()} CPU cores (shared with other jobs; load average at the end "
-        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), no GPU, torch {torch.__version__}; "
-        f"Python {platform.python_version()}"
-    )
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    csv = args.out.with_suffix(".csv")
-    png = args.out.with_suffix(".png")
-    per_gene.to_csv(csv, index=False, float_format="%.5g")
+    csv, png = out.with_suffix(".csv"), out.with_suffix(".png")
     _figure(per_gene, png)
-    notes = args.out.with_name(args.out.stem + "_notes.md")
+    notes = out.with_name(out.stem + "_notes.md")
     text = (
         "# Real ST with H&E (her2st): 2x2 pseudo-spots super-resolved back to the measured spots\n\n"
         "Protocol 2c: legacy ST spots (100 µm, 200 µm square lattice) are pooled 2x2 on the array lattice into "
@@ -204,19 +147,95 @@ def main() -> None:
         "with their pseudo-spot (linear units, 0 = consistent); `wall_s`: the method's time (sr_spatial: training "
         "and sampling); `peak_mib`: the child process's max RSS, reading the slide included. "
         "`+ projection` rescales each pseudo-spot's spots so that they average exactly to it.\n\n"
-        f"Command: `{command.strip()}`  \n"
-        f"Data: her2st sections {args.sections} (`$SR_SPATIAL_DATA/her2st`, here `{root}/her2st`; Andersson et al. "
-        "2021)  \n"
-        f"Seeds: {args.seeds} (sr_spatial model; the other methods are deterministic and run once)  \n"
-        f"Model config: `{args.config}`, scale 2; genes: top {args.n_genes} by mean log-normalised expression of "
-        f"the pseudo-spots  \nMachine: {machine}  \nDate: {date}\n\n"
-        f"{table}\n\n"
-        f"Per-gene scores: `{csv.name}`.\n\n![per-gene Pearson r by method]({png.name})\n"
+        f"Command: `{meta['command']}`  \n"
+        f"Data: her2st sections {meta['sections']} (`$SR_SPATIAL_DATA/her2st`, here `{meta['root']}/her2st`; "
+        "Andersson et al. 2021)  \n"
+        f"Seeds: {meta['seeds']} (sr_spatial model; the other methods are deterministic and run once)  \n"
+        f"Model config: `{meta['config']}`, scale 2; genes: top {meta['n_genes']} by mean log-normalised "
+        f"expression of the pseudo-spots  \nMachine: {meta['machine']}  \nDate: {meta['date']}\n\n"
+        f"{_markdown(summary)}\n\n"
+        f"Per-gene scores: `{csv.name}`.\n\n![Per-gene Pearson r by method and section]({png.name})\n"
     )
     if notes.exists():
         text += "\n" + notes.read_text()
-    print(text)
-    args.out.write_text(text)
+    out.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="folder holding her2st/ (default $SR_SPATIAL_DATA)")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--config", default="base")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--n-genes", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "her2st.md")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the page and figure from the saved CSV, running nothing"
+    )
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    csv, meta_path = args.out.with_suffix(".csv"), args.out.with_suffix(".run.json")
+    if args.render_only:
+        print(_render(pd.read_csv(csv), json.loads(meta_path.read_text()), args.out))
+        return
+
+    root = data_root(args.data)
+    if not (root / "her2st").is_dir():
+        print(
+            f"No her2st data under {root}; this protocol needs real ST. Run `python benchmarks/demo_accuracy.py` for "
+            "the synthetic demo, or pass --data / set $SR_SPATIAL_DATA.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+    import torch
+
+    ctx = mp.get_context("spawn")
+    frames = []
+    for section in args.sections:
+        for seed in args.seeds:
+            families = {}
+            for method in args.methods:
+                families.setdefault(FAMILIES[method], []).append(method)
+            for family, methods in families.items():
+                # Only the model depends on the seed; the other methods run once, under the first seed.
+                if seed != args.seeds[0] and family != "sr_spatial":
+                    continue
+                queue = ctx.Queue()
+                proc = ctx.Process(
+                    target=_child, args=(section, methods, args.config, seed, args.n_genes, str(root), queue)
+                )
+                proc.start()
+                frame = pd.read_json(queue.get(), orient="records")
+                proc.join()
+                frames.append(frame)
+                summary = frame.groupby("method").mean(numeric_only=True)
+                print(json.dumps({section: summary[["pearson", "wall_s"]].round(3).to_dict()}), file=sys.stderr)
+
+    per_gene = pd.concat(frames, ignore_index=True)
+    load = os.getloadavg()
+    meta = {
+        "command": ("python benchmarks/her2st_benchmark.py " + " ".join(sys.argv[1:])).strip(),
+        "sections": args.sections,
+        "seeds": args.seeds,
+        "config": args.config,
+        "n_genes": args.n_genes,
+        "root": str(root),
+        "machine": (
+            f"{platform.machine()}, {mp.cpu_count()} CPU cores (shared with other jobs; load average at the end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), no GPU, torch {torch.__version__}; "
+            f"Python {platform.python_version()}"
+        ),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    per_gene.to_csv(csv, index=False, float_format="%.5g")
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    print(_render(per_gene, meta, args.out))
 
 
 if __name__ == "__main__":
