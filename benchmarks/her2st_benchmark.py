@@ -227,7 +227,8 @@ def main() -> None:
         "root": str(root),
         "machine": (
             f"{platform.machine()}, {mp.cpu_count()} CPU cores (shared with other jobs; load average at the end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), no GPU, torch {torch.__version__}; "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), no GPU, torch {torch.__version__} "
+            f"with OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
             f"Python {platform.python_version()}"
         ),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
