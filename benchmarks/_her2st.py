@@ -57,7 +57,11 @@ METHODS = (
     "sr_spatial",
     "sr_spatial_proj",
     "sr_spatial_grid_nearest",
+    "tesla",
+    "tesla_proj",
 )
+#: Peers that run in a separate environment: its Python comes from this variable (see ``benchmarks/README.md``).
+PEERS_ENV = "SR_SPATIAL_PEERS_PYTHON"
 _DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -371,6 +375,41 @@ def _sample_map_at(sdata: SpatialData, key: str, genes: list[str], points_cs: np
     return np.log1p(out)
 
 
+def peer_python() -> str | None:
+    """The peers environment's Python (``$SR_SPATIAL_PEERS_PYTHON``), or ``None`` when it is not set up."""
+    exe = os.environ.get(PEERS_ENV)
+    return exe if exe and Path(exe).exists() else None
+
+
+def run_peer(method: str, section: Her2stSection, pseudo: PseudoSpots, pooled: np.ndarray, genes) -> np.ndarray:
+    """Predict the measured spots with a peer method in the peers environment (subprocess, files in a temp dir)."""
+    import subprocess
+    import tempfile
+
+    exe = peer_python()
+    if exe is None:
+        msg = f"Peer {method!r} needs its own environment: set ${PEERS_ENV} to its Python (see benchmarks/README.md)."
+        raise RuntimeError(msg)
+    ds = section.downscale
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(
+            source,
+            image=np.ascontiguousarray(section.image.transpose(1, 2, 0)),
+            known_xy=pseudo.centres / ds,
+            known_values=pooled,
+            query_xy=section.centres / ds,
+            radius=section.radius_px / ds,
+            genes=np.asarray(genes, dtype=str),
+        )
+        worker = Path(__file__).resolve().parent / "_peer_worker.py"
+        done = subprocess.run([exe, str(worker), method, str(source), str(target)], capture_output=True, text=True)
+        if done.returncode != 0:
+            msg = f"Peer {method!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+            raise RuntimeError(msg)
+        return np.load(target)["prediction"]
+
+
 def _scores(pred: np.ndarray, truth: np.ndarray, section: Her2stSection, pseudo: PseudoSpots, pooled, genes):
     """Per-gene metrics at the measured spots."""
     from sr_spatial._groups import group_means
@@ -522,6 +561,11 @@ def run_her2st(
             start = time.perf_counter()
         elif method.startswith("sr_spatial_grid_nearest"):
             pred, extra = sr_map("nearest")
+            start = time.perf_counter()
+        elif method.startswith("tesla"):
+            if "tesla" not in cache:
+                cache["tesla"] = (run_peer("tesla", data, pseudo, pooled, genes), time.perf_counter() - start)
+            pred, extra = cache["tesla"]
             start = time.perf_counter()
         else:
             pred, extra = sr_map("diffusion")
