@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _her2st import METHODS, SECTIONS, data_root
+from _her2st import METHODS, PEERS_ENV, SECTIONS, data_root, peer_python
 
 LABELS = {
     "nearest": "nearest (own pseudo-spot)",
@@ -36,6 +36,8 @@ LABELS = {
     "sr_spatial": "sr_spatial",
     "sr_spatial_proj": "sr_spatial + projection",
     "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
+    "tesla": "TESLA (teslaforst 1.2.2)",
+    "tesla_proj": "TESLA + projection",
 }
 # Methods that share one computation run in one child process.
 FAMILIES = {
@@ -47,6 +49,8 @@ FAMILIES = {
     "sr_spatial": "sr_spatial",
     "sr_spatial_proj": "sr_spatial",
     "sr_spatial_grid_nearest": "grid",
+    "tesla": "tesla",
+    "tesla_proj": "tesla",
 }
 
 
@@ -57,7 +61,9 @@ def _child(section, methods, config, seed, n_genes, root, queue) -> None:
     from _her2st import run_her2st
 
     frame = run_her2st(section, methods=methods, config=config, seed=seed, n_genes=n_genes, root=root)
-    frame["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Peers run in a subprocess of their own: count the larger of this process and its children.
+    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    frame["peak_mib"] = peak_kib / 1024
     queue.put(frame.to_json(orient="records"))
 
 
@@ -154,7 +160,8 @@ def _render(per_gene, meta: dict, out: Path) -> str:
         f"Model config: `{meta['config']}`, scale 2; genes: top {meta['n_genes']} by mean log-normalised "
         f"expression of the pseudo-spots  \nMachine: {meta['machine']}  \nDate: {meta['date']}\n\n"
         f"{_markdown(summary)}\n\n"
-        f"Per-gene scores: `{csv.name}`.\n\n![Per-gene Pearson r by method and section]({png.name})\n"
+        + "".join(f"Not run: {m} ({why}).\n\n" for m, why in meta.get("skipped", {}).items())
+        + f"Per-gene scores: `{csv.name}`.\n\n![Per-gene Pearson r by method and section]({png.name})\n"
     )
     if notes.exists():
         text += "\n" + notes.read_text()
@@ -192,7 +199,17 @@ def main() -> None:
         )
         sys.exit(2)
 
+    import io
+
     import torch
+
+    skipped = {}
+    if peer_python() is None:
+        for method in [m for m in args.methods if m.startswith("tesla")]:
+            skipped[method] = f"${PEERS_ENV} not set to the peers environment's Python"
+        args.methods = [m for m in args.methods if m not in skipped]
+        if skipped:
+            print(f"Skipping {sorted(skipped)}: {next(iter(skipped.values()))}.", file=sys.stderr)
 
     ctx = mp.get_context("spawn")
     frames = []
@@ -210,7 +227,7 @@ def main() -> None:
                     target=_child, args=(section, methods, args.config, seed, args.n_genes, str(root), queue)
                 )
                 proc.start()
-                frame = pd.read_json(queue.get(), orient="records")
+                frame = pd.read_json(io.StringIO(queue.get()), orient="records")
                 proc.join()
                 frames.append(frame)
                 summary = frame.groupby("method").mean(numeric_only=True)
@@ -232,6 +249,7 @@ def main() -> None:
             f"Python {platform.python_version()}"
         ),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "skipped": skipped,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     per_gene.to_csv(csv, index=False, float_format="%.5g")
