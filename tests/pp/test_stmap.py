@@ -169,3 +169,16 @@ def test_one_spot_is_an_error(demo_sdata):
 def test_scale_must_be_positive(demo_sdata):
     with pytest.raises(ValueError, match="scale"):
         build_st_map(demo_sdata, IMAGE_KEY, scale=0)
+
+
+@pytest.mark.parametrize(("scale", "phase"), [(1, 0.5), (2, 0.0), (3, 0.5), (4, 0.0)])
+def test_grid_puts_spots_symmetrically_among_their_bins(scale, phase):
+    """Even scales: spot centres on bin corners (a 2x2 block per spot at scale 2); odd: on bin centres."""
+    from sr_spatial.pp._stmap import make_grid
+
+    xy = np.stack(np.meshgrid(np.arange(5) * 200.0 + 37.0, np.arange(4) * 200.0 + 11.0), axis=-1).reshape(-1, 2)
+    grid = make_grid(xy, bin_size=200.0 / scale, pitch=200.0)
+    offset = (xy - np.array([grid.x0, grid.y0])) / grid.size
+    np.testing.assert_allclose(offset % 1.0, phase, atol=1e-9)
+    # The margin still covers every bin within TISSUE_REACH pitches of the outer spots.
+    assert (offset.min(axis=0) >= TISSUE_REACH * scale - 1e-9).all()

@@ -87,9 +87,17 @@ def spot_pitch(centres: np.ndarray) -> float:
 
 
 def make_grid(centres: np.ndarray, *, bin_size: float, pitch: float) -> BinGrid:
-    """The smallest grid of ``bin_size`` bins that holds the tissue around ``centres``."""
+    """The smallest grid of ``bin_size`` bins that holds the tissue around ``centres``.
+
+    The grid is phased so that a spot's ``pitch / bin_size`` bins lie symmetrically around its centre: spot
+    centres fall on bin corners when a spot spans an even number of bins, on bin centres when odd. Otherwise at
+    scale 2 every spot would sit in the middle of one bin and its neighbours would straddle two spots.
+    """
     reach = TISSUE_REACH * pitch
-    lo = centres.min(axis=0) - reach
+    per_spot = pitch / bin_size
+    odd = abs(per_spot - round(per_spot)) < 1e-6 and round(per_spot) % 2 == 1
+    margin = (np.ceil(reach / bin_size - 1e-6) + (0.5 if odd else 0.0)) * bin_size
+    lo = centres.min(axis=0) - margin
     hi = centres.max(axis=0) + reach
     width, height = np.ceil((hi - lo) / bin_size).astype(int)
     return BinGrid(x0=float(lo[0]), y0=float(lo[1]), size=float(bin_size), height=int(height), width=int(width))

@@ -1,0 +1,582 @@
+"""her2st (legacy Spatial Transcriptomics + H&E): reader and the pseudo-spot ground-truth protocol.
+
+Data layout (``../shared/data/her2st/<section>/``, see its README): ``counts.tsv.gz`` (spots x genes, raw UMI,
+first column ``"{x}x{y}"``), ``spots.tsv`` (``x y new_x new_y pixel_x pixel_y selected``) and ``he.jpg``. Spots
+are 100 µm disks on a 200 µm square lattice.
+
+Protocol (issue 6, 2c): the measured spots are pooled 2x2 on the array lattice into pseudo-spots (raw counts
+summed, as a 400 µm-pitch measurement would count them), the pseudo-spot slide is super-resolved 2x with
+:func:`sr_spatial.tl.superresolve`, and every method is scored at the measured spots.
+
+Use from Python (the lead's ablations)::
+
+    import sys; sys.path.insert(0, "benchmarks")
+    from _her2st import run_her2st
+    per_gene = run_her2st("B4", methods=("nearest", "cubic", "sr_spatial"), config="base", seed=0)
+    per_gene.groupby("method").mean(numeric_only=True)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from spatialdata import SpatialData
+
+__all__ = [
+    "METHODS",
+    "Her2stSection",
+    "data_root",
+    "load_section",
+    "pool_2x2",
+    "pseudo_spot_sdata",
+    "run_her2st",
+    "to_spatialdata",
+]
+
+SPOT_DIAMETER_UM = 100.0
+SPOT_PITCH_UM = 200.0
+SECTIONS = ("B4", "C2")
+#: Every method the protocol knows. ``*_proj`` variants rescale each pseudo-spot's member spots so that their mean
+#: (linear normalised expression) equals the pooled measurement, which ``nearest`` satisfies by construction.
+METHODS = (
+    "nearest",
+    "cubic",
+    "cubic_proj",
+    "ridge",
+    "ridge_proj",
+    "sr_spatial",
+    "sr_spatial_proj",
+    "sr_spatial_grid_nearest",
+    "tesla",
+    "tesla_proj",
+)
+#: Peers that run in a separate environment: its Python comes from this variable (see ``benchmarks/README.md``).
+PEERS_ENV = "SR_SPATIAL_PEERS_PYTHON"
+_DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """Folder holding ``her2st/`` (argument, else ``$SR_SPATIAL_DATA``, else ``../shared/data`` of the repo)."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("SR_SPATIAL_DATA")
+    return Path(env) if env else _DEFAULT_ROOT
+
+
+@dataclass(frozen=True)
+class Her2stSection:
+    """One section as plain arrays.
+
+    ``counts`` is raw UMI ``(n_spots, n_genes)``; ``array`` the integer lattice ``(x, y)``; ``centres`` spot
+    centres in full-resolution ``he.jpg`` pixels ``(x, y)``; ``image`` RGB ``(c, y, x)`` uint8 downscaled by
+    ``downscale``; ``um_per_px`` the full-resolution pixel size estimated from the lattice pitch.
+    """
+
+    name: str
+    counts: np.ndarray
+    genes: pd.Index
+    spot_ids: pd.Index
+    array: np.ndarray
+    centres: np.ndarray
+    image: np.ndarray
+    downscale: int
+    um_per_px: float
+
+    @property
+    def radius_px(self) -> float:
+        """Spot radius in full-resolution pixels."""
+        return SPOT_DIAMETER_UM / 2.0 / self.um_per_px
+
+
+def load_section(section: str, *, root: str | os.PathLike | None = None, downscale: int = 4) -> Her2stSection:
+    """Read one her2st section (spots under tissue only).
+
+    Parameters
+    ----------
+    section
+        ``"B4"`` or ``"C2"`` (any folder under ``<root>/her2st``).
+    root
+        Folder holding ``her2st/``; see :func:`data_root`.
+    downscale
+        Integer factor by which the H&E is block-averaged on reading (the full image is ~9,300 x 9,900 px,
+        ~0.69 µm/px; 4 gives ~2.8 µm/px, fine enough for 25 µm histology pixels and far cheaper).
+
+    Returns
+    -------
+    The :class:`Her2stSection`.
+    """
+    from PIL import Image
+
+    folder = data_root(root) / "her2st" / section
+    if not folder.is_dir():
+        msg = f"her2st section folder {str(folder)!r} not found; pass `root=` or set $SR_SPATIAL_DATA."
+        raise FileNotFoundError(msg)
+    counts = pd.read_csv(folder / "counts.tsv.gz", sep="\t", index_col=0)
+    spots = pd.read_csv(folder / "spots.tsv", sep="\t")
+    spots = spots[spots["selected"] == 1]
+    spots.index = pd.Index([f"{x}x{y}" for x, y in zip(spots["x"], spots["y"], strict=True)])
+    common = spots.index.intersection(counts.index)
+    spots, counts = spots.loc[common], counts.loc[common]
+    # Some genes appear twice in the published matrices; sum them so gene names are unique.
+    counts = counts.T.groupby(level=0, sort=False).sum().T
+
+    array = spots[["x", "y"]].to_numpy(dtype=np.int64)
+    centres = spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
+    # Least-squares lattice -> pixel affine: its column norms are the pixel pitch along each array axis.
+    design = np.column_stack([array, np.ones(len(array))])
+    coef, *_ = np.linalg.lstsq(design, centres, rcond=None)
+    pitch_px = float(np.mean(np.linalg.norm(coef[:2], axis=1)))
+
+    Image.MAX_IMAGE_PIXELS = None  # the H&E is ~92 Mpx, above PIL's decompression-bomb warning
+    with Image.open(folder / "he.jpg") as im:
+        im = im.convert("RGB")
+        # PIL's reduce is a box average, like skimage's downscale_local_mean, at a fraction of the memory.
+        rgb = np.asarray(im.reduce(downscale) if downscale > 1 else im)
+    return Her2stSection(
+        name=section,
+        counts=counts.to_numpy(dtype=np.float32),
+        genes=pd.Index(counts.columns.astype(str)),
+        spot_ids=pd.Index(spots.index),
+        array=array,
+        centres=centres,
+        image=np.ascontiguousarray(rgb.transpose(2, 0, 1)),
+        downscale=int(downscale),
+        um_per_px=SPOT_PITCH_UM / pitch_px,
+    )
+
+
+def to_spatialdata(
+    section: Her2stSection,
+    *,
+    counts: np.ndarray | None = None,
+    centres: np.ndarray | None = None,
+    radius_px: float | np.ndarray | None = None,
+    spot_ids: Sequence[str] | None = None,
+    array: np.ndarray | None = None,
+) -> SpatialData:
+    """A SpatialData laid out like :func:`spatialdata_io.visium` output for a her2st section.
+
+    Coordinate system ``f"her2st_{name}"`` is the full-resolution ``he.jpg`` pixel space. Elements: image
+    ``"he"`` (the downscaled H&E, multiscale, with a ``Scale`` to full-resolution pixels), shapes ``"spots"``
+    (circles of radius 50 µm in full-resolution pixels) and table ``"table"`` (raw counts, ``obs`` columns
+    ``spot_id``, ``region``, ``in_tissue``, ``array_row``, ``array_col``; ``obsm["spatial"]``). The optional
+    arguments replace the spots (e.g. with pseudo-spots) while keeping the image.
+    """
+    from anndata import AnnData
+    from scipy import sparse
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    cs = f"her2st_{section.name}"
+    counts = section.counts if counts is None else counts
+    centres = section.centres if centres is None else centres
+    array = section.array if array is None else array
+    ids = section.spot_ids if spot_ids is None else pd.Index(spot_ids)
+    radius = np.broadcast_to(np.asarray(section.radius_px if radius_px is None else radius_px, float), len(ids))
+    s = float(section.downscale)
+    image = Image2DModel.parse(
+        section.image,
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        scale_factors=[2, 2],
+        transformations={cs: Scale([s, s], axes=("x", "y"))},
+    )
+    index = pd.Index(np.asarray(ids, dtype=object))
+    shapes = ShapesModel.parse(
+        np.asarray(centres, float), geometry=0, radius=radius.copy(), index=index, transformations={cs: Identity()}
+    )
+    obs = pd.DataFrame(
+        {
+            "spot_id": np.asarray(index, dtype=object),
+            "region": pd.Categorical(["spots"] * len(index)),
+            "in_tissue": np.ones(len(index), dtype=np.int64),
+            "array_row": np.asarray(array[:, 1], dtype=np.int64),
+            "array_col": np.asarray(array[:, 0], dtype=np.int64),
+        },
+        index=index,
+    )
+    adata = AnnData(
+        X=sparse.csr_matrix(np.asarray(counts, dtype=np.float32)),
+        obs=obs,
+        var=pd.DataFrame(index=section.genes),
+        obsm={"spatial": np.asarray(centres, float)},
+    )
+    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
+    return SpatialData(images={"he": image}, shapes={"spots": shapes}, tables={"table": table})
+
+
+@dataclass(frozen=True)
+class PseudoSpots:
+    """2x2 pooling of a section: ``group[i]`` is the pseudo-spot of measured spot ``i``."""
+
+    group: np.ndarray
+    counts: np.ndarray
+    centres: np.ndarray
+    array: np.ndarray
+    radius_px: float
+
+
+def pool_2x2(section: Her2stSection, *, offset: tuple[int, int] = (0, 0)) -> PseudoSpots:
+    """Pool the measured spots in 2x2 array neighbourhoods (raw counts summed).
+
+    A pseudo-spot sits at the centre of its 2x2 block on the lattice (also where only some of the four spots
+    lie under the tissue: that is where a 400 µm-pitch measurement would have put it). Its radius encloses the
+    four 100 µm disks it pools.
+    """
+    block = (section.array + np.asarray(offset)) // 2
+    keys, group = np.unique(block, axis=0, return_inverse=True)
+    group = group.ravel()
+    n = len(keys)
+    counts = np.zeros((n, section.counts.shape[1]), dtype=np.float64)
+    np.add.at(counts, group, section.counts)
+    design = np.column_stack([section.array, np.ones(len(section.array))])
+    coef, *_ = np.linalg.lstsq(design, section.centres, rcond=None)
+    # Block (bx, by) holds array positions 2b - offset and 2b - offset + 1; its centre is their midpoint.
+    block_centre_array = 2 * keys - np.asarray(offset) + 0.5
+    centres = np.column_stack([block_centre_array, np.ones(n)]) @ coef
+    pitch_px = SPOT_PITCH_UM / section.um_per_px
+    radius = np.sqrt(2.0) * pitch_px / 2.0 + section.radius_px
+    return PseudoSpots(group=group, counts=counts.astype(np.float32), centres=centres, array=keys, radius_px=radius)
+
+
+def pseudo_spot_sdata(section: Her2stSection, pseudo: PseudoSpots) -> SpatialData:
+    """The pseudo-spot slide: same H&E and coordinate system, pooled counts on the pseudo-spots."""
+    ids = [f"P{x}x{y}" for x, y in pseudo.array]
+    return to_spatialdata(
+        section,
+        counts=pseudo.counts,
+        centres=pseudo.centres,
+        radius_px=pseudo.radius_px,
+        spot_ids=ids,
+        array=pseudo.array,
+    )
+
+
+def _lognorm(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
+    """Same units as :func:`sr_spatial.pp.normalize` (library size to ``target_sum``, then ``log1p``)."""
+    library = counts.sum(axis=1, keepdims=True)
+    return np.log1p(counts / np.maximum(library, 1e-12) * target_sum)
+
+
+def _project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Rescale each group's spots (linear space) so they average to the pooled value; flat where all zero."""
+    from sr_spatial._groups import group_means
+
+    linear = np.expm1(np.clip(pred.astype(np.float64), 0, None))
+    means, _ = group_means(linear.T, group, len(pooled))
+    target = np.expm1(pooled.astype(np.float64)).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(means[:, group] > 0, linear.T * target[:, group] / means[:, group], target[:, group])
+    return np.log1p(scaled.T)
+
+
+def _cubic_at(points_from: np.ndarray, values: np.ndarray, points_to: np.ndarray) -> np.ndarray:
+    """Clough-Tocher interpolation clipped at 0, nearest where undefined (as ``sr_spatial.pp`` renders ``smooth``)."""
+    from scipy.interpolate import CloughTocher2DInterpolator
+    from scipy.spatial import cKDTree
+
+    _, owner = cKDTree(points_from).query(points_to)
+    out = values[owner].astype(np.float64)
+    cubic = CloughTocher2DInterpolator(points_from, values)(points_to)
+    ok = np.isfinite(cubic).all(axis=1)
+    out[ok] = np.clip(cubic[ok], 0.0, None)
+    return out
+
+
+def patch_features(section: Her2stSection, centres: np.ndarray) -> np.ndarray:
+    """Colour and texture features of the H&E inside each spot disk (what "predict from H&E" baselines use).
+
+    Per disk: mean and standard deviation of RGB and of the haematoxylin/eosin/DAB deconvolution, the fraction
+    of strongly haematoxylin-stained (nuclear) pixels, the mean gradient magnitude, and the mean of two
+    difference-of-Gaussians bands of the haematoxylin channel (nuclear size texture).
+    """
+    from scipy import ndimage
+    from skimage.color import rgb2hed
+
+    rgb = section.image.transpose(1, 2, 0).astype(np.float32) / 255.0
+    hed = rgb2hed(rgb)
+    grey = rgb.mean(axis=2)
+    grad = np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1))
+    h = hed[..., 0]
+    dog1 = ndimage.gaussian_filter(h, 1.0) - ndimage.gaussian_filter(h, 2.0)
+    dog2 = ndimage.gaussian_filter(h, 2.0) - ndimage.gaussian_filter(h, 4.0)
+    nuclear = h > np.quantile(h, 0.8)
+    planes = [*np.moveaxis(rgb, 2, 0), *np.moveaxis(hed, 2, 0)]
+    r = section.radius_px / section.downscale
+    ry, rx = np.mgrid[-int(np.ceil(r)) : int(np.ceil(r)) + 1, -int(np.ceil(r)) : int(np.ceil(r)) + 1]
+    disk = ry**2 + rx**2 <= r**2
+    dy, dx = ry[disk], rx[disk]
+    feats = []
+    for cx, cy in centres / section.downscale:
+        yy = np.clip(np.round(cy).astype(int) + dy, 0, grey.shape[0] - 1)
+        xx = np.clip(np.round(cx).astype(int) + dx, 0, grey.shape[1] - 1)
+        row = [p[yy, xx].mean() for p in planes] + [p[yy, xx].std() for p in planes]
+        row += [nuclear[yy, xx].mean(), grad[yy, xx].mean(), np.abs(dog1[yy, xx]).mean(), np.abs(dog2[yy, xx]).mean()]
+        feats.append(row)
+    return np.asarray(feats, dtype=np.float64)
+
+
+def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """Ridge regression (standardised features, intercept) with the penalty picked by leave-one-out error.
+
+    Closed form through the SVD; one penalty shared by all genes, chosen from a log grid.
+    """
+    mu, sd = x_train.mean(axis=0), x_train.std(axis=0) + 1e-9
+    xt, xs = (x_train - mu) / sd, (x_test - mu) / sd
+    ym = y_train.mean(axis=0)
+    yc = y_train - ym
+    u, s, vt = np.linalg.svd(xt, full_matrices=False)
+    uty = u.T @ yc
+    best, best_err = None, np.inf
+    for alpha in np.logspace(-2, 4, 25) * len(xt) / 100:
+        d = s / (s**2 + alpha)
+        fitted = u @ ((s * d)[:, None] * uty)
+        hat = (u**2) @ (s * d)
+        # Leave-one-out residuals of a linear smoother; the intercept's leverage is 1/n.
+        loo = (yc - fitted) / (1.0 - hat - 1.0 / len(xt))[:, None]
+        err = float(np.mean(loo**2))
+        if err < best_err:
+            best, best_err = alpha, err
+    d = s / (s**2 + best)
+    coef = vt.T @ (d[:, None] * uty)
+    return np.clip(xs @ coef + ym, 0.0, None)
+
+
+def _sample_map_at(sdata: SpatialData, key: str, genes: list[str], points_cs: np.ndarray, cs: str) -> np.ndarray:
+    """Average of the super-resolved map over each point's position (bilinear, in linear expression).
+
+    Measured spots fall between the 2x output bins (see the results page), so bilinear weights are how much of
+    each neighbouring bin a spot sees.
+    """
+    from scipy import ndimage
+    from spatialdata.transformations import get_transformation
+
+    from sr_spatial._adapter import _scale0
+
+    image = sdata.images[key]
+    tf = get_transformation(image, to_coordinate_system=cs)
+    affine = np.asarray(tf.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")))
+    uv = np.column_stack([points_cs, np.ones(len(points_cs))]) @ np.linalg.inv(affine).T
+    data = np.asarray(_scale0(image).sel(c=genes).values, dtype=np.float64)
+    linear = np.expm1(np.clip(data, 0, None))
+    coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])
+    out = np.stack([ndimage.map_coordinates(g, coords, order=1, mode="nearest") for g in linear], axis=1)
+    return np.log1p(out)
+
+
+def peer_python() -> str | None:
+    """The peers environment's Python (``$SR_SPATIAL_PEERS_PYTHON``), or ``None`` when it is not set up."""
+    exe = os.environ.get(PEERS_ENV)
+    return exe if exe and Path(exe).exists() else None
+
+
+def run_peer(method: str, section: Her2stSection, pseudo: PseudoSpots, pooled: np.ndarray, genes) -> np.ndarray:
+    """Predict the measured spots with a peer method in the peers environment (subprocess, files in a temp dir)."""
+    import subprocess
+    import tempfile
+
+    exe = peer_python()
+    if exe is None:
+        msg = f"Peer {method!r} needs its own environment: set ${PEERS_ENV} to its Python (see benchmarks/README.md)."
+        raise RuntimeError(msg)
+    ds = section.downscale
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(
+            source,
+            image=np.ascontiguousarray(section.image.transpose(1, 2, 0)),
+            known_xy=pseudo.centres / ds,
+            known_values=pooled,
+            query_xy=section.centres / ds,
+            radius=section.radius_px / ds,
+            genes=np.asarray(genes, dtype=str),
+        )
+        worker = Path(__file__).resolve().parent / "_peer_worker.py"
+        done = subprocess.run([exe, str(worker), method, str(source), str(target)], capture_output=True, text=True)
+        if done.returncode != 0:
+            msg = f"Peer {method!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+            raise RuntimeError(msg)
+        return np.load(target)["prediction"]
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, section: Her2stSection, pseudo: PseudoSpots, pooled, genes):
+    """Per-gene metrics at the measured spots."""
+    from sr_spatial._groups import group_means
+    from sr_spatial.tl._evaluate import _ssim
+
+    x, y = section.array[:, 0], section.array[:, 1]
+    x, y = x - x.min(), y - y.min()
+    mask = np.zeros((y.max() + 1, x.max() + 1), dtype=bool)
+    mask[y, x] = True
+    lin_pred = np.expm1(pred.astype(np.float64))
+    means, _ = group_means(lin_pred.T, pseudo.group, len(pooled))
+    measured = np.expm1(pooled.astype(np.float64)).T
+    # Within-pseudo-spot detail: deviations from the block mean, only in blocks that pool >= 2 spots.
+    size = np.bincount(pseudo.group, minlength=len(pooled))
+    multi = size[pseudo.group] >= 2
+    pm, _ = group_means(pred.T.astype(np.float64), pseudo.group, len(pooled))
+    tm, _ = group_means(truth.T.astype(np.float64), pseudo.group, len(pooled))
+    rows = []
+    for g, gene in enumerate(genes):
+        p, t = pred[:, g].astype(np.float64), truth[:, g].astype(np.float64)
+        r = np.corrcoef(p, t)[0, 1] if p.std() > 0 and t.std() > 0 else np.nan
+        dp, dt = (p - pm[g, pseudo.group])[multi], (t - tm[g, pseudo.group])[multi]
+        rw = np.corrcoef(dp, dt)[0, 1] if dp.std() > 1e-9 and dt.std() > 0 else np.nan
+        pimg, timg = np.zeros(mask.shape), np.zeros(mask.shape)
+        pimg[y, x], timg[y, x] = p, t
+        rows.append(
+            {
+                "gene": gene,
+                "pearson": float(r),
+                "pearson_within": float(rw),
+                "ssim": _ssim(pimg, timg, mask),
+                "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
+                "spot_residual": float(np.abs(means[g] - measured[g]).sum() / max(np.abs(measured[g]).sum(), 1e-12)),
+            }
+        )
+    return rows
+
+
+def run_her2st(
+    section: str | Her2stSection,
+    *,
+    methods: Sequence[str] = ("nearest", "cubic", "ridge", "ridge_proj", "sr_spatial", "sr_spatial_proj"),
+    config: str | object = "base",
+    seed: int = 0,
+    n_genes: int = 50,
+    gene_selection: str = "mean",
+    root: str | os.PathLike | None = None,
+    superresolve_kwargs: dict | None = None,
+    show_progress_bar: bool = False,
+) -> pd.DataFrame:
+    """Run protocol 2c on one her2st section and score every method at the measured spots.
+
+    Parameters
+    ----------
+    section
+        Section name (``"B4"``, ``"C2"``) or an already loaded :class:`Her2stSection` (saves re-reading the JPEG).
+    methods
+        Any of :data:`METHODS`. ``sr_spatial`` trains the diffusion model on the pseudo-spot slide (scale
+        transfer, scale 2) and samples it at the measured spots; ``sr_spatial_grid_nearest`` is the package's
+        own ``method="nearest"`` read the same way, to show the cost of the output grid's placement.
+    config
+        Model configuration for ``sr_spatial`` (preset name, ``ModelConfig`` or dict), passed to
+        :func:`sr_spatial.tl.superresolve`.
+    seed
+        Seeds the model; the data and pooling are deterministic.
+    n_genes
+        Genes scored.
+    gene_selection
+        ``"mean"`` (highest mean log-normalised expression over the pseudo-spots) or ``"hvg"``
+        (:func:`sr_spatial.pp.select_genes` on the pseudo-spots). Only the pooled measurement is used.
+    root
+        Folder holding ``her2st/`` (default ``$SR_SPATIAL_DATA`` or ``../shared/data``).
+    superresolve_kwargs
+        Extra keyword arguments for :func:`sr_spatial.tl.superresolve` (``train_steps``, ``n_samples``, ...).
+    show_progress_bar
+        Show the model's progress bars.
+
+    Returns
+    -------
+    One row per method and gene: ``method``, ``gene``, ``pearson`` (across measured spots), ``pearson_within``
+    (of deviations from the pseudo-spot mean, i.e. the detail the measurement does not fix; NaN for flat
+    predictions), ``ssim`` (on the array lattice), ``rmse``, ``spot_residual`` (relative disagreement of the
+    spots' mean with their pseudo-spot, linear units), ``wall_s`` (the method's time), ``section`` and ``seed``.
+    """
+    import sr_spatial as sr
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        msg = f"Unknown methods {unknown}; choose from {list(METHODS)}."
+        raise ValueError(msg)
+    data = section if isinstance(section, Her2stSection) else load_section(section, root=root)
+    pseudo = pool_2x2(data)
+    pooled_all = _lognorm(pseudo.counts.astype(np.float64))
+    if gene_selection == "mean":
+        order = np.argsort(-pooled_all.mean(axis=0), kind="stable")[:n_genes]
+        genes = data.genes[order].tolist()
+    elif gene_selection == "hvg":
+        import anndata as ad
+
+        view = ad.AnnData(X=pseudo.counts)
+        view.var_names = data.genes
+        genes = sr.pp.select_genes(view, n_top_genes=n_genes)
+    else:
+        msg = f"`gene_selection` must be 'mean' or 'hvg', got {gene_selection!r}."
+        raise ValueError(msg)
+    idx = data.genes.get_indexer(genes)
+    truth = _lognorm(data.counts.astype(np.float64))[:, idx]
+    pooled = pooled_all[:, idx]
+    cs = f"her2st_{data.name}"
+
+    results, cache = [], {}
+
+    def sr_map(method):
+        if method not in cache:
+            sdata = pseudo_spot_sdata(data, pseudo)
+            start = time.perf_counter()
+            kwargs = dict(superresolve_kwargs or {})
+            sr.tl.superresolve(
+                sdata,
+                "he",
+                genes=genes,
+                scale=2,
+                method=method,
+                config=config,
+                seed=seed,
+                key_added="sr",
+                show_progress_bar=show_progress_bar,
+                **kwargs,
+            )
+            cache[method] = (_sample_map_at(sdata, "sr", genes, data.centres, cs), time.perf_counter() - start)
+        return cache[method]
+
+    for method in methods:
+        start = time.perf_counter()
+        extra = 0.0
+        if method == "nearest":
+            pred = pooled[pseudo.group]
+        elif method.startswith("cubic"):
+            pred = _cubic_at(pseudo.centres, pooled, data.centres)
+        elif method.startswith("ridge"):
+            if "ridge" not in cache:
+                from sr_spatial._groups import group_means
+
+                feats = patch_features(data, data.centres)
+                # A pseudo-spot measures its member disks, so its features are their mean.
+                pseudo_feats, _ = group_means(feats.T, pseudo.group, len(pooled))
+                cache["ridge"] = (ridge_fit_predict(pseudo_feats.T, pooled, feats), time.perf_counter() - start)
+            pred, extra = cache["ridge"]
+            start = time.perf_counter()
+        elif method.startswith("sr_spatial_grid_nearest"):
+            pred, extra = sr_map("nearest")
+            start = time.perf_counter()
+        elif method.startswith("tesla"):
+            if "tesla" not in cache:
+                cache["tesla"] = (run_peer("tesla", data, pseudo, pooled, genes), time.perf_counter() - start)
+            pred, extra = cache["tesla"]
+            start = time.perf_counter()
+        else:
+            pred, extra = sr_map("diffusion")
+            start = time.perf_counter()
+        if method.endswith("_proj"):
+            pred = _project(pred, pseudo.group, pooled)
+        # Projected variants share their base method's map; they report its time plus the projection's.
+        wall = time.perf_counter() - start + extra
+        for row in _scores(pred, truth, data, pseudo, pooled, genes):
+            row.update(method=method, section=data.name, seed=seed, wall_s=wall)
+            results.append(row)
+    return pd.DataFrame(results)[
+        ["section", "seed", "method", "gene", "pearson", "pearson_within", "ssim", "rmse", "spot_residual", "wall_s"]
+    ]
