@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from sr_spatial._groups import group_means
+from sr_spatial._logging import ETA
 from sr_spatial.model._config import ModelConfig, resolve_config
 from sr_spatial.model._denoiser import UNet
 from sr_spatial.model._diffusion import Schedule
@@ -409,6 +410,12 @@ class DiffST:
         per_batch = max(1, min(n_samples, 2**22 // max(cond.shape[-1] * cond.shape[-2] * len(self.genes), 1)))
         batches = range(0, n_samples, per_batch)
         bar = tqdm(total=steps * len(batches), desc="Sampling", unit="step", disable=not show_progress_bar)
+        timer = ETA(f"Sampling {n_samples} draws", steps * len(batches))
+
+        def progress():
+            bar.update()
+            timer.step()
+
         drawn = []
         for start in batches:
             x = noise[start : start + per_batch].to(self.device)
@@ -418,7 +425,7 @@ class DiffST:
                 with autocast:
                     return net(x_t, t, cond.expand(n, -1, -1, -1))
 
-            x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=bar.update)
+            x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=progress)
             drawn.append(x0.float().cpu()[:, :, :height, :width])
         bar.close()
         residual = torch.cat(drawn).numpy()

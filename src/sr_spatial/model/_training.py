@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sr_spatial._logging import ETA
+
 if TYPE_CHECKING:
     from sr_spatial.model._diffusion import Schedule
     from sr_spatial.model._model import DiffSTNetwork
@@ -81,6 +83,7 @@ def train_network(
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     losses = []
     bar = tqdm(range(steps), desc="Training", unit="step", disable=not show_progress_bar)
+    eta = ETA("Training the denoiser", steps)
     for step in bar:
         batch = []
         for _ in range(batch_size):
@@ -105,6 +108,7 @@ def train_network(
             for p_ema, p in zip(ema.parameters(), network.parameters(), strict=True):
                 p_ema.lerp_(p, 1 - decay)
         losses.append(loss.item())
+        eta.step()
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     bar.close()
