@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sr_spatial.pl._utils import finish
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
@@ -23,8 +26,10 @@ def superres(
     key: str,
     cmap: str = "viridis",
     panel_size: float = 3.5,
+    ax: Sequence[Axes] | np.ndarray | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
+    dpi: float = 120,
 ) -> Figure | None:
     """Plot, per gene, the measured spots, the super-resolved map and its standard deviation over the H&E.
 
@@ -42,11 +47,16 @@ def superres(
     cmap
         Matplotlib colour map of the expression panels.
     panel_size
-        Inches per panel.
+        Inches per panel (when ``ax`` is not given).
+    ax
+        Axes to draw into, three per gene (measured, super-resolved, uncertainty), e.g. from
+        ``plt.subplots(len(genes), 3)``; default: a new figure.
     show
         Show the figure; default: show unless ``save`` is given.
     save
         Write the figure to this path.
+    dpi
+        Resolution of the saved figure.
 
     Returns
     -------
@@ -89,7 +99,15 @@ def superres(
     std = np.asarray(sdata.images[names["std"]].sel(c=genes).values)
     mask = st_map.mask
 
-    fig, axes = plt.subplots(len(genes), 3, figsize=(3 * panel_size, len(genes) * panel_size), squeeze=False)
+    if ax is None:
+        fig, axes = plt.subplots(len(genes), 3, figsize=(3 * panel_size, len(genes) * panel_size), squeeze=False)
+    else:
+        axes = np.asarray(ax, dtype=object).reshape(-1)
+        if axes.size != 3 * len(genes):
+            msg = f"`ax` must hold 3 axes per gene ({3 * len(genes)} for {len(genes)} genes), got {axes.size}."
+            raise ValueError(msg)
+        axes = axes.reshape(len(genes), 3)
+        fig = axes[0, 0].figure
     for row, gene in enumerate(genes):
         measured = st_map.values[:, row]
         vmin, vmax = float(min(measured.min(), mean[row][mask].min())), float(max(measured.max(), mean[row].max()))
@@ -109,21 +127,18 @@ def superres(
                 )
                 circles.set_array(measured)
                 circles.set_clim(vmin, vmax)
-                ax.add_collection(circles)
+                image = ax.add_collection(circles)
             else:
-                shared = {"vmin": vmin, "vmax": vmax} if col == 1 else {}
-                image = ax.imshow(data, extent=extent, cmap=cmap if col == 1 else "magma", **shared)
-                fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+                # The sd starts at 0, so a flat (certain) map reads as certain, not as mid-range.
+                limits = (
+                    {"vmin": vmin, "vmax": vmax} if col == 1 else {"vmin": 0.0, "vmax": max(float(data.max()), 1e-6)}
+                )
+                image = ax.imshow(data, extent=extent, cmap=cmap if col == 1 else "magma", **limits)
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
             ax.set_title(f"{gene}: {title}", fontsize=9)
             ax.set_axis_off()
-    fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, dpi=120, bbox_inches="tight")
-    if show is None:
-        show = save is None
-    if show:
-        plt.show()
-        return None
-    return fig
+    if ax is None:
+        fig.tight_layout()
+    return finish(fig, show=show, save=save, dpi=dpi)
