@@ -82,3 +82,23 @@ def test_superres_errors_name_what_to_do(baseline_sdata):
         sr.pl.superres(baseline_sdata, "gene_00", key="missing", show=False)
     with pytest.raises(KeyError, match="were not super-resolved"):
         sr.pl.superres(baseline_sdata, "not_a_gene", key="near", show=False)
+
+
+def test_superres_with_truth_shares_the_colour_scale(baseline_sdata):
+    fig = sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="demo_truth", show=False)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [
+        "gene_10: measured spots",
+        "gene_10: super-resolved",
+        "gene_10: truth",
+        "gene_10: uncertainty (sd)",
+    ]
+    clim = panels[0].collections[0].get_clim()
+    assert panels[1].images[-1].get_clim() == clim == panels[2].images[-1].get_clim()
+    truth = panels[2].images[-1].get_array()
+    # The truth varies within spots: it is finer than the measurement.
+    assert truth.std() > 0.1
+    assert panels[3].images[-1].get_clim()[0] == 0.0
+    plt.close(fig)
+    with pytest.raises(KeyError, match="available images"):
+        sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="nope", show=False)
