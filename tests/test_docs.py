@@ -37,6 +37,8 @@ def test_api_reference_has_a_page_per_public_function(built_docs):
 
     for module in ("pp", "tl", "pl", "datasets", "model"):
         for name in getattr(sr, module).__all__:
+            if not callable(getattr(getattr(sr, module), name)):
+                continue  # constants such as model.PRESETS are described where they are used
             page = built_docs / "generated" / f"sr_spatial.{module}.{name}.html"
             assert page.is_file(), f"{page.name} missing from docs/api.md"
     superres = (built_docs / "generated" / "sr_spatial.pl.superres.html").read_text()
