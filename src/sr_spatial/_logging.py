@@ -34,6 +34,15 @@ class _Handler(logging.StreamHandler):
         # StreamHandler assigns its stream at construction; the property always reads sys.stderr instead.
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # Through tqdm, so a message printed while a progress bar runs gets its own line, above the bar.
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 (logging must never raise; report as logging does)
+            self.handleError(record)
+
 
 def _install_handler() -> None:
     if not any(isinstance(h, _Handler) for h in logger.handlers):
