@@ -53,8 +53,9 @@ autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "inherited-members": False}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
-napoleon_use_rtype = True
 napoleon_use_param = True
+# Our Returns sections are prose listing every slot written (as scanpy's), not "type: description" pairs.
+napoleon_custom_sections = ["Returns"]
 typehints_defaults = "braces"
 always_document_param_types = False
 
