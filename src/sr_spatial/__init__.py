@@ -8,5 +8,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from sr_spatial import datasets, model, pl, pp, tl
+from sr_spatial._logging import settings
 
-__all__ = ["__version__", "datasets", "model", "pl", "pp", "tl"]
+__all__ = ["__version__", "datasets", "model", "pl", "pp", "settings", "tl"]

@@ -3,24 +3,32 @@ from __future__ import annotations
 import copy
 
 import matplotlib
-import numpy as np
-import pytest
 
 matplotlib.use("Agg")
 
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.testing.compare import compare_images
+
 import sr_spatial as sr
+
+from ._compare import DPI, assert_matches
 
 
 @pytest.fixture(scope="module")
-def nearest_sdata(demo_sdata):
+def baseline_sdata(demo_sdata):
+    """Deterministic, fast outputs: the plotting is under test, not the model."""
     sdata = copy.deepcopy(demo_sdata)
     sr.tl.superresolve(sdata, "demo_full_image", method="nearest", key_added="near", show_progress_bar=False)
+    sr.tl.superresolve(sdata, "demo_full_image", method="bicubic", key_added="cubic", show_progress_bar=False)
     return sdata
 
 
-def test_superres_draws_three_panels_per_gene(nearest_sdata, tmp_path):
+def test_superres_draws_three_panels_per_gene(baseline_sdata, tmp_path):
     path = tmp_path / "panels.png"
-    fig = sr.pl.superres(nearest_sdata, ["gene_00", "gene_10"], key="near", show=False, save=path)
+    fig = sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="near", show=False, save=path)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [
         "gene_00: measured spots",
@@ -35,13 +43,62 @@ def test_superres_draws_three_panels_per_gene(nearest_sdata, tmp_path):
     image = fig.axes[1].images[-1]
     assert scatter.get_clim() == image.get_clim()
     assert path.stat().st_size > 10_000
-    import matplotlib.image as mpimg
-
     assert np.asarray(mpimg.imread(path)).std() > 0.05  # not a blank canvas
+    plt.close(fig)
 
 
-def test_superres_errors_name_what_to_do(nearest_sdata):
+def test_superres_image(baseline_sdata, tmp_path):
+    fig = sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="cubic", panel_size=2.5, show=False)
+    assert_matches(fig, "superres_cubic", tmp_path)
+
+
+def test_superres_image_differs_for_another_gene(baseline_sdata, tmp_path):
+    # The tolerance must not hide a change of content: another gene's panels fail the comparison.
+    fig = sr.pl.superres(baseline_sdata, ["gene_05", "gene_10"], key="cubic", panel_size=2.5, show=False)
+    actual = tmp_path / "other.png"
+    fig.savefig(actual, dpi=DPI)
+    plt.close(fig)
+    from ._compare import EXPECTED, TOLERANCE
+
+    assert compare_images(str(EXPECTED / "superres_cubic.png"), str(actual), tol=TOLERANCE) is not None
+
+
+def test_superres_into_given_axes(baseline_sdata):
+    fig, axes = plt.subplots(1, 3)
+    out = sr.pl.superres(baseline_sdata, "gene_10", key="near", ax=axes, show=False)
+    assert out is fig
+    assert [ax.get_title() for ax in axes] == [
+        "gene_10: measured spots",
+        "gene_10: super-resolved",
+        "gene_10: uncertainty (sd)",
+    ]
+    with pytest.raises(ValueError, match="3 axes per gene"):
+        sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="near", ax=axes, show=False)
+    plt.close(fig)
+
+
+def test_superres_errors_name_what_to_do(baseline_sdata):
     with pytest.raises(KeyError, match="run `sr_spatial.tl.superresolve"):
-        sr.pl.superres(nearest_sdata, "gene_00", key="missing", show=False)
+        sr.pl.superres(baseline_sdata, "gene_00", key="missing", show=False)
     with pytest.raises(KeyError, match="were not super-resolved"):
-        sr.pl.superres(nearest_sdata, "not_a_gene", key="near", show=False)
+        sr.pl.superres(baseline_sdata, "not_a_gene", key="near", show=False)
+
+
+def test_superres_with_truth_shares_the_colour_scale(baseline_sdata):
+    fig = sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="demo_truth", show=False)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [
+        "gene_10: measured spots",
+        "gene_10: super-resolved",
+        "gene_10: truth",
+        "gene_10: uncertainty (sd)",
+    ]
+    clim = panels[0].collections[0].get_clim()
+    assert panels[1].images[-1].get_clim() == clim == panels[2].images[-1].get_clim()
+    truth = panels[2].images[-1].get_array()
+    # The truth varies within spots: it is finer than the measurement.
+    assert truth.std() > 0.1
+    assert panels[3].images[-1].get_clim()[0] == 0.0
+    plt.close(fig)
+    with pytest.raises(KeyError, match="available images"):
+        sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="nope", show=False)

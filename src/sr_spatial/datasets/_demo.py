@@ -139,21 +139,20 @@ def demo(
 
     Returns
     -------
-    SpatialData
-        Laid out like :func:`spatialdata_io.visium` output, every element in the coordinate system ``"demo"``
-        (full-resolution image pixels):
+    Laid out like :func:`spatialdata_io.visium` output, every element in the coordinate system ``"demo"``
+    (full-resolution image pixels):
 
-        - ``images["demo_full_image"]``: multiscale RGB ``uint8`` H&E image at ``microns_per_pixel``.
-        - ``images["demo_hires_image"]``: the same image downscaled 4x, with a ``Scale`` transformation.
-        - ``images["demo_truth"]``: only if ``include_truth``; ``float32`` map with one channel per gene of
-          ``log1p(1e4 * rate / total rate)`` on 5 µm pixels (0 outside tissue), i.e. in the units of scanpy's
-          ``normalize_total(target_sum=1e4)`` followed by ``log1p``.
-        - ``shapes["demo"]``: spot circles (radius 27.5 µm in pixels) indexed by barcode-like spot ids.
-        - ``tables["table"]``: raw counts (CSR) annotating ``shapes["demo"]`` through ``obs["region"]`` and
-          ``obs["spot_id"]``, with ``obs`` columns ``in_tissue``, ``array_row``, ``array_col``,
-          ``var["gene_ids"]``, ``obsm["spatial"]`` (spot centres in pixels, x then y) and ``uns["demo"]`` holding
-          the simulation parameters, ``cell_types`` and ``gene_kind`` (``"marker:<type>"``, ``"gradient"`` or
-          ``"housekeeping"`` per gene).
+    - ``images["demo_full_image"]``: multiscale RGB ``uint8`` H&E image at ``microns_per_pixel``.
+    - ``images["demo_hires_image"]``: the same image downscaled 4x, with a ``Scale`` transformation.
+    - ``images["demo_truth"]``: only if ``include_truth``; ``float32`` map with one channel per gene of
+      ``log1p(1e4 * rate / total rate)`` on 5 µm pixels (0 outside tissue), i.e. in the units of scanpy's
+      ``normalize_total(target_sum=1e4)`` followed by ``log1p``.
+    - ``shapes["demo"]``: spot circles (radius 27.5 µm in pixels) indexed by barcode-like spot ids.
+    - ``tables["table"]``: raw counts (CSR) annotating ``shapes["demo"]`` through ``obs["region"]`` and
+      ``obs["spot_id"]``, with ``obs`` columns ``in_tissue``, ``array_row``, ``array_col``,
+      ``var["gene_ids"]``, ``obsm["spatial"]`` (spot centres in pixels, x then y) and ``uns["demo"]`` holding
+      the simulation parameters, ``cell_types`` and ``gene_kind`` (``"marker:<type>"``, ``"gradient"`` or
+      ``"housekeeping"`` per gene).
     """
     _validate(n_genes=n_genes, n_rows=n_rows, n_cols=n_cols, microns_per_pixel=microns_per_pixel)
     rng = np.random.default_rng(seed)

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from sr_spatial._groups import group_means
+from sr_spatial._logging import ETA
 
 __all__ = [
     "HISTOLOGY_INPUTS",
@@ -160,6 +161,7 @@ def pretrain_encoder(
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=learning_rate, weight_decay=1e-4)
     losses = []
     bar = tqdm(range(steps), desc="Histology encoder", unit="step", disable=not show_progress_bar)
+    eta = ETA("Fitting the histology encoder", steps)
     for _ in bar:
         chosen = rng.choice(present, size=min(batch_size, len(present)), replace=False)
         crops, masks = [], []
@@ -177,6 +179,7 @@ def pretrain_encoder(
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
+        eta.step()
         if len(losses) % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     bar.close()

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from sr_spatial._groups import group_means
+from sr_spatial._logging import ETA
 from sr_spatial.model._cmam import Disentangler, disentangling_loss
 from sr_spatial.model._config import ABLATIONS, ModelConfig, resolve_config
 from sr_spatial.model._denoiser import UNet
@@ -583,6 +584,12 @@ class DiffST:
         total = torch.zeros(noise.shape)
         weight = torch.zeros(noise.shape[-2:])
         bar = tqdm(total=steps * len(batches), desc="Sampling", unit="step", disable=not show_progress_bar)
+        timer = ETA(f"Sampling {n_samples} draws", steps * len(batches))
+
+        def progress():
+            bar.update()
+            timer.step()
+
         for batch in batches:
 
             def crop(a, top, left, factor=1):
@@ -600,7 +607,7 @@ class DiffST:
                 with autocast(self.device, cfg.precision):
                     return denoiser(x_t, t, cond_batch, cells_batch)
 
-            x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=bar.update)
+            x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=progress)
             for ((top, left), draw), drawn in zip(batch, x0.float().cpu(), strict=True):
                 crop(total[draw], top, left).add_(drawn * ramp)
                 if draw == 0:

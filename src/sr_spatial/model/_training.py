@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sr_spatial._logging import ETA
 from sr_spatial.model._precision import autocast, compute_dtype
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ def train_network(
     bar = tqdm(
         range(start, steps), desc="Training", unit="step", disable=not show_progress_bar, initial=start, total=steps
     )
+    eta = ETA("Training the denoiser", steps - start)
     for step in bar:
         batch = []
         for _ in range(batch_size):
@@ -184,6 +186,7 @@ def train_network(
                 p_ema.lerp_(p, 1 - decay)
         history["denoiser"].append(diffusion.item())
         history["disentangle"].append(float(disentangle.detach()))
+        eta.step()
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{np.mean(history['denoiser'][-20:]):.4f}")
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):

@@ -1,5 +1,6 @@
 """Plotting."""
 
+from sr_spatial.pl._benchmark import benchmark
 from sr_spatial.pl._superres import superres
 
-__all__ = ["superres"]
+__all__ = ["benchmark", "superres"]

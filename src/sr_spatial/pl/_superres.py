@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sr_spatial.pl._utils import finish
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
@@ -21,15 +24,18 @@ def superres(
     genes: str | Sequence[str],
     *,
     key: str,
+    truth_key: str | None = None,
     cmap: str = "viridis",
     panel_size: float = 3.5,
+    ax: Sequence[Axes] | np.ndarray | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
+    dpi: float = 120,
 ) -> Figure | None:
     """Plot, per gene, the measured spots, the super-resolved map and its standard deviation over the H&E.
 
-    Measured and super-resolved panels share one colour scale, so what the model adds is visible as detail
-    rather than as a change of range.
+    Measured, super-resolved (and true) panels share one colour scale per gene, so what the model adds is
+    visible as detail rather than as a change of range. The uncertainty panel's scale starts at 0.
 
     Parameters
     ----------
@@ -39,14 +45,22 @@ def superres(
         One gene or several; one row of panels each.
     key
         ``key_added`` of that call.
+    truth_key
+        An image of true expression (channels = genes, e.g. ``"demo_truth"`` of
+        :func:`sr_spatial.datasets.demo`): adds a panel with it averaged onto the bins, on the same colour scale.
     cmap
         Matplotlib colour map of the expression panels.
     panel_size
-        Inches per panel.
+        Inches per panel (when ``ax`` is not given).
+    ax
+        Axes to draw into, three per gene (measured, super-resolved, uncertainty; four with ``truth_key``),
+        e.g. from ``plt.subplots(len(genes), 3)``; default: a new figure.
     show
         Show the figure; default: show unless ``save`` is given.
     save
         Write the figure to this path.
+    dpi
+        Resolution of the saved figure.
 
     Returns
     -------
@@ -89,19 +103,44 @@ def superres(
     std = np.asarray(sdata.images[names["std"]].sel(c=genes).values)
     mask = st_map.mask
 
-    fig, axes = plt.subplots(len(genes), 3, figsize=(3 * panel_size, len(genes) * panel_size), squeeze=False)
+    truth = None
+    if truth_key is not None:
+        if truth_key not in sdata.images:
+            msg = f"Truth image {truth_key!r} not found; available images: {sorted(sdata.images.keys())}."
+            raise KeyError(msg)
+        from sr_spatial.tl._evaluate import regrid_to
+
+        # Averaged onto the bins, as `tl.evaluate` scores it: the best any map on these bins could do.
+        truth = regrid_to(sdata, truth_key, key, channels=genes)
+    n_cols = 3 if truth is None else 4
+
+    if ax is None:
+        size = (n_cols * panel_size, len(genes) * panel_size)
+        fig, axes = plt.subplots(len(genes), n_cols, figsize=size, squeeze=False)
+    else:
+        axes = np.asarray(ax, dtype=object).reshape(-1)
+        if axes.size != n_cols * len(genes):
+            msg = (
+                f"`ax` must hold {n_cols} axes per gene ({n_cols * len(genes)} for {len(genes)} genes), "
+                f"got {axes.size}."
+            )
+            raise ValueError(msg)
+        axes = axes.reshape(len(genes), n_cols)
+        fig = axes[0, 0].figure
     for row, gene in enumerate(genes):
         measured = st_map.values[:, row]
-        vmin, vmax = float(min(measured.min(), mean[row][mask].min())), float(max(measured.max(), mean[row].max()))
+        shared = [measured, mean[row][mask]] + ([] if truth is None else [truth[row][mask]])
+        vmin, vmax = float(min(a.min() for a in shared)), float(max(a.max() for a in shared))
         panels = [
-            ("measured spots", None),
-            ("super-resolved", np.ma.masked_where(~mask, mean[row])),
-            ("uncertainty (sd)", np.ma.masked_where(~mask, std[row])),
+            ("measured spots", "spots", None),
+            ("super-resolved", "expression", mean[row]),
+            *([] if truth is None else [("truth", "expression", truth[row])]),
+            ("uncertainty (sd)", "sd", std[row]),
         ]
-        for col, (title, data) in enumerate(panels):
+        for col, (title, kind, data) in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(background)
-            if data is None:
+            if kind == "spots":
                 # Circles in data units, so spots are drawn at their true size over the H&E.
                 circles = PatchCollection(
                     [Circle(xy, r) for xy, r in zip(st_map.centres * scalef, st_map.radius * scalef, strict=True)],
@@ -109,21 +148,20 @@ def superres(
                 )
                 circles.set_array(measured)
                 circles.set_clim(vmin, vmax)
-                ax.add_collection(circles)
+                image = ax.add_collection(circles)
             else:
-                shared = {"vmin": vmin, "vmax": vmax} if col == 1 else {}
-                image = ax.imshow(data, extent=extent, cmap=cmap if col == 1 else "magma", **shared)
-                fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+                data = np.ma.masked_where(~mask, data)
+                if kind == "expression":
+                    image = ax.imshow(data, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax)
+                else:
+                    # The sd starts at 0, so a flat (certain) map reads as certain, not as mid-range.
+                    top = max(float(data.max()), 1e-6)
+                    image = ax.imshow(data, extent=extent, cmap="magma", vmin=0.0, vmax=top)
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
             ax.set_title(f"{gene}: {title}", fontsize=9)
             ax.set_axis_off()
-    fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, dpi=120, bbox_inches="tight")
-    if show is None:
-        show = save is None
-    if show:
-        plt.show()
-        return None
-    return fig
+    if ax is None:
+        fig.tight_layout()
+    return finish(fig, show=show, save=save, dpi=dpi)
