@@ -49,7 +49,7 @@ def test_tutorial_ran_and_shows_its_figures(built_docs):
     html = (built_docs / "notebooks" / "tutorial.html").read_text()
     assert "Traceback" not in html
     # spatialdata-plot x2, pl.superres, pl.benchmark, squidpy: every figure cell produced an image.
-    assert html.count('<img alt="_images/') + html.count("<img alt=\"../_images/") >= 5
+    assert html.count('<img alt="_images/') + html.count('<img alt="../_images/') >= 5
     assert "demo_superres.zarr" in html  # the last cell (saving) ran
     assert "ETA ~" in html  # the log announces how long training takes
 
