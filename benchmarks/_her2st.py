@@ -354,10 +354,11 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
 
 
 def _sample_map_at(sdata: SpatialData, key: str, genes: list[str], points_cs: np.ndarray, cs: str) -> np.ndarray:
-    """Average of the super-resolved map over each point's position (bilinear, in linear expression).
+    """The super-resolved value of the bin holding each point (``points_cs`` in coordinate system ``cs``).
 
-    Measured spots fall between the 2x output bins (see the results page), so bilinear weights are how much of
-    each neighbouring bin a spot sees.
+    At scale 2 the output grid has one bin per measured spot, centred on the lattice position; the spots' own
+    centres jitter by well under half a bin around it, so the bin holding a spot's centre is that spot's bin.
+    Interpolating between bins would instead mix in the neighbouring pseudo-spots.
     """
     from scipy import ndimage
     from spatialdata.transformations import get_transformation
@@ -371,7 +372,7 @@ def _sample_map_at(sdata: SpatialData, key: str, genes: list[str], points_cs: np
     data = np.asarray(_scale0(image).sel(c=genes).values, dtype=np.float64)
     linear = np.expm1(np.clip(data, 0, None))
     coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])
-    out = np.stack([ndimage.map_coordinates(g, coords, order=1, mode="nearest") for g in linear], axis=1)
+    out = np.stack([ndimage.map_coordinates(g, coords, order=0, mode="nearest") for g in linear], axis=1)
     return np.log1p(out)
 
 

@@ -93,23 +93,25 @@ def _figure(per_gene, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sections = list(dict.fromkeys(per_gene["section"]))
-    methods = list(dict.fromkeys(per_gene["method"]))
-    fig, axes = plt.subplots(1, 2 * len(sections), figsize=(5 * len(sections) * 2, 4.2), squeeze=False)
+    order = {m: i for i, m in enumerate(LABELS)}
+    methods = sorted(dict.fromkeys(per_gene["method"]), key=lambda m: order.get(m, len(order)))
+    fig, axes = plt.subplots(len(sections), 2, figsize=(11, 0.32 * len(methods) * len(sections) + 1.5), squeeze=False)
     for s, section in enumerate(sections):
         sub = per_gene[per_gene["section"] == section]
         for k, metric in enumerate(("pearson", "pearson_within")):
-            ax = axes[0, 2 * s + k]
-            data = [sub.loc[sub["method"] == m, metric].dropna().to_numpy() for m in methods]
+            ax = axes[s, k]
+            # Per gene, averaged over seeds; methods without a value (nearest has no within-spot detail) stay empty.
+            data = [sub[sub["method"] == m].groupby("gene")[metric].mean().dropna().to_numpy() for m in methods]
             keep = [i for i, d in enumerate(data) if len(d)]
-            ax.boxplot([data[i] for i in keep], orientation="horizontal", showfliers=False)
-            ax.set_yticks(range(1, len(keep) + 1), [LABELS.get(methods[i], methods[i]) for i in keep], fontsize=8)
+            ax.boxplot([data[i] for i in keep], positions=[i + 1 for i in keep], orientation="horizontal")
+            ax.set_yticks(range(1, len(methods) + 1), [LABELS.get(m, m) for m in methods] if k == 0 else [])
+            ax.set_ylim(0.5, len(methods) + 0.5)
             ax.axvline(0, color="grey", lw=0.5)
-            ax.set_xlabel(f"per-gene {metric.replace('_', ' ')}")
-            ax.set_title(f"her2st {section}: {'at measured spots' if k == 0 else 'within pseudo-spots'}", fontsize=9)
-            if k:
-                ax.set_yticks(range(1, len(keep) + 1), [""] * len(keep))
+            ax.set_xlabel(f"per-gene {metric.replace('_', ' ')}", fontsize=8)
+            where = "at the measured spots" if k == 0 else "within pseudo-spots (detail the pooling removed)"
+            ax.set_title(f"her2st {section}: {where}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
