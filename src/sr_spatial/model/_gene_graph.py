@@ -55,9 +55,10 @@ class GeneGraphModulation(nn.Module):
     """Graph convolutions over learned gene embeddings that modulate the denoiser's gene channels.
 
     Two graph-convolution layers turn one embedding per gene into a code that knows its co-expressed
-    neighbours. With the time embedding, the code gives each gene channel a scale and shift, and a learned
-    per-gene weight mixes in the graph-averaged prediction of its neighbours, so co-expressed genes are
-    generated together. All output layers start at zero: the module begins as the identity.
+    neighbours (within two hops), so co-expressed genes get similar codes. With the time embedding, the code
+    gives each gene channel a scale and shift. The output layer starts at zero: the module begins as the
+    identity. (Mixing the neighbours' predictions into each channel as well was measured to lower accuracy:
+    ``benchmarks/results/ablation_*.md``.)
 
     Parameters
     ----------
@@ -76,10 +77,8 @@ class GeneGraphModulation(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(dim, dim), nn.Linear(dim, dim)])
         self.time = nn.Linear(emb_channels, dim)
         self.film = nn.Linear(dim, 2)
-        self.mix = nn.Linear(dim, 1)
-        for layer in (self.film, self.mix):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
 
     def set_graph(self, adjacency: np.ndarray | torch.Tensor) -> None:
         """Use ``adjacency`` (from :func:`build_gene_graph`) as the gene graph; it is saved with the weights."""
@@ -100,8 +99,5 @@ class GeneGraphModulation(nn.Module):
 
     def forward(self, output: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Modulate ``output`` ``(batch, n_genes, h, w)`` given the time embedding ``emb`` ``(batch, channels)``."""
-        codes = self.gene_codes(emb)
-        scale, shift = self.film(codes).permute(0, 2, 1)[..., None, None].unbind(dim=1)
-        weight = self.mix(codes)[..., None]  # (batch, n_genes, 1, 1)
-        neighbours = torch.einsum("gj,bjhw->bghw", self.adjacency.to(output.dtype), output)
-        return output * (1 + scale) + shift + weight * neighbours
+        scale, shift = self.film(self.gene_codes(emb)).permute(0, 2, 1)[..., None, None].unbind(dim=1)
+        return output * (1 + scale) + shift
