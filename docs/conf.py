@@ -5,6 +5,7 @@ Build with ``sphinx-build -W -b html docs docs/_build/html``. The tutorial in ``
 other projects' documentation (intersphinx) are then left out instead of failing the build.
 """
 
+import re
 import shutil
 from importlib.metadata import version as _version
 from pathlib import Path
@@ -42,11 +43,17 @@ _results = HERE / "generated" / "benchmark_results.inc"
 _results.parent.mkdir(exist_ok=True)
 _results.write_text(
     "\n\n".join(
-        "\n".join("#" + line if line.startswith("#") else line for line in table.read_text().splitlines())
+        "\n".join(
+            "#" + line if line.startswith("#") else re.sub(r"\]\(([^/)]+\.png)\)", r"](generated/\1)", line)
+            for line in table.read_text().splitlines()
+        )
         for table in sorted((HERE.parent / "benchmarks" / "results").glob("*.md"))
     )
     + "\n"
 )
+# Figures the tables link to are copied beside the include; links are relative to the including page.
+for _figure in (HERE.parent / "benchmarks" / "results").glob("*.png"):
+    shutil.copyfile(_figure, _results.parent / _figure.name)
 
 autosummary_generate = True
 autodoc_member_order = "bysource"

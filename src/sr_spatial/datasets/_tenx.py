@@ -175,10 +175,9 @@ def visium_breast_cancer(*, path: str | os.PathLike | None = None, progressbar: 
 
     Returns
     -------
-    SpatialData
-        As :func:`spatialdata_io.visium` builds it, dataset id ``"Visium_FFPE_Human_Breast_Cancer"``: images
-        ``{id}_full_image``, ``{id}_hires_image``, ``{id}_lowres_image``; shapes ``{id}`` (spot circles);
-        table ``"table"``. Super-resolve with ``image_key="Visium_FFPE_Human_Breast_Cancer_full_image"``.
+    As :func:`spatialdata_io.visium` builds it, dataset id ``"Visium_FFPE_Human_Breast_Cancer"``: images
+    ``{id}_full_image``, ``{id}_hires_image``, ``{id}_lowres_image``; shapes ``{id}`` (spot circles);
+    table ``"table"``. Super-resolve with ``image_key="Visium_FFPE_Human_Breast_Cancer_full_image"``.
     """
     return load(VISIUM_BREAST_CANCER, path=path, progressbar=progressbar)
 
@@ -202,9 +201,8 @@ def visium_hd_colon_cancer(
 
     Returns
     -------
-    SpatialData
-        As :func:`spatialdata_io.visium_hd` builds it: tables ``"square_008um"``, ``"square_016um"``, shapes
-        ``"Visium_HD_Human_Colon_Cancer_square_008um"`` ..., images including ``*_full_image``.
+    As :func:`spatialdata_io.visium_hd` builds it: tables ``"square_008um"``, ``"square_016um"``, shapes
+    ``"Visium_HD_Human_Colon_Cancer_square_008um"`` ..., images including ``*_full_image``.
     """
     sizes = [bin_size] if isinstance(bin_size, int) else list(bin_size)
     return load(VISIUM_HD_COLON_CANCER, path=path, progressbar=progressbar, bin_size=sizes)
@@ -229,8 +227,7 @@ def xenium_breast_cancer(
 
     Returns
     -------
-    SpatialData
-        As :func:`spatialdata_io.xenium` builds it: images ``"morphology_focus"`` and ``"he_image"`` (the H&E,
-        registered through the alignment), points ``"transcripts"``, table ``"table"`` (cells), cell shapes.
+    As :func:`spatialdata_io.xenium` builds it: images ``"morphology_focus"`` and ``"he_image"`` (the H&E,
+    registered through the alignment), points ``"transcripts"``, table ``"table"`` (cells), cell shapes.
     """
     return load(XENIUM_BREAST_CANCER, path=path, progressbar=progressbar, transcripts=transcripts)
