@@ -152,7 +152,7 @@ BAD_CALLS = [
     ({"key_added": "has space"}, ValueError, r"not a valid element name"),
     ({"key_added": "demo"}, ValueError, r"output names are taken: shapes\['demo'\]"),
     ({"n_samples": 0}, ValueError, r"`n_samples` must be a positive integer"),
-    ({"config": "huge"}, ValueError, r"Unknown model configuration 'huge'; choose one of \['base', 'tiny'\]"),
+    ({"config": "huge"}, ValueError, r"Unknown model configuration 'huge'; choose one of \['base', 'large', 'tiny'\]"),
     ({"model": 3}, TypeError, r"`model` must be None, a DiffST or a path"),
     ({"model": "/no/such/model"}, FileNotFoundError, r"is not a saved sr_spatial model"),
 ]
