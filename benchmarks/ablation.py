@@ -18,11 +18,12 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
+
+from _report import machine, markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = {
@@ -74,16 +75,6 @@ def _run_her2st(variant: str, config: str, seed: int, section: str, queue) -> No
     )
 
 
-def _markdown(frame) -> str:
-    header = "| variant | " + " | ".join(frame.columns) + " |"
-    rule = "|---|" + "---:|" * len(frame.columns)
-    lines = [header, rule]
-    for name, row in frame.iterrows():
-        cells = ["" if v != v else (f"{v:.2e}" if col == "spot_residual" else f"{v:.3f}") for col, v in row.items()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     from sr_spatial.model import ABLATIONS
 
@@ -96,8 +87,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     out = args.out or RESULTS / f"ablation_{args.data}.md"
-
-    import torch
 
     ctx = mp.get_context("spawn")
     rows, loads = [], []
@@ -128,10 +117,6 @@ def main() -> None:
     summary["peak_mib"] = frame.groupby("variant", sort=False)["peak_mib"].max()
     summary.index = [LABELS[v] for v in summary.index]
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
-    machine = (
-        f"{platform.machine()}, {mp.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; Python {platform.python_version()}"
-    )
     data = (
         "demo slide (synthetic, 4x: 100 µm pitch → 25 µm bins), scored against its hidden truth"
         if args.data == "demo"
@@ -141,11 +126,11 @@ def main() -> None:
     text = (
         f"# Ablation on the {args.data} data\n\n"
         f"Command: `{command.strip()}`  \nData: {data}  \nConfig: `{args.config}`; seeds: {args.seeds}  \n"
-        f"Machine: {machine}; 1-minute load average after each run: {[round(x, 1) for x in loads]} "
+        f"Machine: {machine()}; 1-minute load average after each run: {[round(x, 1) for x in loads]} "
         f"(above 2 means other work shared the 2 cores, inflating wall times)\n\n"
         f"Mean over genes (and runs) of per-gene Pearson r, SSIM and RMSE; `spot_residual` is the relative "
         f"disagreement with the measured spots; wall time of training and `superresolve`; peak memory is the "
-        f"child process's max RSS.\n\n{_markdown(summary)}\n\n"
+        f"child process's max RSS.\n\n{markdown_table(summary, index_name='variant')}\n\n"
         f"Per run:\n\n```\n{per_run}```\n"
     )
     print(text)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
+
+from _report import machine, markdown_table
 
 
 def _run(method: str, config: str, seed: int, queue) -> None:
@@ -60,16 +61,6 @@ def _guided_base_scores(sdata, model) -> dict:
     return {"pearson": float(np.mean(pearson)), "rmse": float(np.mean(rmse)), "spot_residual": residual}
 
 
-def _markdown(frame) -> str:
-    header = "| method | " + " | ".join(frame.columns) + " |"
-    rule = "|---|" + "---:|" * len(frame.columns)
-    lines = [header, rule]
-    for name, row in frame.iterrows():
-        cells = ["" if v != v else (f"{v:.2e}" if col == "spot_residual" else f"{v:.3f}") for col, v in row.items()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="base")
@@ -77,8 +68,6 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["nearest", "bicubic", "diffusion"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "demo_accuracy.md")
     args = parser.parse_args()
-
-    import torch
 
     ctx = mp.get_context("spawn")
     rows = []
@@ -106,15 +95,11 @@ def main() -> None:
     )
     label = {"diffusion": f"sr_spatial ({args.config})", "guided base": "ablation: guided base, no sampling"}
     summary.index = [label.get(m, m) for m in summary.index]
-    table = _markdown(summary)
+    table = markdown_table(summary, index_name="method")
     command = "python benchmarks/demo_accuracy.py " + " ".join(sys.argv[1:])
-    machine = (
-        f"{platform.machine()}, {mp.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; Python {platform.python_version()}"
-    )
     text = (
         f"# Demo slide: accuracy against the hidden truth (4x, 25 µm bins)\n\n"
-        f"Command: `{command.strip()}`  \nSeeds: {args.seeds} (demo data and model)  \nMachine: {machine}\n\n"
+        f"Command: `{command.strip()}`  \nSeeds: {args.seeds} (demo data and model)  \nMachine: {machine()}\n\n"
         f"Mean over 30 genes (and seeds) of per-gene Pearson r, SSIM and RMSE against the truth averaged onto "
         f"each bin; `spot_residual` is the relative disagreement with the measured spots; wall time of "
         f"training and `superresolve`; peak memory is the process's max RSS (including the demo). The ablation "
