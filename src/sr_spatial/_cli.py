@@ -95,7 +95,6 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sr-spatial`` command."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if args.command == "demo":
         return _demo(args)
     return 1  # pragma: no cover - argparse rejects unknown commands
