@@ -344,15 +344,15 @@ class DiffST:
         net.histology_mean.copy_(torch.from_numpy(inputs.mean(axis=1)))
         net.histology_std.copy_(torch.from_numpy(np.maximum(inputs.std(axis=1), 1e-3)))
 
-    def _fit_blend(self, reference: Scene, held_out: np.ndarray) -> None:
+    def _fit_blend(self, reference: Scene, held_out: np.ndarray, histology: np.ndarray) -> None:
         """Per gene, how to weigh the measurement around a place against the H&E at it.
 
         On spots the encoder never saw, each spot's value is regressed (least squares) on its neighbours' mean
         (``reference.spot_context``) and on the histology estimate over its disk. Genes the H&E predicts get
         histology weight; genes only the measurement knows (e.g. smooth gradients) get measurement weight.
+        ``histology`` is the reference's :meth:`histology_expression`.
         """
         n_genes = len(self.genes)
-        histology = self.histology_expression(reference)
         at_spots = spot_means(histology, reference.spot_pixels, len(reference.spot_values), reference.px_per_bin)
         blend = np.zeros((n_genes, 3))
         for gene in range(n_genes):
@@ -421,7 +421,8 @@ class DiffST:
         checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         fingerprint = self._fingerprint(scenes, reference, steps)
         encoder_file = checkpoint_dir / ENCODER_CHECKPOINT if checkpoint_dir is not None else None
-        if encoder_file is not None and encoder_file.is_file():
+        resumed = encoder_file is not None and encoder_file.is_file()
+        if resumed:
             state = load_checkpoint(encoder_file, fingerprint)
             self.network.load_state_dict(state["network"])
             self.network.encoder.requires_grad_(False)
@@ -433,7 +434,10 @@ class DiffST:
         for s in [reference, *scenes]:
             if id(s.histology) not in maps:
                 maps[id(s.histology)] = self._histology_maps(s)
-        reference_cells = maps[id(reference.histology)][1]
+        reference_histology, reference_cells = maps[id(reference.histology)]
+        if not resumed:
+            held_out = _split_spots(len(reference.spot_values), self.seed)[1]
+            self._fit_blend(reference, held_out, reference_histology)
         if reference_cells is not None:
             flat = reference_cells.reshape(len(reference_cells), -1)
             self.network.cell_mean.copy_(torch.from_numpy(flat.mean(axis=1)))
@@ -441,7 +445,7 @@ class DiffST:
         inputs = [self._inputs(s, maps[id(s.histology)]) for s in scenes]
         residuals = [(s.target - base) * s.mask for s, (*_, base) in zip(scenes, inputs, strict=True)]
         self._fit_residual_scale(residuals, [s.mask for s in scenes])
-        if encoder_file is not None and not encoder_file.is_file():
+        if encoder_file is not None and not resumed:
             save_checkpoint(encoder_file, fingerprint, network=self.network.state_dict(), encoder_losses=encoder_losses)
         scale = (self.network.gene_std * self.network.residual_scale).cpu().numpy()[:, None, None]
         tensors = [
@@ -490,11 +494,11 @@ class DiffST:
         return json.dumps(settings, sort_keys=True) + digest.hexdigest()
 
     def _fit_encoder(self, scenes: Sequence[Scene], reference: Scene, *, show_progress_bar: bool) -> list[float]:
-        """Fit the statistics, the histology encoder, the blend and the gene graph to the reference slide."""
+        """Fit the statistics, the histology encoder (on the spots not held out) and the gene graph."""
         cfg = self.config
         self._fit_statistics(scenes, reference)
         torch.manual_seed(self.seed)
-        learn, held_out = _split_spots(len(reference.spot_values), self.seed)
+        learn, _ = _split_spots(len(reference.spot_values), self.seed)
         encoder_losses = pretrain_encoder(
             self.network.encoder,
             self._histology(reference),
@@ -509,7 +513,6 @@ class DiffST:
             show_progress_bar=show_progress_bar,
         )
         self.network.encoder.requires_grad_(False)
-        self._fit_blend(reference, held_out)
         if self.network.unet.gene_graph is not None:
             self.network.unet.gene_graph.set_graph(build_gene_graph(reference.spot_values, k=cfg.gene_graph_k))
         return encoder_losses
