@@ -408,10 +408,14 @@ def write_superres(
     mask: np.ndarray,
     uns: dict,
     overwrite: bool = False,
+    bins: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Write the super-resolved maps into ``sdata`` as images, bin shapes and a table.
 
-    All elements are built before any is added, so a failure leaves ``sdata`` unchanged.
+    ``mean`` and ``std`` may be dask arrays (e.g. over a zarr store written block by block); they must then
+    already be 0 outside ``mask``, and ``bins`` gives the table's values, ``(n_bins, n_genes)`` mean and std of
+    the bins in ``mask`` in row-major order. All elements are built before any is added, so a failure leaves
+    ``sdata`` unchanged.
     """
     import anndata as ad
     from spatialdata.models import Image2DModel, TableModel
@@ -420,20 +424,22 @@ def write_superres(
     _check_free(sdata, names, overwrite=overwrite)
 
     transformations = _output_transformations(spots, grid)
-    fill = np.where(mask[None], mean, 0.0).astype(np.float32)
-    fill_std = np.where(mask[None], std, 0.0).astype(np.float32)
-    image = Image2DModel.parse(fill, dims=("c", "y", "x"), c_coords=list(genes), transformations=transformations)
+    rows, cols = np.nonzero(mask)
+    if bins is None:
+        mean = np.where(mask[None], mean, 0.0).astype(np.float32)
+        std = np.where(mask[None], std, 0.0).astype(np.float32)
+        bins = (mean[:, rows, cols].T, std[:, rows, cols].T)
+    image = Image2DModel.parse(mean, dims=("c", "y", "x"), c_coords=list(genes), transformations=transformations)
     image_std = Image2DModel.parse(
-        fill_std, dims=("c", "y", "x"), c_coords=list(genes), transformations=dict(transformations)
+        std, dims=("c", "y", "x"), c_coords=list(genes), transformations=dict(transformations)
     )
 
-    rows, cols = np.nonzero(mask)
     centres_px = grid.centres()[rows, cols]
     bin_ids = pd.Index([f"bin_{i}_{j}" for i, j in zip(rows, cols, strict=True)], name="bin_id")
-    bins = _bin_shapes(centres_px, grid.size, bin_ids, spots.image_transformations)
+    squares = _bin_shapes(centres_px, grid.size, bin_ids, spots.image_transformations)
 
     adata = ad.AnnData(
-        X=mean[:, rows, cols].T.astype(np.float32),
+        X=np.ascontiguousarray(bins[0], dtype=np.float32),
         obs=pd.DataFrame(
             {
                 "bin_id": bin_ids.to_numpy(),
@@ -445,7 +451,7 @@ def write_superres(
         ),
         var=pd.DataFrame(index=pd.Index(list(genes), name="gene")),
     )
-    adata.layers["std"] = std[:, rows, cols].T.astype(np.float32)
+    adata.layers["std"] = np.ascontiguousarray(bins[1], dtype=np.float32)
     adata.obsm["spatial"] = centres_px.astype(np.float64)
     adata.uns["spatial"] = {key: _legacy_spatial(spots, grid)}
     adata.uns[key] = uns
@@ -454,7 +460,7 @@ def write_superres(
     elements = {
         ("images", names["image"]): image,
         ("images", names["std"]): image_std,
-        ("shapes", names["bins"]): bins,
+        ("shapes", names["bins"]): squares,
         ("tables", names["table"]): table,
     }
     _add_elements(sdata, elements)
@@ -499,7 +505,9 @@ def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> 
     level = _image_levels(spots.image)[-1]
     height0, width0 = spots.image_shape
     step = max(int(np.ceil(max(level.sizes["y"], level.sizes["x"]) / max_side)), 1)
-    pixels = _to_unit_rgb(np.asarray(level.values[:, ::step, ::step]), spots.image_key)
+    # A small thumbnail: computed here even when a dask cluster is the default scheduler.
+    thumbnail = level[:, ::step, ::step].compute(scheduler="threads")
+    pixels = _to_unit_rgb(np.asarray(thumbnail.values), spots.image_key)
     scalef = pixels.shape[2] / width0
     hires = (np.moveaxis(pixels, 0, -1) * 255).round().astype(np.uint8)
     return {

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+import zarr
 from scipy import sparse
 from spatialdata import deepcopy, read_zarr
 from spatialdata.models import Image2DModel, Image3DModel
@@ -174,6 +175,13 @@ CASES = [
      r"Could not read the model in .*Re-save or re-train"),
     ("not a model directory", None, {"model": "empty_dir"}, FileNotFoundError, r"is not a saved sr_spatial model"),
     ("unknown method", None, {"method": "magic"}, ValueError, r"Unknown method 'magic'; choose"),
+    ("read-only zarr store for the images", None, {"image_store": zarr.storage.MemoryStore(read_only=True)},
+     ValueError, r"read-only; open it writable or pass a folder path"),
+    ("image store exists", None, {"image_store": "empty_dir"}, ValueError,
+     r"exists\. Pass another path, or `overwrite=True` to replace it"),
+    ("image store not a store", None, {"image_store": 3}, TypeError, r"must be a folder path or a zarr store"),
+    ("blocks too small", None, {"block_bins": 4}, ValueError, r"`block_bins` must be an integer of at least 16"),
+    ("client not a dask client", None, {"client": object()}, TypeError, r"must be a dask\.distributed Client"),
 ]  # fmt: skip
 
 
@@ -218,8 +226,9 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     if breaks is not None:
         breaks(sdata)
     kwargs = {"image_key": IMAGE, "config": FAST, "n_samples": 1, "show_progress_bar": False, **kwargs}
-    if isinstance(kwargs.get("model"), str):
-        kwargs["model"] = model_paths[kwargs["model"]]
+    for key in ("model", "image_store"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = model_paths[kwargs[key]]
     image_key = kwargs.pop("image_key")
     before = snapshot(sdata)
     with pytest.raises(error, match=message):

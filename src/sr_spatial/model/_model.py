@@ -125,6 +125,33 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [*starts, length - tile]
 
 
+#: Side, in bins, of the cells the initial noise is drawn in: each cell's noise depends only on the seed, the
+#: draw and the cell's position, so any region of a slide (a block, a tile) gets the same noise on its own.
+NOISE_CELL = 32
+
+
+def positional_noise(
+    seed: int, n_samples: int, n_genes: int, *, top: int, left: int, height: int, width: int
+) -> torch.Tensor:
+    """Standard normal noise ``(n_samples, n_genes, height, width)`` for the bins at ``top, left`` of a slide."""
+    out = np.empty((n_samples, n_genes, height, width), dtype=np.float32)
+    rows = range(top // NOISE_CELL, (top + height - 1) // NOISE_CELL + 1)
+    cols = range(left // NOISE_CELL, (left + width - 1) // NOISE_CELL + 1)
+    for draw in range(n_samples):
+        for ci in rows:
+            for cj in cols:
+                cell = np.random.default_rng([int(seed), draw, ci, cj]).standard_normal(
+                    (n_genes, NOISE_CELL, NOISE_CELL), dtype=np.float32
+                )
+                y0, x0 = ci * NOISE_CELL, cj * NOISE_CELL
+                ys = slice(max(top, y0), min(top + height, y0 + NOISE_CELL))
+                xs = slice(max(left, x0), min(left + width, x0 + NOISE_CELL))
+                out[draw, :, ys.start - top : ys.stop - top, xs.start - left : xs.stop - left] = cell[
+                    :, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0
+                ]
+    return torch.from_numpy(out)
+
+
 def _blend_ramp(size: int, overlap: int) -> np.ndarray:
     """Weights along a tile: rising linearly over ``overlap`` bins at each edge, so overlaps cross-fade."""
     position = np.arange(size, dtype=np.float32)
@@ -527,6 +554,7 @@ class DiffST:
         steps: int | None = None,
         eta: float = 0.0,
         seed: int = 0,
+        offset: tuple[int, int] = (0, 0),
         show_progress_bar: bool = True,
     ) -> np.ndarray:
         """Draw high-resolution expression maps for ``scene``.
@@ -544,6 +572,9 @@ class DiffST:
             DDIM stochasticity: 0 is deterministic given the initial noise.
         seed
             Seeds the initial noise (and the noise added when ``eta > 0``).
+        offset
+            Row and column of the scene's first bin in the slide it was cut from. The initial noise is drawn per
+            bin position, so blocks of one slide sampled separately get the noise the whole slide would.
         show_progress_bar
             Show a tqdm bar over denoising steps.
 
@@ -572,8 +603,10 @@ class DiffST:
         if cells is not None:
             cells = F.pad(cells, (0, 2 * pad_w, 0, 2 * pad_h))
         generator = torch.Generator().manual_seed(int(seed))
-        # Noise for the whole slide, cropped per tile, so overlapping tiles start from the same noise.
-        noise = torch.randn((n_samples, len(self.genes), height + pad_h, width + pad_w), generator=generator)
+        # Noise for the whole scene, cropped per tile, so overlapping tiles start from the same noise.
+        noise = positional_noise(
+            seed, n_samples, len(self.genes), top=offset[0], left=offset[1], height=height + pad_h, width=width + pad_w
+        )
         tiles = [
             (top, left)
             for top in _tile_starts(height + pad_h, cfg.tile_bins, cfg.tile_overlap)

@@ -62,10 +62,10 @@ class STMap:
     centres: np.ndarray
     radius: np.ndarray
     pitch: float
-    nearest: np.ndarray
-    smooth: np.ndarray
-    mask: np.ndarray
-    footprint: np.ndarray
+    nearest: np.ndarray | None
+    smooth: np.ndarray | None
+    mask: np.ndarray | None
+    footprint: np.ndarray | None
     spots: SpotData | None = None
 
     @property
@@ -103,6 +103,75 @@ def make_grid(centres: np.ndarray, *, bin_size: float, pitch: float) -> BinGrid:
     return BinGrid(x0=float(lo[0]), y0=float(lo[1]), size=float(bin_size), height=int(height), width=int(width))
 
 
+class SpotRenderer:
+    """Renders one set of spots onto any grid of bins, e.g. block by block of a large output grid.
+
+    The nearest-spot tree and the cubic interpolant are built once for all spots, so a block renders exactly as
+    the same bins of the whole grid would.
+    """
+
+    def __init__(
+        self, centres: np.ndarray, values: np.ndarray, *, pitch: float, radius: np.ndarray | None = None
+    ) -> None:
+        self.centres = centres
+        self.values = values
+        self.pitch = pitch
+        self.radius = radius
+        self._tree = cKDTree(centres)
+        self._cubic = None
+        self._cubic_built = False
+
+    def _interpolator(self):
+        from scipy.interpolate import CloughTocher2DInterpolator
+        from scipy.spatial import QhullError
+
+        if not self._cubic_built:
+            self._cubic_built = True
+            try:
+                self._cubic = CloughTocher2DInterpolator(self.centres, self.values)
+            except (QhullError, ValueError):
+                logger.debug("Too few or collinear spots for cubic interpolation; using nearest.")
+        return self._cubic
+
+    def render(self, grid: BinGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(nearest, smooth, mask, footprint)`` on ``grid``, as described in :class:`STMap`."""
+        xy = grid.centres().reshape(-1, 2)
+        distance, owner = self._tree.query(xy)
+        mask = distance <= TISSUE_REACH * self.pitch
+        n_genes = self.values.shape[1]
+        nearest = np.zeros((len(xy), n_genes), dtype=np.float32)
+        nearest[mask] = self.values[owner[mask]]
+        smooth = nearest.copy()
+        cubic_of = self._interpolator()
+        if cubic_of is not None and mask.any():
+            cubic = cubic_of(xy[mask])
+            defined = np.isfinite(cubic).all(axis=1)
+            # Cubic interpolation overshoots; expression below zero has no meaning in log-normalised units.
+            smooth[np.flatnonzero(mask)[defined]] = np.clip(cubic[defined], 0.0, None)
+
+        footprint = np.full(len(xy), -1, dtype=np.int64)
+        if self.radius is not None:
+            inside = mask & (distance <= self.radius[owner])
+            footprint[inside] = owner[inside]
+            # A spot narrower than a bin still owns the bin under its centre, so that every spot constrains the map.
+            ij = grid.index_of(self.centres)
+            on_grid = (ij[:, 0] >= 0) & (ij[:, 0] < grid.height) & (ij[:, 1] >= 0) & (ij[:, 1] < grid.width)
+            flat = ij[:, 0] * grid.width + ij[:, 1]
+            for spot in np.flatnonzero(on_grid):
+                if footprint[flat[spot]] < 0:
+                    footprint[flat[spot]] = spot
+
+        def to_map(a):
+            return np.ascontiguousarray(a.T.reshape(n_genes, grid.height, grid.width))
+
+        return to_map(nearest), to_map(smooth), mask.reshape(grid.shape), footprint.reshape(grid.shape)
+
+    def owner(self, grid: BinGrid) -> np.ndarray:
+        """Index of the spot nearest to each bin centre, ``(height, width)``."""
+        _, owner = self._tree.query(grid.centres().reshape(-1, 2))
+        return owner.reshape(grid.shape)
+
+
 def render_spots(
     centres: np.ndarray, values: np.ndarray, grid: BinGrid, *, pitch: float, radius: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -113,40 +182,7 @@ def render_spots(
     ``(nearest, smooth, mask, footprint)`` as described in :class:`STMap`. ``footprint`` is all ``-1`` when
     ``radius`` is ``None``.
     """
-    from scipy.interpolate import CloughTocher2DInterpolator
-    from scipy.spatial import QhullError
-
-    xy = grid.centres().reshape(-1, 2)
-    distance, owner = cKDTree(centres).query(xy)
-    mask = distance <= TISSUE_REACH * pitch
-    n_genes = values.shape[1]
-    nearest = np.zeros((len(xy), n_genes), dtype=np.float32)
-    nearest[mask] = values[owner[mask]]
-    smooth = nearest.copy()
-    try:
-        cubic = CloughTocher2DInterpolator(centres, values)(xy[mask])
-        defined = np.isfinite(cubic).all(axis=1)
-        # Cubic interpolation overshoots; expression below zero has no meaning in log-normalised units.
-        smooth[np.flatnonzero(mask)[defined]] = np.clip(cubic[defined], 0.0, None)
-    except (QhullError, ValueError):
-        logger.debug("Too few or collinear spots for cubic interpolation; using nearest.")
-
-    footprint = np.full(len(xy), -1, dtype=np.int64)
-    if radius is not None:
-        inside = mask & (distance <= radius[owner])
-        footprint[inside] = owner[inside]
-        # A spot narrower than a bin still owns the bin under its centre, so that every spot constrains the map.
-        ij = grid.index_of(centres)
-        on_grid = (ij[:, 0] >= 0) & (ij[:, 0] < grid.height) & (ij[:, 1] >= 0) & (ij[:, 1] < grid.width)
-        flat = ij[:, 0] * grid.width + ij[:, 1]
-        for spot in np.flatnonzero(on_grid):
-            if footprint[flat[spot]] < 0:
-                footprint[flat[spot]] = spot
-
-    def to_map(a):
-        return np.ascontiguousarray(a.T.reshape(n_genes, grid.height, grid.width))
-
-    return to_map(nearest), to_map(smooth), mask.reshape(grid.shape), footprint.reshape(grid.shape)
+    return SpotRenderer(centres, values, pitch=pitch, radius=radius).render(grid)
 
 
 def nearest_spot(centres: np.ndarray, grid: BinGrid) -> np.ndarray:
@@ -220,6 +256,38 @@ def build_st_map(
     -------
     The :class:`STMap`.
     """
+    return spot_map(
+        sdata,
+        image_key,
+        table_key=table_key,
+        shapes_key=shapes_key,
+        genes=genes,
+        n_top_genes=n_top_genes,
+        scale=scale,
+        target_sum=target_sum,
+        coordinate_system=coordinate_system,
+        render=True,
+    )
+
+
+def spot_map(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    table_key: str,
+    shapes_key: str | None,
+    genes: Sequence[str] | None,
+    n_top_genes: int,
+    scale: int,
+    target_sum: float = 1e4,
+    coordinate_system: str | None,
+    render: bool,
+) -> STMap:
+    """:func:`build_st_map`, optionally without rendering the whole grid.
+
+    With ``render=False`` the whole-grid maps are left ``None`` (rendered block by block later), so memory does
+    not grow with the grid.
+    """
     import anndata as ad
 
     if scale < 1:
@@ -234,7 +302,10 @@ def build_st_map(
     values = _normalised(spots, genes, target_sum)
     pitch = spot_pitch(spots.centres)
     grid = make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch)
-    nearest, smooth, mask, footprint = render_spots(spots.centres, values, grid, pitch=pitch, radius=spots.radius)
+    if render:
+        nearest, smooth, mask, footprint = render_spots(spots.centres, values, grid, pitch=pitch, radius=spots.radius)
+    else:
+        nearest = smooth = mask = footprint = None
     return STMap(
         grid=grid,
         genes=genes,

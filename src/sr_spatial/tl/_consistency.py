@@ -9,12 +9,6 @@ from sr_spatial._groups import group_means
 __all__ = ["project_to_spots", "spot_residual"]
 
 
-def _footprint_means(linear: np.ndarray, footprint: np.ndarray, n_spots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of ``linear`` (``(..., n_genes, h, w)``) over each spot's bins, and the bin count per spot."""
-    owned = footprint >= 0
-    return group_means(linear[..., owned], footprint[owned], n_spots)
-
-
 def spot_residual(
     maps: np.ndarray, footprint: np.ndarray, spot_values: np.ndarray, *, per_gene: bool = False
 ) -> float | np.ndarray:
@@ -37,14 +31,31 @@ def spot_residual(
     -------
     The relative residual, or an array of one per gene.
     """
-    means, count = _footprint_means(np.expm1(maps.astype(np.float64)), footprint, len(spot_values))
-    measured = np.expm1(spot_values.astype(np.float64)).T
-    covered = count > 0
-    error = np.abs(means - measured)[:, covered]
-    scale = np.abs(measured[:, covered])
+    error, scale = residual_sums(maps, footprint, spot_values)
     if per_gene:
-        return error.sum(axis=1) / np.maximum(scale.sum(axis=1), 1e-12)
+        return error / np.maximum(scale, 1e-12)
     return float(error.sum() / max(scale.sum(), 1e-12))
+
+
+def residual_sums(
+    maps: np.ndarray, footprint: np.ndarray, spot_values: np.ndarray, *, spots: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene, ``sum |mean over spot bins - spot|`` and ``sum |spot|`` over the spots covered by ``footprint``.
+
+    ``spots`` (boolean, one per spot) restricts the sums to some spots, so that the residual of a slide can be
+    summed block by block. Only spots present in ``footprint`` are aggregated, which keeps a block's work
+    proportional to its own spots.
+    """
+    owned = footprint >= 0
+    present, local = np.unique(footprint[owned], return_inverse=True)
+    linear = np.expm1(maps.astype(np.float64))[..., owned]
+    means, count = group_means(linear, local.ravel(), len(present))
+    measured = np.expm1(spot_values[present].astype(np.float64)).T
+    use = count > 0
+    if spots is not None:
+        use &= spots[present]
+    error = np.abs(means - measured)[:, use].sum(axis=1)
+    return error, np.abs(measured[:, use]).sum(axis=1)
 
 
 def project_to_spots(samples: np.ndarray, footprint: np.ndarray, spot_values: np.ndarray) -> np.ndarray:
@@ -68,11 +79,13 @@ def project_to_spots(samples: np.ndarray, footprint: np.ndarray, spot_values: np
     The projected log-normalised maps, same shape as ``samples``.
     """
     linear = np.expm1(np.clip(samples.astype(np.float64), 0.0, None))
-    means, _ = _footprint_means(linear, footprint, len(spot_values))
-    measured = np.expm1(spot_values.astype(np.float64)).T  # (n_genes, n_spots)
     owned = footprint >= 0
-    owner = footprint[owned]
+    # Index only the spots present, so a block of a large slide costs what its own spots cost.
+    present, owner = np.unique(footprint[owned], return_inverse=True)
+    owner = owner.ravel()
     bins = linear[..., owned]
+    means, _ = group_means(bins, owner, len(present))
+    measured = np.expm1(spot_values[present].astype(np.float64)).T  # (n_genes, n_present)
     bin_mean = means[..., owner]
     target = measured[..., owner]
     with np.errstate(divide="ignore", invalid="ignore"):

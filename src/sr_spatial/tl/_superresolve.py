@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -15,14 +14,16 @@ from sr_spatial._adapter import check_output_names, table_genes, write_superres
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
-from sr_spatial.pp._stmap import build_st_map
-from sr_spatial.tl._consistency import project_to_spots, spot_residual
+from sr_spatial.pp._stmap import spot_map
+from sr_spatial.tl._blocks import BlockJob, MemorySink, ZarrSink, block_halo, iter_blocks, plan_blocks
 from sr_spatial.tl._train import _check_scale, output_scene, train_on_map
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import torch
+    import zarr
+    from distributed import Client
     from spatialdata import SpatialData
 
     from sr_spatial.model import ModelConfig
@@ -75,17 +76,71 @@ def _match_model_genes(model: DiffST, genes, slide_genes, table_key: str) -> lis
     return None if genes == model.genes else genes
 
 
-def _diffusion(st_map: STMap, model: DiffST, scene, *, n_samples, sampling_steps, seed, show_progress_bar):
-    samples = model.sample(
-        scene, n_samples=n_samples, steps=sampling_steps, seed=seed, show_progress_bar=show_progress_bar
-    )
-    raw_mean = np.log1p(np.expm1(np.clip(samples, 0, None)).mean(axis=0))
-    residual_before = spot_residual(raw_mean, st_map.footprint, st_map.values)
-    projected = project_to_spots(samples, st_map.footprint, st_map.values)
-    # Averaging in linear space keeps the mean exactly consistent with the spots, as each sample is.
-    mean = np.log1p(np.expm1(projected.astype(np.float64)).mean(axis=0)).astype(np.float32)
-    std = projected.std(axis=0).astype(np.float32)
-    return mean, std, residual_before
+def _resolve_client(client):
+    """The dask client to run blocks on: the one given, dask's default client for ``"auto"``, or none."""
+    if client is None:
+        return None
+    if isinstance(client, str):
+        if client != "auto":
+            msg = f"`client` must be a dask.distributed Client, 'auto' or None, got {client!r}."
+            raise ValueError(msg)
+        try:
+            from distributed import default_client
+        except ImportError:
+            return None
+        try:
+            return default_client()
+        except ValueError:
+            return None
+    if not hasattr(client, "submit") or not hasattr(client, "scatter"):
+        msg = f"`client` must be a dask.distributed Client, 'auto' or None, got {type(client).__name__}."
+        raise TypeError(msg)
+    return client
+
+
+def _run_blocks(st_map: STMap, job: BlockJob, model, *, block_bins, halo, sink, client, show_progress_bar):
+    """Run every block into ``sink``; the tissue mask, the table's values and the residual sums of the slide."""
+    grid = st_map.grid
+    blocks = plan_blocks(grid.shape, block_bins=block_bins, halo=halo)
+    if len(blocks) > 1:
+        logger.info(
+            "Processing %d bins in %d blocks of up to %d x %d bins.",
+            grid.height * grid.width,
+            len(blocks),
+            block_bins,
+            block_bins,
+        )
+    mask = np.zeros(grid.shape, dtype=bool)
+    coords, means, stds = [], [], []
+    residual = residual_before = None
+    for result in iter_blocks(job, blocks, model, client=client, show_progress_bar=show_progress_bar):
+        sink.write(result)
+        rows, cols = result.block.region
+        keep = result.owned & result.mask
+        mask[rows, cols] |= keep
+        local = np.nonzero(keep)
+        coords.append(np.column_stack([local[0] + rows.start, local[1] + cols.start]))
+        means.append(result.mean[:, keep].T)
+        stds.append(result.std[:, keep].T)
+        residual = _add(residual, result.residual)
+        residual_before = _add(residual_before, result.residual_before)
+    coords = np.concatenate(coords)
+    order = np.lexsort((coords[:, 1], coords[:, 0]))  # row-major, as np.nonzero(mask) orders the bins
+    bins = (np.concatenate(means)[order], np.concatenate(stds)[order])
+    return mask, bins, residual, residual_before
+
+
+def _add(total, part):
+    if part is None:
+        return total
+    return part if total is None else (total[0] + part[0], total[1] + part[1])
+
+
+def _ratio(sums, *, per_gene=False):
+    error, scale = sums
+    if per_gene:
+        return error / np.maximum(scale, 1e-12)
+    return float(error.sum() / max(scale.sum(), 1e-12))
 
 
 @doc_params(doc_slide=doc_slide)
@@ -105,6 +160,9 @@ def superresolve(
     n_samples: int = 8,
     sampling_steps: int | None = None,
     device: str | torch.device = "auto",
+    block_bins: int = 256,
+    image_store: str | Path | zarr.abc.store.Store | None = None,
+    client: Client | Literal["auto"] | None = "auto",
     coordinate_system: str | None = None,
     key_added: str | None = None,
     overwrite: bool = False,
@@ -146,6 +204,19 @@ def superresolve(
         DDIM steps; default from the model's configuration.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
+    block_bins
+        The output grid is computed in square blocks of at most this many bins a side (each with a margin of
+        context), reading only the part of the H&E under each block, so memory is bounded on large slides.
+        Typical Visium slides fit in one block at scale 4.
+    image_store
+        A zarr store (a folder path, or a writable :mod:`zarr` store) that the super-resolved images are
+        written into block by block; the images in ``sdata`` then read lazily from it as dask arrays, so they
+        are never held in memory whole. Default: in memory. An existing folder is replaced only with
+        ``overwrite=True``.
+    client
+        A :class:`dask.distributed.Client` to run the blocks on, one model copy per worker (on the worker's
+        GPU where it has one); ``"auto"`` uses dask's default client if one is running; ``None`` runs here.
+        The result equals that of the single-process path up to floating-point rounding.
     key_added
         Name of the outputs; default ``f"{image_key}_superres"``.
     overwrite
@@ -169,6 +240,8 @@ def superresolve(
       ``obs[["array_row", "array_col"]]``, ``obsm["spatial"]`` (full-resolution pixels), ``uns["spatial"]``
       (for :func:`squidpy.pl.spatial_scatter`) and ``uns[key]`` with ``"params"`` (this call), the bin size
       and spot pitch in image pixels, and the spot-consistency residual before and after projection.
+
+    With ``image_store``, the two images are dask arrays over its arrays ``mean`` and ``std``.
     """
     import spatialdata as sd
 
@@ -205,6 +278,13 @@ def superresolve(
         "seed": seed,
     }
 
+    if not isinstance(block_bins, int | np.integer) or block_bins < 16:
+        msg = f"`block_bins` must be an integer of at least 16, got {block_bins!r}."
+        raise ValueError(msg)
+    client = _resolve_client(client)
+    if image_store is not None:
+        ZarrSink.check(image_store, overwrite=overwrite)
+
     loaded = _resolve_model(model, device) if method == "diffusion" else None
     requested = None
     if loaded is not None:
@@ -212,7 +292,8 @@ def superresolve(
         genes = loaded.genes
     # Resolve the configuration up front: a wrong name should fail before the slide is read.
     model_config = loaded.config if loaded is not None else resolve_config(config)
-    st_map = build_st_map(
+    train_here = method == "diffusion" and loaded is None
+    st_map = spot_map(
         sdata,
         image_key,
         table_key=table_key,
@@ -221,74 +302,98 @@ def superresolve(
         n_top_genes=n_top_genes,
         scale=scale,
         coordinate_system=coordinate_system,
+        # Training reads the whole slide anyway; inference renders block by block.
+        render=train_here,
     )
-    residual_before = None
-    if method == "diffusion":
-        scene = output_scene(st_map, px_per_bin=model_config.px_per_bin)
-        if loaded is None:
-            loaded = train_on_map(
-                st_map,
-                scale=scale,
-                config=model_config,
-                train_steps=train_steps,
-                device=device,
-                seed=seed,
-                show_progress_bar=show_progress_bar,
-                reference=scene,
-            )
-        else:
-            loaded.check_genes(st_map.genes)
-            if loaded.scale != scale:
-                logger.warning("The model was trained for scale %d and is applied at scale %d.", loaded.scale, scale)
-        mean, std, residual_before = _diffusion(
+    if train_here:
+        loaded = train_on_map(
             st_map,
-            loaded,
-            scene,
-            n_samples=n_samples,
-            sampling_steps=sampling_steps,
+            scale=scale,
+            config=model_config,
+            train_steps=train_steps,
+            device=device,
             seed=seed,
             show_progress_bar=show_progress_bar,
+            reference=output_scene(st_map, px_per_bin=model_config.px_per_bin),
         )
-    else:
-        mean = st_map.smooth if method == "bicubic" else st_map.nearest
-        std = np.zeros_like(mean)
-    if requested is not None:
-        # The model draws all its genes jointly; keep the ones asked for, in the order asked.
-        idx = [st_map.genes.index(g) for g in requested]
-        mean, std = mean[idx], std[idx]
-        st_map = replace(st_map, genes=list(requested), values=st_map.values[:, idx])
+    elif loaded is not None:
+        loaded.check_genes(st_map.genes)
+        if loaded.scale != scale:
+            logger.warning("The model was trained for scale %d and is applied at scale %d.", loaded.scale, scale)
 
-    uns = {
-        "params": {k: v for k, v in params.items() if v is not None},
-        "genes": list(st_map.genes),
-        "bin_size_px": float(st_map.grid.size),
-        "spot_pitch_px": float(st_map.pitch),
-        "n_spots": len(st_map.values),
-        "coordinate_system": st_map.spots.coordinate_system,
-        "spot_residual": spot_residual(mean, st_map.footprint, st_map.values),
-        "spot_residual_per_gene": spot_residual(mean, st_map.footprint, st_map.values, per_gene=True),
-        "runtime_s": time.perf_counter() - start,
-    }
-    if residual_before is not None:
-        uns["spot_residual_before_projection"] = residual_before
-
-    target = sdata if inplace else sd.SpatialData()
-    write_superres(
-        target,
-        key=key,
-        spots=st_map.spots,
-        grid=st_map.grid,
-        genes=st_map.genes,
-        mean=mean,
-        std=std,
-        mask=st_map.mask,
-        uns=uns,
-        overwrite=overwrite,
+    job = BlockJob.from_map(
+        st_map,
+        method=method,
+        n_samples=n_samples,
+        sampling_steps=sampling_steps,
+        seed=seed,
+        px_per_bin=model_config.px_per_bin,
     )
+    context = model_config.tile_overlap if method == "diffusion" else 0
+    halo = block_halo(st_map, context=context)
+    n_genes, shape = len(st_map.genes), st_map.grid.shape
+    if image_store is None:
+        sink = MemorySink(n_genes, shape)
+    else:
+        sink = ZarrSink(image_store, n_genes, shape, chunk_bins=min(block_bins, 256), overwrite=overwrite)
+    try:
+        mask, bins, residual, residual_before = _run_blocks(
+            st_map,
+            job,
+            loaded,
+            block_bins=int(block_bins),
+            halo=halo,
+            sink=sink,
+            client=client,
+            show_progress_bar=show_progress_bar,
+        )
+        mean, std = sink.arrays()
+        genes_out = list(st_map.genes)
+        if requested is not None:
+            # The model draws all its genes jointly; keep the ones asked for, in the order asked.
+            idx = [st_map.genes.index(g) for g in requested]
+            mean, std = mean[idx], std[idx]
+            bins = (bins[0][:, idx], bins[1][:, idx])
+            residual = (residual[0][idx], residual[1][idx])
+            if residual_before is not None:
+                residual_before = (residual_before[0][idx], residual_before[1][idx])
+            genes_out = list(requested)
+
+        uns = {
+            "params": {k: v for k, v in params.items() if v is not None},
+            "genes": genes_out,
+            "bin_size_px": float(st_map.grid.size),
+            "spot_pitch_px": float(st_map.pitch),
+            "n_spots": len(st_map.values),
+            "coordinate_system": st_map.spots.coordinate_system,
+            "spot_residual": _ratio(residual),
+            "spot_residual_per_gene": _ratio(residual, per_gene=True),
+            "runtime_s": time.perf_counter() - start,
+        }
+        if residual_before is not None:
+            uns["spot_residual_before_projection"] = _ratio(residual_before)
+
+        target = sdata if inplace else sd.SpatialData()
+        write_superres(
+            target,
+            key=key,
+            spots=st_map.spots,
+            grid=st_map.grid,
+            genes=genes_out,
+            mean=mean,
+            std=std,
+            mask=mask,
+            uns=uns,
+            overwrite=overwrite,
+            bins=bins,
+        )
+    except BaseException:
+        sink.discard()
+        raise
     logger.info(
         "Super-resolved %d genes onto %d bins in %.1f s; wrote images %r, %r, shapes %r and table %r.",
-        len(st_map.genes),
-        int(st_map.mask.sum()),
+        len(genes_out),
+        int(mask.sum()),
         time.perf_counter() - start,
         key,
         f"{key}_std",

@@ -1,0 +1,358 @@
+"""Block-wise inference over the output grid: bounded memory on large slides, and the unit of scale-out.
+
+The output grid is cut into square blocks. Each block is computed from its own region plus a halo (so the
+model sees context across the block's edge), reading only its part of the H&E, and owns the bins it writes:
+the bins of every spot whose centre lies in the block, and the bins outside every spot that lie in the block.
+A spot's bins therefore all come from one block, and its projection onto the measurement stays exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import sparse
+
+from sr_spatial._adapter import BinGrid, read_histology
+from sr_spatial.model import Scene
+from sr_spatial.pp._stmap import TISSUE_REACH, SpotRenderer
+from sr_spatial.tl._consistency import project_to_spots, residual_sums
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sr_spatial._adapter import SpotData
+    from sr_spatial.model import DiffST
+    from sr_spatial.pp._stmap import STMap
+
+__all__ = ["Block", "BlockJob", "BlockResult", "MemorySink", "ZarrSink", "plan_blocks", "run_block"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of the output grid: its core and the padded region computed to fill it.
+
+    The core is rows ``top:top + height`` and columns ``left:left + width``; the padded region the same with
+    the ``pad_`` fields.
+    """
+
+    top: int
+    left: int
+    height: int
+    width: int
+    pad_top: int
+    pad_left: int
+    pad_height: int
+    pad_width: int
+
+    @property
+    def region(self) -> tuple[slice, slice]:
+        return slice(self.pad_top, self.pad_top + self.pad_height), slice(self.pad_left, self.pad_left + self.pad_width)
+
+
+def plan_blocks(shape: tuple[int, int], *, block_bins: int, halo: int) -> list[Block]:
+    """Blocks of at most ``block_bins`` square covering ``shape``, each padded by ``halo`` bins within the grid."""
+    height, width = shape
+    blocks = []
+    for top in range(0, height, block_bins):
+        for left in range(0, width, block_bins):
+            h, w = min(block_bins, height - top), min(block_bins, width - left)
+            pad_top, pad_left = max(top - halo, 0), max(left - halo, 0)
+            pad_bottom, pad_right = min(top + h + halo, height), min(left + w + halo, width)
+            blocks.append(Block(top, left, h, w, pad_top, pad_left, pad_bottom - pad_top, pad_right - pad_left))
+    return blocks
+
+
+def block_halo(st_map: STMap, *, context: int) -> int:
+    """Halo, in bins, that holds every bin of a block's spots and of their nearest-spot cells, plus ``context``."""
+    reach = max(float(np.max(st_map.radius, initial=0.0)), TISSUE_REACH * st_map.pitch)
+    return int(math.ceil(reach / st_map.grid.size)) + 1 + context
+
+
+@dataclass
+class BlockJob:
+    """Everything a block needs besides the model; small and picklable, so it can be sent to dask workers.
+
+    ``spots`` carries the H&E (lazy where the slide was read from zarr) but not the counts.
+    """
+
+    spots: SpotData
+    grid: BinGrid
+    values: np.ndarray
+    centres: np.ndarray
+    radius: np.ndarray
+    pitch: float
+    method: str
+    n_samples: int = 1
+    sampling_steps: int | None = None
+    seed: int = 0
+    px_per_bin: int = 8
+    _renderer: SpotRenderer | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_map(cls, st_map: STMap, **kwargs) -> BlockJob:
+        n_spots = len(st_map.values)
+        spots = replace(st_map.spots, counts=sparse.csr_matrix((n_spots, 0), dtype=np.float32))
+        return cls(
+            spots=spots,
+            grid=st_map.grid,
+            values=st_map.values,
+            centres=st_map.centres,
+            radius=st_map.radius,
+            pitch=st_map.pitch,
+            **kwargs,
+        )
+
+    def __getstate__(self):
+        # The renderer's interpolant is rebuilt where the job runs rather than shipped to every worker.
+        state = dict(self.__dict__)
+        state["_renderer"] = None
+        return state
+
+    @property
+    def renderer(self) -> SpotRenderer:
+        if self._renderer is None:
+            self._renderer = SpotRenderer(self.centres, self.values, pitch=self.pitch, radius=self.radius)
+        return self._renderer
+
+    @property
+    def spot_bins(self) -> np.ndarray:
+        return self.grid.index_of(self.centres)
+
+    def sub_grid(self, block: Block) -> BinGrid:
+        g = self.grid
+        return BinGrid(
+            x0=g.x0 + block.pad_left * g.size,
+            y0=g.y0 + block.pad_top * g.size,
+            size=g.size,
+            height=block.pad_height,
+            width=block.pad_width,
+        )
+
+
+@dataclass
+class BlockResult:
+    """A computed block: maps over its padded region, the bins it owns there, and its spots' residual sums."""
+
+    block: Block
+    mean: np.ndarray
+    std: np.ndarray
+    mask: np.ndarray
+    owned: np.ndarray
+    residual: tuple[np.ndarray, np.ndarray]
+    residual_before: tuple[np.ndarray, np.ndarray] | None
+
+
+def _owned(block: Block, footprint: np.ndarray, spot_bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bins of the padded region the block writes, and which spots (all of the slide's) belong to it."""
+    rows = np.arange(block.pad_top, block.pad_top + block.pad_height)[:, None]
+    cols = np.arange(block.pad_left, block.pad_left + block.pad_width)[None, :]
+    in_core = (rows >= block.top) & (rows < block.top + block.height)
+    in_core = in_core & (cols >= block.left) & (cols < block.left + block.width)
+    spot_in_core = (
+        (spot_bins[:, 0] >= block.top)
+        & (spot_bins[:, 0] < block.top + block.height)
+        & (spot_bins[:, 1] >= block.left)
+        & (spot_bins[:, 1] < block.left + block.width)
+    )
+    owned = np.where(footprint >= 0, spot_in_core[np.clip(footprint, 0, None)], in_core)
+    return owned, spot_in_core
+
+
+def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progress_bar: bool = False) -> BlockResult:
+    """Compute one block with ``job.method``; the model is only read for ``"diffusion"``."""
+    grid = job.sub_grid(block)
+    nearest, smooth, mask, footprint = job.renderer.render(grid)
+    owned, spots = _owned(block, footprint, job.spot_bins)
+    residual_before = None
+    if job.method == "diffusion":
+        scene = Scene(
+            nearest=nearest,
+            smooth=smooth,
+            mask=mask,
+            histology=read_histology(job.spots, grid, px_per_bin=job.px_per_bin),
+            px_per_bin=job.px_per_bin,
+            owner=job.renderer.owner(grid),
+        )
+        samples = model.sample(
+            scene,
+            n_samples=job.n_samples,
+            steps=job.sampling_steps,
+            seed=job.seed,
+            offset=(block.pad_top, block.pad_left),
+            show_progress_bar=show_progress_bar,
+        )
+        raw_mean = np.log1p(np.expm1(np.clip(samples, 0, None)).mean(axis=0))
+        residual_before = residual_sums(raw_mean, footprint, job.values, spots=spots)
+        projected = project_to_spots(samples, footprint, job.values)
+        # Averaging in linear space keeps the mean exactly consistent with the spots, as each draw is.
+        mean = np.log1p(np.expm1(projected.astype(np.float64)).mean(axis=0)).astype(np.float32)
+        std = projected.std(axis=0).astype(np.float32)
+    else:
+        mean = smooth if job.method == "bicubic" else nearest
+        std = np.zeros_like(mean)
+    residual = residual_sums(mean, footprint, job.values, spots=spots)
+    return BlockResult(block, mean, std, mask, owned, residual, residual_before)
+
+
+def iter_blocks(
+    job: BlockJob, blocks: list[Block], model: DiffST | None, *, client=None, show_progress_bar: bool = True
+) -> Iterator[BlockResult]:
+    """Results of every block, computed here one after another or on a dask cluster through ``client``.
+
+    On a cluster the job and the model are sent to each worker once; at most two blocks per worker are in
+    flight, so results do not pile up in memory faster than they are written.
+    """
+    from tqdm.auto import tqdm
+
+    several = len(blocks) > 1
+    bar = tqdm(total=len(blocks), desc="Blocks", unit="block", disable=not (show_progress_bar and several))
+    try:
+        if client is None:
+            for block in blocks:
+                yield run_block(job, block, model, show_progress_bar=show_progress_bar and not several)
+                bar.update()
+            return
+        yield from _iter_distributed(job, blocks, model, client, bar)
+    finally:
+        bar.close()
+
+
+def _worker_run(job: BlockJob, block: Block, model: DiffST | None, device: str) -> BlockResult:
+    """Run on a dask worker: the model arrives once per worker; it moves to the worker's own device once."""
+    import dask
+
+    from sr_spatial.model._model import resolve_device
+
+    if model is not None:
+        target = resolve_device(device)
+        if model.device != target:
+            model.device = target
+            model.network.to(target)
+    # Read the block's H&E here, in the worker, rather than sending its graph back to the cluster.
+    with dask.config.set(scheduler="synchronous"):
+        return run_block(job, block, model)
+
+
+def _iter_distributed(job, blocks, model, client, bar) -> Iterator[BlockResult]:
+    from distributed import as_completed
+
+    n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+    device = "auto" if model is None else ("auto" if model.device.type == "cpu" else model.device.type)
+    if model is not None and model.device.type != "cpu":
+        # Ship CPU tensors: each worker moves its copy to its own GPU (or keeps it on the CPU).
+        model = _on_cpu(model)
+    job_f = client.scatter(job, broadcast=True)
+    model_f = client.scatter(model, broadcast=True) if model is not None else None
+    pending = list(blocks)
+    window = 2 * n_workers
+    running = as_completed(
+        [client.submit(_worker_run, job_f, b, model_f, device, pure=False) for b in pending[:window]]
+    )
+    pending = pending[window:]
+    for future in running:
+        result = future.result()
+        future.release()
+        if pending:
+            running.add(client.submit(_worker_run, job_f, pending.pop(0), model_f, device, pure=False))
+        bar.update()
+        yield result
+
+
+def _on_cpu(model: DiffST) -> DiffST:
+    import copy
+
+    import torch
+
+    clone = copy.copy(model)
+    clone.network = copy.deepcopy(model.network).to("cpu")
+    clone.device = torch.device("cpu")
+    return clone
+
+
+class MemorySink:
+    """Collects blocks into in-memory maps of the whole grid."""
+
+    def __init__(self, n_genes: int, shape: tuple[int, int]) -> None:
+        self.mean = np.zeros((n_genes, *shape), dtype=np.float32)
+        self.std = np.zeros((n_genes, *shape), dtype=np.float32)
+
+    def write(self, result: BlockResult) -> None:
+        rows, cols = result.block.region
+        for target, values in ((self.mean, result.mean), (self.std, result.std)):
+            region = target[:, rows, cols]
+            region[:, result.owned] = values[:, result.owned]
+
+    def arrays(self):
+        return self.mean, self.std
+
+    def discard(self) -> None:
+        """Nothing to clean up: the maps go with the object."""
+
+
+class ZarrSink:
+    """Writes blocks into zarr arrays ``mean`` and ``std`` on disk; reads them back lazily as dask arrays."""
+
+    def __init__(self, store, n_genes: int, shape: tuple[int, int], *, chunk_bins: int, overwrite: bool) -> None:
+        import zarr
+
+        self.check(store, overwrite=overwrite)
+        self._created = Path(store) if isinstance(store, str | Path) else None
+        try:
+            root = zarr.open_group(store, mode="w")
+        except (PermissionError, OSError) as err:
+            msg = f"Cannot write the super-resolved images to {store!r} ({err}). Pass a folder you can write to."
+            raise ValueError(msg) from err
+        chunks = (min(n_genes, 8), chunk_bins, chunk_bins)
+        self._root = root
+        self.mean = root.create_array("mean", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
+        self.std = root.create_array("std", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
+
+    @staticmethod
+    def check(store, *, overwrite: bool) -> None:
+        """Raise before any work if ``store`` cannot receive the images; leaves nothing behind."""
+        if not isinstance(store, str | Path):
+            if not hasattr(store, "read_only"):
+                msg = f"`image_store` must be a folder path or a zarr store, got {type(store).__name__}."
+                raise TypeError(msg)
+            if store.read_only:
+                msg = "The zarr store passed as `image_store` is read-only; open it writable or pass a folder path."
+                raise ValueError(msg)
+            return
+        path = Path(store)
+        if path.exists():
+            if not overwrite:
+                msg = f"`image_store` {str(path)!r} exists. Pass another path, or `overwrite=True` to replace it."
+                raise ValueError(msg)
+            if not os.access(path, os.W_OK):
+                msg = f"`image_store` {str(path)!r} is read-only. Pass a folder you can write to."
+                raise ValueError(msg)
+            return
+        try:
+            path.mkdir(parents=True)
+        except OSError as err:
+            msg = f"Cannot create `image_store` {str(path)!r} ({err.strerror}). Pass a folder you can write to."
+            raise ValueError(msg) from err
+        path.rmdir()
+
+    def write(self, result: BlockResult) -> None:
+        rows, cols = result.block.region
+        for target, values in ((self.mean, result.mean), (self.std, result.std)):
+            region = target[:, rows, cols]
+            region[:, result.owned] = values[:, result.owned]
+            target[:, rows, cols] = region
+
+    def arrays(self):
+        import dask.array as da
+
+        return da.from_zarr(self.mean), da.from_zarr(self.std)
+
+    def discard(self) -> None:
+        """Remove what this sink created, after a failure."""
+        if self._created is not None and self._created.exists():
+            shutil.rmtree(self._created, ignore_errors=True)
