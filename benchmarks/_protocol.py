@@ -1,0 +1,324 @@
+"""Pieces every ground-truth protocol shares (issue 6, 2a-2c): peers, per-gene scores, child processes, figure.
+
+The protocols (``_her2st.py``, ``downsampled_visium.py``, ``hd_truth.py``) differ in how they build the coarse
+measurement and where they score; the methods that predict from it and the metrics are the same, and live here.
+All expression is log-normalised (counts per 10^4, ``log1p``), as :func:`sr_spatial.pp.normalize` writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "PEERS_ENV",
+    "cubic_at",
+    "figure",
+    "lognorm",
+    "patch_features",
+    "peer_python",
+    "project",
+    "ridge_fit_predict",
+    "run_in_child",
+    "run_peer",
+    "sample_disks",
+    "score_per_gene",
+]
+
+#: Peers that run in a separate environment: its Python comes from this variable (see ``benchmarks/README.md``).
+PEERS_ENV = "SR_SPATIAL_PEERS_PYTHON"
+
+
+def lognorm(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
+    """Same units as :func:`sr_spatial.pp.normalize` (library size to ``target_sum``, then ``log1p``)."""
+    library = counts.sum(axis=1, keepdims=True)
+    return np.log1p(counts / np.maximum(library, 1e-12) * target_sum)
+
+
+def project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Rescale each group's items (linear space) so they average to the pooled value; flat where all zero.
+
+    Items with ``group < 0`` (measured by no pooled spot) are left as they are.
+    """
+    from sr_spatial._groups import group_means
+
+    linear = np.expm1(np.clip(pred.astype(np.float64), 0, None))
+    member = group >= 0
+    g = np.where(member, group, 0)
+    means, _ = group_means(linear[member].T, group[member], len(pooled))
+    target = np.expm1(pooled.astype(np.float64)).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(means[:, g] > 0, linear.T * target[:, g] / means[:, g], target[:, g])
+    return np.where(member[:, None], np.log1p(scaled.T), pred)
+
+
+def cubic_at(points_from: np.ndarray, values: np.ndarray, points_to: np.ndarray) -> np.ndarray:
+    """Clough-Tocher interpolation clipped at 0, nearest where undefined (as ``sr_spatial.pp`` renders ``smooth``)."""
+    from scipy.interpolate import CloughTocher2DInterpolator
+    from scipy.spatial import cKDTree
+
+    _, owner = cKDTree(points_from).query(points_to)
+    out = values[owner].astype(np.float64)
+    cubic = CloughTocher2DInterpolator(points_from, values)(points_to)
+    ok = np.isfinite(cubic).all(axis=1)
+    out[ok] = np.clip(cubic[ok], 0.0, None)
+    return out
+
+
+def patch_features(image: np.ndarray, centres: np.ndarray, *, radius_px: float, downscale: float) -> np.ndarray:
+    """Colour and texture features of the H&E inside each disk (what "predict from H&E" baselines use).
+
+    ``image`` is RGB ``(3, y, x)`` uint8, ``downscale`` times coarser than the coordinates of ``centres`` and
+    ``radius_px``. Per disk: mean and standard deviation of RGB and of the haematoxylin/eosin/DAB
+    deconvolution, the fraction of strongly haematoxylin-stained (nuclear) pixels, the mean gradient magnitude,
+    and the mean of two difference-of-Gaussians bands of the haematoxylin channel (nuclear size texture).
+    """
+    from scipy import ndimage
+    from skimage.color import rgb2hed
+
+    rgb = image.transpose(1, 2, 0).astype(np.float32) / 255.0
+    hed = rgb2hed(rgb)
+    grey = rgb.mean(axis=2)
+    grad = np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1))
+    h = hed[..., 0]
+    dog1 = ndimage.gaussian_filter(h, 1.0) - ndimage.gaussian_filter(h, 2.0)
+    dog2 = ndimage.gaussian_filter(h, 2.0) - ndimage.gaussian_filter(h, 4.0)
+    nuclear = h > np.quantile(h, 0.8)
+    planes = [*np.moveaxis(rgb, 2, 0), *np.moveaxis(hed, 2, 0)]
+    r = max(radius_px / downscale, 0.5)
+    ry, rx = np.mgrid[-int(np.ceil(r)) : int(np.ceil(r)) + 1, -int(np.ceil(r)) : int(np.ceil(r)) + 1]
+    disk = ry**2 + rx**2 <= r**2
+    dy, dx = ry[disk], rx[disk]
+    feats = []
+    for cx, cy in centres / downscale:
+        yy = np.clip(np.round(cy).astype(int) + dy, 0, grey.shape[0] - 1)
+        xx = np.clip(np.round(cx).astype(int) + dx, 0, grey.shape[1] - 1)
+        row = [p[yy, xx].mean() for p in planes] + [p[yy, xx].std() for p in planes]
+        row += [nuclear[yy, xx].mean(), grad[yy, xx].mean(), np.abs(dog1[yy, xx]).mean(), np.abs(dog2[yy, xx]).mean()]
+        feats.append(row)
+    return np.asarray(feats, dtype=np.float64)
+
+
+def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """Ridge regression (standardised features, intercept) with the penalty picked by leave-one-out error.
+
+    Closed form through the SVD; one penalty shared by all genes, chosen from a log grid.
+    """
+    mu, sd = x_train.mean(axis=0), x_train.std(axis=0) + 1e-9
+    xt, xs = (x_train - mu) / sd, (x_test - mu) / sd
+    ym = y_train.mean(axis=0)
+    yc = y_train - ym
+    u, s, vt = np.linalg.svd(xt, full_matrices=False)
+    uty = u.T @ yc
+    best, best_err = None, np.inf
+    for alpha in np.logspace(-2, 4, 25) * len(xt) / 100:
+        d = s / (s**2 + alpha)
+        fitted = u @ ((s * d)[:, None] * uty)
+        hat = (u**2) @ (s * d)
+        # Leave-one-out residuals of a linear smoother; the intercept's leverage is 1/n.
+        loo = (yc - fitted) / (1.0 - hat - 1.0 / len(xt))[:, None]
+        err = float(np.mean(loo**2))
+        if err < best_err:
+            best, best_err = alpha, err
+    d = s / (s**2 + best)
+    coef = vt.T @ (d[:, None] * uty)
+    return np.clip(xs @ coef + ym, 0.0, None)
+
+
+def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius: float, cs: str) -> np.ndarray:
+    """Mean (linear expression) of the super-resolved map ``key`` over disks, as a spot of that size measures it.
+
+    ``centres`` and ``radius`` are in coordinate system ``cs``. Each disk is sampled on a 9 x 9 raster of points
+    (those inside the disk), each taking the value of the bin that holds it, so a disk straddling bins weighs
+    each by the area it covers. ``radius=0`` reads the bin under each centre.
+    """
+    from scipy import ndimage
+    from spatialdata.transformations import get_transformation
+
+    from sr_spatial.tl._evaluate import _single_scale
+
+    image = sdata.images[key]
+    tf = get_transformation(image, to_coordinate_system=cs)
+    affine = np.asarray(tf.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")))
+    grid = np.linspace(-1.0, 1.0, 9)
+    ox, oy = np.meshgrid(grid, grid)
+    inside = ox**2 + oy**2 <= 1.0 + 1e-9
+    offsets = np.column_stack([ox[inside], oy[inside]]) * radius if radius > 0 else np.zeros((1, 2))
+    points = (centres[:, None, :] + offsets[None]).reshape(-1, 2)
+    uv = np.column_stack([points, np.ones(len(points))]) @ np.linalg.inv(affine).T
+    data = np.asarray(_single_scale(image).sel(c=genes).values, dtype=np.float64)
+    linear = np.expm1(np.clip(data, 0, None))
+    coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])
+    out = np.stack([ndimage.map_coordinates(g, coords, order=0, mode="nearest") for g in linear], axis=1)
+    return np.log1p(out.reshape(len(centres), len(offsets), len(genes)).mean(axis=1))
+
+
+def peer_python() -> str | None:
+    """The peers environment's Python (``$SR_SPATIAL_PEERS_PYTHON``), or ``None`` when it is not set up."""
+    exe = os.environ.get(PEERS_ENV)
+    return exe if exe and Path(exe).exists() else None
+
+
+def run_peer(
+    method: str,
+    *,
+    image: np.ndarray,
+    downscale: float,
+    known_xy: np.ndarray,
+    known_values: np.ndarray,
+    query_xy: np.ndarray,
+    radius_px: float,
+    genes,
+) -> np.ndarray:
+    """Predict ``query_xy`` with a peer method in the peers environment (subprocess, files in a temp dir).
+
+    ``image`` is RGB ``(3, y, x)``, ``downscale`` times coarser than the coordinates; ``radius_px`` is the
+    radius over which the peer averages its output around each query point.
+    """
+    import subprocess
+    import tempfile
+
+    exe = peer_python()
+    if exe is None:
+        msg = f"Peer {method!r} needs its own environment: set ${PEERS_ENV} to its Python (see benchmarks/README.md)."
+        raise RuntimeError(msg)
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(
+            source,
+            image=np.ascontiguousarray(image.transpose(1, 2, 0)),
+            known_xy=known_xy / downscale,
+            known_values=known_values,
+            query_xy=query_xy / downscale,
+            radius=radius_px / downscale,
+            genes=np.asarray(genes, dtype=str),
+        )
+        worker = Path(__file__).resolve().parent / "_peer_worker.py"
+        done = subprocess.run([exe, str(worker), method, str(source), str(target)], capture_output=True, text=True)
+        if done.returncode != 0:
+            msg = f"Peer {method!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+            raise RuntimeError(msg)
+        return np.load(target)["prediction"]
+
+
+def score_per_gene(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    *,
+    lattice: np.ndarray,
+    group: np.ndarray,
+    pooled: np.ndarray,
+    genes,
+    measured: np.ndarray | None = None,
+) -> list[dict]:
+    """Per-gene metrics of ``pred`` against ``truth`` (items x genes, log-normalised).
+
+    ``lattice`` holds each item's integer ``(column, row)`` on the image SSIM is computed on; ``group`` the
+    pooled spot each item falls to (``-1``: none). ``pearson_within`` correlates deviations from the group
+    mean over groups with >= 2 items (the detail the pooled measurement does not fix). ``spot_residual`` is the
+    relative disagreement (linear units) of each pooled spot with the mean of the items it measured
+    (``measured``: boolean mask, default every item with a group).
+    """
+    from sr_spatial._groups import group_means
+    from sr_spatial.tl._evaluate import _ssim
+
+    x, y = lattice[:, 0] - lattice[:, 0].min(), lattice[:, 1] - lattice[:, 1].min()
+    mask = np.zeros((y.max() + 1, x.max() + 1), dtype=bool)
+    mask[y, x] = True
+    member = group >= 0
+    counted = member if measured is None else (measured & member)
+    n = len(pooled)
+    means, _ = group_means(np.expm1(pred[counted].astype(np.float64)).T, group[counted], n)
+    hit = np.bincount(group[counted], minlength=n) > 0
+    target = np.expm1(pooled.astype(np.float64)).T
+    size = np.bincount(group[member], minlength=n)
+    multi = member & (size[np.where(member, group, 0)] >= 2)
+    pm, _ = group_means(pred[member].T.astype(np.float64), group[member], n)
+    tm, _ = group_means(truth[member].T.astype(np.float64), group[member], n)
+    g_multi = group[multi]
+    rows = []
+    for g, gene in enumerate(genes):
+        p, t = pred[:, g].astype(np.float64), truth[:, g].astype(np.float64)
+        r = np.corrcoef(p, t)[0, 1] if p.std() > 0 and t.std() > 0 else np.nan
+        dp, dt = p[multi] - pm[g, g_multi], t[multi] - tm[g, g_multi]
+        rw = np.corrcoef(dp, dt)[0, 1] if dp.std() > 1e-9 and dt.std() > 0 else np.nan
+        pimg, timg = np.zeros(mask.shape), np.zeros(mask.shape)
+        pimg[y, x], timg[y, x] = p, t
+        residual = np.abs(means[g, hit] - target[g, hit]).sum() / max(np.abs(target[g, hit]).sum(), 1e-12)
+        rows.append(
+            {
+                "gene": gene,
+                "pearson": float(r),
+                "pearson_within": float(rw),
+                "ssim": _ssim(pimg, timg, mask),
+                "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
+                "spot_residual": float(residual),
+            }
+        )
+    return rows
+
+
+def _child(fn, kwargs, queue) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    frame = fn(**kwargs)
+    # Peers run in a subprocess of their own: count the larger of this process and its children.
+    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    frame["peak_mib"] = peak_kib / 1024
+    queue.put(frame.to_json(orient="records"))
+
+
+def run_in_child(fn, **kwargs):
+    """``fn(**kwargs)`` (a DataFrame) in a fresh spawned process, with its peak memory as column ``peak_mib``.
+
+    Peak memory is the child's max RSS (that of the peer subprocess where larger), reading the data included;
+    a fresh process per call keeps one method's memory and imports out of the next one's numbers.
+    """
+    import io
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, kwargs, queue))
+    proc.start()
+    frame = pd.read_json(io.StringIO(queue.get()), orient="records")
+    proc.join()
+    return frame
+
+
+def figure(per_gene, path: Path, *, by: str, labels: dict, titles: dict) -> None:
+    """Box plots of per-gene ``pearson`` and ``pearson_within``, one row of panels per value of column ``by``.
+
+    ``titles`` maps each metric to a title template with ``{name}`` for the panel's value of ``by``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(per_gene[by]))
+    order = {m: i for i, m in enumerate(labels)}
+    methods = sorted(dict.fromkeys(per_gene["method"]), key=lambda m: order.get(m, len(order)))
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 0.32 * len(methods) * len(names) + 1.5), squeeze=False)
+    for s, name in enumerate(names):
+        sub = per_gene[per_gene[by] == name]
+        for k, metric in enumerate(("pearson", "pearson_within")):
+            ax = axes[s, k]
+            # Per gene, averaged over seeds; methods without a value (nearest has no within-spot detail) stay empty.
+            data = [sub[sub["method"] == m].groupby("gene")[metric].mean().dropna().to_numpy() for m in methods]
+            keep = [i for i, d in enumerate(data) if len(d)]
+            ax.boxplot([data[i] for i in keep], positions=[i + 1 for i in keep], orientation="horizontal")
+            ax.set_yticks(range(1, len(methods) + 1), [labels.get(m, m) for m in methods] if k == 0 else [])
+            ax.set_ylim(0.5, len(methods) + 0.5)
+            ax.axvline(0, color="grey", lw=0.5)
+            ax.set_xlabel(f"per-gene {metric.replace('_', ' ')}", fontsize=8)
+            ax.set_title(titles[metric].format(name=name), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
