@@ -181,48 +181,18 @@ def to_spatialdata(
     ``spot_id``, ``region``, ``in_tissue``, ``array_row``, ``array_col``; ``obsm["spatial"]``). The optional
     arguments replace the spots (e.g. with pseudo-spots) while keeping the image.
     """
-    from anndata import AnnData
-    from scipy import sparse
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, ShapesModel, TableModel
-    from spatialdata.transformations import Identity, Scale
-
-    cs = f"her2st_{section.name}"
     counts = section.counts if counts is None else counts
-    centres = section.centres if centres is None else centres
-    array = section.array if array is None else array
-    ids = section.spot_ids if spot_ids is None else pd.Index(spot_ids)
-    radius = np.broadcast_to(np.asarray(section.radius_px if radius_px is None else radius_px, float), len(ids))
-    s = float(section.downscale)
-    image = Image2DModel.parse(
-        section.image,
-        dims=("c", "y", "x"),
-        c_coords=["r", "g", "b"],
-        scale_factors=[2, 2],
-        transformations={cs: Scale([s, s], axes=("x", "y"))},
+    return _protocol.spots_sdata(
+        image=section.image,
+        downscale=section.downscale,
+        cs=f"her2st_{section.name}",
+        counts=counts,
+        genes=section.genes,
+        centres=section.centres if centres is None else centres,
+        radius_px=section.radius_px if radius_px is None else radius_px,
+        spot_ids=section.spot_ids if spot_ids is None else spot_ids,
+        array=section.array if array is None else array,
     )
-    index = pd.Index(np.asarray(ids, dtype=object))
-    shapes = ShapesModel.parse(
-        np.asarray(centres, float), geometry=0, radius=radius.copy(), index=index, transformations={cs: Identity()}
-    )
-    obs = pd.DataFrame(
-        {
-            "spot_id": np.asarray(index, dtype=object),
-            "region": pd.Categorical(["spots"] * len(index)),
-            "in_tissue": np.ones(len(index), dtype=np.int64),
-            "array_row": np.asarray(array[:, 1], dtype=np.int64),
-            "array_col": np.asarray(array[:, 0], dtype=np.int64),
-        },
-        index=index,
-    )
-    adata = AnnData(
-        X=sparse.csr_matrix(np.asarray(counts, dtype=np.float32)),
-        obs=obs,
-        var=pd.DataFrame(index=section.genes),
-        obsm={"spatial": np.asarray(centres, float)},
-    )
-    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
-    return SpatialData(images={"he": image}, shapes={"spots": shapes}, tables={"table": table})
 
 
 @dataclass(frozen=True)

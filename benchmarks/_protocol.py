@@ -322,3 +322,234 @@ def figure(per_gene, path: Path, *, by: str, labels: dict, titles: dict) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def spots_sdata(
+    *,
+    image: np.ndarray,
+    downscale: float,
+    cs: str,
+    counts: np.ndarray,
+    genes,
+    centres: np.ndarray,
+    radius_px,
+    spot_ids,
+    array: np.ndarray,
+):
+    """A SpatialData laid out like :func:`spatialdata_io.visium` output: what :func:`sr_spatial.tl.superresolve` reads.
+
+    Coordinate system ``cs`` is the full-resolution pixel space of the spots. Elements: image ``"he"`` (RGB
+    ``(3, y, x)``, ``downscale`` times coarser, multiscale, with a ``Scale`` to ``cs``), shapes ``"spots"``
+    (circles of ``radius_px``) and table ``"table"`` (raw ``counts``; ``obs`` columns ``spot_id``, ``region``,
+    ``in_tissue``, ``array_row``, ``array_col`` from ``array`` = ``(col, row)``; ``obsm["spatial"]``).
+    """
+    import pandas as pd
+    from anndata import AnnData
+    from scipy import sparse
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    index = pd.Index(np.asarray(spot_ids, dtype=object))
+    radius = np.broadcast_to(np.asarray(radius_px, float), len(index))
+    s = float(downscale)
+    he = Image2DModel.parse(
+        image,
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        scale_factors=[2, 2],
+        transformations={cs: Scale([s, s], axes=("x", "y"))},
+    )
+    shapes = ShapesModel.parse(
+        np.asarray(centres, float), geometry=0, radius=radius.copy(), index=index, transformations={cs: Identity()}
+    )
+    obs = pd.DataFrame(
+        {
+            "spot_id": np.asarray(index, dtype=object),
+            "region": pd.Categorical(["spots"] * len(index)),
+            "in_tissue": np.ones(len(index), dtype=np.int64),
+            "array_row": np.asarray(array[:, 1], dtype=np.int64),
+            "array_col": np.asarray(array[:, 0], dtype=np.int64),
+        },
+        index=index,
+    )
+    adata = AnnData(
+        X=sparse.csr_matrix(np.asarray(counts, dtype=np.float32)),
+        obs=obs,
+        var=pd.DataFrame(index=pd.Index(np.asarray(genes).astype(str))),
+        obsm={"spatial": np.asarray(centres, float)},
+    )
+    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
+    return SpatialData(images={"he": he}, shapes={"spots": shapes}, tables={"table": table})
+
+
+#: Every method :func:`run_methods` knows. ``*_proj`` variants rescale each coarse spot's items so that their mean
+#: (linear normalised expression) equals the pooled measurement, which ``nearest`` satisfies by construction.
+METHODS = (
+    "nearest",
+    "cubic",
+    "cubic_proj",
+    "ridge",
+    "ridge_proj",
+    "sr_spatial",
+    "sr_spatial_proj",
+    "tesla",
+    "tesla_proj",
+)
+LABELS = {
+    "nearest": "nearest (own coarse spot)",
+    "cubic": "cubic (Clough-Tocher)",
+    "cubic_proj": "cubic + projection",
+    "ridge": "ridge on H&E patch features",
+    "ridge_proj": "ridge on H&E + projection",
+    "sr_spatial": "sr_spatial",
+    "sr_spatial_proj": "sr_spatial + projection",
+    "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
+    "tesla": "TESLA (teslaforst 1.2.2)",
+    "tesla_proj": "TESLA + projection",
+}
+
+
+def run_methods(
+    task: dict,
+    *,
+    methods,
+    config="base",
+    seed: int = 0,
+    superresolve_kwargs: dict | None = None,
+    show_progress_bar: bool = False,
+):
+    """Predict the truth's items from the coarse measurement with each method and score them per gene.
+
+    ``task`` keys: ``sdata`` (callable returning the coarse slide, :func:`spots_sdata`), ``image``,
+    ``downscale``, ``cs``, ``genes``, ``scale`` (for ``sr_spatial``), ``known_xy`` / ``known_values`` /
+    ``known_radius`` (coarse spots, log-normalised, in ``cs`` pixels), ``query_xy`` / ``query_radius``
+    (where the truth is), ``read_radius`` (disk over which the super-resolved map is averaged at each query,
+    :func:`sample_disks`), ``truth``, ``lattice``, ``group`` and optionally ``measured`` (see
+    :func:`score_per_gene`).
+
+    Returns
+    -------
+    One row per method and gene (:func:`score_per_gene` columns) with ``method``, ``seed`` and ``wall_s``
+    (the method's time; projected variants add the projection to their base method's time).
+    """
+    import time
+
+    import pandas as pd
+
+    import sr_spatial as sr
+
+    unknown = [m for m in methods if m not in (*METHODS, "sr_spatial_grid_nearest")]
+    if unknown:
+        msg = f"Unknown methods {unknown}; choose from {[*METHODS, 'sr_spatial_grid_nearest']}."
+        raise ValueError(msg)
+    genes, group, known_values = task["genes"], task["group"], task["known_values"]
+    cache: dict = {}
+
+    def sr_map(method):
+        if method not in cache:
+            sdata = task["sdata"]()
+            start = time.perf_counter()
+            sr.tl.superresolve(
+                sdata,
+                "he",
+                genes=genes,
+                scale=task["scale"],
+                method=method,
+                config=config,
+                seed=seed,
+                key_added="sr",
+                show_progress_bar=show_progress_bar,
+                **(superresolve_kwargs or {}),
+            )
+            pred = sample_disks(sdata, "sr", genes, task["query_xy"], task["read_radius"], task["cs"])
+            cache[method] = (pred, time.perf_counter() - start)
+        return cache[method]
+
+    def compute(family):
+        if family == "nearest":
+            from scipy.spatial import cKDTree
+
+            return known_values[cKDTree(task["known_xy"]).query(task["query_xy"])[1]]
+        if family == "cubic":
+            return cubic_at(task["known_xy"], known_values, task["query_xy"])
+        if family == "ridge":
+            kw = {"image": task["image"], "downscale": task["downscale"]}
+            known = patch_features(centres=task["known_xy"], radius_px=task["known_radius"], **kw)
+            query = patch_features(centres=task["query_xy"], radius_px=task["query_radius"], **kw)
+            return ridge_fit_predict(known, known_values, query)
+        return run_peer(
+            family,
+            image=task["image"],
+            downscale=task["downscale"],
+            known_xy=task["known_xy"],
+            known_values=known_values,
+            query_xy=task["query_xy"],
+            radius_px=task["query_radius"],
+            genes=genes,
+        )
+
+    rows = []
+    for method in methods:
+        family = method.removesuffix("_proj")
+        if family == "sr_spatial":
+            pred, extra = sr_map("diffusion")
+        elif family == "sr_spatial_grid_nearest":
+            pred, extra = sr_map("nearest")
+        else:
+            if family not in cache:
+                start = time.perf_counter()
+                cache[family] = (compute(family), time.perf_counter() - start)
+            pred, extra = cache[family]
+        start = time.perf_counter()
+        if method.endswith("_proj"):
+            pred = project(pred, group, known_values)
+        wall = time.perf_counter() - start + extra
+        scored = score_per_gene(
+            pred,
+            task["truth"],
+            lattice=task["lattice"],
+            group=group,
+            pooled=known_values,
+            genes=genes,
+            measured=task.get("measured"),
+        )
+        rows += [{**row, "method": method, "seed": seed, "wall_s": wall} for row in scored]
+    return pd.DataFrame(rows)
+
+
+def summarise(per_gene, *, by: str):
+    """Mean over genes per run, then over seeds; ``pearson_sd`` is the spread of the gene mean across seeds."""
+    order = {m: i for i, m in enumerate(LABELS)}
+    per_run = per_gene.groupby([by, "method", "seed"]).agg(
+        pearson=("pearson", "mean"),
+        pearson_within=("pearson_within", "mean"),
+        ssim=("ssim", "mean"),
+        rmse=("rmse", "mean"),
+        spot_residual=("spot_residual", "mean"),
+        wall_s=("wall_s", "first"),
+        peak_mib=("peak_mib", "first"),
+    )
+    summary = per_run.groupby([by, "method"]).agg(
+        pearson=("pearson", "mean"),
+        pearson_sd=("pearson", "std"),
+        pearson_within=("pearson_within", "mean"),
+        ssim=("ssim", "mean"),
+        rmse=("rmse", "mean"),
+        spot_residual=("spot_residual", "mean"),
+        wall_s=("wall_s", "mean"),
+        peak_mib=("peak_mib", "max"),
+    )
+    return summary.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, v)))
+
+
+def machine_line() -> str:
+    """The machine, torch threads and the load average now (timings on a shared machine are inflated)."""
+    from _report import machine
+
+    load = os.getloadavg()
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return (
+        f"{machine()}; OMP_NUM_THREADS={threads}; load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} "
+        "(the machine is shared with other jobs, so times are inflated)"
+    )
