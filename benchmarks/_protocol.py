@@ -553,3 +553,80 @@ def machine_line() -> str:
         f"{machine()}; OMP_NUM_THREADS={threads}; load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} "
         "(the machine is shared with other jobs, so times are inflated)"
     )
+
+
+def runnable(methods) -> tuple[list[str], dict]:
+    """``methods`` without the peers whose environment is missing, and why each left out was left out."""
+    import sys
+
+    skipped = {}
+    if peer_python() is None:
+        for method in [m for m in methods if m.startswith("tesla")]:
+            skipped[method] = f"${PEERS_ENV} not set to the peers environment's Python"
+        if skipped:
+            print(f"Skipping {sorted(skipped)}: {next(iter(skipped.values()))}.", file=sys.stderr)
+    return [m for m in methods if m not in skipped], skipped
+
+
+def run_families(fn, *, methods, seeds, **kwargs):
+    """``fn(methods=..., seed=..., **kwargs)`` per seed and method family, each in a fresh child process.
+
+    A family is a method and its ``_proj`` variant (they share one computation). Only sr_spatial depends on the
+    seed; the other methods run once, under the first seed.
+    """
+    import json
+    import sys
+
+    import pandas as pd
+
+    families: dict = {}
+    for method in methods:
+        families.setdefault(method.removesuffix("_proj"), []).append(method)
+    frames = []
+    for seed in seeds:
+        for family, members in families.items():
+            if seed != seeds[0] and not family.startswith("sr_spatial"):
+                continue
+            frame = run_in_child(fn, methods=members, seed=seed, **kwargs)
+            frames.append(frame)
+            summary = frame.groupby("method")[["pearson", "wall_s"]].mean().round(3).to_dict()
+            print(json.dumps(summary), file=sys.stderr)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_page(
+    per_gene, meta: dict, out: Path, *, title: str, intro: str, labels: dict, figure_titles: dict, genes_from: str
+) -> str:
+    """Write the results page ``out`` (table, metadata, figure, hand-written ``*_notes.md``), the CSV and figure.
+
+    ``per_gene`` has one row per method, gene and seed, and a ``data`` column naming the slide.
+    """
+    import datetime
+    import json
+
+    from _report import markdown_table
+
+    csv, png = out.with_suffix(".csv"), out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    per_gene.to_csv(csv, index=False, float_format="%.5g")
+    figure(per_gene, png, by="data", labels=labels, titles=figure_titles)
+    summary = summarise(per_gene, by="data").droplevel(0)
+    summary.index = [labels.get(m, m) for m in summary.index]
+    meta = {"machine": machine_line(), **meta}  # a re-rendered page keeps the machine it was measured on
+    meta.setdefault("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    notes = out.with_name(out.stem + "_notes.md")
+    text = (
+        f"# {title}\n\n{intro}\n\n"
+        f"Command: `{meta['command']}`  \nData: {meta['data']}  \n"
+        f"Seeds: {meta['seeds']} (sr_spatial model; the other methods are deterministic and run once)  \n"
+        f"Model config: `{meta['config']}`; genes: the {per_gene['gene'].nunique()} highest by mean "
+        f"log-normalised expression of {genes_from}  \nMachine: {meta['machine']}  \nDate: {meta['date']}\n\n"
+        f"{markdown_table(summary, index_name='method')}\n\n"
+        + "".join(f"Not run: {m} ({why}).\n\n" for m, why in meta.get("skipped", {}).items())
+        + f"Per-gene scores: `{csv.name}`.\n\n![Per-gene Pearson r by method, {per_gene['data'].iloc[0]}]({png.name})\n"
+    )
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    out.write_text(text)
+    out.with_suffix(".run.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return text

@@ -24,7 +24,6 @@ to ``--out``; per-gene scores go to the same name with ``.csv``, and a figure to
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -36,11 +35,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _protocol
-from _protocol import LABELS, METHODS, PEERS_ENV, lognorm, peer_python
+from _protocol import LABELS, METHODS, lognorm
 
 VISIUM_ENV = "SR_SPATIAL_VISIUM"
 SPOT_PITCH_UM = 100.0
-FAMILIES = {m: m.removesuffix("_proj") for m in (*METHODS, "sr_spatial_grid_nearest")}
 
 
 @dataclass(frozen=True)
@@ -213,118 +211,77 @@ def run_downsampled_visium(
     return frame
 
 
+TITLE = "Downsampled Visium: 4-spot pseudo-spots super-resolved back to the measured spots"
+INTRO = (
+    "Protocol 2a: a Visium slide's spots (55 µm, 100 µm hexagonal lattice) are pooled four at a time (a spot and "
+    "its neighbours at 0°, 60° and 120°; raw counts summed) into pseudo-spots on a 200 µm hexagonal lattice; "
+    "every method predicts the measured spots from the pseudo-spots and the H&E. Scores are in log-normalised "
+    "units (counts per 10^4, log1p) against each measured spot, per gene and then averaged over genes (and "
+    "seeds; `pearson_sd` is the spread across seeds). `pearson`: across spots; `pearson_within`: of deviations "
+    "from the pseudo-spot mean, over pseudo-spots pooling 2-4 spots (only the detail the pooled measurement does "
+    "not fix; undefined for `nearest`); `ssim`: on the spot lattice drawn as an image (one pixel per spot at "
+    "`(array_col // 2, array_row)`); `rmse`; `spot_residual`: relative disagreement of the spots' mean with "
+    "their pseudo-spot (linear units, 0 = consistent); `wall_s`: the method's time (sr_spatial: training and "
+    "sampling at scale 2, 100 µm bins; each measured spot reads the map's mean over its disk); `peak_mib`: max "
+    "RSS of the method's child process, reading the slide included. `+ projection` rescales each pseudo-spot's "
+    "spots so that they average exactly to it."
+)
+PAGE = {
+    "title": TITLE,
+    "intro": INTRO,
+    "labels": LABELS,
+    "figure_titles": {
+        "pearson": "{name}: at the measured spots",
+        "pearson_within": "{name}: within pseudo-spots (detail the pooling removed)",
+    },
+    "genes_from": "the pseudo-spots",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--visium", default=None, help=f"spaceranger outs/ folder (default ${VISIUM_ENV}, else demo)")
     parser.add_argument("--demo-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--config", default="base")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(FAMILIES))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, "sr_spatial_grid_nearest"])
     parser.add_argument("--n-genes", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "downsampled_visium.md")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the page from the saved CSV")
     args = parser.parse_args()
 
     import pandas as pd
 
-    methods, skipped = _runnable(args.methods)
-    frames = []
-    for seed in args.seeds:
-        families: dict = {}
-        for method in methods:
-            families.setdefault(FAMILIES[method], []).append(method)
-        for family, members in families.items():
-            # Only the model depends on the seed; the other methods run once, under the first seed.
-            if seed != args.seeds[0] and not family.startswith("sr_spatial"):
-                continue
-            frame = _protocol.run_in_child(
-                run_downsampled_visium,
-                visium=args.visium,
-                demo_seed=args.demo_seed,
-                methods=members,
-                config=args.config,
-                seed=seed,
-                n_genes=args.n_genes,
-            )
-            frames.append(frame)
-            print(json.dumps(frame.groupby("method")[["pearson", "wall_s"]].mean().round(3).to_dict()), file=sys.stderr)
-    per_gene = pd.concat(frames, ignore_index=True)
-    data = per_gene["data"].iloc[0]
+    if args.render_only:
+        meta = json.loads(args.out.with_suffix(".run.json").read_text())
+        print(_protocol.write_page(pd.read_csv(args.out.with_suffix(".csv")), meta, args.out, **PAGE))
+        return
+    methods, skipped = _protocol.runnable(args.methods)
+    per_gene = _protocol.run_families(
+        run_downsampled_visium,
+        methods=methods,
+        seeds=args.seeds,
+        visium=args.visium,
+        demo_seed=args.demo_seed,
+        config=args.config,
+        n_genes=args.n_genes,
+    )
     where = args.visium or os.environ.get(VISIUM_ENV)
+    source = (
+        f"Visium slide `{where}` (spatialdata_io.visium)"
+        if where
+        else f"synthetic demo slide `sr_spatial.datasets.demo(seed={args.demo_seed})` (no Visium slide given: "
+        f"`--visium` / `${VISIUM_ENV}`)"
+    )
     meta = {
         "command": ("python benchmarks/downsampled_visium.py " + " ".join(sys.argv[1:])).strip(),
-        "data": (
-            f"Visium slide `{where}` (spatialdata_io.visium)"
-            if where
-            else f"synthetic demo slide `sr_spatial.datasets.demo(seed={args.demo_seed})` (no Visium slide given: "
-            f"`--visium` / `${VISIUM_ENV}`)"
-        )
-        + f"; {int(per_gene['n_spots'].iloc[0])} spots pooled into {int(per_gene['n_pseudo'].iloc[0])} pseudo-spots",
+        "data": f"{source}; {int(per_gene['n_spots'].iloc[0])} spots pooled into "
+        f"{int(per_gene['n_pseudo'].iloc[0])} pseudo-spots",
         "seeds": args.seeds,
-        "config": args.config,
-        "machine": _protocol.machine_line(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "config": f"{args.config}, scale 2",
         "skipped": skipped,
     }
-    print(write_page(per_gene.drop(columns=["n_spots", "n_pseudo"]), meta, args.out, data_name=data))
-
-
-def _runnable(methods):
-    skipped = {}
-    if peer_python() is None:
-        for method in [m for m in methods if m.startswith("tesla")]:
-            skipped[method] = f"${PEERS_ENV} not set to the peers environment's Python"
-        if skipped:
-            print(f"Skipping {sorted(skipped)}: {next(iter(skipped.values()))}.", file=sys.stderr)
-    return [m for m in methods if m not in skipped], skipped
-
-
-def write_page(per_gene, meta: dict, out: Path, *, data_name: str) -> str:
-    """Write the results page ``out`` (table, metadata, figure, hand-written notes), the CSV and the figure."""
-    csv, png = out.with_suffix(".csv"), out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    per_gene.to_csv(csv, index=False, float_format="%.5g")
-    _protocol.figure(
-        per_gene,
-        png,
-        by="data",
-        labels=LABELS,
-        titles={
-            "pearson": "{name}: at the measured spots",
-            "pearson_within": "{name}: within pseudo-spots (detail the pooling removed)",
-        },
-    )
-    summary = _protocol.summarise(per_gene, by="data").droplevel(0)
-    summary.index = [LABELS.get(m, m) for m in summary.index]
-    from _report import markdown_table
-
-    notes = out.with_name(out.stem + "_notes.md")
-    text = (
-        "# Downsampled Visium: 4-spot pseudo-spots super-resolved back to the measured spots\n\n"
-        "Protocol 2a: a Visium slide's spots (55 µm, 100 µm hexagonal lattice) are pooled four at a time (a spot "
-        "and its neighbours at 0°, 60° and 120°; raw counts summed) into pseudo-spots on a 200 µm hexagonal "
-        "lattice; every method predicts the measured spots from the pseudo-spots and the H&E. Scores are in "
-        "log-normalised units (counts per 10^4, log1p) against each measured spot, per gene and then averaged "
-        "over genes (and seeds; `pearson_sd` is the spread across seeds). `pearson`: across spots; "
-        "`pearson_within`: of deviations from the pseudo-spot mean, over pseudo-spots pooling 2-4 spots (only "
-        "the detail the pooled measurement does not fix; undefined for `nearest`); `ssim`: on the spot lattice "
-        "drawn as an image (one pixel per spot at `(array_col // 2, array_row)`); `rmse`; `spot_residual`: "
-        "relative disagreement of the spots' mean with their pseudo-spot (linear units, 0 = consistent); "
-        "`wall_s`: the method's time (sr_spatial: training and sampling at scale 2, then each spot reads the "
-        "map's mean over its disk); `peak_mib`: max RSS of the method's child process, reading the slide "
-        "included. `+ projection` rescales each pseudo-spot's spots so that they average exactly to it.\n\n"
-        f"Command: `{meta['command']}`  \nData: {meta['data']}  \n"
-        f"Seeds: {meta['seeds']} (sr_spatial model; the other methods are deterministic and run once)  \n"
-        f"Model config: `{meta['config']}`, scale 2; genes: the {per_gene['gene'].nunique()} highest by mean "
-        f"log-normalised expression of the pseudo-spots  \nMachine: {meta['machine']}  \nDate: {meta['date']}\n\n"
-        f"{markdown_table(summary, index_name='method')}\n\n"
-        + "".join(f"Not run: {m} ({why}).\n\n" for m, why in meta.get("skipped", {}).items())
-        + f"Per-gene scores: `{csv.name}`.\n\n![Per-gene Pearson r by method, {data_name}]({png.name})\n"
-    )
-    if notes.exists():
-        text += "\n" + notes.read_text()
-    out.write_text(text)
-    out.with_suffix(".run.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return text
+    print(_protocol.write_page(per_gene.drop(columns=["n_spots", "n_pseudo"]), meta, args.out, **PAGE))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Protocols 2a (downsampled Visium) and 2b (fine bins into Visium-like spots): pooling and scoring, no model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import _protocol  # noqa: E402
+import downsampled_visium  # noqa: E402
+import hd_truth  # noqa: E402
+
+SEED = 0
+NO_MODEL = ("nearest", "cubic", "cubic_proj", "sr_spatial_grid_nearest")
+
+
+@pytest.fixture(scope="module")
+def visium_slide():
+    return downsampled_visium.load_slide(None, demo_seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def binned_slide():
+    return hd_truth.load_bins(seed=SEED)
+
+
+def test_hex_pooling_tiles_the_lattice_into_a_twice_coarser_one(visium_slide):
+    pool = downsampled_visium.pool_hex(visium_slide)
+    np.testing.assert_allclose(pool.counts.sum(axis=0), visium_slide.counts.sum(axis=0), rtol=1e-5)
+    sizes = np.bincount(pool.group)
+    assert sizes.max() == 4 and (sizes >= 1).all()
+    # Full groups are a spot and three of its neighbours: every member within one pitch of every other.
+    pitch = np.median(cKDTree(visium_slide.centres).query(visium_slide.centres, k=2)[0][:, 1])
+    for members in (np.flatnonzero(pool.group == g) for g in np.flatnonzero(sizes == 4)[:20]):
+        xy = visium_slide.centres[members]
+        assert np.linalg.norm(xy[:, None] - xy[None], axis=-1).max() < 1.8 * pitch
+    distance = np.linalg.norm(visium_slide.centres - pool.centres[pool.group], axis=1)
+    assert distance.max() < pool.radius_px
+    coarse = np.median(cKDTree(pool.centres).query(pool.centres, k=2)[0][:, 1])
+    assert coarse == pytest.approx(2 * pitch, rel=0.02)
+
+
+def test_downsampled_visium_scores_without_the_model(visium_slide):
+    task = downsampled_visium.build_task(visium_slide, n_genes=50)
+    frame = _protocol.run_methods(task, methods=NO_MODEL, seed=SEED)
+    means = frame.groupby("method").mean(numeric_only=True)
+    assert set(means.index) == set(NO_MODEL)
+    assert means.loc[["nearest", "cubic_proj"], "spot_residual"].max() < 1e-6
+    assert means.loc["cubic", "spot_residual"] > 1e-3
+    # The package's own nearest map at scale 2, averaged over each spot's disk, gives the spot its pseudo-spot.
+    assert means.loc["sr_spatial_grid_nearest", "pearson"] == pytest.approx(means.loc["nearest", "pearson"], abs=0.02)
+    assert (means["pearson"] > 0.3).all()
+
+
+def test_visium_like_spots_sum_the_bins_in_their_disks(binned_slide):
+    spots = hd_truth.aggregate_visium(binned_slide)
+    assert spots.pitch_px * binned_slide.um_per_px == pytest.approx(100.0)
+    assert 2 * spots.radius_px * binned_slide.um_per_px == pytest.approx(55.0)
+    inside = spots.bin_spot >= 0
+    np.testing.assert_allclose(spots.counts.sum(), binned_slide.counts[inside].sum(), rtol=1e-5)
+    # Every counted bin lies in its spot's disk, and a disk holds about its area's worth of bins.
+    distance = np.linalg.norm(binned_slide.centres[inside] - spots.centres[spots.bin_spot[inside]], axis=1)
+    assert distance.max() <= spots.radius_px
+    full = np.pi * (27.5 / binned_slide.bin_um) ** 2
+    assert np.median(np.bincount(spots.bin_spot[inside])) == pytest.approx(full, rel=0.15)
+
+
+def test_hd_truth_scores_on_the_output_grid_without_the_model(binned_slide):
+    task = hd_truth.build_task(binned_slide, scale=4, n_genes=50)
+    assert task["out_um"] == pytest.approx(25.0)
+    frame = _protocol.run_methods(task, methods=NO_MODEL, seed=SEED)
+    means = frame.groupby("method").mean(numeric_only=True)
+    # The scored items are the bins superresolve writes: its nearest map read there is the nearest spot.
+    assert means.loc["sr_spatial_grid_nearest", "pearson"] == pytest.approx(means.loc["nearest", "pearson"], abs=1e-6)
+    assert means.loc["cubic_proj", "spot_residual"] < 1e-6
+    assert (means["pearson"] > 0.2).all()
