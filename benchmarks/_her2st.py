@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import _protocol
 import numpy as np
 import pandas as pd
-from _protocol import PEERS_ENV, peer_python, ridge_fit_predict, sample_disks, score_per_gene
+from _protocol import METHODS, PEERS_ENV, peer_python, ridge_fit_predict, sample_disks, score_per_gene
 from _protocol import cubic_at as _cubic_at
 from _protocol import lognorm as _lognorm
 from _protocol import project as _project
@@ -57,20 +57,6 @@ __all__ = [
 SPOT_DIAMETER_UM = 100.0
 SPOT_PITCH_UM = 200.0
 SECTIONS = ("B4", "C2")
-#: Every method the protocol knows. ``*_proj`` variants rescale each pseudo-spot's member spots so that their mean
-#: (linear normalised expression) equals the pooled measurement, which ``nearest`` satisfies by construction.
-METHODS = (
-    "nearest",
-    "cubic",
-    "cubic_proj",
-    "ridge",
-    "ridge_proj",
-    "sr_spatial",
-    "sr_spatial_proj",
-    "sr_spatial_grid_nearest",
-    "tesla",
-    "tesla_proj",
-)
 _DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

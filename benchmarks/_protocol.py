@@ -385,6 +385,8 @@ def spots_sdata(
 
 #: Every method :func:`run_methods` knows. ``*_proj`` variants rescale each coarse spot's items so that their mean
 #: (linear normalised expression) equals the pooled measurement, which ``nearest`` satisfies by construction.
+#: ``sr_spatial_grid_nearest`` is the package's own ``method="nearest"`` read like sr_spatial's map, to show the
+#: cost of the output grid's placement.
 METHODS = (
     "nearest",
     "cubic",
@@ -393,6 +395,7 @@ METHODS = (
     "ridge_proj",
     "sr_spatial",
     "sr_spatial_proj",
+    "sr_spatial_grid_nearest",
     "tesla",
     "tesla_proj",
 )
@@ -439,9 +442,9 @@ def run_methods(
 
     import sr_spatial as sr
 
-    unknown = [m for m in methods if m not in (*METHODS, "sr_spatial_grid_nearest")]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        msg = f"Unknown methods {unknown}; choose from {[*METHODS, 'sr_spatial_grid_nearest']}."
+        msg = f"Unknown methods {unknown}; choose from {list(METHODS)}."
         raise ValueError(msg)
     genes, group, known_values = task["genes"], task["group"], task["known_values"]
     cache: dict = {}
@@ -630,3 +633,24 @@ def write_page(
     out.write_text(text)
     out.with_suffix(".run.json").write_text(json.dumps(meta, indent=1) + "\n")
     return text
+
+
+def add_common_arguments(parser, *, out: Path) -> None:
+    """The options every protocol script takes: seeds, model config, methods, output page, re-rendering."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--config", default="base")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the page and figure from the saved CSV, running nothing"
+    )
+
+
+def render_only(out: Path, page: dict) -> str:
+    """Rewrite a results page from its saved per-gene CSV and run metadata (``.run.json``)."""
+    import json
+
+    import pandas as pd
+
+    meta = json.loads(out.with_suffix(".run.json").read_text())
+    return write_page(pd.read_csv(out.with_suffix(".csv")), meta, out, **page)

@@ -24,7 +24,6 @@ to ``--out``; per-gene scores go to the same name with ``.csv``, and a figure to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _protocol
-from _protocol import LABELS, METHODS, lognorm
+from _protocol import LABELS, lognorm
 
 VISIUM_ENV = "SR_SPATIAL_VISIUM"
 SPOT_PITCH_UM = 100.0
@@ -242,19 +241,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--visium", default=None, help=f"spaceranger outs/ folder (default ${VISIUM_ENV}, else demo)")
     parser.add_argument("--demo-seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--config", default="base")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, "sr_spatial_grid_nearest"])
     parser.add_argument("--n-genes", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "downsampled_visium.md")
-    parser.add_argument("--render-only", action="store_true", help="rewrite the page from the saved CSV")
+    _protocol.add_common_arguments(parser, out=Path(__file__).parent / "results" / "downsampled_visium.md")
     args = parser.parse_args()
 
-    import pandas as pd
-
     if args.render_only:
-        meta = json.loads(args.out.with_suffix(".run.json").read_text())
-        print(_protocol.write_page(pd.read_csv(args.out.with_suffix(".csv")), meta, args.out, **PAGE))
+        print(_protocol.render_only(args.out, PAGE))
         return
     methods, skipped = _protocol.runnable(args.methods)
     per_gene = _protocol.run_families(

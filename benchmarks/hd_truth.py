@@ -27,7 +27,6 @@ table and writes it, with the command, data, seeds and machine, to ``--out`` (pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _protocol
-from _protocol import LABELS, METHODS, lognorm
+from _protocol import LABELS, lognorm
 
 VISIUM_HD_ENV = "SR_SPATIAL_VISIUM_HD"
 XENIUM_ENV = "SR_SPATIAL_XENIUM"
@@ -282,18 +281,11 @@ def main() -> None:
     parser.add_argument("--bin-um", type=float, default=8.0, help="Xenium bin size in µm")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic slide")
     parser.add_argument("--scale", type=int, default=None, help="default 4 (synthetic) or 6 (real bins)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--config", default="base")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, "sr_spatial_grid_nearest"])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hd_truth.md")
-    parser.add_argument("--render-only", action="store_true", help="rewrite the page from the saved CSV")
+    _protocol.add_common_arguments(parser, out=Path(__file__).parent / "results" / "hd_truth.md")
     args = parser.parse_args()
 
-    import pandas as pd
-
     if args.render_only:
-        meta = json.loads(args.out.with_suffix(".run.json").read_text())
-        print(_protocol.write_page(pd.read_csv(args.out.with_suffix(".csv")), meta, args.out, **PAGE))
+        print(_protocol.render_only(args.out, PAGE))
         return
     methods, skipped = _protocol.runnable(args.methods)
     per_gene = _protocol.run_families(

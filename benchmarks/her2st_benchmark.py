@@ -24,21 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _her2st import METHODS, PEERS_ENV, SECTIONS, data_root, peer_python, run_her2st
-from _protocol import figure, run_in_child
+from _her2st import METHODS, SECTIONS, data_root, run_her2st
+from _protocol import LABELS as _PROTOCOL_LABELS
+from _protocol import figure, run_in_child, runnable
 
-LABELS = {
-    "nearest": "nearest (own pseudo-spot)",
-    "cubic": "cubic (Clough-Tocher)",
-    "cubic_proj": "cubic + projection",
-    "ridge": "ridge on H&E patch features",
-    "ridge_proj": "ridge on H&E + projection",
-    "sr_spatial": "sr_spatial",
-    "sr_spatial_proj": "sr_spatial + projection",
-    "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
-    "tesla": "TESLA (teslaforst 1.2.2)",
-    "tesla_proj": "TESLA + projection",
-}
+LABELS = {**_PROTOCOL_LABELS, "nearest": "nearest (own pseudo-spot)"}
 # Methods that share one computation run in one child process.
 FAMILIES = {
     "nearest": "nearest",
@@ -170,13 +160,7 @@ def main() -> None:
 
     import torch
 
-    skipped = {}
-    if peer_python() is None:
-        for method in [m for m in args.methods if m.startswith("tesla")]:
-            skipped[method] = f"${PEERS_ENV} not set to the peers environment's Python"
-        args.methods = [m for m in args.methods if m not in skipped]
-        if skipped:
-            print(f"Skipping {sorted(skipped)}: {next(iter(skipped.values()))}.", file=sys.stderr)
+    args.methods, skipped = runnable(args.methods)
 
     frames = []
     for section in args.sections:
