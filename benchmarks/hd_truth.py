@@ -105,7 +105,7 @@ def load_bins(*, visium_hd=None, xenium=None, bin_um: float = 8.0, seed: int = 0
     if visium_hd:
         import spatialdata_io
 
-        sdata = spatialdata_io.visium_hd(visium_hd, bin_size=[8])
+        sdata = spatialdata_io.visium_hd(visium_hd, bin_size=[8], load_segmentations_only=False)
         hires = next(k for k in sdata.images if k.endswith("_hires_image"))
         return read_bins(sdata, table_key="square_008um", image_key=hires, bin_um=8.0, name=Path(visium_hd).name)
     if xenium:

@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import _protocol  # noqa: E402
 import downsampled_visium  # noqa: E402
 import hd_truth  # noqa: E402
+from _readers import HIRES_SCALEF  # noqa: E402
 
 SEED = 0
 NO_MODEL = ("nearest", "cubic", "cubic_proj", "sr_spatial_grid_nearest")
@@ -80,3 +81,36 @@ def test_hd_truth_scores_on_the_output_grid_without_the_model(binned_slide):
     assert means.loc["sr_spatial_grid_nearest", "pearson"] == pytest.approx(means.loc["nearest", "pearson"], abs=1e-6)
     assert means.loc["cubic_proj", "spot_residual"] < 1e-6
     assert (means["pearson"] > 0.2).all()
+
+
+def test_reads_a_visium_slide_as_spatialdata_io_builds_it(visium_sdata):
+    slide = downsampled_visium.read_visium(visium_sdata, name="tiny")
+    table = visium_sdata.tables["table"]
+    assert slide.counts.shape == (table.n_obs, table.n_vars)
+    assert slide.image.shape[0] == 3 and slide.image.dtype == np.uint8
+    # The hires image's Scale maps its pixels onto the spots' full-resolution coordinates.
+    assert slide.downscale > 1
+    height, width = slide.image.shape[1:]
+    assert (slide.centres.max(axis=0) <= np.array([width, height]) * slide.downscale).all()
+    pool = downsampled_visium.pool_hex(slide)
+    assert np.bincount(pool.group).max() == 4
+
+
+@pytest.mark.parametrize(("source", "um_per_px"), [("visium_hd", 2.5 / HIRES_SCALEF), ("xenium", 2.5)])
+def test_reads_fine_bins_from_10x_outputs(source, um_per_px, visium_hd_sdata, xenium_sdata):
+    import sr_spatial as sr
+
+    if source == "visium_hd":
+        sdata = visium_hd_sdata
+        hires = next(k for k in sdata.images if k.endswith("_hires_image"))
+        slide = hd_truth.read_bins(sdata, table_key="square_008um", image_key=hires, bin_um=8.0, name=source)
+    else:
+        sdata = sr.pp.bin_transcripts(xenium_sdata, bin_size=8.0, key_added="bins", inplace=False)
+        slide = hd_truth.read_bins(sdata, table_key="bins_table", image_key="he_image", bin_um=8.0, name=source)
+    # The bins land inside the H&E, whose pixel size follows from the tiny slides' 2.5 µm tissue pixels: the hires
+    # PNG of Visium HD is downscaled by its scale factor, Xenium's H&E is the tissue image (tests/_readers.py).
+    height, width = slide.image.shape[1:]
+    assert (slide.centres >= 0).all() and (slide.centres <= np.array([width, height])).all()
+    assert slide.um_per_px == pytest.approx(um_per_px, rel=0.02)
+    spots = hd_truth.aggregate_visium(slide)
+    assert len(spots.centres) >= 3
