@@ -588,7 +588,7 @@ def run_families(fn, *, methods, seeds, **kwargs):
     frames = []
     for seed in seeds:
         for family, members in families.items():
-            if seed != seeds[0] and not family.startswith("sr_spatial"):
+            if seed != seeds[0] and family != "sr_spatial":
                 continue
             frame = run_in_child(fn, methods=members, seed=seed, **kwargs)
             frames.append(frame)

@@ -267,8 +267,8 @@ PAGE = {
     "intro": INTRO,
     "labels": LABELS_HD,
     "figure_titles": {
-        "pearson": "{name}: at the true bins (output resolution)",
-        "pearson_within": "{name}: within Visium-like spots (detail the spot removed)",
+        "pearson": "{name}: at the true bins",
+        "pearson_within": "{name}: within the spots",
     },
     "genes_from": "the spots",
 }
