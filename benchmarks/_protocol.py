@@ -313,7 +313,8 @@ def figure(per_gene, path: Path, *, by: str, labels: dict, titles: dict) -> None
             # Per gene, averaged over seeds; methods without a value (nearest has no within-spot detail) stay empty.
             data = [sub[sub["method"] == m].groupby("gene")[metric].mean().dropna().to_numpy() for m in methods]
             keep = [i for i, d in enumerate(data) if len(d)]
-            ax.boxplot([data[i] for i in keep], positions=[i + 1 for i in keep], orientation="horizontal")
+            if keep:
+                ax.boxplot([data[i] for i in keep], positions=[i + 1 for i in keep], orientation="horizontal")
             ax.set_yticks(range(1, len(methods) + 1), [labels.get(m, m) for m in methods] if k == 0 else [])
             ax.set_ylim(0.5, len(methods) + 0.5)
             ax.axvline(0, color="grey", lw=0.5)
@@ -654,3 +655,26 @@ def render_only(out: Path, page: dict) -> str:
 
     meta = json.loads(out.with_suffix(".run.json").read_text())
     return write_page(pd.read_csv(out.with_suffix(".csv")), meta, out, **page)
+
+
+def run_protocol(args, *, script: str, fn, page: dict, describe, **kwargs) -> str:
+    """A protocol script's main: re-render the page (``--render-only``), or run every method family and write it.
+
+    ``fn(methods=, seed=, config=, **kwargs)`` scores one family (:func:`run_families`); ``describe(per_gene)``
+    returns the page's data line, its model-config line and the bookkeeping columns to drop from the CSV.
+    """
+    import sys
+
+    if args.render_only:
+        return render_only(args.out, page)
+    methods, skipped = runnable(args.methods)
+    per_gene = run_families(fn, methods=methods, seeds=args.seeds, config=args.config, **kwargs)
+    data, config, extra = describe(per_gene)
+    meta = {
+        "command": (f"python benchmarks/{script} " + " ".join(sys.argv[1:])).strip(),
+        "data": data,
+        "seeds": args.seeds,
+        "config": config,
+        "skipped": skipped,
+    }
+    return write_page(per_gene.drop(columns=extra), meta, args.out, **page)

@@ -245,19 +245,6 @@ def main() -> None:
     _protocol.add_common_arguments(parser, out=Path(__file__).parent / "results" / "downsampled_visium.md")
     args = parser.parse_args()
 
-    if args.render_only:
-        print(_protocol.render_only(args.out, PAGE))
-        return
-    methods, skipped = _protocol.runnable(args.methods)
-    per_gene = _protocol.run_families(
-        run_downsampled_visium,
-        methods=methods,
-        seeds=args.seeds,
-        visium=args.visium,
-        demo_seed=args.demo_seed,
-        config=args.config,
-        n_genes=args.n_genes,
-    )
     where = args.visium or os.environ.get(VISIUM_ENV)
     source = (
         f"Visium slide `{where}` (spatialdata_io.visium)"
@@ -265,15 +252,23 @@ def main() -> None:
         else f"synthetic demo slide `sr_spatial.datasets.demo(seed={args.demo_seed})` (no Visium slide given: "
         f"`--visium` / `${VISIUM_ENV}`)"
     )
-    meta = {
-        "command": ("python benchmarks/downsampled_visium.py " + " ".join(sys.argv[1:])).strip(),
-        "data": f"{source}; {int(per_gene['n_spots'].iloc[0])} spots pooled into "
-        f"{int(per_gene['n_pseudo'].iloc[0])} pseudo-spots",
-        "seeds": args.seeds,
-        "config": f"{args.config}, scale 2",
-        "skipped": skipped,
-    }
-    print(_protocol.write_page(per_gene.drop(columns=["n_spots", "n_pseudo"]), meta, args.out, **PAGE))
+
+    def describe(per_gene):
+        n_spots, n_pseudo = int(per_gene["n_spots"].iloc[0]), int(per_gene["n_pseudo"].iloc[0])
+        data = f"{source}; {n_spots} spots pooled into {n_pseudo} pseudo-spots"
+        return data, f"{args.config}, scale 2", ["n_spots", "n_pseudo"]
+
+    page = _protocol.run_protocol(
+        args,
+        script="downsampled_visium.py",
+        fn=run_downsampled_visium,
+        page=PAGE,
+        describe=describe,
+        visium=args.visium,
+        demo_seed=args.demo_seed,
+        n_genes=args.n_genes,
+    )
+    print(page)
 
 
 if __name__ == "__main__":

@@ -284,22 +284,6 @@ def main() -> None:
     _protocol.add_common_arguments(parser, out=Path(__file__).parent / "results" / "hd_truth.md")
     args = parser.parse_args()
 
-    if args.render_only:
-        print(_protocol.render_only(args.out, PAGE))
-        return
-    methods, skipped = _protocol.runnable(args.methods)
-    per_gene = _protocol.run_families(
-        run_hd_truth,
-        methods=methods,
-        seeds=args.seeds,
-        visium_hd=args.visium_hd,
-        xenium=args.xenium,
-        bin_um=args.bin_um,
-        data_seed=args.data_seed,
-        scale=args.scale,
-        config=args.config,
-    )
-    first = per_gene.iloc[0]
     where = args.visium_hd or os.environ.get(VISIUM_HD_ENV) or args.xenium or os.environ.get(XENIUM_ENV)
     source = (
         f"`{where}`"
@@ -307,17 +291,30 @@ def main() -> None:
         else f"synthetic slide: Poisson counts (0.5 UMIs/µm²) in 5 µm squares drawn from the hidden truth of "
         f"`sr_spatial.datasets.demo(seed={args.data_seed})` (no Visium HD or Xenium folder given)"
     )
-    meta = {
-        "command": ("python benchmarks/hd_truth.py " + " ".join(sys.argv[1:])).strip(),
-        "data": f"{source}; {int(first['n_true_bins'])} true bins of {first['bin_um']:g} µm aggregated into "
-        f"{int(first['n_spots'])} Visium-like spots; scored on {int(first['n_items'])} output bins of "
-        f"{first['out_um']:.1f} µm",
-        "seeds": args.seeds,
-        "config": f"{args.config}, scale {int(first['scale'])}",
-        "skipped": skipped,
-    }
-    extra = ["n_spots", "n_items", "out_um", "n_true_bins", "scale", "bin_um"]
-    print(_protocol.write_page(per_gene.drop(columns=extra), meta, args.out, **PAGE))
+
+    def describe(per_gene):
+        first = per_gene.iloc[0]
+        data = (
+            f"{source}; {int(first['n_true_bins'])} true bins of {first['bin_um']:g} µm aggregated into "
+            f"{int(first['n_spots'])} Visium-like spots; scored on {int(first['n_items'])} output bins of "
+            f"{first['out_um']:.1f} µm"
+        )
+        extra = ["n_spots", "n_items", "out_um", "n_true_bins", "scale", "bin_um"]
+        return data, f"{args.config}, scale {int(first['scale'])}", extra
+
+    page = _protocol.run_protocol(
+        args,
+        script="hd_truth.py",
+        fn=run_hd_truth,
+        page=PAGE,
+        describe=describe,
+        visium_hd=args.visium_hd,
+        xenium=args.xenium,
+        bin_um=args.bin_um,
+        data_seed=args.data_seed,
+        scale=args.scale,
+    )
+    print(page)
 
 
 if __name__ == "__main__":
