@@ -375,7 +375,7 @@ def spots_sdata(
         index=index,
     )
     adata = AnnData(
-        X=sparse.csr_matrix(np.asarray(counts, dtype=np.float32)),
+        X=sparse.csr_matrix(counts, dtype=np.float32),
         obs=obs,
         var=pd.DataFrame(index=pd.Index(np.asarray(genes).astype(str))),
         obsm={"spatial": np.asarray(centres, float)},

@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _protocol
-from _protocol import LABELS, lognorm
+from _protocol import LABELS
 
 VISIUM_HD_ENV = "SR_SPATIAL_VISIUM_HD"
 XENIUM_ENV = "SR_SPATIAL_XENIUM"
@@ -47,7 +47,8 @@ SPOT_DIAMETER_UM = 55.0
 
 @dataclass(frozen=True)
 class BinnedSlide:
-    """Fine bins as arrays, all positions in pixels of ``image`` (RGB ``(3, y, x)`` uint8)."""
+    """Fine bins: raw ``counts`` (CSR, bins x genes; a Visium HD slide has ~10^5-10^6 bins), positions in pixels of
+    ``image`` (RGB ``(3, y, x)`` uint8)."""
 
     name: str
     counts: np.ndarray
@@ -67,8 +68,6 @@ def read_bins(sdata, *, table_key: str, image_key: str, bin_um: float, name: str
     from scipy import sparse
     from spatialdata.transformations import get_transformation
 
-    from sr_spatial.tl._evaluate import _single_scale
-
     table = sdata.tables[table_key]
     attrs = table.uns["spatialdata_attrs"]
     region = attrs["region"] if isinstance(attrs["region"], str) else attrs["region"][0]
@@ -84,18 +83,39 @@ def read_bins(sdata, *, table_key: str, image_key: str, bin_um: float, name: str
     geometry = shapes.loc[table.obs[attrs["instance_key"]].to_numpy()].geometry
     xy = np.column_stack([geometry.centroid.x, geometry.centroid.y, np.ones(len(geometry))]) @ to_image.T
     side_px = float(np.sqrt(np.median(geometry.area)) * np.sqrt(abs(np.linalg.det(to_image[:2, :2]))))
-    counts = table.X.toarray() if sparse.issparse(table.X) else np.asarray(table.X)
-    keep = counts.sum(axis=1) > 0
-    rgb = np.asarray(_single_scale(image).values)[:3]
+    counts = sparse.csr_matrix(table.X, dtype=np.float32)
+    keep = np.asarray(counts.sum(axis=1)).ravel() > 0
+    level, factor = _pyramid_level(image, bin_px=side_px)
+    rgb = np.asarray(level.values)[:3]
     return BinnedSlide(
         name=name,
-        counts=counts[keep].astype(np.float32),
+        counts=counts[keep],
         genes=table.var_names.astype(str).to_numpy(),
-        centres=xy[keep, :2],
+        centres=xy[keep, :2] / factor,
         bin_um=bin_um,
-        um_per_px=bin_um / side_px,
+        um_per_px=bin_um / side_px * factor,
         image=rgb if rgb.dtype == np.uint8 else np.clip(rgb, 0, 255).astype(np.uint8),
     )
+
+
+def _pyramid_level(image, *, bin_px: float, min_bin_px: float = 4.0):
+    """The coarsest level of a multiscale image on which a bin is still ``min_bin_px`` pixels wide, and its factor.
+
+    A registered full-resolution H&E (Xenium: ~0.2 µm pixels, tens of thousands wide) would not fit in memory;
+    a few pixels per 8 µm bin is finer than the model's histology pixels.
+    """
+    from sr_spatial.tl._evaluate import _single_scale
+
+    if not hasattr(image, "children") or not image.children:
+        return _single_scale(image), 1.0
+    levels = [image[name]["image"] for name in sorted(image.children, key=lambda k: int(k.removeprefix("scale")))]
+    width = levels[0].sizes["x"]
+    best, factor = levels[0], 1.0
+    for level in levels[1:]:
+        f = width / level.sizes["x"]
+        if bin_px / f >= min_bin_px:
+            best, factor = level, f
+    return best, factor
 
 
 def load_bins(*, visium_hd=None, xenium=None, bin_um: float = 8.0, seed: int = 0) -> BinnedSlide:
@@ -162,20 +182,43 @@ def aggregate_visium(slide: BinnedSlide, *, min_fill: float = 0.5) -> VisiumLike
     index = np.full(len(lattice), -1)
     index[used] = np.arange(len(used))
     bin_spot = np.where(inside, index[owner], -1)
-    counts = np.zeros((len(used), slide.counts.shape[1]), dtype=np.float64)
-    np.add.at(counts, bin_spot[bin_spot >= 0], slide.counts[bin_spot >= 0])
     return VisiumLike(
-        counts=counts.astype(np.float32), centres=lattice[used], bin_spot=bin_spot, radius_px=radius, pitch_px=pitch
+        counts=_sum_rows(slide.counts, bin_spot, len(used)),
+        centres=lattice[used],
+        bin_spot=bin_spot,
+        radius_px=radius,
+        pitch_px=pitch,
     )
+
+
+def _sum_rows(counts, target: np.ndarray, n: int):
+    """Sum of the rows of ``counts`` (CSR) into ``n`` groups by ``target`` (``-1``: none), as CSR."""
+    from scipy import sparse
+
+    rows = np.flatnonzero(target >= 0)
+    indicator = sparse.csr_matrix((np.ones(len(rows), np.float32), (target[rows], rows)), shape=(n, counts.shape[0]))
+    return (indicator @ counts).tocsr()
+
+
+def _lognorm_genes(counts, columns=None, *, target_sum: float = 1e4) -> np.ndarray:
+    """:func:`_protocol.lognorm` of a CSR matrix, dense only for ``columns`` (default all)."""
+    library = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    part = counts if columns is None else counts[:, columns]
+    return np.log1p(part.toarray() / np.maximum(library, 1e-12)[:, None] * target_sum)
 
 
 def build_task(slide: BinnedSlide, *, scale: int, n_genes: int) -> dict:
     """The inputs of :func:`_protocol.run_methods`: Visium-like spots as the measurement, output bins as truth."""
+    from scipy import sparse
+
     import sr_spatial as sr
 
     spots = aggregate_visium(slide)
-    pooled_all = lognorm(spots.counts.astype(np.float64))
-    order = np.argsort(-pooled_all.mean(axis=0), kind="stable")[:n_genes]
+    # Mean log-normalised expression of every gene over the spots, from the sparse counts (log1p(0) = 0).
+    library = np.asarray(spots.counts.sum(axis=1), dtype=np.float64).ravel()
+    scaled = sparse.diags(1e4 / np.maximum(library, 1e-12)) @ spots.counts
+    scaled.data = np.log1p(scaled.data)
+    order = np.argsort(-np.asarray(scaled.mean(axis=0)).ravel(), kind="stable")[:n_genes]
     genes = slide.genes[order].tolist()
     cs = "he_pixels"
 
@@ -197,10 +240,9 @@ def build_task(slide: BinnedSlide, *, scale: int, n_genes: int) -> dict:
     grid = st_map.grid
     ij = grid.index_of(slide.centres)
     on = (ij[:, 0] >= 0) & (ij[:, 0] < grid.height) & (ij[:, 1] >= 0) & (ij[:, 1] < grid.width)
-    flat = ij[on, 0] * grid.width + ij[on, 1]
-    summed = np.zeros((grid.height * grid.width, slide.counts.shape[1]))
-    np.add.at(summed, flat, slide.counts[on])
-    n_bins = np.bincount(flat, minlength=grid.height * grid.width)
+    flat = np.where(on, ij[:, 0] * grid.width + ij[:, 1], -1)
+    summed = _sum_rows(slide.counts, flat, grid.height * grid.width)
+    n_bins = np.bincount(flat[on], minlength=grid.height * grid.width)
     full = (grid.size * slide.um_per_px / slide.bin_um) ** 2
     item = np.flatnonzero((n_bins >= 0.5 * full) & st_map.mask.ravel())
     query_xy = grid.centres().reshape(-1, 2)[item]
@@ -217,12 +259,12 @@ def build_task(slide: BinnedSlide, *, scale: int, n_genes: int) -> dict:
         "genes": genes,
         "scale": scale,
         "known_xy": spots.centres,
-        "known_values": pooled_all[:, order],
+        "known_values": _lognorm_genes(spots.counts, order),
         "known_radius": spots.radius_px,
         "query_xy": query_xy,
         "query_radius": grid.size / 2.0,
         "read_radius": 0.0,
-        "truth": lognorm(summed[item])[:, order],
+        "truth": _lognorm_genes(summed[item], order),
         "lattice": np.column_stack([item % grid.width, item // grid.width]),
         "group": group,
         "n_spots": len(spots.centres),

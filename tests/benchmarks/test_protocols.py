@@ -114,3 +114,14 @@ def test_reads_fine_bins_from_10x_outputs(source, um_per_px, visium_hd_sdata, xe
     assert slide.um_per_px == pytest.approx(um_per_px, rel=0.02)
     spots = hd_truth.aggregate_visium(slide)
     assert len(spots.centres) >= 3
+
+
+def test_large_images_are_read_at_the_coarsest_level_that_resolves_a_bin():
+    from spatialdata.models import Image2DModel
+
+    rgb = np.zeros((3, 64, 64), dtype=np.uint8)
+    image = Image2DModel.parse(rgb, dims=("c", "y", "x"), scale_factors=[2, 2])
+    level, factor = hd_truth._pyramid_level(image, bin_px=20.0)
+    assert factor == 4.0 and level.sizes["x"] == 16  # a 20-pixel bin is 5 pixels wide there
+    level, factor = hd_truth._pyramid_level(image, bin_px=6.0)
+    assert factor == 1.0 and level.sizes["x"] == 64
