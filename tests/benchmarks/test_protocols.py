@@ -54,8 +54,11 @@ def test_downsampled_visium_scores_without_the_model(visium_slide):
     assert set(means.index) == set(NO_MODEL)
     assert means.loc[["nearest", "cubic_proj"], "spot_residual"].max() < 1e-6
     assert means.loc["cubic", "spot_residual"] > 1e-3
-    # The package's own nearest map at scale 2, averaged over each spot's disk, gives the spot its pseudo-spot.
-    assert means.loc["sr_spatial_grid_nearest", "pearson"] == pytest.approx(means.loc["nearest", "pearson"], abs=0.02)
+    # The package's own nearest map at scale 2 is a square grid of 100 µm bins over a hexagonal lattice: most of a
+    # spot's disk lies on its pseudo-spot's bins, some on a neighbour's, so it stays close to `nearest` but below.
+    grid, nearest = means.loc["sr_spatial_grid_nearest"], means.loc["nearest"]
+    assert nearest["pearson"] - 0.05 < grid["pearson"] < nearest["pearson"]
+    assert 1e-3 < grid["spot_residual"] < 0.1
     assert (means["pearson"] > 0.3).all()
 
 
@@ -78,7 +81,11 @@ def test_hd_truth_scores_on_the_output_grid_without_the_model(binned_slide):
     frame = _protocol.run_methods(task, methods=NO_MODEL, seed=SEED)
     means = frame.groupby("method").mean(numeric_only=True)
     # The scored items are the bins superresolve writes: its nearest map read there is the nearest spot.
-    assert means.loc["sr_spatial_grid_nearest", "pearson"] == pytest.approx(means.loc["nearest", "pearson"], abs=1e-6)
+    np.testing.assert_allclose(
+        frame[frame["method"] == "sr_spatial_grid_nearest"]["pearson"].to_numpy(),
+        frame[frame["method"] == "nearest"]["pearson"].to_numpy(),
+        atol=1e-6,
+    )
     assert means.loc["cubic_proj", "spot_residual"] < 1e-6
     assert (means["pearson"] > 0.2).all()
 
