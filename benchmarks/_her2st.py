@@ -21,13 +21,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import _protocol
 import numpy as np
 import pandas as pd
-from _protocol import METHODS, PEERS_ENV, peer_python, ridge_fit_predict, sample_disks, score_per_gene
+from _protocol import METHODS, PEERS_ENV, data_root, peer_python, ridge_fit_predict, sample_disks, score_per_gene
 from _protocol import cubic_at as _cubic_at
 from _protocol import lognorm as _lognorm
 from _protocol import project as _project
@@ -57,15 +56,6 @@ __all__ = [
 SPOT_DIAMETER_UM = 100.0
 SPOT_PITCH_UM = 200.0
 SECTIONS = ("B4", "C2")
-_DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def data_root(path: str | os.PathLike | None = None) -> Path:
-    """Folder holding ``her2st/`` (argument, else ``$SR_SPATIAL_DATA``, else ``../shared/data`` of the repo)."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("SR_SPATIAL_DATA")
-    return Path(env) if env else _DEFAULT_ROOT
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import numpy as np
 
 __all__ = [
     "PEERS_ENV",
+    "data_path",
+    "data_root",
     "cubic_at",
     "figure",
     "lognorm",
@@ -30,6 +32,25 @@ __all__ = [
 
 #: Peers that run in a separate environment: its Python comes from this variable (see ``benchmarks/README.md``).
 PEERS_ENV = "SR_SPATIAL_PEERS_PYTHON"
+_DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """Folder of the real data (argument, else ``$SR_SPATIAL_DATA``, else ``../shared/data`` next to the repo)."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("SR_SPATIAL_DATA")
+    return Path(env) if env else _DEFAULT_ROOT
+
+
+def data_path(option: str | os.PathLike | None, env: str, folder: str) -> str | None:
+    """A protocol's input: the CLI option, else ``$env``, else ``<data root>/folder`` where it exists, else ``None``."""
+    if option:
+        return str(option)
+    if os.environ.get(env):
+        return os.environ[env]
+    default = data_root() / folder
+    return str(default) if default.is_dir() else None
 
 
 def lognorm(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:

@@ -5,8 +5,9 @@ Usage::
     python benchmarks/downsampled_visium.py [--visium PATH/outs] [--seeds 0] [--config base]
         [--methods nearest cubic ...] [--n-genes 50] [--out benchmarks/results/downsampled_visium.md]
 
-The slide is a spaceranger ``outs/`` folder from ``--visium``, else ``$SR_SPATIAL_VISIUM``, read with
-:func:`spatialdata_io.visium`; without either, the synthetic demo slide (:func:`sr_spatial.datasets.demo`,
+The slide is a spaceranger ``outs/`` folder from ``--visium``, else ``$SR_SPATIAL_VISIUM``, else
+``$SR_SPATIAL_DATA/visium`` (default ``../shared/data/visium``) where it exists, read with
+:func:`spatialdata_io.visium`; without any, the synthetic demo slide (:func:`sr_spatial.datasets.demo`,
 Visium-like: 55 µm spots on a 100 µm hexagonal lattice; ``--demo-seed``).
 
 Pooling: the hexagonal lattice is split into groups of four neighbouring spots (a spot and its neighbours at
@@ -103,8 +104,9 @@ def read_visium(sdata, *, name: str) -> VisiumSlide:
 
 
 def load_slide(path: str | os.PathLike | None, *, demo_seed: int = 0) -> VisiumSlide:
-    """``path`` (else ``$SR_SPATIAL_VISIUM``) read with :func:`spatialdata_io.visium`, else the demo slide."""
-    path = path or os.environ.get(VISIUM_ENV)
+    """``path``, else ``$SR_SPATIAL_VISIUM``, else ``<data root>/visium`` read with :func:`spatialdata_io.visium`;
+    else the demo slide."""
+    path = _protocol.data_path(path, VISIUM_ENV, "visium")
     if path:
         import spatialdata_io
 
@@ -245,7 +247,7 @@ def main() -> None:
     _protocol.add_common_arguments(parser, out=Path(__file__).parent / "results" / "downsampled_visium.md")
     args = parser.parse_args()
 
-    where = args.visium or os.environ.get(VISIUM_ENV)
+    where = _protocol.data_path(args.visium, VISIUM_ENV, "visium")
     source = (
         f"Visium slide `{where}` (spatialdata_io.visium)"
         if where

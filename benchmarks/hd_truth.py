@@ -6,8 +6,10 @@ Usage::
         [--methods nearest cubic ...] [--n-genes 50] [--out benchmarks/results/hd_truth.md]
 
 The true bins come from, in this order: a Visium HD output folder (``--visium-hd``, else
-``$SR_SPATIAL_VISIUM_HD``; read with :func:`spatialdata_io.visium_hd`, table ``square_008um``), a Xenium output
-folder with a registered H&E (``--xenium``, else ``$SR_SPATIAL_XENIUM``; :func:`spatialdata_io.xenium`, its
+``$SR_SPATIAL_VISIUM_HD``, else ``$SR_SPATIAL_DATA/visium_hd`` where it exists, default data root
+``../shared/data``; read with :func:`spatialdata_io.visium_hd`, table ``square_008um``), a Xenium output folder
+with a registered H&E (``--xenium``, else ``$SR_SPATIAL_XENIUM``, else ``$SR_SPATIAL_DATA/xenium``;
+:func:`spatialdata_io.xenium`, its
 transcripts counted in ``--bin-um`` squares by :func:`sr_spatial.pp.bin_transcripts`), else a synthetic slide:
 Poisson counts in 5 µm squares drawn from the demo's hidden truth (:func:`sr_spatial.datasets.demo`,
 0.5 UMIs/µm², as ``benchmarks/reference_training.py`` draws them).
@@ -27,7 +29,6 @@ table and writes it, with the command, data, seeds and machine, to ``--out`` (pe
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +121,8 @@ def _pyramid_level(image, *, bin_px: float, min_bin_px: float = 4.0):
 
 def load_bins(*, visium_hd=None, xenium=None, bin_um: float = 8.0, seed: int = 0) -> BinnedSlide:
     """The true bins: Visium HD, else binned Xenium, else the synthetic slide (see the module docstring)."""
-    visium_hd = visium_hd or os.environ.get(VISIUM_HD_ENV)
-    xenium = xenium or os.environ.get(XENIUM_ENV)
+    visium_hd = _protocol.data_path(visium_hd, VISIUM_HD_ENV, "visium_hd")
+    xenium = None if visium_hd else _protocol.data_path(xenium, XENIUM_ENV, "xenium")
     if visium_hd:
         import spatialdata_io
 
@@ -326,7 +327,9 @@ def main() -> None:
     _protocol.add_common_arguments(parser, out=Path(__file__).parent / "results" / "hd_truth.md")
     args = parser.parse_args()
 
-    where = args.visium_hd or os.environ.get(VISIUM_HD_ENV) or args.xenium or os.environ.get(XENIUM_ENV)
+    where = _protocol.data_path(args.visium_hd, VISIUM_HD_ENV, "visium_hd") or _protocol.data_path(
+        args.xenium, XENIUM_ENV, "xenium"
+    )
     source = (
         f"`{where}`"
         if where
