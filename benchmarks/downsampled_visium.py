@@ -111,9 +111,14 @@ def load_slide(path: str | os.PathLike | None, *, demo_seed: int = 0) -> VisiumS
         import spatialdata_io
 
         return read_visium(spatialdata_io.visium(path), name=Path(path).resolve().name)
+    return demo_slide(seed=demo_seed)
+
+
+def demo_slide(*, seed: int = 0) -> VisiumSlide:
+    """The synthetic demo slide (:func:`sr_spatial.datasets.demo`), Visium-like, as a :class:`VisiumSlide`."""
     import sr_spatial as sr
 
-    return read_visium(sr.datasets.demo(seed=demo_seed, include_truth=False), name=f"demo (seed {demo_seed})")
+    return read_visium(sr.datasets.demo(seed=seed, include_truth=False), name=f"demo (seed {seed})")
 
 
 @dataclass(frozen=True)

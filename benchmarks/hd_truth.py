@@ -140,6 +140,11 @@ def load_bins(*, visium_hd=None, xenium=None, bin_um: float = 8.0, seed: int = 0
             raise FileNotFoundError(msg)
         sr.pp.bin_transcripts(sdata, bin_size=bin_um, key_added="bins")
         return read_bins(sdata, table_key="bins_table", image_key="he_image", bin_um=bin_um, name=Path(xenium).name)
+    return synthetic_bins(seed=seed)
+
+
+def synthetic_bins(*, seed: int = 0) -> BinnedSlide:
+    """Poisson counts (0.5 UMIs/µm²) in 5 µm squares drawn from the hidden truth of the demo slide ``seed``."""
     from reference_training import reference_slide
 
     import sr_spatial as sr

@@ -23,12 +23,13 @@ NO_MODEL = ("nearest", "cubic", "cubic_proj", "sr_spatial_grid_nearest")
 
 @pytest.fixture(scope="module")
 def visium_slide():
-    return downsampled_visium.load_slide(None, demo_seed=SEED)
+    # Not load_slide: that would read a real slide where $SR_SPATIAL_VISIUM or ../shared/data/visium exists.
+    return downsampled_visium.demo_slide(seed=SEED)
 
 
 @pytest.fixture(scope="module")
 def binned_slide():
-    return hd_truth.load_bins(seed=SEED)
+    return hd_truth.synthetic_bins(seed=SEED)
 
 
 def test_hex_pooling_tiles_the_lattice_into_a_twice_coarser_one(visium_slide):
