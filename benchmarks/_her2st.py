@@ -21,11 +21,16 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+import _protocol
 import numpy as np
 import pandas as pd
+from _protocol import METHODS, PEERS_ENV, data_root, peer_python, ridge_fit_predict, sample_disks, score_per_gene
+from _protocol import cubic_at as _cubic_at
+from _protocol import lognorm as _lognorm
+from _protocol import project as _project
+from _protocol import run_peer as run_peer_at
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,43 +39,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
+    "PEERS_ENV",
     "Her2stSection",
     "data_root",
     "load_section",
+    "patch_features",
+    "peer_python",
     "pool_2x2",
     "pseudo_spot_sdata",
+    "ridge_fit_predict",
     "run_her2st",
+    "run_peer",
     "to_spatialdata",
 ]
 
 SPOT_DIAMETER_UM = 100.0
 SPOT_PITCH_UM = 200.0
 SECTIONS = ("B4", "C2")
-#: Every method the protocol knows. ``*_proj`` variants rescale each pseudo-spot's member spots so that their mean
-#: (linear normalised expression) equals the pooled measurement, which ``nearest`` satisfies by construction.
-METHODS = (
-    "nearest",
-    "cubic",
-    "cubic_proj",
-    "ridge",
-    "ridge_proj",
-    "sr_spatial",
-    "sr_spatial_proj",
-    "sr_spatial_grid_nearest",
-    "tesla",
-    "tesla_proj",
-)
-#: Peers that run in a separate environment: its Python comes from this variable (see ``benchmarks/README.md``).
-PEERS_ENV = "SR_SPATIAL_PEERS_PYTHON"
-_DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def data_root(path: str | os.PathLike | None = None) -> Path:
-    """Folder holding ``her2st/`` (argument, else ``$SR_SPATIAL_DATA``, else ``../shared/data`` of the repo)."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("SR_SPATIAL_DATA")
-    return Path(env) if env else _DEFAULT_ROOT
 
 
 @dataclass(frozen=True)
@@ -172,48 +157,18 @@ def to_spatialdata(
     ``spot_id``, ``region``, ``in_tissue``, ``array_row``, ``array_col``; ``obsm["spatial"]``). The optional
     arguments replace the spots (e.g. with pseudo-spots) while keeping the image.
     """
-    from anndata import AnnData
-    from scipy import sparse
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, ShapesModel, TableModel
-    from spatialdata.transformations import Identity, Scale
-
-    cs = f"her2st_{section.name}"
     counts = section.counts if counts is None else counts
-    centres = section.centres if centres is None else centres
-    array = section.array if array is None else array
-    ids = section.spot_ids if spot_ids is None else pd.Index(spot_ids)
-    radius = np.broadcast_to(np.asarray(section.radius_px if radius_px is None else radius_px, float), len(ids))
-    s = float(section.downscale)
-    image = Image2DModel.parse(
-        section.image,
-        dims=("c", "y", "x"),
-        c_coords=["r", "g", "b"],
-        scale_factors=[2, 2],
-        transformations={cs: Scale([s, s], axes=("x", "y"))},
+    return _protocol.spots_sdata(
+        image=section.image,
+        downscale=section.downscale,
+        cs=f"her2st_{section.name}",
+        counts=counts,
+        genes=section.genes,
+        centres=section.centres if centres is None else centres,
+        radius_px=section.radius_px if radius_px is None else radius_px,
+        spot_ids=section.spot_ids if spot_ids is None else spot_ids,
+        array=section.array if array is None else array,
     )
-    index = pd.Index(np.asarray(ids, dtype=object))
-    shapes = ShapesModel.parse(
-        np.asarray(centres, float), geometry=0, radius=radius.copy(), index=index, transformations={cs: Identity()}
-    )
-    obs = pd.DataFrame(
-        {
-            "spot_id": np.asarray(index, dtype=object),
-            "region": pd.Categorical(["spots"] * len(index)),
-            "in_tissue": np.ones(len(index), dtype=np.int64),
-            "array_row": np.asarray(array[:, 1], dtype=np.int64),
-            "array_col": np.asarray(array[:, 0], dtype=np.int64),
-        },
-        index=index,
-    )
-    adata = AnnData(
-        X=sparse.csr_matrix(np.asarray(counts, dtype=np.float32)),
-        obs=obs,
-        var=pd.DataFrame(index=section.genes),
-        obsm={"spatial": np.asarray(centres, float)},
-    )
-    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
-    return SpatialData(images={"he": image}, shapes={"spots": shapes}, tables={"table": table})
 
 
 @dataclass(frozen=True)
@@ -263,94 +218,9 @@ def pseudo_spot_sdata(section: Her2stSection, pseudo: PseudoSpots) -> SpatialDat
     )
 
 
-def _lognorm(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
-    """Same units as :func:`sr_spatial.pp.normalize` (library size to ``target_sum``, then ``log1p``)."""
-    library = counts.sum(axis=1, keepdims=True)
-    return np.log1p(counts / np.maximum(library, 1e-12) * target_sum)
-
-
-def _project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:
-    """Rescale each group's spots (linear space) so they average to the pooled value; flat where all zero."""
-    from sr_spatial._groups import group_means
-
-    linear = np.expm1(np.clip(pred.astype(np.float64), 0, None))
-    means, _ = group_means(linear.T, group, len(pooled))
-    target = np.expm1(pooled.astype(np.float64)).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = np.where(means[:, group] > 0, linear.T * target[:, group] / means[:, group], target[:, group])
-    return np.log1p(scaled.T)
-
-
-def _cubic_at(points_from: np.ndarray, values: np.ndarray, points_to: np.ndarray) -> np.ndarray:
-    """Clough-Tocher interpolation clipped at 0, nearest where undefined (as ``sr_spatial.pp`` renders ``smooth``)."""
-    from scipy.interpolate import CloughTocher2DInterpolator
-    from scipy.spatial import cKDTree
-
-    _, owner = cKDTree(points_from).query(points_to)
-    out = values[owner].astype(np.float64)
-    cubic = CloughTocher2DInterpolator(points_from, values)(points_to)
-    ok = np.isfinite(cubic).all(axis=1)
-    out[ok] = np.clip(cubic[ok], 0.0, None)
-    return out
-
-
 def patch_features(section: Her2stSection, centres: np.ndarray) -> np.ndarray:
-    """Colour and texture features of the H&E inside each spot disk (what "predict from H&E" baselines use).
-
-    Per disk: mean and standard deviation of RGB and of the haematoxylin/eosin/DAB deconvolution, the fraction
-    of strongly haematoxylin-stained (nuclear) pixels, the mean gradient magnitude, and the mean of two
-    difference-of-Gaussians bands of the haematoxylin channel (nuclear size texture).
-    """
-    from scipy import ndimage
-    from skimage.color import rgb2hed
-
-    rgb = section.image.transpose(1, 2, 0).astype(np.float32) / 255.0
-    hed = rgb2hed(rgb)
-    grey = rgb.mean(axis=2)
-    grad = np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1))
-    h = hed[..., 0]
-    dog1 = ndimage.gaussian_filter(h, 1.0) - ndimage.gaussian_filter(h, 2.0)
-    dog2 = ndimage.gaussian_filter(h, 2.0) - ndimage.gaussian_filter(h, 4.0)
-    nuclear = h > np.quantile(h, 0.8)
-    planes = [*np.moveaxis(rgb, 2, 0), *np.moveaxis(hed, 2, 0)]
-    r = section.radius_px / section.downscale
-    ry, rx = np.mgrid[-int(np.ceil(r)) : int(np.ceil(r)) + 1, -int(np.ceil(r)) : int(np.ceil(r)) + 1]
-    disk = ry**2 + rx**2 <= r**2
-    dy, dx = ry[disk], rx[disk]
-    feats = []
-    for cx, cy in centres / section.downscale:
-        yy = np.clip(np.round(cy).astype(int) + dy, 0, grey.shape[0] - 1)
-        xx = np.clip(np.round(cx).astype(int) + dx, 0, grey.shape[1] - 1)
-        row = [p[yy, xx].mean() for p in planes] + [p[yy, xx].std() for p in planes]
-        row += [nuclear[yy, xx].mean(), grad[yy, xx].mean(), np.abs(dog1[yy, xx]).mean(), np.abs(dog2[yy, xx]).mean()]
-        feats.append(row)
-    return np.asarray(feats, dtype=np.float64)
-
-
-def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
-    """Ridge regression (standardised features, intercept) with the penalty picked by leave-one-out error.
-
-    Closed form through the SVD; one penalty shared by all genes, chosen from a log grid.
-    """
-    mu, sd = x_train.mean(axis=0), x_train.std(axis=0) + 1e-9
-    xt, xs = (x_train - mu) / sd, (x_test - mu) / sd
-    ym = y_train.mean(axis=0)
-    yc = y_train - ym
-    u, s, vt = np.linalg.svd(xt, full_matrices=False)
-    uty = u.T @ yc
-    best, best_err = None, np.inf
-    for alpha in np.logspace(-2, 4, 25) * len(xt) / 100:
-        d = s / (s**2 + alpha)
-        fitted = u @ ((s * d)[:, None] * uty)
-        hat = (u**2) @ (s * d)
-        # Leave-one-out residuals of a linear smoother; the intercept's leverage is 1/n.
-        loo = (yc - fitted) / (1.0 - hat - 1.0 / len(xt))[:, None]
-        err = float(np.mean(loo**2))
-        if err < best_err:
-            best, best_err = alpha, err
-    d = s / (s**2 + best)
-    coef = vt.T @ (d[:, None] * uty)
-    return np.clip(xs @ coef + ym, 0.0, None)
+    """H&E colour and texture features inside each spot disk of a section (:func:`_protocol.patch_features`)."""
+    return _protocol.patch_features(section.image, centres, radius_px=section.radius_px, downscale=section.downscale)
 
 
 def _sample_map_at(sdata: SpatialData, key: str, genes: list[str], points_cs: np.ndarray, cs: str) -> np.ndarray:
@@ -360,93 +230,26 @@ def _sample_map_at(sdata: SpatialData, key: str, genes: list[str], points_cs: np
     centres jitter by well under half a bin around it, so the bin holding a spot's centre is that spot's bin.
     Interpolating between bins would instead mix in the neighbouring pseudo-spots.
     """
-    from scipy import ndimage
-    from spatialdata.transformations import get_transformation
-
-    from sr_spatial._adapter import _scale0
-
-    image = sdata.images[key]
-    tf = get_transformation(image, to_coordinate_system=cs)
-    affine = np.asarray(tf.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")))
-    uv = np.column_stack([points_cs, np.ones(len(points_cs))]) @ np.linalg.inv(affine).T
-    data = np.asarray(_scale0(image).sel(c=genes).values, dtype=np.float64)
-    linear = np.expm1(np.clip(data, 0, None))
-    coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])
-    out = np.stack([ndimage.map_coordinates(g, coords, order=0, mode="nearest") for g in linear], axis=1)
-    return np.log1p(out)
-
-
-def peer_python() -> str | None:
-    """The peers environment's Python (``$SR_SPATIAL_PEERS_PYTHON``), or ``None`` when it is not set up."""
-    exe = os.environ.get(PEERS_ENV)
-    return exe if exe and Path(exe).exists() else None
+    return sample_disks(sdata, key, genes, points_cs, 0.0, cs)
 
 
 def run_peer(method: str, section: Her2stSection, pseudo: PseudoSpots, pooled: np.ndarray, genes) -> np.ndarray:
-    """Predict the measured spots with a peer method in the peers environment (subprocess, files in a temp dir)."""
-    import subprocess
-    import tempfile
-
-    exe = peer_python()
-    if exe is None:
-        msg = f"Peer {method!r} needs its own environment: set ${PEERS_ENV} to its Python (see benchmarks/README.md)."
-        raise RuntimeError(msg)
-    ds = section.downscale
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(
-            source,
-            image=np.ascontiguousarray(section.image.transpose(1, 2, 0)),
-            known_xy=pseudo.centres / ds,
-            known_values=pooled,
-            query_xy=section.centres / ds,
-            radius=section.radius_px / ds,
-            genes=np.asarray(genes, dtype=str),
-        )
-        worker = Path(__file__).resolve().parent / "_peer_worker.py"
-        done = subprocess.run([exe, str(worker), method, str(source), str(target)], capture_output=True, text=True)
-        if done.returncode != 0:
-            msg = f"Peer {method!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
-            raise RuntimeError(msg)
-        return np.load(target)["prediction"]
+    """Predict the measured spots with a peer method in the peers environment (:func:`_protocol.run_peer`)."""
+    return run_peer_at(
+        method,
+        image=section.image,
+        downscale=section.downscale,
+        known_xy=pseudo.centres,
+        known_values=pooled,
+        query_xy=section.centres,
+        radius_px=section.radius_px,
+        genes=genes,
+    )
 
 
 def _scores(pred: np.ndarray, truth: np.ndarray, section: Her2stSection, pseudo: PseudoSpots, pooled, genes):
-    """Per-gene metrics at the measured spots."""
-    from sr_spatial._groups import group_means
-    from sr_spatial.tl._evaluate import _ssim
-
-    x, y = section.array[:, 0], section.array[:, 1]
-    x, y = x - x.min(), y - y.min()
-    mask = np.zeros((y.max() + 1, x.max() + 1), dtype=bool)
-    mask[y, x] = True
-    lin_pred = np.expm1(pred.astype(np.float64))
-    means, _ = group_means(lin_pred.T, pseudo.group, len(pooled))
-    measured = np.expm1(pooled.astype(np.float64)).T
-    # Within-pseudo-spot detail: deviations from the block mean, only in blocks that pool >= 2 spots.
-    size = np.bincount(pseudo.group, minlength=len(pooled))
-    multi = size[pseudo.group] >= 2
-    pm, _ = group_means(pred.T.astype(np.float64), pseudo.group, len(pooled))
-    tm, _ = group_means(truth.T.astype(np.float64), pseudo.group, len(pooled))
-    rows = []
-    for g, gene in enumerate(genes):
-        p, t = pred[:, g].astype(np.float64), truth[:, g].astype(np.float64)
-        r = np.corrcoef(p, t)[0, 1] if p.std() > 0 and t.std() > 0 else np.nan
-        dp, dt = (p - pm[g, pseudo.group])[multi], (t - tm[g, pseudo.group])[multi]
-        rw = np.corrcoef(dp, dt)[0, 1] if dp.std() > 1e-9 and dt.std() > 0 else np.nan
-        pimg, timg = np.zeros(mask.shape), np.zeros(mask.shape)
-        pimg[y, x], timg[y, x] = p, t
-        rows.append(
-            {
-                "gene": gene,
-                "pearson": float(r),
-                "pearson_within": float(rw),
-                "ssim": _ssim(pimg, timg, mask),
-                "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
-                "spot_residual": float(np.abs(means[g] - measured[g]).sum() / max(np.abs(measured[g]).sum(), 1e-12)),
-            }
-        )
-    return rows
+    """Per-gene metrics at the measured spots (SSIM on the array lattice)."""
+    return score_per_gene(pred, truth, lattice=section.array, group=pseudo.group, pooled=pooled, genes=genes)
 
 
 def run_her2st(

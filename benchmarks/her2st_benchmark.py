@@ -19,26 +19,16 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _her2st import METHODS, PEERS_ENV, SECTIONS, data_root, peer_python
+from _her2st import METHODS, SECTIONS, data_root, run_her2st
+from _protocol import LABELS as _PROTOCOL_LABELS
+from _protocol import figure, run_in_child, runnable
 
-LABELS = {
-    "nearest": "nearest (own pseudo-spot)",
-    "cubic": "cubic (Clough-Tocher)",
-    "cubic_proj": "cubic + projection",
-    "ridge": "ridge on H&E patch features",
-    "ridge_proj": "ridge on H&E + projection",
-    "sr_spatial": "sr_spatial",
-    "sr_spatial_proj": "sr_spatial + projection",
-    "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
-    "tesla": "TESLA (teslaforst 1.2.2)",
-    "tesla_proj": "TESLA + projection",
-}
+LABELS = {**_PROTOCOL_LABELS, "nearest": "nearest (own pseudo-spot)"}
 # Methods that share one computation run in one child process.
 FAMILIES = {
     "nearest": "nearest",
@@ -52,19 +42,6 @@ FAMILIES = {
     "tesla": "tesla",
     "tesla_proj": "tesla",
 }
-
-
-def _child(section, methods, config, seed, n_genes, root, queue) -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    from _her2st import run_her2st
-
-    frame = run_her2st(section, methods=methods, config=config, seed=seed, n_genes=n_genes, root=root)
-    # Peers run in a subprocess of their own: count the larger of this process and its children.
-    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    frame["peak_mib"] = peak_kib / 1024
-    queue.put(frame.to_json(orient="records"))
 
 
 def _markdown(frame) -> str:
@@ -84,35 +61,6 @@ def _markdown(frame) -> str:
                 cells.append(f"{v:.3f}")
         lines.append(f"| {section} | {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _figure(per_gene, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sections = list(dict.fromkeys(per_gene["section"]))
-    order = {m: i for i, m in enumerate(LABELS)}
-    methods = sorted(dict.fromkeys(per_gene["method"]), key=lambda m: order.get(m, len(order)))
-    fig, axes = plt.subplots(len(sections), 2, figsize=(11, 0.32 * len(methods) * len(sections) + 1.5), squeeze=False)
-    for s, section in enumerate(sections):
-        sub = per_gene[per_gene["section"] == section]
-        for k, metric in enumerate(("pearson", "pearson_within")):
-            ax = axes[s, k]
-            # Per gene, averaged over seeds; methods without a value (nearest has no within-spot detail) stay empty.
-            data = [sub[sub["method"] == m].groupby("gene")[metric].mean().dropna().to_numpy() for m in methods]
-            keep = [i for i, d in enumerate(data) if len(d)]
-            ax.boxplot([data[i] for i in keep], positions=[i + 1 for i in keep], orientation="horizontal")
-            ax.set_yticks(range(1, len(methods) + 1), [LABELS.get(m, m) for m in methods] if k == 0 else [])
-            ax.set_ylim(0.5, len(methods) + 0.5)
-            ax.axvline(0, color="grey", lw=0.5)
-            ax.set_xlabel(f"per-gene {metric.replace('_', ' ')}", fontsize=8)
-            where = "at the measured spots" if k == 0 else "within pseudo-spots (detail the pooling removed)"
-            ax.set_title(f"her2st {section}: {where}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _render(per_gene, meta: dict, out: Path) -> str:
@@ -140,7 +88,16 @@ def _render(per_gene, meta: dict, out: Path) -> str:
     )
     summary = summary.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, v)))
     csv, png = out.with_suffix(".csv"), out.with_suffix(".png")
-    _figure(per_gene, png)
+    figure(
+        per_gene,
+        png,
+        by="section",
+        labels=LABELS,
+        titles={
+            "pearson": "her2st {name}: at the measured spots",
+            "pearson_within": "her2st {name}: within pseudo-spots (detail the pooling removed)",
+        },
+    )
     notes = out.with_name(out.stem + "_notes.md")
     text = (
         "# Real ST with H&E (her2st): 2x2 pseudo-spots super-resolved back to the measured spots\n\n"
@@ -201,19 +158,10 @@ def main() -> None:
         )
         sys.exit(2)
 
-    import io
-
     import torch
 
-    skipped = {}
-    if peer_python() is None:
-        for method in [m for m in args.methods if m.startswith("tesla")]:
-            skipped[method] = f"${PEERS_ENV} not set to the peers environment's Python"
-        args.methods = [m for m in args.methods if m not in skipped]
-        if skipped:
-            print(f"Skipping {sorted(skipped)}: {next(iter(skipped.values()))}.", file=sys.stderr)
+    args.methods, skipped = runnable(args.methods)
 
-    ctx = mp.get_context("spawn")
     frames = []
     for section in args.sections:
         for seed in args.seeds:
@@ -224,13 +172,15 @@ def main() -> None:
                 # Only the model depends on the seed; the other methods run once, under the first seed.
                 if seed != args.seeds[0] and family != "sr_spatial":
                     continue
-                queue = ctx.Queue()
-                proc = ctx.Process(
-                    target=_child, args=(section, methods, args.config, seed, args.n_genes, str(root), queue)
+                frame = run_in_child(
+                    run_her2st,
+                    section=section,
+                    methods=methods,
+                    config=args.config,
+                    seed=seed,
+                    n_genes=args.n_genes,
+                    root=str(root),
                 )
-                proc.start()
-                frame = pd.read_json(io.StringIO(queue.get()), orient="records")
-                proc.join()
                 frames.append(frame)
                 summary = frame.groupby("method").mean(numeric_only=True)
                 print(json.dumps({section: summary[["pearson", "wall_s"]].round(3).to_dict()}), file=sys.stderr)

@@ -48,6 +48,8 @@ _results.write_text(
             for line in table.read_text().splitlines()
         )
         for table in sorted((HERE.parent / "benchmarks" / "results").glob("*.md"))
+        # Hand-written notes are appended to their protocol's page by the benchmark script already.
+        if not table.stem.endswith("_notes")
     )
     + "\n"
 )

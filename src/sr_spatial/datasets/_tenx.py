@@ -52,9 +52,11 @@ class TenxDataset:
     reader_kwargs: dict = field(default_factory=dict)
 
 
-# Checksums: 10x publishes none in a form we could verify without network access when this was written, so
-# ``known_hash`` is None and pooch only checks that a download completed. Pin them with
-# ``pooch.file_hash(path)`` after a first trusted download.
+# Checksums: none is pinned, so pooch only checks that a download completed. The machine this was written on has
+# no internet access, 10x's dataset pages list no checksum we could read, and a search of public code and pages
+# (2026-11) found no one pinning a sha256 or md5 of these exact files; a hash without a source we can name is not
+# pinned. To pin one: download once from a trusted network, run ``pooch.file_hash(path)`` (sha256) and set
+# ``known_hash="sha256:<hex>"`` on the file; pooch then refuses a changed or corrupted download.
 VISIUM_BREAST_CANCER = TenxDataset(
     name="Visium_FFPE_Human_Breast_Cancer",
     reader="visium",
