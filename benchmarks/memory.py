@@ -61,8 +61,10 @@ def _superresolve(slide: Path, model_dir: Path, out: str | None, block_bins: int
     start = time.perf_counter()
     kwargs = {} if block_bins is None else {"block_bins": block_bins}
     if out is not None:
-        kwargs["out"] = out
-    sr.tl.superresolve(sdata, "demo_full_image", model=model_dir, seed=seed, show_progress_bar=False, **kwargs)
+        kwargs["image_store"] = out
+    sr.tl.superresolve(
+        sdata, "demo_full_image", model=model_dir, seed=seed, overwrite=True, show_progress_bar=False, **kwargs
+    )
     wall = time.perf_counter() - start
     table = sdata.tables["demo_full_image_superres_table"]
     image = sdata.images["demo_full_image_superres"]
@@ -96,7 +98,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--block-bins", type=int, default=None, help="blocks of the output grid (default: package's)")
+    parser.add_argument(
+        "--block-bins", nargs="+", default=["auto"], help="block sides to compare ('auto': the package's choice)"
+    )
     parser.add_argument("--work", type=Path, default=HERE / ".cache" / "memory")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "memory.md")
     parser.add_argument("--targets", nargs="+", default=["memory", "zarr"], choices=["memory", "zarr"])
@@ -117,8 +121,6 @@ def main() -> None:
             print(json.dumps(_superresolve(Path(rest[0]), Path(rest[1]), out, block, int(rest[4]))))
         return
 
-    import pandas as pd
-
     sys.path.insert(0, str(HERE))
     from _report import machine
 
@@ -135,27 +137,28 @@ def main() -> None:
         _child(["train", str(args.work / f"demo_1x_seed{args.seed}.zarr"), str(model_dir), args.config, str(args.seed)])
 
     rows = []
-    block = "default" if args.block_bins is None else str(args.block_bins)
-    for size in args.sizes:
-        for target in args.targets:
-            out = "memory" if target == "memory" else str(args.work / f"out_{size}x.zarr")
-            print(f"super-resolving the {size}x slide, result in {target}", file=sys.stderr)
-            result = _child(["run", str(slides[size]), str(model_dir), out, block, str(args.seed)])
-            rows.append({"slide": f"{size}x", "result in": target, **result})
-    frame = pd.DataFrame(rows)
-    lines = ["| slide | result in | spots | bins | bin grid | H&E Mpx | peak RSS MiB | above import MiB | wall s |"]
-    lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|")
-    for row in frame.itertuples():
+    for block in args.block_bins:
+        for size in args.sizes:
+            for target in args.targets:
+                out = "memory" if target == "memory" else str(args.work / f"out_{size}x.zarr")
+                print(f"super-resolving the {size}x slide, blocks {block}, result in {target}", file=sys.stderr)
+                child = "default" if block == "auto" else block
+                result = _child(["run", str(slides[size]), str(model_dir), out, child, str(args.seed)])
+                rows.append({"blocks": block, "slide": f"{size}x", "result_in": target, **result})
+    columns = "block bins | slide | result in | spots | bins | bin grid | H&E Mpx | peak RSS MiB | above import MiB"
+    lines = [f"| {columns} | wall s |"]
+    lines.append("|---|---|---|---:|---:|---|---:|---:|---:|---:|")
+    for row in rows:
         lines.append(
-            f"| {row.slide} | {row._2} | {row.spots} | {row.bins} | {row.grid} | {row.image_mpx:.0f} | "
-            f"{row.peak_mib:.0f} | {row.above_import_mib:.0f} | {row.wall_s:.1f} |"
+            f"| {row['blocks']} | {row['slide']} | {row['result_in']} | {row['spots']} | {row['bins']} | {row['grid']} "
+            f"| {row['image_mpx']:.0f} | {row['peak_mib']:.0f} | {row['above_import_mib']:.0f} | {row['wall_s']:.1f} |"
         )
     table = "\n".join(lines)
     header = [
         "# Memory against slide size",
         "",
         f"Command: `python benchmarks/memory.py --sizes {' '.join(map(str, args.sizes))} --config {args.config} "
-        f"--seed {args.seed}" + (f" --block-bins {args.block_bins}`" if args.block_bins else "`"),
+        f"--seed {args.seed} --block-bins {' '.join(args.block_bins)}`",
         f"Machine: {machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}; load average at the end "
         f"{os.getloadavg()[0]:.1f}.",
         "",

@@ -180,7 +180,8 @@ CASES = [
     ("image store exists", None, {"image_store": "empty_dir"}, ValueError,
      r"exists\. Pass another path, or `overwrite=True` to replace it"),
     ("image store not a store", None, {"image_store": 3}, TypeError, r"must be a folder path or a zarr store"),
-    ("blocks too small", None, {"block_bins": 4}, ValueError, r"`block_bins` must be an integer of at least 16"),
+    ("blocks too small", None, {"block_bins": 4}, ValueError,
+     r"`block_bins` must be an integer of at least 16 \(or None"),
     ("client not a dask client", None, {"client": object()}, TypeError, r"must be a dask\.distributed Client"),
 ]  # fmt: skip
 

@@ -30,7 +30,17 @@ if TYPE_CHECKING:
     from sr_spatial.model import DiffST
     from sr_spatial.pp._stmap import STMap
 
-__all__ = ["Block", "BlockJob", "BlockResult", "MemorySink", "ZarrSink", "plan_blocks", "run_block"]
+__all__ = [
+    "Block",
+    "BlockJob",
+    "BlockResult",
+    "MemorySink",
+    "ZarrSink",
+    "block_halo",
+    "default_block_bins",
+    "plan_blocks",
+    "run_block",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,17 @@ def block_halo(st_map: STMap, *, context: int) -> int:
     """Halo, in bins, that holds every bin of a block's spots and of their nearest-spot cells, plus ``context``."""
     reach = max(float(np.max(st_map.radius, initial=0.0)), TISSUE_REACH * st_map.pitch)
     return int(math.ceil(reach / st_map.grid.size)) + 1 + context
+
+
+#: Values (draws x genes x bins) a block may hold at once when the block size is chosen automatically: 256 MiB of
+#: float32 draws, about a few times that at the peak of sampling and projection.
+BLOCK_VALUES = 2**26
+
+
+def default_block_bins(n_genes: int, n_draws: int, *, halo: int, largest: int = 256, smallest: int = 32) -> int:
+    """Block side such that a padded block's draws hold about :data:`BLOCK_VALUES` values."""
+    side = int(math.sqrt(BLOCK_VALUES / max(n_genes * n_draws, 1))) - 2 * halo
+    return int(min(max(side // 16 * 16, smallest), largest))
 
 
 @dataclass

@@ -15,7 +15,15 @@ from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import spot_map
-from sr_spatial.tl._blocks import BlockJob, MemorySink, ZarrSink, block_halo, iter_blocks, plan_blocks
+from sr_spatial.tl._blocks import (
+    BlockJob,
+    MemorySink,
+    ZarrSink,
+    block_halo,
+    default_block_bins,
+    iter_blocks,
+    plan_blocks,
+)
 from sr_spatial.tl._train import _check_scale, output_scene, train_on_map
 
 if TYPE_CHECKING:
@@ -160,7 +168,7 @@ def superresolve(
     n_samples: int = 8,
     sampling_steps: int | None = None,
     device: str | torch.device = "auto",
-    block_bins: int = 256,
+    block_bins: int | None = None,
     image_store: str | Path | zarr.abc.store.Store | None = None,
     client: Client | Literal["auto"] | None = "auto",
     coordinate_system: str | None = None,
@@ -207,7 +215,9 @@ def superresolve(
     block_bins
         The output grid is computed in square blocks of at most this many bins a side (each with a margin of
         context), reading only the part of the H&E under each block, so memory is bounded on large slides.
-        Typical Visium slides fit in one block at scale 4.
+        Default: as large as keeps the draws of a block near 256 MiB (at most 256 bins); a typical Visium
+        slide at scale 4 is one block. Smaller blocks use less memory and take longer
+        (``benchmarks/results/memory.md``).
     image_store
         A zarr store (a folder path, or a writable :mod:`zarr` store) that the super-resolved images are
         written into block by block; the images in ``sdata`` then read lazily from it as dask arrays, so they
@@ -278,8 +288,8 @@ def superresolve(
         "seed": seed,
     }
 
-    if not isinstance(block_bins, int | np.integer) or block_bins < 16:
-        msg = f"`block_bins` must be an integer of at least 16, got {block_bins!r}."
+    if block_bins is not None and (not isinstance(block_bins, int | np.integer) or block_bins < 16):
+        msg = f"`block_bins` must be an integer of at least 16 (or None to choose it), got {block_bins!r}."
         raise ValueError(msg)
     client = _resolve_client(client)
     if image_store is not None:
@@ -332,6 +342,8 @@ def superresolve(
     context = model_config.tile_overlap if method == "diffusion" else 0
     halo = block_halo(st_map, context=context)
     n_genes, shape = len(st_map.genes), st_map.grid.shape
+    if block_bins is None:
+        block_bins = default_block_bins(n_genes, n_samples if method == "diffusion" else 1, halo=halo)
     if image_store is None:
         sink = MemorySink(n_genes, shape)
     else:
