@@ -345,3 +345,16 @@ def test_save_does_not_overwrite(tiny_model, tmp_path):
         tiny_model.save(path)
     assert tiny_model.save(path, overwrite=True) == path
     assert DiffST.load(path, device="cpu").genes == tiny_model.genes
+
+
+def test_positional_noise_depends_only_on_the_position():
+    from sr_spatial.model._model import NOISE_CELL, positional_noise
+
+    whole = positional_noise(0, 2, 3, top=0, left=0, height=3 * NOISE_CELL, width=2 * NOISE_CELL + 5)
+    part = positional_noise(0, 2, 3, top=17, left=40, height=50, width=29)
+    torch.testing.assert_close(part, whole[..., 17:67, 40:69], rtol=0, atol=0)
+    assert not torch.equal(whole[0], whole[1])  # draws differ
+    assert not torch.equal(whole, positional_noise(1, 2, 3, top=0, left=0, height=96, width=69))  # so do seeds
+    assert abs(float(whole.mean())) < 0.05 and abs(float(whole.std()) - 1) < 0.05
+    with pytest.raises(ValueError, match="`offset` must be non-negative"):
+        positional_noise(0, 1, 1, top=-1, left=0, height=4, width=4)

@@ -134,6 +134,9 @@ def positional_noise(
     seed: int, n_samples: int, n_genes: int, *, top: int, left: int, height: int, width: int
 ) -> torch.Tensor:
     """Standard normal noise ``(n_samples, n_genes, height, width)`` for the bins at ``top, left`` of a slide."""
+    if top < 0 or left < 0:
+        msg = f"`offset` must be non-negative (row, column) of the scene in its slide, got ({top}, {left})."
+        raise ValueError(msg)
     out = np.empty((n_samples, n_genes, height, width), dtype=np.float32)
     rows = range(top // NOISE_CELL, (top + height - 1) // NOISE_CELL + 1)
     cols = range(left // NOISE_CELL, (left + width - 1) // NOISE_CELL + 1)
