@@ -268,6 +268,30 @@ def test_sample_is_reproducible(tiny_model, scene, drawn):
     assert not np.allclose(other[0], drawn[0])
 
 
+def test_posterior_mean_shrinks_the_draws_toward_the_base(tiny_model, scene, drawn):
+    weight = tiny_model.network.residual_weight.cpu().numpy()
+    # Fitted on held-out training bins: a share in [0, 1] per gene, not left at its initial 1 everywhere.
+    assert weight.shape == (len(tiny_model.genes),)
+    assert ((weight >= 0) & (weight <= 1)).all()
+    assert (weight < 1).any()
+    again, mean = tiny_model.sample(scene, n_samples=2, seed=SEED, return_mean=True, show_progress_bar=False)
+    np.testing.assert_array_equal(again, drawn)
+    *_, base = tiny_model._inputs(scene)
+    expected = base + weight[:, None, None] * (drawn.mean(axis=0) - base)
+    np.testing.assert_allclose(mean, expected * scene.mask, atol=1e-5)
+    assert (mean[:, ~scene.mask] == 0).all()
+
+
+def test_models_saved_before_the_weight_keep_the_plain_mean(tiny_model, saved, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(saved, old)
+    state = torch.load(old / "model.pt", weights_only=True)
+    del state["residual_weight"]
+    torch.save(state, old / "model.pt")
+    loaded = DiffST.load(old, device="cpu")
+    assert torch.equal(loaded.network.residual_weight.cpu(), torch.ones(len(tiny_model.genes)))
+
+
 def test_sample_checks_its_inputs(tiny_model, scene):
     with pytest.raises(ValueError, match="n_samples"):
         tiny_model.sample(scene, n_samples=0, show_progress_bar=False)

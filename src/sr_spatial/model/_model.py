@@ -104,6 +104,17 @@ def _split_spots(n_spots: int, seed: int, *, held_out: float = 0.2) -> tuple[np.
     return np.sort(order[n_held:]), np.sort(order[:n_held])
 
 
+def _held_out_bins(shape: tuple[int, int], seed: int, *, block: int = 4, held_out: float = 0.2) -> np.ndarray:
+    """Bins whose target the denoiser never learns from: a random ``held_out`` share of ``block``-wide squares.
+
+    Whole squares rather than single bins, so a held-out bin's neighbours are mostly held out too and the
+    denoiser cannot fill it in from targets it has learned next to it.
+    """
+    rows, cols = -(-shape[0] // block), -(-shape[1] // block)
+    squares = np.random.default_rng([int(seed), 1]).random((rows, cols)) < held_out
+    return np.kron(squares, np.ones((block, block), dtype=bool))[: shape[0], : shape[1]]
+
+
 def _within_measurement(values: np.ndarray, owner: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
     """``values`` minus their mean over the bins of the same measurement, 0 outside ``mask``."""
     out = np.zeros_like(values)
@@ -124,6 +135,11 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     starts = list(range(0, length - tile, stride))
     return [*starts, length - tile]
 
+
+#: Held-out training bins needed to fit the residual's weight; on smaller slides it stays 1.
+MIN_HELD_OUT_BINS = 20
+#: Draws averaged when fitting the residual's weight: :func:`sr_spatial.tl.superresolve`'s default ``n_samples``.
+CALIBRATION_DRAWS = 8
 
 #: Side, in bins, of the cells the initial noise is drawn in: each cell's noise depends only on the seed, the
 #: draw and the cell's position, so any region of a slide (a block, a tile) gets the same noise on its own.
@@ -207,6 +223,8 @@ class DiffSTNetwork(nn.Module):
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("gene_std", torch.ones(n_genes))
         self.register_buffer("residual_scale", torch.ones(n_genes))
+        # Per gene: how much of the draws' mean residual the posterior mean keeps (see DiffST._fit_residual_weight).
+        self.register_buffer("residual_weight", torch.ones(n_genes))
         # Per gene: weights of the smooth measurement and of the histology estimate in the base map, and offset.
         self.register_buffer("blend", torch.tensor([[1.0, 0.0, 0.0]]).repeat(n_genes, 1))
         self.register_buffer("histology_mean", torch.zeros(HISTOLOGY_INPUTS))
@@ -478,15 +496,19 @@ class DiffST:
         if encoder_file is not None and not resumed:
             save_checkpoint(encoder_file, fingerprint, network=self.network.state_dict(), encoder_losses=encoder_losses)
         scale = (self.network.gene_std * self.network.residual_scale).cpu().numpy()[:, None, None]
+        held = [_held_out_bins(s.shape, self.seed) & s.mask for s in scenes]
+        if sum(int(h.sum()) for h in held) < MIN_HELD_OUT_BINS:
+            held = [np.zeros_like(s.mask) for s in scenes]
         tensors = [
             SceneTensors(
                 cond,
                 torch.from_numpy(r / scale),
-                torch.from_numpy(s.mask.astype(np.float32)),
+                # The loss skips the held-out bins, so the residual's weight can be fitted on them honestly.
+                torch.from_numpy((s.mask & ~h).astype(np.float32)),
                 cfg.patch_bins,
                 cells=cells,
             )
-            for s, (cond, cells, _), r in zip(scenes, inputs, residuals, strict=True)
+            for s, (cond, cells, _), r, h in zip(scenes, inputs, residuals, held, strict=True)
         ]
         ema, losses = train_network(
             self.network,
@@ -511,7 +533,32 @@ class DiffST:
         self.network = ema
         self.history = {"encoder": encoder_losses, **losses}
         self.is_trained = True
+        self._fit_residual_weight(scenes, [base for *_, base in inputs], held)
         return self
+
+    def _fit_residual_weight(self, scenes: Sequence[Scene], bases: Sequence[np.ndarray], held: Sequence[np.ndarray]):
+        """Per gene, the share of the draws' mean residual that predicts the target on held-out bins.
+
+        The posterior mean is ``base + weight * (mean of the draws - base)``: where the generated residual is
+        mostly noise, or does not carry over to bins the denoiser never learned, averaging a few draws leaves
+        most of that noise in, and the least-squares weight (clipped to ``[0, 1]``) shrinks it toward the base.
+        Fitted on the mean of :data:`CALIBRATION_DRAWS` draws, the number :func:`sr_spatial.tl.superresolve`
+        averages by default. Without held-out bins (tiny slides) the weight stays 1.
+        """
+        numerator = np.zeros(len(self.genes))
+        denominator = np.zeros(len(self.genes))
+        for scene, base, bins in zip(scenes, bases, held, strict=True):
+            if not bins.any():
+                continue
+            draws = self.sample(scene, n_samples=CALIBRATION_DRAWS, seed=self.seed, show_progress_bar=False)
+            generated = (draws.mean(axis=0) - base)[:, bins]
+            wanted = (scene.target - base)[:, bins]
+            numerator += (generated * wanted).sum(axis=1)
+            denominator += (generated**2).sum(axis=1)
+        if not denominator.any():
+            return
+        weight = np.clip(numerator / np.maximum(denominator, 1e-12), 0.0, 1.0)
+        self.network.residual_weight.copy_(torch.from_numpy(weight.astype(np.float32)))
 
     def _fingerprint(self, scenes: Sequence[Scene], reference: Scene, steps: int) -> str:
         """What a checkpoint must match: settings, genes and (a digest of) the training data."""
@@ -558,8 +605,9 @@ class DiffST:
         eta: float = 0.0,
         seed: int = 0,
         offset: tuple[int, int] = (0, 0),
+        return_mean: bool = False,
         show_progress_bar: bool = True,
-    ) -> np.ndarray:
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Draw high-resolution expression maps for ``scene``.
 
         Parameters
@@ -578,12 +626,17 @@ class DiffST:
         offset
             Row and column of the scene's first bin in the slide it was cut from. The initial noise is drawn per
             bin position, so blocks of one slide sampled separately get the noise the whole slide would.
+        return_mean
+            Also return the posterior mean: the base map plus the draws' mean residual, shrunk per gene by the
+            weight fitted on held-out training bins (the residual's noise does not average away over a few
+            draws, and where it predicts nothing the mean stays at the base).
         show_progress_bar
             Show a tqdm bar over denoising steps.
 
         Returns
         -------
         Log-normalised expression, shape ``(n_samples, n_genes, height, width)``; 0 outside ``scene.mask``.
+        With ``return_mean``, also the posterior mean ``(n_genes, height, width)``.
         """
         if not self.is_trained:
             msg = "The model is not trained; call `train` first or load a trained model with `DiffST.load`."
@@ -655,8 +708,12 @@ class DiffST:
         residual = (total / weight)[..., :height, :width].numpy()
         std = self.network.gene_std.cpu().numpy()[None, :, None, None]
         scale = self.network.residual_scale.cpu().numpy()[None, :, None, None]
-        maps = base[None] + residual * scale * std
-        return (maps * scene.mask[None, None]).astype(np.float32)
+        maps = (base[None] + residual * scale * std) * scene.mask[None, None]
+        if not return_mean:
+            return maps.astype(np.float32)
+        weight = self.network.residual_weight.cpu().numpy()[:, None, None]
+        mean = (base + weight * (maps.mean(axis=0) - base)) * scene.mask
+        return maps.astype(np.float32), mean.astype(np.float32)
 
     # --- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -737,6 +794,8 @@ class DiffST:
             # Models saved before the paper's modules existed are the first version: all modules off.
             config = {**ABLATIONS["first_version"], **config}
         model = cls(meta["genes"], config=config, scale=meta["scale"], device=device, seed=meta["seed"])
+        # Models saved before the residual's weight was fitted keep the mean of their draws.
+        state.setdefault("residual_weight", torch.ones(len(meta["genes"])))
         try:
             model.network.load_state_dict(state)
         except RuntimeError as err:

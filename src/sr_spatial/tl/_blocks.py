@@ -200,20 +200,20 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
             px_per_bin=job.px_per_bin,
             owner=job.renderer.owner(grid),
         )
-        samples = model.sample(
+        samples, raw_mean = model.sample(
             scene,
             n_samples=job.n_samples,
             steps=job.sampling_steps,
             seed=job.seed,
             offset=(block.pad_top, block.pad_left),
+            return_mean=True,
             show_progress_bar=show_progress_bar,
         )
-        raw_mean = np.log1p(np.expm1(np.clip(samples, 0, None)).mean(axis=0))
         residual_before = residual_sums(raw_mean, footprint, job.values, spots=spots)
-        projected = project_to_spots(samples, footprint, job.values)
-        # Averaging in linear space keeps the mean exactly consistent with the spots, as each draw is.
-        mean = np.log1p(np.expm1(projected.astype(np.float64)).mean(axis=0)).astype(np.float32)
-        std = projected.std(axis=0).astype(np.float32)
+        # The model's posterior mean (its residual shrunk toward the base where it predicts little), projected
+        # like each draw; the spread of the projected draws is the uncertainty.
+        mean = project_to_spots(raw_mean, footprint, job.values)
+        std = project_to_spots(samples, footprint, job.values).std(axis=0).astype(np.float32)
     else:
         mean = smooth if job.method == "bicubic" else nearest
         std = np.zeros_like(mean)
