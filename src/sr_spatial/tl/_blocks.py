@@ -264,8 +264,10 @@ def _iter_distributed(job, blocks, model, client, bar) -> Iterator[BlockResult]:
     from distributed import as_completed
 
     n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
-    device = "auto" if model is None else ("auto" if model.device.type == "cpu" else model.device.type)
-    if model is not None and model.device.type != "cpu":
+    on_accelerator = model is not None and model.device.type != "cpu"
+    # A model on the CPU goes wherever each worker finds best; one on a GPU asks for that kind on every worker.
+    device = model.device.type if on_accelerator else "auto"
+    if on_accelerator:
         # Ship CPU tensors: each worker moves its copy to its own GPU (or keeps it on the CPU).
         model = _on_cpu(model)
     job_f = client.scatter(job, broadcast=True)
@@ -296,18 +298,27 @@ def _on_cpu(model: DiffST) -> DiffST:
     return clone
 
 
-class MemorySink:
+class _Sink:
+    """Maps ``mean`` and ``std`` of the whole grid that blocks write their owned bins into."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def write(self, result: BlockResult) -> None:
+        rows, cols = result.block.region
+        for target, values in ((self.mean, result.mean), (self.std, result.std)):
+            # Read, fill the owned bins, write back: zarr arrays hand out copies, not views.
+            region = target[:, rows, cols]
+            region[:, result.owned] = values[:, result.owned]
+            target[:, rows, cols] = region
+
+
+class MemorySink(_Sink):
     """Collects blocks into in-memory maps of the whole grid."""
 
     def __init__(self, n_genes: int, shape: tuple[int, int]) -> None:
         self.mean = np.zeros((n_genes, *shape), dtype=np.float32)
         self.std = np.zeros((n_genes, *shape), dtype=np.float32)
-
-    def write(self, result: BlockResult) -> None:
-        rows, cols = result.block.region
-        for target, values in ((self.mean, result.mean), (self.std, result.std)):
-            region = target[:, rows, cols]
-            region[:, result.owned] = values[:, result.owned]
 
     def arrays(self):
         return self.mean, self.std
@@ -316,7 +327,7 @@ class MemorySink:
         """Nothing to clean up: the maps go with the object."""
 
 
-class ZarrSink:
+class ZarrSink(_Sink):
     """Writes blocks into zarr arrays ``mean`` and ``std`` on disk; reads them back lazily as dask arrays."""
 
     def __init__(self, store, n_genes: int, shape: tuple[int, int], *, chunk_bins: int, overwrite: bool) -> None:
@@ -360,13 +371,6 @@ class ZarrSink:
             msg = f"Cannot create `image_store` {str(path)!r} ({err.strerror}). Pass a folder you can write to."
             raise ValueError(msg) from err
         path.rmdir()
-
-    def write(self, result: BlockResult) -> None:
-        rows, cols = result.block.region
-        for target, values in ((self.mean, result.mean), (self.std, result.std)):
-            region = target[:, rows, cols]
-            region[:, result.owned] = values[:, result.owned]
-            target[:, rows, cols] = region
 
     def arrays(self):
         import dask.array as da

@@ -9,6 +9,22 @@ from sr_spatial._groups import group_means
 __all__ = ["project_to_spots", "spot_residual"]
 
 
+def _footprint_means(
+    linear: np.ndarray, footprint: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of ``linear`` (``(..., n_genes, h, w)``) over the bins of each spot present in ``footprint``.
+
+    Only the spots present are indexed, so a block of a large slide costs what its own spots cost. Returns the
+    present spots, their means ``(..., n_genes, n_present)``, their bin counts, and each owned bin's index into
+    the present spots (bins in ``footprint >= 0`` order).
+    """
+    owned = footprint >= 0
+    present, owner = np.unique(footprint[owned], return_inverse=True)
+    owner = owner.ravel()
+    means, count = group_means(linear[..., owned], owner, len(present))
+    return present, means, count, owner
+
+
 def spot_residual(
     maps: np.ndarray, footprint: np.ndarray, spot_values: np.ndarray, *, per_gene: bool = False
 ) -> float | np.ndarray:
@@ -46,10 +62,7 @@ def residual_sums(
     summed block by block. Only spots present in ``footprint`` are aggregated, which keeps a block's work
     proportional to its own spots.
     """
-    owned = footprint >= 0
-    present, local = np.unique(footprint[owned], return_inverse=True)
-    linear = np.expm1(maps.astype(np.float64))[..., owned]
-    means, count = group_means(linear, local.ravel(), len(present))
+    present, means, count, _ = _footprint_means(np.expm1(maps.astype(np.float64)), footprint)
     measured = np.expm1(spot_values[present].astype(np.float64)).T
     use = count > 0
     if spots is not None:
@@ -80,11 +93,8 @@ def project_to_spots(samples: np.ndarray, footprint: np.ndarray, spot_values: np
     """
     linear = np.expm1(np.clip(samples.astype(np.float64), 0.0, None))
     owned = footprint >= 0
-    # Index only the spots present, so a block of a large slide costs what its own spots cost.
-    present, owner = np.unique(footprint[owned], return_inverse=True)
-    owner = owner.ravel()
+    present, means, _, owner = _footprint_means(linear, footprint)
     bins = linear[..., owned]
-    means, _ = group_means(bins, owner, len(present))
     measured = np.expm1(spot_values[present].astype(np.float64)).T  # (n_genes, n_present)
     bin_mean = means[..., owner]
     target = measured[..., owner]
