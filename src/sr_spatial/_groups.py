@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["group_means"]
@@ -18,7 +20,8 @@ def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
     """
     counts = np.bincount(groups, minlength=n_groups)
     lead = values.shape[:-1]
-    flat = values.reshape(-1, values.shape[-1])
+    # Rows given explicitly: with no items (a block of the grid that holds no spot) ``-1`` cannot be inferred.
+    flat = values.reshape(math.prod(lead), values.shape[-1])
     sums = (
         np.stack([np.bincount(groups, row, minlength=n_groups) for row in flat])
         if flat.size

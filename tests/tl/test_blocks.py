@@ -144,3 +144,31 @@ def test_a_local_dask_cluster_gives_the_single_process_result(demo_sdata, tiny_m
         sdata.tables["blocks_table"].layers["std"], small_blocks.tables["blocks_table"].layers["std"], rtol=1e-4,
         atol=1e-5,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sparse_slide():
+    """A small slide whose 16-bin blocks include one with no spot in reach (none within its halo)."""
+    return sr.datasets.demo(n_rows=10, n_cols=10)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bicubic", "diffusion"])
+def test_blocks_without_any_spot(sparse_slide, method, request):
+    st_map = sr.pp.build_st_map(sparse_slide, IMAGE, scale=4)
+    blocks = plan_blocks(st_map.grid.shape, block_bins=16, halo=block_halo(st_map, context=0))
+    assert any(not (st_map.footprint[b.region] >= 0).any() for b in blocks)
+    sdata = copy.deepcopy(sparse_slide)
+    # The session's tiny model (trained on the demo's genes) only where it is used: training it takes a while.
+    model = request.getfixturevalue("tiny_model") if method == "diffusion" else None
+    sr.tl.superresolve(
+        sdata, IMAGE, method=method, model=model, n_samples=2, block_bins=16, key_added="out", client=None,
+        show_progress_bar=False,
+    )  # fmt: skip
+    table = sdata.tables["out_table"]
+    assert table.n_obs == int(st_map.mask.sum())
+    assert np.isfinite(table.X).all()
+    if method == "nearest":
+        # Each spot's bins take its value, so the residual is zero.
+        assert table.uns["out"]["spot_residual"] < 1e-6
+    if method == "diffusion":
+        assert table.uns["out"]["spot_residual"] < 1e-5

@@ -101,3 +101,11 @@ def test_residual_measures_relative_error(spots):
     maps = np.zeros((N_GENES, *footprint.shape))
     maps[:, owned] = np.log1p(2 * np.expm1(values[footprint[owned]].astype(np.float64))).T
     assert spot_residual(maps, footprint, values) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_group_means_of_no_items():
+    from sr_spatial._groups import group_means
+
+    means, counts = group_means(np.zeros((2, 3, 0)), np.zeros(0, dtype=int), 0)
+    assert means.shape == (2, 3, 0)
+    assert counts.shape == (0,)
