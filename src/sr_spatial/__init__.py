@@ -1,5 +1,6 @@
 """sr_spatial: histology-guided diffusion super-resolution of spatial transcriptomics on SpatialData."""
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -7,7 +8,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from sr_spatial import datasets, model, pl, pp, tl
-from sr_spatial._logging import settings
+with warnings.catch_warnings():
+    # spatialdata imports pooch, which imports tqdm.auto; in a Jupyter kernel without ipywidgets that warns
+    # "IProgress not found" although no bar is shown. sr_spatial's own bars fall back to text bars without it
+    # (`_logging.progress_bar`), so the warning would only confuse; it is hidden for this import alone.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    from sr_spatial import datasets, model, pl, pp, tl
+    from sr_spatial._logging import settings
 
 __all__ = ["__version__", "datasets", "model", "pl", "pp", "settings", "tl"]

@@ -1,12 +1,13 @@
-"""Verbosity (scanpy's levels 0-4) and the ETA logged at the start of long loops."""
+"""Verbosity (scanpy's levels 0-4), the progress bars, and the log line that ends each phase of a run."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import sys
-import time
 
-__all__ = ["HINT", "ETA", "Settings", "logger", "settings"]
+__all__ = ["HINT", "Settings", "log_phase", "logger", "progress_bar", "settings"]
 
 logger = logging.getLogger("sr_spatial")
 
@@ -56,7 +57,7 @@ class Settings:
     ----------
     verbosity
         How much ``sr_spatial`` logs, with scanpy's levels: ``0`` errors, ``1`` warnings, ``2`` info (default:
-        what is being trained, the expected duration, where results were written), ``3`` hints, ``4`` debug.
+        a line per phase of a run with its duration, where results were written), ``3`` hints, ``4`` debug.
         Names (``"error"``, ``"warning"``, ``"info"``, ``"hint"``, ``"debug"``) are accepted too. Progress bars
         are set per call with ``show_progress_bar``.
     """
@@ -87,52 +88,47 @@ class Settings:
 settings = Settings()
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+def progress_bar(*args, **kwargs):
+    """A tqdm progress bar, the only kind the package shows: a widget in Jupyter where ipywidgets is installed.
 
-
-class ETA:
-    """Log once how long a loop of ``total`` steps will take, timed on its first steps.
-
-    The first step is left out of the measurement (it carries one-off costs: allocation, lazy initialisation);
-    the next ``warmup`` steps are timed, and the rest of the loop is extrapolated from them.
-
-    Parameters
-    ----------
-    what
-        What the loop does, e.g. ``"Training the denoiser"``.
-    total
-        Steps in the loop.
-    warmup
-        Steps timed after the first.
+    Without ipywidgets, :mod:`tqdm.auto` warns "IProgress not found" in a notebook and falls back to a text bar
+    anyway; this picks the text bar directly, without the warning. Arguments are :class:`tqdm.tqdm`'s.
     """
+    from tqdm.notebook import tqdm_notebook
 
-    def __init__(self, what: str, total: int, *, warmup: int = 5):
-        self.what, self.total, self.warmup = what, int(total), int(warmup)
-        self.done = 0
-        self._start: float | None = None
-        self.seconds: float | None = None
+    bar_class = _bar_class()
+    if not issubclass(bar_class, tqdm_notebook) and not _is_terminal(kwargs.get("file", sys.stderr)):
+        # A text bar in a notebook or a log file: every redraw is a new chunk of output there, so redraw seldom.
+        kwargs.setdefault("mininterval", TEXT_BAR_INTERVAL_S)
+    return bar_class(*args, **kwargs)
 
-    def step(self, n: int = 1) -> None:
-        """Count ``n`` finished steps; log the ETA once enough have been timed."""
-        before, self.done = self.done, self.done + n
-        if before == 0:
-            self._start = time.perf_counter()
-            return
-        if self.seconds is not None or self._start is None or self.done - 1 < self.warmup:
-            return
-        per_step = (time.perf_counter() - self._start) / (self.done - 1)
-        self.seconds = per_step * (self.total - self.done)
-        if self.total - self.done > 0:
-            logger.info(
-                "%s: %d steps, ETA ~%s (%.2f s/step over %d timed steps).",
-                self.what,
-                self.total,
-                _duration(self.seconds),
-                per_step,
-                self.done - 1,
-            )
+
+#: Seconds between redraws of a text bar whose output is not a terminal (a notebook without ipywidgets, a log).
+TEXT_BAR_INTERVAL_S = 5.0
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@functools.cache
+def _bar_class():
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+
+    return tqdm
+
+
+def log_phase(phase: str, seconds: float, message: str, *args, level: int = logging.INFO) -> None:
+    """Log that a phase of a run ended, with its duration.
+
+    The record carries ``sr_phase`` (``"reading"``, ``"features"``, ``"training"``, ``"sampling"`` or
+    ``"writing"``) and ``sr_seconds``, so tools that time a run (``benchmarks/visium_scale.py``) read the package's
+    own timings instead of parsing messages.
+    """
+    logger.log(level, message, *args, extra={"sr_phase": phase, "sr_seconds": float(seconds)})

@@ -6,10 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from sr_spatial._groups import group_means
-from sr_spatial._logging import ETA
+from sr_spatial._logging import logger, progress_bar
 
 __all__ = [
     "HISTOLOGY_INPUTS",
@@ -160,8 +159,8 @@ def pretrain_encoder(
     encoder.to(device).train()
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=learning_rate, weight_decay=1e-4)
     losses = []
-    bar = tqdm(range(steps), desc="Histology encoder", unit="step", disable=not show_progress_bar)
-    eta = ETA("Fitting the histology encoder", steps)
+    logger.info("Fitting the histology encoder: %d steps.", steps)
+    bar = progress_bar(range(steps), desc="Histology encoder", unit="step", disable=not show_progress_bar)
     for _ in bar:
         chosen = rng.choice(present, size=min(batch_size, len(present)), replace=False)
         crops, masks = [], []
@@ -179,7 +178,6 @@ def pretrain_encoder(
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-        eta.step()
         if len(losses) % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     bar.close()

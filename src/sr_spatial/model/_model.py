@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from sr_spatial._groups import group_means
-from sr_spatial._logging import ETA
+from sr_spatial._logging import progress_bar
 from sr_spatial.model._cmam import Disentangler, disentangling_loss
 from sr_spatial.model._config import ABLATIONS, ModelConfig, resolve_config
 from sr_spatial.model._denoiser import UNet
@@ -675,13 +674,7 @@ class DiffST:
         batches = [jobs[i : i + per_batch] for i in range(0, len(jobs), per_batch)]
         total = torch.zeros(noise.shape)
         weight = torch.zeros(noise.shape[-2:])
-        bar = tqdm(total=steps * len(batches), desc="Sampling", unit="step", disable=not show_progress_bar)
-        timer = ETA(f"Sampling {n_samples} draws", steps * len(batches))
-
-        def progress():
-            bar.update()
-            timer.step()
-
+        bar = progress_bar(total=steps * len(batches), desc="Sampling", unit="step", disable=not show_progress_bar)
         for batch in batches:
 
             def crop(a, top, left, factor=1):
@@ -699,7 +692,7 @@ class DiffST:
                 with autocast(self.device, cfg.precision):
                     return denoiser(x_t, t, cond_batch, cells_batch)
 
-            x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=progress)
+            x0 = self.schedule.sample(denoise, x, steps=steps, eta=eta, generator=generator, progress=bar.update)
             for ((top, left), draw), drawn in zip(batch, x0.float().cpu(), strict=True):
                 crop(total[draw], top, left).add_(drawn * ramp)
                 if draw == 0:

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from sr_spatial._logging import ETA
+from sr_spatial._logging import logger, progress_bar
 from sr_spatial.model._precision import autocast, compute_dtype
 
 if TYPE_CHECKING:
@@ -154,10 +153,10 @@ def train_network(
         generator.set_state(state["generator"])
         history = {k: list(v) for k, v in state["history"].items()}
         start = int(state["step"])
-    bar = tqdm(
+    logger.info("Training the denoiser: %d steps%s.", steps, f" (from step {start})" if start else "")
+    bar = progress_bar(
         range(start, steps), desc="Training", unit="step", disable=not show_progress_bar, initial=start, total=steps
     )
-    eta = ETA("Training the denoiser", steps - start)
     for step in bar:
         batch = []
         for _ in range(batch_size):
@@ -186,7 +185,6 @@ def train_network(
                 p_ema.lerp_(p, 1 - decay)
         history["denoiser"].append(diffusion.item())
         history["disentangle"].append(float(disentangle.detach()))
-        eta.step()
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{np.mean(history['denoiser'][-20:]):.4f}")
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):

@@ -229,10 +229,10 @@ def iter_blocks(
     On a cluster the job and the model are sent to each worker once; at most two blocks per worker are in
     flight, so results do not pile up in memory faster than they are written.
     """
-    from tqdm.auto import tqdm
+    from sr_spatial._logging import progress_bar
 
     several = len(blocks) > 1
-    bar = tqdm(total=len(blocks), desc="Blocks", unit="block", disable=not (show_progress_bar and several))
+    bar = progress_bar(total=len(blocks), desc="Blocks", unit="block", disable=not (show_progress_bar and several))
     try:
         if client is None:
             for block in blocks:

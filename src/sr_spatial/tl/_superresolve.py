@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from sr_spatial._adapter import check_output_names, table_genes, write_superres
 from sr_spatial._docs import doc_params, doc_slide
+from sr_spatial._logging import HINT, log_phase, logger
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import spot_map
@@ -24,7 +24,7 @@ from sr_spatial.tl._blocks import (
     iter_blocks,
     plan_blocks,
 )
-from sr_spatial.tl._train import _check_scale, output_scene, train_on_map
+from sr_spatial.tl._train import _check_scale, train_on_map
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
     from sr_spatial.model import ModelConfig
     from sr_spatial.pp._stmap import STMap
-
-logger = logging.getLogger("sr_spatial")
 
 __all__ = ["superresolve"]
 
@@ -110,14 +108,14 @@ def _run_blocks(st_map: STMap, job: BlockJob, model, *, block_bins, halo, sink, 
     """Run every block into ``sink``; the tissue mask, the table's values and the residual sums of the slide."""
     grid = st_map.grid
     blocks = plan_blocks(grid.shape, block_bins=block_bins, halo=halo)
+    what = f"Sampling {job.n_samples} draws" if job.method == "diffusion" else f"Computing the {job.method} maps"
+    n_bins = grid.height * grid.width
     if len(blocks) > 1:
         logger.info(
-            "Processing %d bins in %d blocks of up to %d x %d bins.",
-            grid.height * grid.width,
-            len(blocks),
-            block_bins,
-            block_bins,
+            "%s on %d bins in %d blocks of up to %d x %d bins.", what, n_bins, len(blocks), block_bins, block_bins
         )
+    else:
+        logger.info("%s on %d bins.", what, n_bins)
     mask = np.zeros(grid.shape, dtype=bool)
     coords, means, stds = [], [], []
     residual = residual_before = None
@@ -204,7 +202,8 @@ def superresolve(
         Model size when training: ``"tiny"`` (seconds, for tests), ``"base"``; or a
         :class:`~sr_spatial.model.ModelConfig`.
     train_steps
-        Optimiser steps when training; default from ``config``.
+        Optimiser steps of the denoiser when training; default from ``config``. The histology encoder's steps
+        scale in proportion (``config.encoder_steps * train_steps / config.train_steps``).
     n_samples
         Diffusion draws; their spread is the uncertainty. The default 8 is where the posterior mean's accuracy
         levels off on the demo (``benchmarks/results/sampling_curve.md``).
@@ -315,6 +314,16 @@ def superresolve(
         # Training reads the whole slide anyway; inference renders block by block.
         render=train_here,
     )
+    seconds = time.perf_counter() - start
+    log_phase(
+        "reading",
+        seconds,
+        "Read %d spots x %d genes in %.1f s; the output grid has %d x %d bins.",
+        len(st_map.values),
+        len(st_map.genes),
+        seconds,
+        *st_map.grid.shape,
+    )
     if train_here:
         loaded = train_on_map(
             st_map,
@@ -324,7 +333,6 @@ def superresolve(
             device=device,
             seed=seed,
             show_progress_bar=show_progress_bar,
-            reference=output_scene(st_map, px_per_bin=model_config.px_per_bin),
         )
     elif loaded is not None:
         loaded.check_genes(st_map.genes)
@@ -349,6 +357,7 @@ def superresolve(
     else:
         sink = ZarrSink(image_store, n_genes, shape, chunk_bins=min(block_bins, 256), overwrite=overwrite)
     try:
+        sampling = time.perf_counter()
         mask, bins, residual, residual_before = _run_blocks(
             st_map,
             job,
@@ -359,6 +368,8 @@ def superresolve(
             client=client,
             show_progress_bar=show_progress_bar,
         )
+        seconds = time.perf_counter() - sampling
+        log_phase("sampling", seconds, "Computed the maps in %.1f s.", seconds)
         mean, std = sink.arrays()
         genes_out = list(st_map.genes)
         if requested is not None:
@@ -386,6 +397,7 @@ def superresolve(
             uns["spot_residual_before_projection"] = _ratio(residual_before)
 
         target = sdata if inplace else sd.SpatialData()
+        writing = time.perf_counter()
         write_superres(
             target,
             key=key,
@@ -399,6 +411,8 @@ def superresolve(
             overwrite=overwrite,
             bins=bins,
         )
+        seconds = time.perf_counter() - writing
+        log_phase("writing", seconds, "Built the output elements in %.1f s.", seconds, level=HINT)
     except BaseException:
         sink.discard()
         raise

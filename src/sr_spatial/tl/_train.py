@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sr_spatial._adapter import read_histology
 from sr_spatial._docs import doc_params, doc_slide
+from sr_spatial._logging import log_phase, logger
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, nearest_spot, render_spots
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
     from sr_spatial.model import ModelConfig
     from sr_spatial.pp._stmap import STMap
-
-logger = logging.getLogger("sr_spatial")
 
 __all__ = ["output_scene", "scale_transfer_scenes", "train"]
 
@@ -154,7 +153,9 @@ def train(
     config
         Model size (``"tiny"``, ``"base"``), a :class:`~sr_spatial.model.ModelConfig` or a dict.
     train_steps
-        Optimiser steps; default from ``config``.
+        Optimiser steps of the denoiser; default from ``config``. The histology encoder's steps scale in
+        proportion (``config.encoder_steps * train_steps / config.train_steps``), so a shorter run is shorter
+        throughout.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
     reference
@@ -225,7 +226,7 @@ def train_on_map(
 
     ``scenes`` are the training pairs; default: :func:`scale_transfer_scenes` of the map.
     """
-    cfg = resolve_config(config)
+    cfg = config_for_steps(resolve_config(config), train_steps)
     start = time.perf_counter()
     if reference is None:
         reference = output_scene(st_map, px_per_bin=cfg.px_per_bin)
@@ -233,6 +234,9 @@ def train_on_map(
         scenes = scale_transfer_scenes(
             st_map, scale=scale, px_per_bin=cfg.px_per_bin, n_offsets=cfg.n_pool_offsets, seed=seed
         )
+    seconds = time.perf_counter() - start
+    log_phase("features", seconds, "Prepared the training data (histology, spot pairs) in %.1f s.", seconds)
+    start = time.perf_counter()
     model = DiffST(st_map.genes, config=cfg, scale=scale, device=device, seed=seed)
     logger.info(
         "Training on %d spots x %d genes at scale %d (%s).",
@@ -241,15 +245,23 @@ def train_on_map(
         scale,
         model.device.type,
     )
-    model.train(
-        scenes,
-        reference=reference,
-        steps=train_steps,
-        checkpoint_dir=checkpoint_dir,
-        show_progress_bar=show_progress_bar,
-    )
-    logger.info("Trained in %.1f s.", time.perf_counter() - start)
+    model.train(scenes, reference=reference, checkpoint_dir=checkpoint_dir, show_progress_bar=show_progress_bar)
+    seconds = time.perf_counter() - start
+    log_phase("training", seconds, "Trained in %.1f s.", seconds)
     return model
+
+
+def config_for_steps(config: ModelConfig, train_steps: int | None) -> ModelConfig:
+    """``config`` with ``train_steps`` denoiser steps, and the histology encoder's steps scaled in proportion.
+
+    ``train_steps=40`` with a configuration of 300 encoder and 300 denoiser steps trains 40 of each; the
+    configuration's own step counts are used when ``train_steps`` is ``None``.
+    """
+    if train_steps is None:
+        return config
+    train_steps = int(train_steps)
+    encoder_steps = max(1, round(config.encoder_steps * train_steps / max(config.train_steps, 1)))
+    return replace(config, train_steps=train_steps, encoder_steps=encoder_steps)
 
 
 def _check_scale(scale) -> None:
