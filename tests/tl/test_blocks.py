@@ -172,3 +172,15 @@ def test_blocks_without_any_spot(sparse_slide, method, request):
         assert table.uns["out"]["spot_residual"] < 1e-6
     if method == "diffusion":
         assert table.uns["out"]["spot_residual"] < 1e-5
+
+
+def test_writing_a_result_prints_no_sharding_notices(sparse_slide, tmp_path):
+    import warnings
+
+    sdata = copy.deepcopy(sparse_slide)
+    sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added="near", show_progress_bar=False)
+    with warnings.catch_warnings(record=True) as caught:
+        # Everything else is shown every time; the package's filter for anndata's notice comes first.
+        warnings.filterwarnings("always", append=True)
+        sdata.write(tmp_path / "slide.zarr")
+    assert not [w for w in caught if "autosharding" in str(w.message)]
