@@ -28,7 +28,12 @@ def baseline_sdata(demo_sdata):
 
 def test_superres_draws_three_panels_per_gene(baseline_sdata, tmp_path):
     path = tmp_path / "panels.png"
-    fig = sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="near", show=False, save=path)
+    axes = sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="near", show=False, save=path)
+    # Axes, as scanpy's plots return with show=False: one per panel, gene by gene.
+    assert isinstance(axes, list) and len(axes) == 6
+    assert all(isinstance(ax, matplotlib.axes.Axes) for ax in axes)
+    fig = axes[0].figure
+    assert fig.axes[: len(axes)] == axes
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [
         "gene_00: measured spots",
@@ -47,14 +52,25 @@ def test_superres_draws_three_panels_per_gene(baseline_sdata, tmp_path):
     plt.close(fig)
 
 
+def test_superres_draws_the_he_behind_every_panel(baseline_sdata):
+    axes = sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="cubic", truth_key="demo_truth", show=False)
+    hires = baseline_sdata.tables["cubic_table"].uns["spatial"]["cubic"]["images"]["hires"]
+    for ax in axes:
+        np.testing.assert_array_equal(ax.images[0].get_array(), hires)
+        # The data over it lets the tissue show through.
+        data = ax.collections[0] if not ax.images[1:] else ax.images[-1]
+        assert data.get_alpha() < 1
+    plt.close(axes[0].figure)
+
+
 def test_superres_image(baseline_sdata, tmp_path):
-    fig = sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="cubic", panel_size=2.5, show=False)
-    assert_matches(fig, "superres_cubic", tmp_path)
+    axes = sr.pl.superres(baseline_sdata, ["gene_00", "gene_10"], key="cubic", panel_size=2.5, show=False)
+    assert_matches(axes[0].figure, "superres_cubic", tmp_path)
 
 
 def test_superres_image_differs_for_another_gene(baseline_sdata, tmp_path):
     # The tolerance must not hide a change of content: another gene's panels fail the comparison.
-    fig = sr.pl.superres(baseline_sdata, ["gene_05", "gene_10"], key="cubic", panel_size=2.5, show=False)
+    fig = sr.pl.superres(baseline_sdata, ["gene_05", "gene_10"], key="cubic", panel_size=2.5, show=False)[0].figure
     actual = tmp_path / "other.png"
     fig.savefig(actual, dpi=DPI)
     plt.close(fig)
@@ -66,7 +82,8 @@ def test_superres_image_differs_for_another_gene(baseline_sdata, tmp_path):
 def test_superres_into_given_axes(baseline_sdata):
     fig, axes = plt.subplots(1, 3)
     out = sr.pl.superres(baseline_sdata, "gene_10", key="near", ax=axes, show=False)
-    assert out is fig
+    assert out == list(axes)
+    assert out[0].figure is fig
     assert [ax.get_title() for ax in axes] == [
         "gene_10: measured spots",
         "gene_10: super-resolved",
@@ -85,7 +102,7 @@ def test_superres_errors_name_what_to_do(baseline_sdata):
 
 
 def test_superres_with_truth_shares_the_colour_scale(baseline_sdata):
-    fig = sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="demo_truth", show=False)
+    fig = sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="demo_truth", show=False)[0].figure
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == [
         "gene_10: measured spots",

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
 __all__ = ["superres"]
@@ -26,16 +25,18 @@ def superres(
     key: str,
     truth_key: str | None = None,
     cmap: str = "viridis",
+    alpha: float = 0.75,
     panel_size: float = 3.5,
     ax: Sequence[Axes] | np.ndarray | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     dpi: float = 120,
-) -> Figure | None:
+) -> list[Axes] | None:
     """Plot, per gene, the measured spots, the super-resolved map and its standard deviation over the H&E.
 
     Measured, super-resolved (and true) panels share one colour scale per gene, so what the model adds is
-    visible as detail rather than as a change of range. The uncertainty panel's scale starts at 0.
+    visible as detail rather than as a change of range. The uncertainty panel's scale starts at 0. Every panel
+    is drawn over the H&E, with the data at opacity ``alpha`` so the tissue shows through.
 
     Parameters
     ----------
@@ -50,6 +51,8 @@ def superres(
         :func:`sr_spatial.datasets.demo`): adds a panel with it averaged onto the bins, on the same colour scale.
     cmap
         Matplotlib colour map of the expression panels.
+    alpha
+        Opacity of the spots and maps over the H&E (1: opaque, the H&E shows only around the tissue).
     panel_size
         Inches per panel (when ``ax`` is not given).
     ax
@@ -64,7 +67,8 @@ def superres(
 
     Returns
     -------
-    The figure if ``show`` is ``False``, else ``None`` (as scanpy plots do).
+    If ``show`` is ``False``, the panels' axes in a list, gene by gene (measured, super-resolved, [truth,]
+    uncertainty); else ``None``, as scanpy plots do. The figure is ``axes[0].figure``.
     """
     import matplotlib.pyplot as plt
     from matplotlib.collections import PatchCollection
@@ -114,7 +118,8 @@ def superres(
         truth = regrid_to(sdata, truth_key, key, channels=genes)
     n_cols = 3 if truth is None else 4
 
-    if ax is None:
+    new_figure = ax is None
+    if new_figure:
         size = (n_cols * panel_size, len(genes) * panel_size)
         fig, axes = plt.subplots(len(genes), n_cols, figsize=size, squeeze=False)
     else:
@@ -148,20 +153,21 @@ def superres(
                 )
                 circles.set_array(measured)
                 circles.set_clim(vmin, vmax)
+                circles.set_alpha(alpha)
                 image = ax.add_collection(circles)
             else:
                 data = np.ma.masked_where(~mask, data)
                 if kind == "expression":
-                    image = ax.imshow(data, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax)
+                    image = ax.imshow(data, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
                 else:
                     # The sd starts at 0, so a flat (certain) map reads as certain, not as mid-range.
                     top = max(float(data.max()), 1e-6)
-                    image = ax.imshow(data, extent=extent, cmap="magma", vmin=0.0, vmax=top)
+                    image = ax.imshow(data, extent=extent, cmap="magma", vmin=0.0, vmax=top, alpha=alpha)
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
             ax.set_title(f"{gene}: {title}", fontsize=9)
             ax.set_axis_off()
-    if ax is None:
+    if new_figure:
         fig.tight_layout()
-    return finish(fig, show=show, save=save, dpi=dpi)
+    return finish(fig, show=show, save=save, dpi=dpi, result=list(axes.ravel()))
