@@ -14,11 +14,8 @@ with warnings.catch_warnings():
     # (`_logging.progress_bar`), so the warning would only confuse; it is hidden for this import alone.
     warnings.filterwarnings("ignore", message="IProgress not found")
     from sr_spatial import datasets, model, pl, pp, tl
-    from sr_spatial._logging import settings
+    from sr_spatial._logging import hide_sharding_notice, settings
 
-# anndata announces, for every array of every table written to zarr v3, that it will shard arrays by default in a
-# later release; `SpatialData.write` offers no option to choose, so writing a result printed dozens of these. The
-# notice concerns anndata's future default, not the data written: this one message is hidden.
-warnings.filterwarnings("ignore", message="zarr v3 autosharding will be the default", category=UserWarning)
+hide_sharding_notice()
 
 __all__ = ["__version__", "datasets", "model", "pl", "pp", "settings", "tl"]

@@ -6,8 +6,9 @@ import functools
 import importlib.util
 import logging
 import sys
+import warnings
 
-__all__ = ["HINT", "Settings", "log_phase", "logger", "progress_bar", "settings"]
+__all__ = ["HINT", "Settings", "hide_sharding_notice", "log_phase", "logger", "progress_bar", "settings"]
 
 logger = logging.getLogger("sr_spatial")
 
@@ -122,6 +123,18 @@ def _bar_class():
         from tqdm.std import tqdm
 
     return tqdm
+
+
+def hide_sharding_notice() -> None:
+    """Hide anndata's notice "zarr v3 autosharding will be the default in the next minor release".
+
+    anndata prints it for every array of every table written to zarr v3, and ``SpatialData.write`` offers no
+    option to choose, so writing a super-resolved slide printed dozens of them. It concerns anndata's future
+    default, not the data written; only this message is filtered. Called on import and again by
+    :func:`sr_spatial.tl.superresolve`, since code that resets the warning filters (pytest, ``catch_warnings``)
+    drops a filter set on import.
+    """
+    warnings.filterwarnings("ignore", message="zarr v3 autosharding will be the default", category=UserWarning)
 
 
 def log_phase(phase: str, seconds: float, message: str, *args, level: int = logging.INFO) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from sr_spatial._adapter import check_output_names, table_genes, write_superres
 from sr_spatial._docs import doc_params, doc_slide
-from sr_spatial._logging import HINT, log_phase, logger
+from sr_spatial._logging import HINT, hide_sharding_notice, log_phase, logger
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import spot_map
@@ -413,6 +413,8 @@ def superresolve(
         )
         seconds = time.perf_counter() - writing
         log_phase("writing", seconds, "Built the output elements in %.1f s.", seconds, level=HINT)
+        # The result is usually written next (`sdata.write`): keep anndata's sharding notices out of it.
+        hide_sharding_notice()
     except BaseException:
         sink.discard()
         raise
