@@ -187,7 +187,8 @@ def demo(path: Path = STATIC / "demo_superres.png") -> Path:
 
     sdata = sr.datasets.demo(seed=0)
     sr.tl.superresolve(sdata, "demo_full_image", scale=4, key_added="sr", seed=0)
-    fig = sr.pl.superres(sdata, ["gene_00", "gene_10", "gene_20"], key="sr", truth_key="demo_truth", show=False)
+    axes = sr.pl.superres(sdata, ["gene_00", "gene_10", "gene_20"], key="sr", truth_key="demo_truth", show=False)
+    fig = axes[0].figure
     fig.savefig(path, dpi=90, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path
