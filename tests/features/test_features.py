@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_spatial.features import EncoderFeatures, MorphologyFeatures, bin_features, resolve_features
-from sr_spatial.features import _extract
+from sr_spatial.features import EncoderFeatures, MorphologyFeatures, _extract, bin_features, resolve_features
 from sr_spatial.pp import build_st_map
 
 IMAGE = "demo_full_image"
