@@ -191,8 +191,9 @@ class HistologyDetail:
     def block_maps(
         self, block: Block, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray, mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Over ``block``'s padded region: the measurement plus the weighted predicted within-spot detail, and
-        the calibrated standard deviation per bin (0 outside the tissue).
+        """The measurement plus the weighted predicted detail, and the calibrated spread, over ``block``.
+
+        Both cover the block's padded region; the spread is 0 outside the tissue.
         """
         rows, cols = block.region
         n_genes = len(nearest)

@@ -119,9 +119,8 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     values inside the central normal interval of that nominal level) and ``sd_error_spearman`` (rank correlation
     of the reported standard deviation with the absolute error; NaN where the spread is constant).
     """
-    from sr_spatial.model._calibration import LEVELS, interval_coverage, sd_error_rank
-
     from sr_spatial._adapter import output_names
+    from sr_spatial.model._calibration import LEVELS, interval_coverage, sd_error_rank
 
     table_key = output_names(key)["table"]
     for name, kind in ((key, "images"), (truth_key, "images"), (table_key, "tables")):
