@@ -6,7 +6,7 @@ receives is the measurement of its spot plus the predicted deviation of the bin 
 weight. The weight is learned one level coarser, where a truth exists: spots are pooled into groups as the
 slide's bins pool into spots, the ridge is refitted on the spots of the other folds of groups, and the weight is
 the least-squares slope of the held-out spots' measured deviations from their group on the predicted ones,
-clipped to ``[0, 1]`` and shrunk by its t statistic (positive-part James-Stein). A gene the histology does not
+clipped to ``[0, 1]`` and shrunk by its t statistic over groups (positive-part James-Stein). A gene the histology does not
 predict gets weight 0 and equals the measurement. The held-out residuals also give each gene's predictive spread,
 which varies over the slide with what predicts the error (:class:`SpreadPredictors`).
 """
@@ -226,7 +226,7 @@ def fit_detail_model(
     ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
     predicted, measured, gradient, level, distance = [], [], [], [], []
-    n_groups = 0
+    n_groups = n_held_groups = 0
     factor = max(int(scale), 2)
     # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
     for phase in (0.0, 0.5):
@@ -235,6 +235,7 @@ def fit_detail_model(
         size = np.bincount(group, minlength=groups)
         multi = size[group] >= 2
         n_groups = max(n_groups, int((size >= 2).sum()))
+        n_held_groups += int((size >= 2).sum())
         group_features, _ = group_means(spot_features.T, group, groups)
         # A group measures its spots pooled: the mean of their linear expression.
         linear, _ = group_means(np.expm1(spot_values.astype(np.float64)).T, group, groups)
@@ -269,8 +270,10 @@ def fit_detail_model(
         # shrinkage by its t statistic sends slopes indistinguishable from 0 to 0 and keeps clear ones.
         # (Shrinking by the held-out correlation instead also penalises the measurement's own counting noise:
         # protocol 2a's weights fell to a median of 0.28 where ridge at full weight scored far higher.)
-        residual_var = np.sum((dy - slope * dp) ** 2, axis=0) / max(len(dp) - 1, 1)
-        t_squared = slope**2 * (dp**2).sum(axis=0) / np.maximum(residual_var, 1e-12)
+        # Deviations inside one group are not independent (they sum to zero, and share its tissue), so the
+        # evidence is counted in groups: t^2 = n_groups r^2 / (1 - r^2).
+        r = np.clip(np.nan_to_num(heldout_r, nan=0.0), -0.999, 0.999)
+        t_squared = n_held_groups * r**2 / (1.0 - r**2)
         weight = np.clip(slope, 0.0, 1.0) * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
     residual = dy - weight * dp
     ratio = finer_variance_ratio(spot_values, centres, pitch=pitch, scale=factor)
