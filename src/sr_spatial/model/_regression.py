@@ -7,8 +7,8 @@ weight. The weight is learned one level coarser, where a truth exists: spots are
 slide's bins pool into spots, the ridge is refitted on the spots of the other folds of groups, and the weight is
 the least-squares slope of the held-out spots' measured deviations from their group on the predicted ones,
 clipped to ``[0, 1]`` and shrunk by its t statistic over groups (positive-part James-Stein). A gene the histology
-does not predict gets weight 0 and equals the measurement. The held-out residuals also give each gene's predictive spread,
-which varies over the slide with what predicts the error (:class:`SpreadPredictors`).
+does not predict gets weight 0 and equals the measurement. The held-out residuals also give each gene's
+predictive spread, which varies over the slide with what predicts the error (:class:`SpreadPredictors`).
 """
 
 from __future__ import annotations
