@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING
 import _protocol
 import numpy as np
 import pandas as pd
-from _protocol import METHODS, PEERS_ENV, data_root, peer_python, ridge_fit_predict, sample_disks, score_per_gene
+from _protocol import (
+    METHODS,
+    PEERS_ENV,
+    data_root,
+    own_plus_ridge_detail,
+    peer_python,
+    ridge_fit_predict,
+    sample_disks,
+    score_per_gene,
+)
 from _protocol import cubic_at as _cubic_at
 from _protocol import lognorm as _lognorm
 from _protocol import project as _project
@@ -247,9 +256,11 @@ def run_peer(method: str, section: Her2stSection, pseudo: PseudoSpots, pooled: n
     )
 
 
-def _scores(pred: np.ndarray, truth: np.ndarray, section: Her2stSection, pseudo: PseudoSpots, pooled, genes):
-    """Per-gene metrics at the measured spots (SSIM on the array lattice)."""
-    return score_per_gene(pred, truth, lattice=section.array, group=pseudo.group, pooled=pooled, genes=genes)
+def _scores(pred, truth, section: Her2stSection, pseudo: PseudoSpots, pooled, genes, std=None):
+    """Per-gene metrics at the measured spots (SSIM on the array lattice; coverage where ``std`` is given)."""
+    return score_per_gene(
+        pred, truth, lattice=section.array, group=pseudo.group, pooled=pooled, genes=genes, std=std
+    )
 
 
 def run_her2st(
@@ -344,11 +355,13 @@ def run_her2st(
                 **kwargs,
             )
             cache[method] = (_sample_map_at(sdata, "sr", genes, data.centres, cs), time.perf_counter() - start)
+            cache[f"{method}:std"] = _sample_map_at(sdata, "sr_std", genes, data.centres, cs)
         return cache[method]
 
     for method in methods:
         start = time.perf_counter()
         extra = 0.0
+        std = None
         if method == "nearest":
             pred = pooled[pseudo.group]
         elif method.startswith("cubic"):
@@ -366,6 +379,12 @@ def run_her2st(
         elif method.startswith("sr_spatial_grid_nearest"):
             pred, extra = sr_map("nearest")
             start = time.perf_counter()
+        elif method.startswith("sr_spatial_histology"):
+            pred, extra = sr_map("histology")
+            std = cache["histology:std"]
+            start = time.perf_counter()
+        elif method == "nearest_ridge_detail":
+            pred = own_plus_ridge_detail(patch_features(data, data.centres), pseudo.group, pooled)
         elif method.startswith("tesla"):
             if "tesla" not in cache:
                 cache["tesla"] = (run_peer("tesla", data, pseudo, pooled, genes), time.perf_counter() - start)
@@ -378,9 +397,12 @@ def run_her2st(
             pred = _project(pred, pseudo.group, pooled)
         # Projected variants share their base method's map; they report its time plus the projection's.
         wall = time.perf_counter() - start + extra
-        for row in _scores(pred, truth, data, pseudo, pooled, genes):
+        for row in _scores(pred, truth, data, pseudo, pooled, genes, std=None if method.endswith("_proj") else std):
             row.update(method=method, section=data.name, seed=seed, wall_s=wall)
             results.append(row)
     return pd.DataFrame(results)[
-        ["section", "seed", "method", "gene", "pearson", "pearson_within", "ssim", "rmse", "spot_residual", "wall_s"]
+        [
+            "section", "seed", "method", "gene", "pearson", "pearson_within", "ssim", "rmse", "spot_residual",
+            "coverage_90", "sd_error_spearman", "wall_s",
+        ]  # fmt: skip
     ]

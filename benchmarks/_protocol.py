@@ -149,6 +149,23 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     return np.clip(xs @ coef + ym, 0.0, None)
 
 
+def own_plus_ridge_detail(item_features: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """The peer "own coarse spot + ridge": each item takes its coarse spot's value plus the deviation of a ridge
+    prediction (fitted on the coarse spots, whose features are their items' mean) from its coarse spot's mean.
+
+    Items outside every coarse spot (``group < 0``) take the ridge prediction itself.
+    """
+    from sr_spatial._groups import group_means
+
+    member = group >= 0
+    g = np.where(member, group, 0)
+    coarse, _ = group_means(item_features[member].T, group[member], len(pooled))
+    pred = ridge_fit_predict(coarse.T, pooled, item_features)
+    pred_means, _ = group_means(pred[member].T, group[member], len(pooled))
+    detail = pooled[g] + pred - pred_means.T[g]
+    return np.where(member[:, None], np.clip(detail, 0.0, None), pred)
+
+
 def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius: float, cs: str) -> np.ndarray:
     """Mean (linear expression) of the super-resolved map ``key`` over disks, as a spot of that size measures it.
 
@@ -234,6 +251,7 @@ def score_per_gene(
     pooled: np.ndarray,
     genes,
     measured: np.ndarray | None = None,
+    std: np.ndarray | None = None,
 ) -> list[dict]:
     """Per-gene metrics of ``pred`` against ``truth`` (items x genes, log-normalised).
 
@@ -277,9 +295,21 @@ def score_per_gene(
                 "ssim": _ssim(pimg, timg, mask),
                 "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
                 "spot_residual": float(residual),
+                **_uncertainty_scores(p, t, None if std is None else std[:, g]),
             }
         )
     return rows
+
+
+def _uncertainty_scores(pred: np.ndarray, truth: np.ndarray, std: np.ndarray | None) -> dict:
+    """Coverage of the central 90 % normal interval and Spearman(sd, |error|) of one gene (NaN without a spread)."""
+    from scipy import stats
+
+    if std is None or not np.any(std > 0):
+        return {"coverage_90": np.nan, "sd_error_spearman": np.nan}
+    error = np.abs(truth - pred)
+    rho = stats.spearmanr(std, error).statistic if np.ptp(std) > 0 and np.ptp(error) > 0 else np.nan
+    return {"coverage_90": float(np.mean(error <= 1.645 * std)), "sd_error_spearman": float(rho)}
 
 
 def _child(fn, kwargs, queue) -> None:
@@ -418,6 +448,8 @@ METHODS = (
     "sr_spatial",
     "sr_spatial_proj",
     "sr_spatial_grid_nearest",
+    "sr_spatial_histology",
+    "nearest_ridge_detail",
     "tesla",
     "tesla_proj",
 )
@@ -430,6 +462,8 @@ LABELS = {
     "sr_spatial": "sr_spatial",
     "sr_spatial_proj": "sr_spatial + projection",
     "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
+    "sr_spatial_histology": "sr_spatial method='histology' (predictor alone)",
+    "nearest_ridge_detail": "own coarse spot + ridge detail (peer)",
     "tesla": "TESLA (teslaforst 1.2.2)",
     "tesla_proj": "TESLA + projection",
 }
@@ -490,7 +524,9 @@ def run_methods(
                 **(superresolve_kwargs or {}),
             )
             pred = sample_disks(sdata, "sr", genes, task["query_xy"], task["read_radius"], task["cs"])
+            spread = sample_disks(sdata, "sr_std", genes, task["query_xy"], task["read_radius"], task["cs"])
             cache[key] = (pred, time.perf_counter() - start)
+            cache[f"{key}:std"] = spread
         return cache[key]
 
     def compute(family):
@@ -505,6 +541,10 @@ def run_methods(
             known = patch_features(centres=task["known_xy"], radius_px=task["known_radius"], **kw)
             query = patch_features(centres=task["query_xy"], radius_px=task["query_radius"], **kw)
             return ridge_fit_predict(known, known_values, query)
+        if family == "nearest_ridge_detail":
+            kw = {"image": task["image"], "downscale": task["downscale"]}
+            query = patch_features(centres=task["query_xy"], radius_px=task["query_radius"], **kw)
+            return own_plus_ridge_detail(query, group, known_values)
         return run_peer(
             family,
             image=task["image"],
@@ -519,10 +559,14 @@ def run_methods(
     rows = []
     for method in methods:
         family = method.removesuffix("_proj")
+        std = None
         if family == "sr_spatial":
             pred, extra = sr_map("diffusion")
         elif family == "sr_spatial_grid_nearest":
             pred, extra = sr_map("nearest")
+        elif family == "sr_spatial_histology":
+            pred, extra = sr_map("histology")
+            std = cache["superresolve:histology:std"]
         else:
             if family not in cache:
                 start = time.perf_counter()
@@ -540,6 +584,7 @@ def run_methods(
             pooled=known_values,
             genes=genes,
             measured=task.get("measured"),
+            std=std if not method.endswith("_proj") else None,
         )
         rows += [{**row, "method": method, "seed": seed, "wall_s": wall} for row in scored]
     return pd.DataFrame(rows)
@@ -554,6 +599,8 @@ def summarise(per_gene, *, by: str):
         ssim=("ssim", "mean"),
         rmse=("rmse", "mean"),
         spot_residual=("spot_residual", "mean"),
+        coverage_90=("coverage_90", "mean"),
+        sd_error_spearman=("sd_error_spearman", "mean"),
         wall_s=("wall_s", "first"),
         peak_mib=("peak_mib", "first"),
     )
@@ -564,6 +611,8 @@ def summarise(per_gene, *, by: str):
         ssim=("ssim", "mean"),
         rmse=("rmse", "mean"),
         spot_residual=("spot_residual", "mean"),
+        coverage_90=("coverage_90", "mean"),
+        sd_error_spearman=("sd_error_spearman", "mean"),
         wall_s=("wall_s", "mean"),
         peak_mib=("peak_mib", "max"),
     )

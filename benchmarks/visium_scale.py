@@ -14,7 +14,9 @@ The wall time of each phase comes from the package's own log records (``sr_phase
 sampling (the diffusion draws, or the baseline's maps) and writing (building the output elements plus
 ``SpatialData.write``). Peak RSS is the child's ``ru_maxrss`` before scoring; with CUDA, the peak GPU memory
 too. Accuracy is the mean over genes of the Pearson r against the demo's hidden truth on the tissue bins
-(:func:`sr_spatial.tl.evaluate`), next to ``method="nearest"`` and ``"bicubic"``.
+(:func:`sr_spatial.tl.evaluate`). Methods: ``"histology"`` (morphology features and the spot-supervised
+predictor, the default without a model), ``"diffusion"`` (trained on the slide with ``--config``), and the
+baselines ``"nearest"`` and ``"bicubic"``.
 
 ``--quick`` runs a 14 x 12-spot slide with 10 genes, ``config="tiny"``, 20 training steps and 2 draws: a check
 that the script works, not a measurement; its page is ``results/visium_scale_quick.md``.
@@ -183,7 +185,7 @@ def main() -> None:
     parser.add_argument("--config", default="base")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=["diffusion", "nearest", "bicubic"])
+    parser.add_argument("--methods", nargs="+", default=["histology", "diffusion", "nearest", "bicubic"])
     parser.add_argument("--quick", action="store_true", help="a tiny slide and model: checks the script runs")
     parser.add_argument("--work", type=Path, default=HERE / ".cache" / "visium_scale")
     parser.add_argument("--out", type=Path, default=None)

@@ -58,7 +58,9 @@ def test_one_bar_and_one_log_line_per_phase_without_etas(verbosity, caplog, reco
     sdata = sr.datasets.demo(n_rows=10, n_cols=10, n_genes=8)
     sr.settings.verbosity = "info"
     with caplog.at_level(logging.INFO, logger="sr_spatial"):
-        sr.tl.superresolve(sdata, IMAGE_KEY, config="tiny", train_steps=6, n_samples=3, key_added="sr", client=None)
+        sr.tl.superresolve(
+            sdata, IMAGE_KEY, method="diffusion", config="tiny", train_steps=6, n_samples=3, key_added="sr", client=None
+        )
     # Every bar comes from the package's one source, one per phase, with the step counts asked for.
     assert recorded_bars == [("Histology encoder", 6), ("Training", 6), ("Sampling", 10)]
     messages = [r.getMessage() for r in caplog.records]
@@ -72,6 +74,28 @@ def test_one_bar_and_one_log_line_per_phase_without_etas(verbosity, caplog, reco
     assert trained < sampling[0]
     phases = [r.sr_phase for r in caplog.records if hasattr(r, "sr_phase")]
     assert phases == ["reading", "features", "training", "sampling"]  # "writing" is a hint
+
+
+def test_histology_method_logs_its_phases_and_shows_one_bar(verbosity, caplog, recorded_bars):
+    sdata = sr.datasets.demo(n_rows=10, n_cols=10, n_genes=8)
+    sr.settings.verbosity = "info"
+    with caplog.at_level(logging.INFO, logger="sr_spatial"):
+        sr.tl.superresolve(sdata, IMAGE_KEY, method="histology", key_added="hist", client=None)
+    assert [desc for desc, _ in recorded_bars] == ["Features (morphology)"]
+    phases = [r.sr_phase for r in caplog.records if hasattr(r, "sr_phase")]
+    assert phases == ["reading", "features", "training", "sampling"]
+
+
+def test_no_module_but_the_logging_one_makes_bars():
+    from pathlib import Path
+
+    package = Path(sr.__file__).parent
+    makers = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "_logging.py" and ("from tqdm" in path.read_text() or "import tqdm" in path.read_text())
+    ]
+    assert makers == [], "bars go through sr_spatial._logging.progress_bar"
 
 
 def test_quiet_runs_log_nothing_below_warnings(verbosity, caplog, recorded_bars):

@@ -13,9 +13,9 @@ with warnings.catch_warnings():
     # "IProgress not found" although no bar is shown. sr_spatial's own bars fall back to text bars without it
     # (`_logging.progress_bar`), so the warning would only confuse; it is hidden for this import alone.
     warnings.filterwarnings("ignore", message="IProgress not found")
-    from sr_spatial import datasets, model, pl, pp, tl
+    from sr_spatial import datasets, features, model, pl, pp, tl
     from sr_spatial._logging import hide_sharding_notice, settings
 
 hide_sharding_notice()
 
-__all__ = ["__version__", "datasets", "model", "pl", "pp", "settings", "tl"]
+__all__ = ["__version__", "datasets", "features", "model", "pl", "pp", "settings", "tl"]

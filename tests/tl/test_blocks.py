@@ -152,7 +152,7 @@ def sparse_slide():
     return sr.datasets.demo(n_rows=10, n_cols=10)
 
 
-@pytest.mark.parametrize("method", ["nearest", "bicubic", "diffusion"])
+@pytest.mark.parametrize("method", ["nearest", "bicubic", "histology", "diffusion"])
 def test_blocks_without_any_spot(sparse_slide, method, request):
     st_map = sr.pp.build_st_map(sparse_slide, IMAGE, scale=4)
     blocks = plan_blocks(st_map.grid.shape, block_bins=16, halo=block_halo(st_map, context=0))

@@ -20,7 +20,7 @@ from scipy import sparse
 
 from sr_spatial._adapter import BinGrid, read_histology
 from sr_spatial.model import Scene
-from sr_spatial.pp._stmap import TISSUE_REACH, SpotRenderer
+from sr_spatial.pp._stmap import SpotRenderer, spot_reach
 from sr_spatial.tl._consistency import project_to_spots, residual_sums
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sr_spatial._adapter import SpotData
     from sr_spatial.model import DiffST
     from sr_spatial.pp._stmap import STMap
+    from sr_spatial.tl._histology import HistologyDetail
 
 __all__ = [
     "Block",
@@ -80,7 +81,7 @@ def plan_blocks(shape: tuple[int, int], *, block_bins: int, halo: int) -> list[B
 
 def block_halo(st_map: STMap, *, context: int) -> int:
     """Halo, in bins, that holds every bin of a block's spots and of their nearest-spot cells, plus ``context``."""
-    reach = max(float(np.max(st_map.radius, initial=0.0)), TISSUE_REACH * st_map.pitch)
+    reach = float(spot_reach(st_map.centres, pitch=st_map.pitch, radius=st_map.radius).max())
     return int(math.ceil(reach / st_map.grid.size)) + 1 + context
 
 
@@ -113,6 +114,7 @@ class BlockJob:
     sampling_steps: int | None = None
     seed: int = 0
     px_per_bin: int = 8
+    histology: HistologyDetail | None = None
     _renderer: SpotRenderer | None = field(default=None, repr=False)
 
     @classmethod
@@ -214,6 +216,10 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
         # like each draw; the spread of the projected draws is the uncertainty.
         mean = project_to_spots(raw_mean, footprint, job.values)
         std = project_to_spots(samples, footprint, job.values).std(axis=0).astype(np.float32)
+    elif job.method == "histology":
+        raw, std = job.histology.block_maps(block, nearest, smooth, job.renderer.owner(grid), mask)
+        residual_before = residual_sums(raw, footprint, job.values, spots=spots)
+        mean = project_to_spots(raw, footprint, job.values) * mask
     else:
         mean = smooth if job.method == "bicubic" else nearest
         std = np.zeros_like(mean)

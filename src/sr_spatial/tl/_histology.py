@@ -1,0 +1,143 @@
+"""Fit the histology predictor of ``method="histology"`` on a slide: features, spot supervision, weights."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sr_spatial._groups import group_means
+from sr_spatial._logging import log_phase
+from sr_spatial.features import bin_features, resolve_features
+from sr_spatial.model._calibration import calibrate_spread
+from sr_spatial.model._regression import fit_detail_model
+from sr_spatial.model._spread import SpreadPredictors
+
+if TYPE_CHECKING:
+    from sr_spatial.model._regression import DetailModel
+    from sr_spatial.pp._stmap import STMap
+    from sr_spatial.tl._blocks import Block
+
+logger = logging.getLogger("sr_spatial")
+
+__all__ = ["HistologyDetail", "fit_histology_detail"]
+
+
+@dataclass(frozen=True)
+class HistologyDetail:
+    """What ``method="histology"`` needs for every block: the fitted predictor and the slide's features."""
+
+    model: DetailModel
+    features: np.ndarray
+    spot_features: np.ndarray
+    spot_prediction: np.ndarray
+
+    def bins(
+        self, features: np.ndarray, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray
+    ) -> tuple[np.ndarray, SpreadPredictors]:
+        """Weighted predicted detail ``(n_bins, n_genes)`` of bins and their spread predictors.
+
+        ``features`` is ``(n_features, n_bins)``, ``nearest`` and ``smooth`` ``(n_genes, n_bins)``, ``owner``
+        each bin's nearest spot.
+        """
+        flat = features.T
+        detail = self.model.detail(flat, self.spot_prediction[owner])
+        predictors = SpreadPredictors(
+            gradient=((smooth - nearest) ** 2).T,
+            detail=detail**2,
+            level=nearest.T,
+            distance=self.model.ridge.feature_distance(flat, self.spot_features[owner]),
+        )
+        return detail, predictors
+
+    def block_maps(
+        self, block: Block, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The measurement plus the weighted predicted detail, and the calibrated spread, over ``block``.
+
+        Both cover the block's padded region; the spread is 0 outside the tissue.
+        """
+        rows, cols = block.region
+        n_genes = len(nearest)
+        features = self.features[:, rows, cols].reshape(len(self.features), -1)
+        detail, predictors = self.bins(
+            features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel()
+        )
+        maps = np.clip(nearest + detail.T.reshape(nearest.shape).astype(np.float32), 0.0, None) * mask
+        std = self.model.std(predictors).T.reshape(nearest.shape) * mask
+        return maps, std.astype(np.float32)
+
+
+def spot_features(features: np.ndarray, footprint: np.ndarray, centre_bins: np.ndarray) -> np.ndarray:
+    """Each spot's features: the mean over its footprint's bins, or the bin under its centre if it has none."""
+    n_spots = len(centre_bins)
+    owned = footprint >= 0
+    means, count = group_means(features[:, owned], footprint[owned], n_spots)
+    rows = np.clip(centre_bins[:, 0], 0, footprint.shape[0] - 1)
+    cols = np.clip(centre_bins[:, 1], 0, footprint.shape[1] - 1)
+    at_centre = features[:, rows, cols]
+    return np.where(count > 0, means, at_centre).T
+
+
+def fit_histology_detail(
+    st_map: STMap,
+    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    owner: np.ndarray,
+    *,
+    features,
+    image_um_per_px: float | None,
+    scale: int,
+    seed: int,
+    show_progress_bar: bool,
+) -> tuple[HistologyDetail, dict]:
+    """Features of every bin, the predictor fitted on the spots, and what ``uns`` records about it.
+
+    ``rendered`` is the whole grid's ``(nearest, smooth, mask, footprint)`` and ``owner`` each bin's nearest
+    spot.
+
+    Returns
+    -------
+    The block job's :class:`~sr_spatial.tl._blocks.HistologyDetail` and a dict for ``uns[key]["histology"]``:
+    the extractor, per-gene ``weight``, ``heldout_r``, typical calibrated ``std`` and its conformal
+    ``coverage_scale``, and the number of groups the weights were fitted on.
+    """
+    start = time.perf_counter()
+    extractor = resolve_features(features, image_um_per_px=image_um_per_px)
+    nearest, smooth, mask, footprint = rendered
+    maps = bin_features(st_map.spots, st_map.grid, extractor, show_progress_bar=show_progress_bar)
+    seconds = time.perf_counter() - start
+    log_phase("features", seconds, "Computed %d histology features per bin in %.1f s.", len(maps), seconds)
+    start = time.perf_counter()
+    per_spot = spot_features(maps, footprint, st_map.grid.index_of(st_map.centres))
+    model = fit_detail_model(per_spot, st_map.values, st_map.centres, pitch=st_map.pitch, scale=scale, seed=seed)
+    std = calibrate_spread(model)
+    detail = HistologyDetail(
+        model=model, features=maps, spot_features=per_spot, spot_prediction=model.spot_prediction(per_spot)
+    )
+    # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
+    _, predictors = detail.bins(maps[:, mask], nearest[:, mask], smooth[:, mask], owner[mask])
+    model.bin_means = predictors.means()
+    helped = int((model.weight > 0.05).sum())
+    seconds = time.perf_counter() - start
+    log_phase("training", seconds, "Fitted the histology predictor in %.1f s.", seconds)
+    logger.info(
+        "Histology (%s, %d features) adds within-spot detail to %d of %d genes (median weight %.2f).",
+        extractor.name,
+        len(maps),
+        helped,
+        len(model.weight),
+        float(np.median(model.weight)),
+    )
+    record = {
+        "features": repr(extractor),
+        "n_features": len(maps),
+        "n_groups": model.n_groups,
+        "weight": model.weight.astype(np.float32),
+        "heldout_r": model.heldout_r.astype(np.float32),
+        "std": std.astype(np.float32),
+        "coverage_scale": model.coverage_scale.astype(np.float32),
+    }
+    return detail, record
