@@ -148,8 +148,8 @@ def test_a_local_dask_cluster_gives_the_single_process_result(demo_sdata, tiny_m
 
 @pytest.fixture(scope="module")
 def sparse_slide():
-    """A small slide whose 16-bin blocks include one with no spot in reach (none within its halo)."""
-    return sr.datasets.demo(n_rows=10, n_cols=10)
+    """A small slide whose 16-bin blocks include two with no spot in reach (none within their halo)."""
+    return sr.datasets.demo(n_rows=18, n_cols=16)
 
 
 @pytest.mark.parametrize("method", ["nearest", "bicubic", "histology", "diffusion"])
