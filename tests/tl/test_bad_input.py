@@ -7,10 +7,12 @@ compares every element (names, arrays, geometries, transformations, table conten
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from scipy import sparse
 from spatialdata import deepcopy, read_zarr
@@ -137,6 +139,38 @@ def empty_tissue(sdata):
     _table(sdata).obs["in_tissue"] = 0
 
 
+# --- cases that set up files: they take the test's folder and return keyword arguments (and maybe a new slide) ---
+
+
+def slide_read_from_zarr(sdata, folder):
+    path = folder / "slide.zarr"
+    sdata.write(path)
+    return {"sdata": read_zarr(path), "image_store": path}
+
+
+def folder_of_other_files(sdata, folder):
+    path = folder / "results"
+    path.mkdir()
+    (path / "notes.txt").write_text("the user's own notes")
+    return {"image_store": path}
+
+
+def _earlier_result(sdata, folder, key="first"):
+    store = folder / "superres.zarr"
+    sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added=key, image_store=store, show_progress_bar=False)
+    return {"image_store": store}
+
+
+def earlier_result_in_store(sdata, folder):
+    """The store holds images of key 'first' that another SpatialData reads."""
+    return _earlier_result(deepcopy(sdata), folder)
+
+
+def earlier_result_in_slide_and_store(sdata, folder):
+    """The slide holds the result of key 'first', read lazily from the store."""
+    return _earlier_result(sdata, folder)
+
+
 # --- the table ---------------------------------------------------------------------------------------------------
 
 #: (id, how to break the slide, keyword arguments, error, message fragment that says what to do)
@@ -177,12 +211,49 @@ CASES = [
     ("unknown method", None, {"method": "magic"}, ValueError, r"Unknown method 'magic'; choose"),
     ("read-only zarr store for the images", None, {"image_store": zarr.storage.MemoryStore(read_only=True)},
      ValueError, r"read-only; open it writable or pass a folder path"),
-    ("image store exists", None, {"image_store": "empty_dir"}, ValueError,
-     r"exists\. Pass another path, or `overwrite=True` to replace it"),
+    ("image store already holding the key", earlier_result_in_store, {"key_added": "first", "method": "nearest"},
+     ValueError, r"already holds the images of 'first'\. Pass another `key_added`, or `overwrite=True`"),
+    # 1. never delete what this package did not write
+    ("image store is the slide's own zarr", slide_read_from_zarr, {"overwrite": True, "method": "nearest"},
+     ValueError, r"is the slide's own zarr store .*Pass a new folder"),
+    ("image store holding other files", folder_of_other_files, {"overwrite": True, "method": "nearest"},
+     ValueError, r"holds data sr_spatial did not write; it is never overwritten\. Pass a new or empty folder"),
+    # 3. a failed rerun into a shared store leaves the earlier images (and the slide reading them) intact
+    ("failed rerun into the image store", earlier_result_in_slide_and_store,
+     {"key_added": "first", "overwrite": True, "model": "overflowing"}, ValueError,
+     r"NaN or infinite values for \d+ bins of 2 genes .*nothing was written\. The model is broken"),
     ("image store not a store", None, {"image_store": 3}, TypeError, r"must be a folder path or a zarr store"),
     ("blocks too small", None, {"block_bins": 4}, ValueError,
      r"`block_bins` must be an integer of at least 16 \(or None"),
     ("client not a dask client", None, {"client": object()}, TypeError, r"must be a dask\.distributed Client"),
+    # 5. non-finite outputs are never written
+    ("model giving non-finite maps", None, {"model": "overflowing"}, ValueError,
+     r"NaN or infinite values for \d+ bins of 2 genes .*retrain it or load an intact copy"),
+    # 8. a device this machine lacks is refused whatever the model
+    ("CUDA asked for, in-memory model", None, {"model": "in_memory", "device": "cuda"}, ValueError,
+     r"Device 'cuda' was asked for but this PyTorch sees no CUDA GPU; use device='auto' or 'cpu'"),
+    ("CUDA asked for, saved model", None, {"model": "two_genes", "device": "cuda"}, ValueError,
+     r"Device 'cuda' was asked for but this PyTorch sees no CUDA GPU"),
+    # 9. arguments that were misread silently
+    ("genes as one name", None, {"genes": "no_such_gene"}, KeyError, r"not in the table: \['no_such_gene'\]"),
+    ("train_steps zero", None, {"train_steps": 0}, ValueError,
+     r"`train_steps` must be a positive integer or None, got 0\. Pass the optimiser steps"),
+    ("sampling_steps negative", None, {"sampling_steps": -1}, ValueError,
+     r"`sampling_steps` must be a positive integer or None, got -1\. Pass the DDIM steps"),
+    ("sampling_steps above the timesteps", None, {"sampling_steps": 10**6}, ValueError,
+     r"`sampling_steps=1000000` exceeds the model's \d+ diffusion timesteps; pass at most"),
+    ("empty key_added", None, {"key_added": ""}, ValueError, r"`key_added` must be a non-empty name, got ''"),
+    # 10. what failed late or deep inside, refused before the work
+    ("n_top_genes not an integer", None, {"n_top_genes": 2.5}, ValueError,
+     r"`n_top_genes` must be a positive integer, got 2\.5"),
+    ("negative seed", None, {"seed": -1}, ValueError, r"`seed` must be a non-negative integer, got -1"),
+    ("seed not an integer", None, {"seed": 1.5}, ValueError, r"`seed` must be a non-negative integer, got 1\.5"),
+    ("model with no genes asked for", None, {"model": "two_genes", "genes": []}, ValueError,
+     r"`genes` is empty; pass at least one gene name, or `genes=None`"),
+    ("saved model not trained", None, {"model": "untrained"}, ValueError,
+     r"is not trained; train it with `sr_spatial\.tl\.train` and save it"),
+    ("scale too coarse to train on", None, {"scale": 64}, ValueError,
+     r"Pooling \d+ spots 64-fold leaves \d pseudo-spots, too few to learn from\. Use a smaller `scale`"),
 ]  # fmt: skip
 
 
@@ -200,7 +271,23 @@ def model_paths(tmp_path_factory):
     weights = root / "truncated" / "model.pt"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     (root / "empty_dir").mkdir()
-    return {name: root / name for name in ("other_genes", "two_genes", "truncated", "empty_dir")}
+    untrained = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
+    untrained.save(root / "untrained")
+    paths = {name: root / name for name in ("other_genes", "two_genes", "truncated", "empty_dir", "untrained")}
+    # Finite weights whose maps overflow float32: the failure comes only after the blocks are sampled.
+    overflowing = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
+    overflowing.is_trained = True
+    overflowing.network.gene_std.fill_(1e30)
+    overflowing.network.residual_scale.fill_(1e30)
+    return {**paths, "in_memory": two, "overflowing": overflowing}
+
+
+def _files(folder) -> dict[str, str]:
+    """Every file and folder under ``folder`` with a digest of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def test_the_table_is_large_enough():
@@ -221,20 +308,27 @@ def test_snapshot_sees_every_kind_of_change(visium_sdata):
 
 @pytest.mark.parametrize(("name", "breaks", "kwargs", "error", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_raises_a_clear_error_and_changes_nothing(
-    visium_sdata, model_paths, name, breaks, kwargs, error, message
+    visium_sdata, model_paths, tmp_path, name, breaks, kwargs, error, message
 ):
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     sdata = deepcopy(visium_sdata)
-    if breaks is not None:
-        breaks(sdata)
     kwargs = {"image_key": IMAGE, "config": FAST, "n_samples": 1, "show_progress_bar": False, **kwargs}
+    if breaks is not None:
+        takes_folder = len(inspect.signature(breaks).parameters) == 2
+        changes = (breaks(sdata, tmp_path) if takes_folder else breaks(sdata)) or {}
+        sdata = changes.pop("sdata", sdata)
+        kwargs.update(changes)
     for key in ("model", "image_store"):
         if isinstance(kwargs.get(key), str):
             kwargs[key] = model_paths[kwargs[key]]
     image_key = kwargs.pop("image_key")
-    before = snapshot(sdata)
+    models = model_paths["empty_dir"].parent
+    before, disk = snapshot(sdata), (_files(tmp_path), _files(models))
     with pytest.raises(error, match=message):
         sr.tl.superresolve(sdata, image_key, **kwargs)
     assert snapshot(sdata) == before
+    assert (_files(tmp_path), _files(models)) == disk
 
 
 def test_zarr_backed_slide_is_read_not_written(visium_sdata, tmp_path):
@@ -258,3 +352,26 @@ def test_zarr_backed_slide_is_read_not_written(visium_sdata, tmp_path):
     finally:
         for p in [path, *path.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_keys_share_an_image_store_and_an_overwrite_replaces_only_its_own(visium_sdata, tmp_path):
+    sdata = deepcopy(visium_sdata)
+    store = tmp_path / "superres.zarr"
+
+    def run(**kwargs):
+        sr.tl.superresolve(sdata, IMAGE, image_store=store, show_progress_bar=False, **kwargs)
+
+    def image(key):
+        return np.asarray(sdata.images[key].values)
+
+    run(method="nearest", key_added="a")
+    nearest = image("a")
+    run(method="bicubic", key_added="b")
+    np.testing.assert_array_equal(image("a"), nearest)
+    bicubic = image("b")
+    run(method="bicubic", key_added="a", overwrite=True)
+    np.testing.assert_array_equal(image("a"), bicubic)
+    np.testing.assert_array_equal(image("b"), bicubic)
+    root = zarr.open_group(store, mode="r")
+    assert sorted(root.group_keys()) == ["a", "b"]
+    assert list(root["a"].group_keys()) == ["2"]  # the replaced images are removed once the new ones are in place

@@ -15,6 +15,7 @@ from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import spot_map
+from sr_spatial.tl import _checks
 from sr_spatial.tl._blocks import (
     BlockJob,
     MemorySink,
@@ -24,6 +25,7 @@ from sr_spatial.tl._blocks import (
     iter_blocks,
     plan_blocks,
 )
+from sr_spatial.tl._store import check_image_store
 from sr_spatial.tl._train import _check_scale, output_scene, train_on_map
 
 if TYPE_CHECKING:
@@ -48,11 +50,16 @@ def _resolve_model(model, device) -> DiffST | None:
     if model is None:
         return None
     if isinstance(model, str | Path):
-        return DiffST.load(model, device=device)
+        loaded = DiffST.load(model, device=device)
+        if not loaded.is_trained:
+            msg = f"The model saved in {str(model)!r} is not trained; train it with `sr_spatial.tl.train` and save it."
+            raise ValueError(msg)
+        return loaded
     if isinstance(model, DiffST):
         if not model.is_trained:
             msg = "The model passed is not trained; train it with `sr_spatial.tl.train` or pass `model=None`."
             raise ValueError(msg)
+        _checks.move_to_device(model, device)
         return model
     msg = f"`model` must be None, a DiffST or a path to a saved model, got {type(model).__name__}."
     raise TypeError(msg)
@@ -122,6 +129,7 @@ def _run_blocks(st_map: STMap, job: BlockJob, model, *, block_bins, halo, sink, 
     coords, means, stds = [], [], []
     residual = residual_before = None
     for result in iter_blocks(job, blocks, model, client=client, show_progress_bar=show_progress_bar):
+        _checks.check_finite(result, st_map.genes)
         sink.write(result)
         rows, cols = result.block.region
         keep = result.owned & result.mask
@@ -257,6 +265,11 @@ def superresolve(
 
     start = time.perf_counter()
     _check_scale(scale)
+    genes = _checks.normalise_genes(genes)
+    _checks.check_arguments(
+        n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, sampling_steps=sampling_steps, device=device,
+        key_added=key_added,
+    )  # fmt: skip
     if method not in ("diffusion", "bicubic", "nearest"):
         msg = f"Unknown method {method!r}; choose 'diffusion', 'bicubic' or 'nearest'."
         raise ValueError(msg)
@@ -293,7 +306,7 @@ def superresolve(
         raise ValueError(msg)
     client = _resolve_client(client)
     if image_store is not None:
-        ZarrSink.check(image_store, overwrite=overwrite)
+        check_image_store(image_store, key, overwrite=overwrite, slide_path=sdata.path)
 
     loaded = _resolve_model(model, device) if method == "diffusion" else None
     requested = None
@@ -302,7 +315,11 @@ def superresolve(
         genes = loaded.genes
     # Resolve the configuration up front: a wrong name should fail before the slide is read.
     model_config = loaded.config if loaded is not None else resolve_config(config)
+    _checks.check_sampling_steps(sampling_steps, model_config)
     train_here = method == "diffusion" and loaded is None
+    where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
+    if train_here:
+        _checks.check_training_scale(sdata, image_key, scale=scale, **where)
     st_map = spot_map(
         sdata,
         image_key,
@@ -347,7 +364,7 @@ def superresolve(
     if image_store is None:
         sink = MemorySink(n_genes, shape)
     else:
-        sink = ZarrSink(image_store, n_genes, shape, chunk_bins=min(block_bins, 256), overwrite=overwrite)
+        sink = ZarrSink(image_store, n_genes, shape, chunk_bins=min(block_bins, 256), key=key)
     try:
         mask, bins, residual, residual_before = _run_blocks(
             st_map,
@@ -402,6 +419,7 @@ def superresolve(
     except BaseException:
         sink.discard()
         raise
+    sink.finish(replaced=inplace)
     logger.info(
         "Super-resolved %d genes onto %d bins in %.1f s; wrote images %r, %r, shapes %r and table %r.",
         len(genes_out),

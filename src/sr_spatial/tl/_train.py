@@ -13,6 +13,7 @@ from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, nearest_spot, render_spots
+from sr_spatial.tl import _checks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -174,6 +175,11 @@ def train(
     The trained model; keep it with :meth:`~sr_spatial.model.DiffST.save`.
     """
     _check_scale(scale)
+    genes = _checks.normalise_genes(genes)
+    _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
+    if not reference:
+        where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
+        _checks.check_training_scale(sdata, image_key, scale=scale, **where)
     st_map = build_st_map(
         sdata,
         image_key,
