@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 
     from sr_spatial._adapter import SpotData
     from sr_spatial.model import DiffST
+    from sr_spatial.model._regression import DetailModel
     from sr_spatial.pp._stmap import STMap
 
 __all__ = [
     "Block",
     "BlockJob",
     "BlockResult",
+    "HistologyDetail",
     "MemorySink",
     "ZarrSink",
     "block_halo",
@@ -111,6 +113,7 @@ class BlockJob:
     sampling_steps: int | None = None
     seed: int = 0
     px_per_bin: int = 8
+    histology: HistologyDetail | None = None
     _renderer: SpotRenderer | None = field(default=None, repr=False)
 
     @classmethod
@@ -152,6 +155,25 @@ class BlockJob:
             height=block.pad_height,
             width=block.pad_width,
         )
+
+
+@dataclass(frozen=True)
+class HistologyDetail:
+    """What ``method="histology"`` needs for every block: the fitted predictor and the slide's features."""
+
+    model: DetailModel
+    features: np.ndarray
+    spot_prediction: np.ndarray
+    std: np.ndarray
+
+    def block_maps(self, block: Block, nearest: np.ndarray, owner: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The measurement plus the weighted predicted within-spot detail over ``block``'s padded region."""
+        rows, cols = block.region
+        features = self.features[:, rows, cols]
+        flat = features.reshape(len(features), -1).T
+        detail = self.model.detail(flat, self.spot_prediction[owner.ravel()])
+        maps = nearest + detail.T.reshape(nearest.shape).astype(np.float32)
+        return np.clip(maps, 0.0, None) * mask
 
 
 @dataclass
@@ -212,6 +234,11 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
         # like each draw; the spread of the projected draws is the uncertainty.
         mean = project_to_spots(raw_mean, footprint, job.values)
         std = project_to_spots(samples, footprint, job.values).std(axis=0).astype(np.float32)
+    elif job.method == "histology":
+        raw = job.histology.block_maps(block, nearest, job.renderer.owner(grid), mask)
+        residual_before = residual_sums(raw, footprint, job.values, spots=spots)
+        mean = project_to_spots(raw, footprint, job.values) * mask
+        std = (job.histology.std[:, None, None] * mask).astype(np.float32)
     else:
         mean = smooth if job.method == "bicubic" else nearest
         std = np.zeros_like(mean)

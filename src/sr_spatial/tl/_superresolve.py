@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -25,6 +26,7 @@ from sr_spatial.tl._blocks import (
     iter_blocks,
     plan_blocks,
 )
+from sr_spatial.tl._histology import fit_histology_detail
 from sr_spatial.tl._store import check_image_store
 from sr_spatial.tl._train import _check_scale, output_scene, train_on_map
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from spatialdata import SpatialData
 
+    from sr_spatial.features import HistologyFeatures
     from sr_spatial.model import ModelConfig
     from sr_spatial.pp._stmap import STMap
 
@@ -43,7 +46,8 @@ logger = logging.getLogger("sr_spatial")
 
 __all__ = ["superresolve"]
 
-Method = Literal["diffusion", "bicubic", "nearest"]
+Method = Literal["histology", "diffusion", "bicubic", "nearest"]
+METHODS = ("histology", "diffusion", "bicubic", "nearest")
 
 
 def _resolve_model(model, device) -> DiffST | None:
@@ -170,6 +174,8 @@ def superresolve(
     n_top_genes: int = 50,
     scale: int = 4,
     method: Method = "diffusion",
+    features: str | HistologyFeatures | torch.nn.Module = "morphology",
+    image_um_per_px: float | None = None,
     model: DiffST | str | Path | None = None,
     config: str | ModelConfig | dict = "base",
     train_steps: int | None = None,
@@ -270,8 +276,8 @@ def superresolve(
         n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, sampling_steps=sampling_steps, device=device,
         key_added=key_added,
     )  # fmt: skip
-    if method not in ("diffusion", "bicubic", "nearest"):
-        msg = f"Unknown method {method!r}; choose 'diffusion', 'bicubic' or 'nearest'."
+    if method not in METHODS:
+        msg = f"Unknown method {method!r}; choose one of {list(METHODS)}."
         raise ValueError(msg)
     if not isinstance(n_samples, int | np.integer) or n_samples < 1:
         msg = f"`n_samples` must be a positive integer, got {n_samples!r}."
@@ -290,6 +296,8 @@ def superresolve(
         "n_top_genes": n_top_genes,
         "scale": scale,
         "method": method,
+        "features": (features if isinstance(features, str) else repr(features)) if method == "histology" else None,
+        "image_um_per_px": image_um_per_px if method == "histology" else None,
         "model": str(model) if isinstance(model, str | Path) else (None if model is None else repr(model)),
         "config": config if isinstance(config, str) else "custom",
         "train_steps": train_steps,
@@ -356,6 +364,19 @@ def superresolve(
         seed=seed,
         px_per_bin=model_config.px_per_bin,
     )
+    histology_record = None
+    if method == "histology":
+        footprint = job.renderer.render(st_map.grid)[3]
+        detail, histology_record = fit_histology_detail(
+            st_map,
+            footprint,
+            features=features,
+            image_um_per_px=image_um_per_px,
+            scale=scale,
+            seed=seed,
+            show_progress_bar=show_progress_bar,
+        )
+        job = replace(job, histology=detail)
     context = model_config.tile_overlap if method == "diffusion" else 0
     halo = block_halo(st_map, context=context)
     n_genes, shape = len(st_map.genes), st_map.grid.shape
@@ -401,6 +422,12 @@ def superresolve(
         }
         if residual_before is not None:
             uns["spot_residual_before_projection"] = _ratio(residual_before)
+        if histology_record is not None:
+            if requested is not None:
+                histology_record = {
+                    k: v[idx] if isinstance(v, np.ndarray) else v for k, v in histology_record.items()
+                }
+            uns["histology"] = histology_record
 
         target = sdata if inplace else sd.SpatialData()
         write_superres(
