@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from sr_spatial._ownership import mark_written, written_by_sr_spatial
+from sr_spatial._validate import check_counts_informative, check_spot_geometry, in_tissue, intensity_white
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -86,6 +89,8 @@ class SpotData:
     image_key: str
     table_key: str
     shapes_key: str
+    #: Pixel value read as white, decided once per image (:func:`sr_spatial._validate.intensity_white`).
+    white: float = 1.0
 
 
 def _available(kind: str, names) -> str:
@@ -241,7 +246,7 @@ def read_spots(
     _, region_key, instance_key = _table_keys(table)
     rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
     if "in_tissue" in table.obs:
-        rows = rows[table.obs["in_tissue"].to_numpy()[rows].astype(bool)]
+        rows = rows[in_tissue(table.obs["in_tissue"], table_key)[rows]]
     if len(rows) == 0:
         where = " in the tissue" if "in_tissue" in table.obs else ""
         msg = (
@@ -262,6 +267,7 @@ def read_spots(
     centres, radius = _spot_geometry(shapes.iloc[shape_pos])
     centres = centres @ to_pixels[:2, :2].T + to_pixels[:2, 2]
     radius = radius * np.sqrt(abs(np.linalg.det(to_pixels[:2, :2])))
+    check_spot_geometry(centres, radius, pd.Index(instances), shapes_key)
 
     height, width = level0.sizes["y"], level0.sizes["x"]
     inside = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
@@ -278,6 +284,8 @@ def read_spots(
     counts = table.X[rows]
     counts = sparse.csr_matrix(counts, dtype=np.float32)
     _check_counts(counts, table_key)
+    check_counts_informative(counts, table_key)
+    white = intensity_white(_image_levels(image)[-1], image_key, centres / width, pd.Index(table.obs_names[rows]))
     return SpotData(
         centres=centres,
         radius=radius,
@@ -291,6 +299,7 @@ def read_spots(
         image_key=image_key,
         table_key=table_key,
         shapes_key=shapes_key,
+        white=white,
     )
 
 
@@ -354,7 +363,7 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     if x_hi <= x_lo or y_hi <= y_lo:
         return np.ones((3, *out_shape), dtype=np.float32)
     crop = np.asarray(chosen.isel(x=slice(x_lo, x_hi), y=slice(y_lo, y_hi)).values)
-    crop = _to_unit_rgb(crop, spots.image_key)
+    crop = _to_unit_rgb(crop, spots.white)
 
     # Area-average first, so resampling to the output pixel does not alias nuclei away.
     pool = max(int(np.floor(out_pixel / factor)), 1)
@@ -373,19 +382,12 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     return out.astype(np.float32)
 
 
-def _to_unit_rgb(crop: np.ndarray, image_key: str) -> np.ndarray:
-    if np.issubdtype(crop.dtype, np.integer):
-        crop = crop.astype(np.float32) / np.iinfo(crop.dtype).max
-    elif np.issubdtype(crop.dtype, np.floating):
-        crop = crop.astype(np.float32)
-        if crop.size and np.nanmax(crop) > 1.0:
-            crop = crop / 255.0
-    else:
-        msg = f"Image {image_key!r} has dtype {crop.dtype}; an integer or float image is needed."
-        raise TypeError(msg)
+def _to_unit_rgb(crop: np.ndarray, white: float) -> np.ndarray:
+    """Pixels divided by the image's ``white`` into ``[0, 1]``; NaN and ``+inf`` read as white glass."""
+    crop = crop.astype(np.float32) / np.float32(white)
     if crop.shape[0] == 1:
         crop = np.repeat(crop, 3, axis=0)
-    return np.clip(np.nan_to_num(crop, nan=1.0), 0.0, 1.0)
+    return np.clip(np.nan_to_num(crop, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
 def _output_transformations(spots: SpotData, grid: BinGrid) -> dict[str, BaseTransformation]:
@@ -455,6 +457,12 @@ def write_superres(
     adata.obsm["spatial"] = centres_px.astype(np.float64)
     adata.uns["spatial"] = {key: _legacy_spatial(spots, grid)}
     adata.uns[key] = uns
+    mark_written(
+        adata,
+        writer="superresolve",
+        key=key,
+        elements={"images": [names["image"], names["std"]], "shapes": [names["bins"]], "tables": [names["table"]]},
+    )
     table = TableModel.parse(adata, region=names["bins"], region_key="region", instance_key="bin_id")
 
     elements = {
@@ -507,7 +515,7 @@ def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> 
     step = max(int(np.ceil(max(level.sizes["y"], level.sizes["x"]) / max_side)), 1)
     # A small thumbnail: computed here even when a dask cluster is the default scheduler.
     thumbnail = level[:, ::step, ::step].compute(scheduler="threads")
-    pixels = _to_unit_rgb(np.asarray(thumbnail.values), spots.image_key)
+    pixels = _to_unit_rgb(np.asarray(thumbnail.values), spots.white)
     scalef = pixels.shape[2] / width0
     hires = (np.moveaxis(pixels, 0, -1) * 255).round().astype(np.uint8)
     return {
@@ -536,13 +544,22 @@ def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:
         for name in getattr(sdata, kind).keys():
             existing[name.lower()] = (kind, name)
     ours = {"image": "images", "std": "images", "bins": "shapes", "table": "tables"}
-    clashes = []
+    owned = written_by_sr_spatial(sdata) if overwrite else set()
+    clashes, foreign = [], []
     for role, name in names.items():
         if name.lower() not in existing:
             continue
         kind, found = existing[name.lower()]
         if not overwrite or kind != ours[role] or found != name:
             clashes.append(f"{kind}[{found!r}]")
+        elif (kind, found) not in owned:
+            foreign.append(f"{kind}[{found!r}]")
+    if foreign and not clashes:
+        msg = (
+            f"{', '.join(foreign)} not written by sr_spatial; `overwrite=True` replaces only the outputs of an "
+            "earlier call, never the slide's own elements. Pass another `key_added=`."
+        )
+        raise ValueError(msg)
     if clashes:
         msg = f"The output names are taken: {', '.join(clashes)}. Pass another `key_added=`" + (
             " or `overwrite=True` to replace the outputs of an earlier call." if not overwrite else "."
@@ -655,6 +672,7 @@ def bin_points(
     )
     adata.obsm["spatial"] = centres.astype(np.float64)
     adata.uns[key] = {"params": {"points_key": points_key, "bin_size": float(bin_size), "min_qv": min_qv}}
+    mark_written(adata, writer="bin_transcripts", key=key, elements={"shapes": [key], "tables": [table_key]})
     table = TableModel.parse(adata, region=key, region_key="region", instance_key="bin_id")
     _add_elements(sdata, {("shapes", key): shapes, ("tables", table_key): table})
 

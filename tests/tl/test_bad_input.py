@@ -45,7 +45,8 @@ def snapshot(sdata) -> dict:
         state["images", name] += (_transformations(image),)
     for name, shapes in sdata.shapes.items():
         geometry = _digest(shapes.geometry.to_wkb().tolist())
-        state["shapes", name] = (list(shapes.index), geometry, _transformations(shapes))
+        columns = shapes.drop(columns="geometry").to_json()
+        state["shapes", name] = (list(shapes.index), geometry, columns, _transformations(shapes))
     for name, points in sdata.points.items():
         state["points", name] = (list(points.columns), _transformations(points))
     for name, table in sdata.tables.items():
@@ -139,6 +140,68 @@ def empty_tissue(sdata):
     _table(sdata).obs["in_tissue"] = 0
 
 
+def text_tissue_flags(sdata):
+    """One spot flagged "1", the rest "0": as text, every flag used to read as true."""
+    table = _table(sdata)
+    table.obs["in_tissue"] = ["1"] + ["0"] * (table.n_obs - 1)
+
+
+def unreadable_tissue_flags(sdata):
+    table = _table(sdata)
+    table.obs["in_tissue"] = ["yes"] * (table.n_obs - 1) + ["maybe"]
+
+
+def _set_radius(sdata, radius):
+    sdata.shapes[SHAPES]["radius"] = radius
+
+
+def zero_radius(sdata):
+    _set_radius(sdata, 0.0)
+
+
+def negative_radius(sdata):
+    _set_radius(sdata, -5.0)
+
+
+def nan_radius(sdata):
+    shapes = sdata.shapes[SHAPES]
+    shapes.loc[shapes.index[3], "radius"] = np.nan
+
+
+def duplicated_positions(sdata):
+    shapes = sdata.shapes[SHAPES]
+    shapes.loc[shapes.index[1], "geometry"] = shapes.geometry.iloc[0]
+
+
+def zero_counts(sdata):
+    _set_x(sdata, lambda x: x.__imul__(0))
+
+
+def no_genes(sdata):
+    sdata.tables["table"] = _table(sdata)[:, []].copy()
+
+
+def counts_in_x_table(sdata):
+    sdata.tables["x_table"] = sdata.tables["table"]
+    del sdata.tables["table"]
+
+
+def _float_he(sdata, name, change):
+    full = sdata.images[IMAGE]
+    level0 = full[sorted(full.children)[0]]["image"]
+    pixels = np.asarray(level0.values, dtype=np.float32) / 255
+    change(pixels)
+    sdata.images[name] = Image2DModel.parse(pixels, dims=("c", "y", "x"), transformations=_tf(sdata))
+
+
+def all_nan_image(sdata):
+    _float_he(sdata, "nan_image", lambda pixels: pixels.fill(np.nan))
+
+
+def nan_over_the_tissue(sdata):
+    _float_he(sdata, "holed_image", lambda pixels: pixels[:, : pixels.shape[1] // 2].fill(np.nan))
+
+
 # --- cases that set up files: they take the test's folder and return keyword arguments (and maybe a new slide) ---
 
 
@@ -226,9 +289,24 @@ CASES = [
     ("blocks too small", None, {"block_bins": 4}, ValueError,
      r"`block_bins` must be an integer of at least 16 \(or None"),
     ("client not a dask client", None, {"client": object()}, TypeError, r"must be a dask\.distributed Client"),
+    # 2. overwrite replaces only what sr_spatial wrote
+    ("key_added naming the H&E", None, {"key_added": IMAGE, "overwrite": True, "method": "nearest"}, ValueError,
+     r"images\['tiny_full_image'\] not written by sr_spatial; `overwrite=True` replaces only the outputs"),
+    ("key_added whose table holds the counts", counts_in_x_table,
+     {"table_key": "x_table", "key_added": "x", "overwrite": True, "method": "nearest"}, ValueError,
+     r"tables\['x_table'\] not written by sr_spatial.*Pass another `key_added=`"),
+    # 4. an H&E that cannot be read as one
+    ("all-NaN H&E", all_nan_image, {"image_key": "nan_image"}, ValueError,
+     r"Image 'nan_image' holds no finite values.*fill its missing pixels"),
+    ("NaN H&E under the spots", nan_over_the_tissue, {"image_key": "holed_image"}, ValueError,
+     r"Image 'holed_image' has NaN pixels under \d+ of 81 spots.*Fill them"),
     # 5. non-finite outputs are never written
     ("model giving non-finite maps", None, {"model": "overflowing"}, ValueError,
      r"NaN or infinite values for \d+ bins of 2 genes .*retrain it or load an intact copy"),
+    # 6. tissue flags stored as text
+    ("in_tissue as text", text_tissue_flags, {}, ValueError, r"Found 1 spot\(s\) over the image"),
+    ("in_tissue unreadable", unreadable_tissue_flags, {}, ValueError,
+     r"`obs\['in_tissue'\]` holds \['maybe'\], which do not say whether a spot is in the tissue; use 1/0"),
     # 8. a device this machine lacks is refused whatever the model
     ("CUDA asked for, in-memory model", None, {"model": "in_memory", "device": "cuda"}, ValueError,
      r"Device 'cuda' was asked for but this PyTorch sees no CUDA GPU; use device='auto' or 'cpu'"),
@@ -244,6 +322,13 @@ CASES = [
      r"`sampling_steps=1000000` exceeds the model's \d+ diffusion timesteps; pass at most"),
     ("empty key_added", None, {"key_added": ""}, ValueError, r"`key_added` must be a non-empty name, got ''"),
     # 10. what failed late or deep inside, refused before the work
+    ("spot radius 0", zero_radius, {}, ValueError, r"81 spots of shapes 'tiny' have a radius that is 0, negative"),
+    ("negative spot radius", negative_radius, {}, ValueError, r"have a radius that is 0, negative or NaN"),
+    ("NaN spot radius", nan_radius, {}, ValueError, r"1 spots of shapes 'tiny' have a radius that is 0, negative or"),
+    ("spots at duplicated positions", duplicated_positions, {}, ValueError,
+     r"2 spots of shapes 'tiny' share their position with another spot.*drop the duplicated spots"),
+    ("table of zeros", zero_counts, {}, ValueError, r"holds only zeros for the 81 spots in the tissue"),
+    ("table without genes", no_genes, {}, ValueError, r"has no genes \(its `var` is empty\)"),
     ("n_top_genes not an integer", None, {"n_top_genes": 2.5}, ValueError,
      r"`n_top_genes` must be a positive integer, got 2\.5"),
     ("negative seed", None, {"seed": -1}, ValueError, r"`seed` must be a non-negative integer, got -1"),
