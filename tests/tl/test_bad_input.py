@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 
 import numpy as np
@@ -300,13 +301,22 @@ CASES = [
      r"Image 'nan_image' holds no finite values.*fill its missing pixels"),
     ("NaN H&E under the spots", nan_over_the_tissue, {"image_key": "holed_image"}, ValueError,
      r"Image 'holed_image' has NaN pixels under \d+ of 81 spots.*Fill them"),
-    # 5. non-finite outputs are never written
+    # 5. non-finite training losses, weights and outputs are refused
+    ("diverged training", None, {"config": {**FAST, "learning_rate": 1e12, "encoder_steps": 2}}, FloatingPointError,
+     r"Training diverged at step \d+ of 30: the loss became .*Lower the learning rate \(now 1e\+12\)"),
+    ("saved model with a NaN weight", None, {"model": "nan_weight"}, ValueError,
+     r"holds NaN or infinite weights \(\['blend'\]\), e.g. saved from a training run that diverged"),
+    ("in-memory model with a NaN weight", None, {"model": "nan_in_memory"}, ValueError,
+     r"The model holds NaN or infinite weights \(\['blend'\]\).*Retrain it"),
     ("model giving non-finite maps", None, {"model": "overflowing"}, ValueError,
      r"NaN or infinite values for \d+ bins of 2 genes .*retrain it or load an intact copy"),
     # 6. tissue flags stored as text
     ("in_tissue as text", text_tissue_flags, {}, ValueError, r"Found 1 spot\(s\) over the image"),
     ("in_tissue unreadable", unreadable_tissue_flags, {}, ValueError,
      r"`obs\['in_tissue'\]` holds \['maybe'\], which do not say whether a spot is in the tissue; use 1/0"),
+    # 7. a saved model whose gene list no longer matches its weights
+    ("saved model with reordered genes", None, {"model": "reordered_genes"}, ValueError,
+     r"does not match its checksum: model\.pt or the gene list in config\.json changed after saving"),
     # 8. a device this machine lacks is refused whatever the model
     ("CUDA asked for, in-memory model", None, {"model": "in_memory", "device": "cuda"}, ValueError,
      r"Device 'cuda' was asked for but this PyTorch sees no CUDA GPU; use device='auto' or 'cpu'"),
@@ -337,9 +347,21 @@ CASES = [
      r"`genes` is empty; pass at least one gene name, or `genes=None`"),
     ("saved model not trained", None, {"model": "untrained"}, ValueError,
      r"is not trained; train it with `sr_spatial\.tl\.train` and save it"),
+    ("saved model with a text format_version", None, {"model": "text_format_version"}, ValueError,
+     r"has `format_version` '2', not an integer.*Re-save the model"),
+    ("saved model without a gene list", None, {"model": "no_gene_list"}, ValueError,
+     r"lacks \['genes'\]; it is not a complete saved model"),
     ("scale too coarse to train on", None, {"scale": 64}, ValueError,
      r"Pooling \d+ spots 64-fold leaves \d pseudo-spots, too few to learn from\. Use a smaller `scale`"),
 ]  # fmt: skip
+
+
+#: Saved models whose config.json was edited after saving.
+CONFIG_EDITS = {
+    "reordered_genes": lambda meta: meta["genes"].reverse(),
+    "text_format_version": lambda meta: meta.update(format_version="2"),
+    "no_gene_list": lambda meta: meta.pop("genes"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -358,13 +380,23 @@ def model_paths(tmp_path_factory):
     (root / "empty_dir").mkdir()
     untrained = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
     untrained.save(root / "untrained")
-    paths = {name: root / name for name in ("other_genes", "two_genes", "truncated", "empty_dir", "untrained")}
+    for name, edit in CONFIG_EDITS.items():
+        two.save(root / name)
+        meta = json.loads((root / name / "config.json").read_text())
+        edit(meta)
+        (root / name / "config.json").write_text(json.dumps(meta))
+    broken = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
+    broken.is_trained = True
+    broken.network.blend.fill_(np.nan)
+    broken.save(root / "nan_weight")
+    names = ["other_genes", "two_genes", "truncated", "empty_dir", "untrained", "nan_weight", *CONFIG_EDITS]
+    paths = {name: root / name for name in names}
     # Finite weights whose maps overflow float32: the failure comes only after the blocks are sampled.
     overflowing = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
     overflowing.is_trained = True
     overflowing.network.gene_std.fill_(1e30)
     overflowing.network.residual_scale.fill_(1e30)
-    return {**paths, "in_memory": two, "overflowing": overflowing}
+    return {**paths, "in_memory": two, "overflowing": overflowing, "nan_in_memory": broken}
 
 
 def _files(folder) -> dict[str, str]:
@@ -460,3 +492,24 @@ def test_keys_share_an_image_store_and_an_overwrite_replaces_only_its_own(visium
     root = zarr.open_group(store, mode="r")
     assert sorted(root.group_keys()) == ["a", "b"]
     assert list(root["a"].group_keys()) == ["2"]  # the replaced images are removed once the new ones are in place
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": -1}, r"`seed` must be a non-negative integer"),
+        ({"train_steps": 0}, r"`train_steps` must be a positive integer or None"),
+        ({"genes": []}, r"`genes` is empty"),
+        ({"scale": 64}, r"64-fold leaves \d pseudo-spots, too few to learn from"),
+        ({"device": "cuda"}, r"sees no CUDA GPU"),
+    ],
+    ids=["seed", "train_steps", "genes", "scale", "device"],
+)
+def test_train_refuses_the_same_arguments_before_reading(visium_sdata, kwargs, message):
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    sdata = deepcopy(visium_sdata)
+    before = snapshot(sdata)
+    with pytest.raises(ValueError, match=message):
+        sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs)
+    assert snapshot(sdata) == before

@@ -72,6 +72,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def weights_checksum(state: dict[str, torch.Tensor], genes: Sequence[str]) -> str:
+    """SHA-256 of the gene list (in channel order) and every tensor of ``state`` (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256(json.dumps(list(genes)).encode())
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def non_finite_weights(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding NaN or infinite values."""
+    return [
+        name for name, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
 def _nonnegative_ridge(design: np.ndarray, target: np.ndarray, *, alpha: float = 1e-2) -> np.ndarray:
     """Least squares with a light ridge on all but the last (offset) column, and non-negative weights.
 
@@ -532,6 +549,7 @@ class DiffST:
         )
         self.network = ema
         self.history = {"encoder": encoder_losses, **losses}
+        self.check_finite()
         self.is_trained = True
         self._fit_residual_weight(scenes, [base for *_, base in inputs], held)
         return self
@@ -589,6 +607,12 @@ class DiffST:
             spots=learn,
             show_progress_bar=show_progress_bar,
         )
+        if not np.isfinite(encoder_losses).all():
+            msg = (
+                f"Fitting the histology encoder diverged (its loss became {encoder_losses[-1]}). Check that the H&E "
+                "holds finite values, or retrain with another `seed`."
+            )
+            raise FloatingPointError(msg)
         self.network.encoder.requires_grad_(False)
         if self.network.unet.gene_graph is not None:
             self.network.unet.gene_graph.set_graph(build_gene_graph(reference.spot_values, k=cfg.gene_graph_k))
@@ -737,7 +761,8 @@ class DiffST:
             msg = f"{path} already holds a model; pass `overwrite=True` to replace it."
             raise FileExistsError(msg)
         path.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in self.network.state_dict().items()}, path / WEIGHTS_FILE)
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        torch.save(state, path / WEIGHTS_FILE)
         meta = {
             "format_version": FORMAT_VERSION,
             "sr_spatial_version": __version__,
@@ -746,6 +771,8 @@ class DiffST:
             "scale": self.scale,
             "seed": self.seed,
             "is_trained": self.is_trained,
+            # Verified on load: a reordered gene list or changed weights would mislabel channels silently.
+            "checksum": weights_checksum(state, self.genes),
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -783,6 +810,7 @@ class DiffST:
         except Exception as err:
             msg = f"Could not read the model in {path} ({type(err).__name__}: {err}). Re-save or re-train it."
             raise ValueError(msg) from err
+        _check_saved_meta(meta, path)
         if meta.get("format_version", 0) > FORMAT_VERSION:
             msg = (
                 f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format; "
@@ -793,6 +821,7 @@ class DiffST:
         if meta.get("format_version", 1) < 2:
             # Models saved before the paper's modules existed are the first version: all modules off.
             config = {**ABLATIONS["first_version"], **config}
+        _check_saved_weights(state, meta, path)
         model = cls(meta["genes"], config=config, scale=meta["scale"], device=device, seed=meta["seed"])
         # Models saved before the residual's weight was fitted keep the mean of their draws.
         state.setdefault("residual_weight", torch.ones(len(meta["genes"])))
@@ -806,6 +835,16 @@ class DiffST:
         if genes is not None:
             model.check_genes(genes)
         return model
+
+    def check_finite(self) -> None:
+        """Raise if any weight or statistic is NaN or infinite, e.g. after a diverged training run."""
+        bad = non_finite_weights(self.network.state_dict())
+        if bad:
+            msg = (
+                f"The model holds NaN or infinite weights ({bad[:3]}), e.g. from a training run that diverged. "
+                "Retrain it with a smaller `learning_rate` in `config`, or load an intact copy."
+            )
+            raise ValueError(msg)
 
     def check_genes(self, genes: Sequence[str]) -> None:
         """Raise a clear error unless ``genes`` are exactly the model's genes, in order."""
@@ -822,4 +861,47 @@ class DiffST:
                 f"missing from the data {missing[:10]}, not in the model {extra[:10]}. Pass `genes=model.genes` "
                 "or train a model on these genes."
             )
+        raise ValueError(msg)
+
+
+def _check_saved_meta(meta, path: Path) -> None:
+    """Refuse a ``config.json`` that lacks what a model needs or holds values of the wrong type."""
+    if not isinstance(meta, dict):
+        msg = f"{path / CONFIG_FILE} does not hold a saved model's settings. Re-save or re-train the model."
+        raise ValueError(msg)
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        msg = (
+            f"{path / CONFIG_FILE} has `format_version` {version!r}, not an integer; the file was edited or written "
+            "by another program. Re-save the model with `DiffST.save`, or re-train it."
+        )
+        raise ValueError(msg)
+    missing = [key for key in ("config", "genes", "scale", "seed") if key not in meta]
+    if missing:
+        msg = f"{path / CONFIG_FILE} lacks {missing}; it is not a complete saved model. Re-save or re-train it."
+        raise ValueError(msg)
+    genes = meta["genes"]
+    if not isinstance(genes, list) or not genes or not all(isinstance(g, str) for g in genes):
+        msg = f"{path / CONFIG_FILE} has no list of gene names under 'genes'. Re-save or re-train the model."
+        raise ValueError(msg)
+
+
+def _check_saved_weights(state: dict, meta: dict, path: Path) -> None:
+    """Verify the checksum of the weights and gene list, and that every weight is finite."""
+    expected = meta.get("checksum")
+    if expected is None:
+        logger.warning("The model in %s was saved without a checksum (before sr_spatial 0.2); not verified.", path)
+    elif weights_checksum(state, meta["genes"]) != expected:
+        msg = (
+            f"The model in {path} does not match its checksum: {WEIGHTS_FILE} or the gene list in {CONFIG_FILE} "
+            "changed after saving (e.g. genes reordered), so its channels would be mislabelled. Re-save the model "
+            "from its DiffST with `model.save(path, overwrite=True)`, or re-train it."
+        )
+        raise ValueError(msg)
+    bad = non_finite_weights(state)
+    if bad:
+        msg = (
+            f"The model in {path} holds NaN or infinite weights ({bad[:3]}), e.g. saved from a training run that "
+            "diverged. Retrain it with a smaller `learning_rate` in `config`."
+        )
         raise ValueError(msg)

@@ -186,6 +186,13 @@ def train_network(
                 p_ema.lerp_(p, 1 - decay)
         history["denoiser"].append(diffusion.item())
         history["disentangle"].append(float(disentangle.detach()))
+        if not (math.isfinite(history["denoiser"][-1]) and math.isfinite(history["disentangle"][-1])):
+            msg = (
+                f"Training diverged at step {step + 1} of {steps}: the loss became {history['denoiser'][-1]}. Lower "
+                f"the learning rate (now {learning_rate:g}), e.g. `config={{..., 'learning_rate': "
+                f"{learning_rate / 10:g}}}`, or train with another `seed`."
+            )
+            raise FloatingPointError(msg)
         eta.step()
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{np.mean(history['denoiser'][-20:]):.4f}")

@@ -63,6 +63,7 @@ def _resolve_model(model, device) -> DiffST | None:
         if not model.is_trained:
             msg = "The model passed is not trained; train it with `sr_spatial.tl.train` or pass `model=None`."
             raise ValueError(msg)
+        model.check_finite()
         _checks.move_to_device(model, device)
         return model
     msg = f"`model` must be None, a DiffST or a path to a saved model, got {type(model).__name__}."
