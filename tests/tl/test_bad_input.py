@@ -10,6 +10,8 @@ import hashlib
 import inspect
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -410,6 +412,12 @@ def _files(folder) -> dict[str, str]:
 def test_the_table_is_large_enough():
     assert len(CASES) >= 15
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_the_docs_list_every_case():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "inputs.md").read_text()
+    listed = re.findall(r"^\| (.+?) \| `\w+` \|", page.split("## Bad input")[1], flags=re.MULTILINE)
+    assert sorted(listed) == sorted(c[0] for c in CASES)
 
 
 def test_snapshot_sees_every_kind_of_change(visium_sdata):

@@ -205,10 +205,10 @@ def superresolve(
     ----------
     {doc_slide}
     genes
-        Genes to super-resolve; default: a loaded model's genes, else the ``n_top_genes`` most highly variable.
-        With a model, genes are matched by name: the table may hold more genes or another order, every model
-        gene must be in it (else a :class:`KeyError` lists the missing ones), and ``genes`` may pick some of the
-        model's genes.
+        Genes to super-resolve (a name or a list of names); default: a loaded model's genes, else the
+        ``n_top_genes`` most highly variable. With a model, genes are matched by name: the table may hold more
+        genes or another order, every model gene must be in it (else a :class:`KeyError` lists the missing ones),
+        and ``genes`` may pick some of the model's genes.
     method
         ``"diffusion"`` (the model), or the baselines ``"bicubic"`` (cubic interpolation of the spots) and
         ``"nearest"`` (each bin takes its nearest spot), written in the same layout for comparison.
@@ -236,8 +236,10 @@ def superresolve(
     image_store
         A zarr store (a folder path, or a writable :mod:`zarr` store) that the super-resolved images are
         written into block by block; the images in ``sdata`` then read lazily from it as dask arrays, so they
-        are never held in memory whole. Default: in memory. An existing folder is replaced only with
-        ``overwrite=True``.
+        are never held in memory whole. Default: in memory. The images go into the group ``<key_added>/<n>`` of
+        the store, so calls with other keys share it; a folder or store holding data sr_spatial did not write
+        (above all the slide's own zarr store) is refused, and one holding images of ``key_added`` is replaced
+        only with ``overwrite=True``.
     client
         A :class:`dask.distributed.Client` to run the blocks on, one model copy per worker (on the worker's
         GPU where it has one); ``"auto"`` uses dask's default client if one is running; ``None`` runs here.
@@ -245,7 +247,8 @@ def superresolve(
     key_added
         Name of the outputs; default ``f"{image_key}_superres"``.
     overwrite
-        Replace outputs of an earlier call with the same ``key_added``.
+        Replace outputs of an earlier call with the same ``key_added``; elements sr_spatial did not write (the
+        H&E, the counts) are never replaced.
     inplace
         Write into ``sdata``; otherwise return a new SpatialData holding only the outputs.
     seed
@@ -266,7 +269,8 @@ def superresolve(
       (for :func:`squidpy.pl.spatial_scatter`) and ``uns[key]`` with ``"params"`` (this call), the bin size
       and spot pitch in image pixels, and the spot-consistency residual before and after projection.
 
-    With ``image_store``, the two images are dask arrays over its arrays ``mean`` and ``std``.
+    With ``image_store``, the two images are dask arrays over its arrays ``<key>/<n>/mean`` and ``.../std``.
+    The table's ``uns["sr_spatial"]`` records the elements written, which a later ``overwrite=True`` may replace.
     """
     import spatialdata as sd
 

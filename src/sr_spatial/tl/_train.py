@@ -151,7 +151,7 @@ def train(
     ----------
     {doc_slide}
     genes
-        Genes to model; default: the ``n_top_genes`` most highly variable.
+        Genes to model (a name or a list of names); default: the ``n_top_genes`` most highly variable.
     config
         Model size (``"tiny"``, ``"base"``), a :class:`~sr_spatial.model.ModelConfig` or a dict.
     train_steps
