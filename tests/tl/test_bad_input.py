@@ -521,3 +521,14 @@ def test_train_refuses_the_same_arguments_before_reading(visium_sdata, kwargs, m
     with pytest.raises(ValueError, match=message):
         sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs)
     assert snapshot(sdata) == before
+
+
+def test_overwrite_replaces_an_earlier_result_after_a_round_trip(visium_sdata, tmp_path):
+    """The record of what sr_spatial wrote survives ``write`` / ``read_zarr``."""
+    sdata = deepcopy(visium_sdata)
+    sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added="x", show_progress_bar=False)
+    sdata.write(tmp_path / "slide.zarr")
+    back = read_zarr(tmp_path / "slide.zarr")
+    assert set(back.tables["x_table"].uns["sr_spatial"]["elements"]["images"]) == {"x", "x_std"}
+    sr.tl.superresolve(back, IMAGE, method="bicubic", key_added="x", overwrite=True, show_progress_bar=False)
+    assert back.tables["x_table"].uns["x"]["params"]["method"] == "bicubic"
