@@ -304,7 +304,8 @@ CASES = [
     ("NaN H&E under the spots", nan_over_the_tissue, {"image_key": "holed_image"}, ValueError,
      r"Image 'holed_image' has NaN pixels under \d+ of 81 spots.*Fill them"),
     # 5. non-finite training losses, weights and outputs are refused
-    ("diverged training", None, {"config": {**FAST, "learning_rate": 1e12, "encoder_steps": 2}}, FloatingPointError,
+    ("diverged training", None,
+     {"method": "diffusion", "config": {**FAST, "learning_rate": 1e12, "encoder_steps": 2}}, FloatingPointError,
      r"Training diverged at step \d+ of 30: the loss became .*Lower the learning rate \(now 1e\+12\)"),
     ("saved model with a NaN weight", None, {"model": "nan_weight"}, ValueError,
      r"holds NaN or infinite weights \(\['blend'\]\), e.g. saved from a training run that diverged"),
@@ -353,7 +354,7 @@ CASES = [
      r"has `format_version` '2', not an integer.*Re-save the model"),
     ("saved model without a gene list", None, {"model": "no_gene_list"}, ValueError,
      r"lacks \['genes'\]; it is not a complete saved model"),
-    ("scale too coarse to train on", None, {"scale": 64}, ValueError,
+    ("scale too coarse to train on", None, {"method": "diffusion", "scale": 64}, ValueError,
      r"Pooling \d+ spots 64-fold leaves \d pseudo-spots, too few to learn from\. Use a smaller `scale`"),
 ]  # fmt: skip
 

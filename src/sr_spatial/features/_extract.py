@@ -84,7 +84,8 @@ def bin_features(
         overview_k = max(1, min(k, 8))
         extractor.fit(read_histology(spots, grid, px_per_bin=overview_k))
     rows = max(1, BAND_PIXELS // max(grid.width * k * k, 1))
-    margin = extractor.context_bins
+    # Two more rows than the context, so pixel filters (blob bands up to 8 px wide) see past the band's edge.
+    margin = extractor.context_bins + 2
     bands = []
     for top in tqdm(
         range(0, grid.height, rows), desc=f"Features ({extractor.name})", unit="band", disable=not show_progress_bar

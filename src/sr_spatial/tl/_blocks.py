@@ -17,7 +17,7 @@ from scipy import sparse
 
 from sr_spatial._adapter import BinGrid, read_histology
 from sr_spatial.model import Scene
-from sr_spatial.pp._stmap import TISSUE_REACH, SpotRenderer
+from sr_spatial.pp._stmap import SpotRenderer, spot_reach
 from sr_spatial.tl._consistency import project_to_spots, residual_sums
 from sr_spatial.tl._store import ImageStore
 
@@ -80,7 +80,7 @@ def plan_blocks(shape: tuple[int, int], *, block_bins: int, halo: int) -> list[B
 
 def block_halo(st_map: STMap, *, context: int) -> int:
     """Halo, in bins, that holds every bin of a block's spots and of their nearest-spot cells, plus ``context``."""
-    reach = max(float(np.max(st_map.radius, initial=0.0)), TISSUE_REACH * st_map.pitch)
+    reach = float(spot_reach(st_map.centres, pitch=st_map.pitch, radius=st_map.radius).max())
     return int(math.ceil(reach / st_map.grid.size)) + 1 + context
 
 

@@ -174,7 +174,7 @@ def superresolve(
     genes: Sequence[str] | None = None,
     n_top_genes: int = 50,
     scale: int = 4,
-    method: Method = "diffusion",
+    method: Method | None = None,
     features: str | HistologyFeatures | torch.nn.Module = "morphology",
     image_um_per_px: float | None = None,
     model: DiffST | str | Path | None = None,
@@ -210,8 +210,23 @@ def superresolve(
         genes or another order, every model gene must be in it (else a :class:`KeyError` lists the missing ones),
         and ``genes`` may pick some of the model's genes.
     method
-        ``"diffusion"`` (the model), or the baselines ``"bicubic"`` (cubic interpolation of the spots) and
-        ``"nearest"`` (each bin takes its nearest spot), written in the same layout for comparison.
+        ``"histology"`` (default without ``model``): each bin takes its spot's measurement plus the within-spot
+        detail a ridge on histology ``features`` predicts, weighted per gene by how well it predicts held-out
+        spots (weight 0, i.e. the measurement itself, where the H&E does not help); the spread is calibrated
+        on held-out spots. ``"diffusion"`` (default with ``model``): the diffusion model's draws, whose spread
+        is the uncertainty. The baselines ``"bicubic"`` (cubic interpolation of the spots) and ``"nearest"``
+        (each bin takes its nearest spot) are written in the same layout for comparison. On real sections
+        ``"histology"`` is never below ``"nearest"`` and ``"diffusion"`` is; on the synthetic demo, whose
+        expression is drawn from its H&E, ``"diffusion"`` scores highest (:doc:`/benchmarks`).
+    features
+        For ``"histology"``: ``"morphology"`` (stain, nuclei and texture statistics at several scales,
+        offline; :class:`~sr_spatial.features.MorphologyFeatures`), a timm model id (e.g.
+        ``"hf-hub:MahmoodLab/uni"``, downloaded with its pretrained weights), a torch module or callable
+        mapping image patches to embeddings, or any :class:`~sr_spatial.features.HistologyFeatures`. Features
+        are cached in memory, so a second call on the same slide and grid does not recompute them.
+    image_um_per_px
+        Micrometres per full-resolution H&E pixel; needed by image encoders, which read patches at their own
+        magnification.
     model
         A trained :class:`~sr_spatial.model.DiffST` or the directory of a saved one; default: train on this
         slide (:func:`sr_spatial.tl.train`).
@@ -281,6 +296,8 @@ def superresolve(
         n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, sampling_steps=sampling_steps, device=device,
         key_added=key_added,
     )  # fmt: skip
+    if method is None:
+        method = "histology" if model is None else "diffusion"
     if method not in METHODS:
         msg = f"Unknown method {method!r}; choose one of {list(METHODS)}."
         raise ValueError(msg)
