@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_arguments",
-    "check_sampling_steps",
     "check_finite",
+    "check_sampling_steps",
     "check_training_scale",
     "move_to_device",
     "normalise_genes",
