@@ -108,7 +108,8 @@ def intensity_white(level: xr.DataArray, image_key: str, spots: np.ndarray, spot
     """
     dtype = level.dtype
     step = max(1, math.ceil(math.sqrt(level.sizes["y"] * level.sizes["x"] * level.sizes["c"] / SAMPLE_VALUES)))
-    sample = np.asarray(level[:, ::step, ::step].values)
+    # Read here even when a dask cluster is the default scheduler: a small sample of the smallest level.
+    sample = np.asarray(level[:, ::step, ::step].compute(scheduler="threads").values)
     if np.issubdtype(dtype, np.integer):
         top = float(sample.max()) if sample.size else 0.0
         white = float(np.iinfo(dtype).max) if dtype == np.uint8 else min(_bit_depth_white(top), np.iinfo(dtype).max)
@@ -126,7 +127,7 @@ def intensity_white(level: xr.DataArray, image_key: str, spots: np.ndarray, spot
     on_level = np.floor(spots * level.sizes["x"]).astype(int)
     rows, cols = on_level[:, 1].clip(0, level.sizes["y"] - 1), on_level[:, 0].clip(0, level.sizes["x"] - 1)
 
-    under_spots = np.asarray(level.isel(y=xr.DataArray(rows), x=xr.DataArray(cols)).values)
+    under_spots = np.asarray(level.isel(y=xr.DataArray(rows), x=xr.DataArray(cols)).compute(scheduler="threads").values)
     missing = np.isnan(under_spots).any(axis=0)
     if missing.any():
         msg = (
