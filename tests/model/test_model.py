@@ -12,9 +12,9 @@ import torch
 
 from sr_spatial.model import PRESETS, DiffST, ModelConfig, Scene, resolve_device
 from sr_spatial.model._config import resolve_config
-from sr_spatial.model._denoiser import UNet
 from sr_spatial.model._diffusion import Schedule
-from sr_spatial.model._histology import HISTOLOGY_INPUTS, HistologyEncoder
+from sr_spatial.model.nn._denoiser import UNet
+from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, HistologyEncoder
 from sr_spatial.tl._train import output_scene
 
 SEED = 0
@@ -372,7 +372,7 @@ def test_save_does_not_overwrite(tiny_model, tmp_path):
 
 
 def test_positional_noise_depends_only_on_the_position():
-    from sr_spatial.model._model import NOISE_CELL, positional_noise
+    from sr_spatial.model.module._sampler import NOISE_CELL, positional_noise
 
     whole = positional_noise(0, 2, 3, top=0, left=0, height=3 * NOISE_CELL, width=2 * NOISE_CELL + 5)
     part = positional_noise(0, 2, 3, top=17, left=40, height=50, width=29)

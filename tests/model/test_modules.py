@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from sr_spatial.model import ABLATIONS, PRESETS
-from sr_spatial.model._attention import DynamicCrossAttention
-from sr_spatial.model._cmam import CMAM, Disentangler, disentangling_loss
 from sr_spatial.model._config import resolve_config
-from sr_spatial.model._denoiser import UNet
-from sr_spatial.model._gene_graph import GeneGraphModulation, build_gene_graph
-from sr_spatial.model._histology import cell_channels
-from sr_spatial.model._model import DiffSTNetwork, _blend_ramp, _tile_starts
+from sr_spatial.model.module._network import DiffSTNetwork
+from sr_spatial.model.module._sampler import blend_ramp, tile_starts
+from sr_spatial.model.nn._attention import DynamicCrossAttention
+from sr_spatial.model.nn._cmam import CMAM, Disentangler, disentangling_loss
+from sr_spatial.model.nn._denoiser import UNet
+from sr_spatial.model.nn._gene_graph import GeneGraphModulation, build_gene_graph
+from sr_spatial.model.nn._histology import cell_channels
 
 SEED = 0
 
@@ -273,10 +274,10 @@ def test_presets_are_named_by_size():
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(10, 16, 4), (16, 16, 4), (40, 16, 4), (100, 32, 8)])
 def test_tiles_cover_the_axis_with_the_overlap(length, tile, overlap):
-    starts = _tile_starts(length, tile, overlap)
+    starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0
     assert starts[-1] + min(tile, length) == length
     assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
-    ramp = _blend_ramp(min(tile, length), overlap)
+    ramp = blend_ramp(min(tile, length), overlap)
     assert (ramp > 0).all()
     assert ramp.max() == 1.0

@@ -248,7 +248,7 @@ def _worker_run(job: BlockJob, block: Block, model: DiffST | None, device: str) 
     """Run on a dask worker: the model arrives once per worker; it moves to the worker's own device once."""
     import dask
 
-    from sr_spatial.model._model import resolve_device
+    from sr_spatial.model._device import resolve_device
 
     if model is not None:
         target = resolve_device(device)
