@@ -15,6 +15,7 @@ from sr_spatial.model._persistence import check_genes, load_model, save_model
 from sr_spatial.model.module._condition import condition
 from sr_spatial.model.module._network import DiffSTNetwork
 from sr_spatial.model.module._sampler import sample
+from sr_spatial.model.nn._registry import build_encoder
 from sr_spatial.model.train._fit import train_model
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ class DiffST:
         self.device = resolve_device(device)
         self.schedule = Schedule(self.config.timesteps, prediction=self.config.prediction)
         torch.manual_seed(self.seed)
-        self.network = DiffSTNetwork(len(genes), self.config).to(self.device)
+        encoder = build_encoder(self.config.histology_encoder, n_genes=len(genes), width=self.config.histology_width)
+        self.network = DiffSTNetwork(len(genes), self.config, encoder=encoder).to(self.device)
         self.is_trained = False
         self.history: dict[str, list[float]] = {}
 

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from sr_spatial._groups import group_means
-from sr_spatial.model.nn._histology import histology_inputs
 
 if TYPE_CHECKING:
     from sr_spatial.model._scene import Scene
@@ -87,7 +86,7 @@ def histology_maps(
 
 def standardised_histology(model: ModelParts, scene: Scene) -> torch.Tensor:
     """The encoder's inputs for ``scene``, standardised with the statistics fitted on the reference."""
-    inputs = torch.from_numpy(histology_inputs(scene.histology))
+    inputs = torch.from_numpy(model.network.encoder.prepare(scene.histology))
     mean = model.network.histology_mean.cpu()[:, None, None]
     std = model.network.histology_std.cpu()[:, None, None]
     return (inputs - mean) / std

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, histology_inputs, spot_means
+from sr_spatial.model.nn._histology import spot_means
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -78,9 +78,9 @@ def held_out_bins(shape: tuple[int, int], seed: int, *, block: int = 4, held_out
 
 
 def fit_statistics(network: DiffSTNetwork, scenes: Sequence[Scene], reference: Scene) -> None:
-    """Per-gene mean and spread of the targets, and per-channel ones of the reference's histology inputs."""
+    """Per-gene mean and spread of the targets, and per-channel ones of the reference's encoder inputs."""
     values = np.concatenate([s.target[:, s.mask] for s in scenes], axis=1)
-    inputs = histology_inputs(reference.histology).reshape(HISTOLOGY_INPUTS, -1)
+    inputs = network.encoder.prepare(reference.histology).reshape(network.encoder.in_channels, -1)
     network.gene_mean.copy_(torch.from_numpy(values.mean(axis=1)))
     network.gene_std.copy_(torch.from_numpy(np.maximum(values.std(axis=1), 1e-3)))
     network.histology_mean.copy_(torch.from_numpy(inputs.mean(axis=1)))

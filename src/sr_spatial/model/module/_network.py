@@ -11,16 +11,20 @@ from torch.nn import functional as F
 from sr_spatial.model.module._layout import ConditionLayout
 from sr_spatial.model.nn._cmam import Disentangler, disentangling_loss
 from sr_spatial.model.nn._denoiser import UNet
-from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, HistologyEncoder, cell_channels
+from sr_spatial.model.nn._registry import build_encoder
 
 if TYPE_CHECKING:
     from sr_spatial.model._config import ModelConfig
+    from sr_spatial.model.nn._encoder import Encoder
 
 __all__ = ["DiffSTNetwork"]
 
 
 class DiffSTNetwork(nn.Module):
     """Histology encoder, disentangling network and UNet denoiser; statistics and gene graph as saved buffers.
+
+    ``encoder`` is any :class:`~sr_spatial.model.nn._encoder.Encoder` that estimates expression from the scene's
+    pixels; by default the one ``config.histology_encoder`` names.
 
     The denoiser sees ``x_t`` and the condition laid out by :class:`ConditionLayout`: per bin, the nearest-spot
     and smooth measurement, the histology encoder's expression estimate, that estimate minus its mean over the
@@ -31,12 +35,20 @@ class DiffSTNetwork(nn.Module):
     other's channels.
     """
 
-    def __init__(self, n_genes: int, config: ModelConfig):
+    def __init__(self, n_genes: int, config: ModelConfig, *, encoder: Encoder | None = None):
         super().__init__()
+        if encoder is None:
+            encoder = build_encoder(config.histology_encoder, n_genes=n_genes, width=config.histology_width)
+        if not encoder.estimates_expression or encoder.out_channels != n_genes or encoder.um_per_px is not None:
+            msg = (
+                f"DiffSTNetwork needs an encoder that estimates each of the {n_genes} genes from the scene's own "
+                f"pixels; {type(encoder).__name__} does not."
+            )
+            raise ValueError(msg)
         self.n_genes = n_genes
         self.layout = ConditionLayout(n_genes)
-        self.encoder = HistologyEncoder(width=config.histology_width, n_genes=n_genes)
-        cells = cell_channels(config.histology_width)
+        self.encoder = encoder
+        cells = encoder.cell_channels
         self.disentangler = (
             Disentangler(
                 expression_channels=self.layout.measurement.stop + 1,
@@ -71,8 +83,8 @@ class DiffSTNetwork(nn.Module):
         self.register_buffer("residual_weight", torch.ones(n_genes))
         # Per gene: weights of the smooth measurement and of the histology estimate in the base map, and offset.
         self.register_buffer("blend", torch.tensor([[1.0, 0.0, 0.0]]).repeat(n_genes, 1))
-        self.register_buffer("histology_mean", torch.zeros(HISTOLOGY_INPUTS))
-        self.register_buffer("histology_std", torch.ones(HISTOLOGY_INPUTS))
+        self.register_buffer("histology_mean", torch.zeros(encoder.in_channels))
+        self.register_buffer("histology_std", torch.ones(encoder.in_channels))
         if self.needs_cells:
             self.register_buffer("cell_mean", torch.zeros(cells))
             self.register_buffer("cell_std", torch.ones(cells))

@@ -146,20 +146,23 @@ def fit_encoder(
     fit_statistics(model.network, scenes, reference)
     torch.manual_seed(model.seed)
     learn, _ = split_spots(len(reference.spot_values), model.seed)
-    encoder_losses = pretrain_encoder(
-        model.network.encoder,
-        standardised_histology(model, reference),
-        reference.spot_pixels,
-        reference.spot_values,
-        steps=cfg.encoder_steps,
-        batch_size=cfg.encoder_batch_size,
-        learning_rate=3e-3,
-        device=model.device,
-        seed=model.seed,
-        spots=learn,
-        show_progress_bar=show_progress_bar,
-    )
-    model.network.encoder.requires_grad_(False)
+    encoder = model.network.encoder
+    encoder_losses = []
+    if encoder.learns_from_spots:
+        encoder_losses = pretrain_encoder(
+            encoder,
+            standardised_histology(model, reference),
+            reference.spot_pixels,
+            reference.spot_values,
+            steps=cfg.encoder_steps,
+            batch_size=cfg.encoder_batch_size,
+            learning_rate=3e-3,
+            device=model.device,
+            seed=model.seed,
+            spots=learn,
+            show_progress_bar=show_progress_bar,
+        )
+    encoder.requires_grad_(False)
     if model.network.unet.gene_graph is not None:
         model.network.unet.gene_graph.set_graph(build_gene_graph(reference.spot_values, k=cfg.gene_graph_k))
     return encoder_losses
