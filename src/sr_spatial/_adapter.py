@@ -336,7 +336,7 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     from skimage.transform import AffineTransform, downscale_local_mean, warp
 
     out_pixel = grid.size / px_per_bin
-    height0, width0 = spots.image_shape
+    width0 = spots.image_shape[1]
     chosen, factor = None, 1.0
     for level in _image_levels(spots.image):
         level_factor = width0 / level.sizes["x"]
@@ -503,7 +503,7 @@ def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> 
     ``.obsm['spatial']`` holds full-resolution pixels; a downsampled H&E is stored as the ``hires`` image.
     """
     level = _image_levels(spots.image)[-1]
-    height0, width0 = spots.image_shape
+    width0 = spots.image_shape[1]
     step = max(int(np.ceil(max(level.sizes["y"], level.sizes["x"]) / max_side)), 1)
     # A small thumbnail: computed here even when a dask cluster is the default scheduler.
     thumbnail = level[:, ::step, ::step].compute(scheduler="threads")

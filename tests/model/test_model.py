@@ -86,16 +86,17 @@ def test_unet_gradients_reach_every_parameter(channel_mult):
         assert p.grad.abs().sum() > 0, name
 
 
-def test_histology_encoder_bin_expression():
+def test_histology_encoder_bin_maps():
     torch.manual_seed(SEED)
     k, n_genes = 8, 3
     encoder = HistologyEncoder(width=4, n_genes=n_genes)
     image = torch.randn(2, HISTOLOGY_INPUTS, 4 * k, 6 * k)
     with torch.no_grad():
         per_pixel = encoder(image)
-        binned = encoder.bin_expression(image, k)
+        binned, cells = encoder.bin_maps(image, k)
     assert per_pixel.shape == (2, n_genes, 4 * k, 6 * k)
     assert binned.shape == (2, n_genes, 4, 6)
+    assert cells is None
     # Each bin is log1p of the mean rate over its k x k pixels.
     block = per_pixel[1, :, k : 2 * k, 2 * k : 3 * k].exp().mean(dim=(-2, -1))
     torch.testing.assert_close(binned[1, :, 1, 2], torch.log1p(block), rtol=1e-5, atol=1e-6)

@@ -68,11 +68,6 @@ class STMap:
     footprint: np.ndarray | None
     spots: SpotData | None = None
 
-    @property
-    def scale(self) -> float:
-        """Spot pitch over bin size."""
-        return self.pitch / self.grid.size
-
 
 def spot_pitch(centres: np.ndarray) -> float:
     """Median distance from each spot to its nearest neighbour, in the units of ``centres``."""

@@ -341,7 +341,6 @@ class ZarrSink(_Sink):
             msg = f"Cannot write the super-resolved images to {store!r} ({err}). Pass a folder you can write to."
             raise ValueError(msg) from err
         chunks = (min(n_genes, 8), chunk_bins, chunk_bins)
-        self._root = root
         self.mean = root.create_array("mean", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
         self.std = root.create_array("std", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
 

@@ -32,7 +32,9 @@ def regrid_to(sdata: SpatialData, source_key: str, target_key: str, *, channels:
     """Average ``source_key``'s pixels over each pixel of ``target_key`` (both images, sharing a coordinate system).
 
     Each target pixel takes the mean of the source pixels it covers (box average through an integral image),
-    which is how a coarser measurement of the same tissue would see it.
+    which is how a coarser measurement of the same tissue would see it. Not
+    :func:`skimage.transform.downscale_local_mean`: the two grids may differ by a non-integer factor and an
+    offset, which it cannot express.
 
     Returns
     -------

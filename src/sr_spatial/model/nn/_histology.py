@@ -77,10 +77,6 @@ class HistologyEncoder(Encoder):
         """Standardised inputs ``(b, 5, h, w)`` to log rates ``(b, n_genes, h, w)`` (normalised-count units)."""
         return self.head(self.body(image))
 
-    def bin_expression(self, image: torch.Tensor, px_per_bin: int) -> torch.Tensor:
-        """Log-normalised expression per bin, ``log1p`` of the mean rate over the bin's pixels."""
-        return self.bin_maps(image, px_per_bin)[0]
-
     def bin_maps(
         self, image: torch.Tensor, px_per_bin: int, *, cells: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
