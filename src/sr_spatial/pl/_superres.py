@@ -70,7 +70,7 @@ def superres(
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
 
-    from sr_spatial._adapter import output_names
+    from sr_spatial._adapter._write import output_names
     from sr_spatial.pp import build_st_map
 
     names = output_names(key)

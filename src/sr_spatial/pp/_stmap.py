@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from sr_spatial._adapter import BinGrid, SpotData, read_spots
+from sr_spatial._adapter._elements import BinGrid, SpotData
+from sr_spatial._adapter._read import read_spots
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._groups import group_means
 from sr_spatial.pp._genes import select_genes

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
-from sr_spatial._adapter import BinGrid, read_histology
+from sr_spatial._adapter._elements import BinGrid
+from sr_spatial._adapter._read import read_histology
 from sr_spatial.model import Scene
 from sr_spatial.pp._stmap import TISSUE_REACH, SpotRenderer
 from sr_spatial.tl._consistency import project_to_spots, residual_sums
@@ -26,7 +27,7 @@ from sr_spatial.tl._consistency import project_to_spots, residual_sums
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from sr_spatial._adapter import SpotData
+    from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST
     from sr_spatial.pp._stmap import STMap
 

@@ -23,7 +23,7 @@ def _affine(element, cs: str) -> np.ndarray:
 
 
 def _single_scale(image):
-    from sr_spatial._adapter import _scale0
+    from sr_spatial._adapter._elements import _scale0
 
     return _scale0(image)
 
@@ -118,7 +118,7 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     ``rmse`` and ``spot_residual`` (relative disagreement with the measured spots, see
     :func:`sr_spatial.tl.spot_residual`).
     """
-    from sr_spatial._adapter import output_names
+    from sr_spatial._adapter._write import output_names
 
     table_key = output_names(key)["table"]
     for name, kind in ((key, "images"), (truth_key, "images"), (table_key, "tables")):
