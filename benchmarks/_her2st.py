@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING
 import _protocol
 import numpy as np
 import pandas as pd
-from _protocol import METHODS, PEERS_ENV, data_root, peer_python, ridge_fit_predict, sample_disks, score_per_gene
+from _protocol import (
+    METHODS,
+    PEERS_ENV,
+    data_root,
+    own_plus_ridge_detail,
+    peer_python,
+    ridge_fit_predict,
+    sample_disks,
+    score_per_gene,
+)
 from _protocol import cubic_at as _cubic_at
 from _protocol import lognorm as _lognorm
 from _protocol import project as _project
@@ -366,6 +375,11 @@ def run_her2st(
         elif method.startswith("sr_spatial_grid_nearest"):
             pred, extra = sr_map("nearest")
             start = time.perf_counter()
+        elif method.startswith("sr_spatial_histology"):
+            pred, extra = sr_map("histology")
+            start = time.perf_counter()
+        elif method == "nearest_ridge_detail":
+            pred = own_plus_ridge_detail(patch_features(data, data.centres), pseudo.group, pooled)
         elif method.startswith("tesla"):
             if "tesla" not in cache:
                 cache["tesla"] = (run_peer("tesla", data, pseudo, pooled, genes), time.perf_counter() - start)

@@ -149,6 +149,23 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     return np.clip(xs @ coef + ym, 0.0, None)
 
 
+def own_plus_ridge_detail(item_features: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """The peer "own coarse spot + ridge": each item takes its coarse spot's value plus the deviation of a ridge
+    prediction (fitted on the coarse spots, whose features are their items' mean) from its coarse spot's mean.
+
+    Items outside every coarse spot (``group < 0``) take the ridge prediction itself.
+    """
+    from sr_spatial._groups import group_means
+
+    member = group >= 0
+    g = np.where(member, group, 0)
+    coarse, _ = group_means(item_features[member].T, group[member], len(pooled))
+    pred = ridge_fit_predict(coarse.T, pooled, item_features)
+    pred_means, _ = group_means(pred[member].T, group[member], len(pooled))
+    detail = pooled[g] + pred - pred_means.T[g]
+    return np.where(member[:, None], np.clip(detail, 0.0, None), pred)
+
+
 def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius: float, cs: str) -> np.ndarray:
     """Mean (linear expression) of the super-resolved map ``key`` over disks, as a spot of that size measures it.
 
@@ -418,6 +435,8 @@ METHODS = (
     "sr_spatial",
     "sr_spatial_proj",
     "sr_spatial_grid_nearest",
+    "sr_spatial_histology",
+    "nearest_ridge_detail",
     "tesla",
     "tesla_proj",
 )
@@ -430,6 +449,8 @@ LABELS = {
     "sr_spatial": "sr_spatial",
     "sr_spatial_proj": "sr_spatial + projection",
     "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
+    "sr_spatial_histology": "sr_spatial method='histology' (predictor alone)",
+    "nearest_ridge_detail": "own coarse spot + ridge detail (peer)",
     "tesla": "TESLA (teslaforst 1.2.2)",
     "tesla_proj": "TESLA + projection",
 }
@@ -505,6 +526,10 @@ def run_methods(
             known = patch_features(centres=task["known_xy"], radius_px=task["known_radius"], **kw)
             query = patch_features(centres=task["query_xy"], radius_px=task["query_radius"], **kw)
             return ridge_fit_predict(known, known_values, query)
+        if family == "nearest_ridge_detail":
+            kw = {"image": task["image"], "downscale": task["downscale"]}
+            query = patch_features(centres=task["query_xy"], radius_px=task["query_radius"], **kw)
+            return own_plus_ridge_detail(query, group, known_values)
         return run_peer(
             family,
             image=task["image"],
@@ -523,6 +548,8 @@ def run_methods(
             pred, extra = sr_map("diffusion")
         elif family == "sr_spatial_grid_nearest":
             pred, extra = sr_map("nearest")
+        elif family == "sr_spatial_histology":
+            pred, extra = sr_map("histology")
         else:
             if family not in cache:
                 start = time.perf_counter()

@@ -21,7 +21,9 @@ KEY = "sr"
 def superres(demo_sdata):
     """The demo, super-resolved once by the full path (training inside) and by the bicubic baseline."""
     sdata = copy.deepcopy(demo_sdata)
-    sr.tl.superresolve(sdata, IMAGE, config="tiny", seed=SEED, key_added=KEY, show_progress_bar=False)
+    sr.tl.superresolve(
+        sdata, IMAGE, method="diffusion", config="tiny", seed=SEED, key_added=KEY, show_progress_bar=False
+    )
     sr.tl.superresolve(sdata, IMAGE, method="bicubic", key_added="bicubic", show_progress_bar=False)
     sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added="nearest", show_progress_bar=False)
     return sdata

@@ -24,9 +24,15 @@ logger = logging.getLogger("sr_spatial")
 
 __all__ = ["STMap", "build_st_map", "coarsen_spots", "nearest_spot", "render_spots", "spot_pitch"]
 
-#: Bins farther than this many spot pitches from every spot are outside the tissue. 0.75 covers the whole
-#: Voronoi cell of square (0.71) and hexagonal (0.58) lattices without reaching far past the outer spots.
+#: Bins farther than this many local lattice spacings from every spot are outside the tissue. 0.75 covers the
+#: whole Voronoi cell of square (0.71) and hexagonal (0.58) lattices without reaching far past the outer spots.
 TISSUE_REACH = 0.75
+#: Neighbours that define a spot's local lattice spacing: the 3rd nearest is the longer side of a rectangular
+#: lattice, also for its edge spots (and the pitch of square and hexagonal ones, edges included), so the Voronoi
+#: cell of any of them is covered.
+LATTICE_NEIGHBOURS = 3
+#: No spot's tissue reaches farther than this many (nearest-neighbour) pitches, whatever its neighbours.
+MAX_REACH_PITCHES = 2.0
 
 
 @dataclass(frozen=True)
@@ -82,14 +88,35 @@ def spot_pitch(centres: np.ndarray) -> float:
     return float(np.median(distances[:, 1]))
 
 
-def make_grid(centres: np.ndarray, *, bin_size: float, pitch: float) -> BinGrid:
+def spot_reach(centres: np.ndarray, *, pitch: float, radius: np.ndarray | None = None) -> np.ndarray:
+    """How far the tissue around each spot reaches: ``TISSUE_REACH`` times its local lattice spacing.
+
+    The spacing is the distance to the spot's 3rd nearest neighbour, its median over the spot and those
+    neighbours (so a corner spot, missing neighbours, takes its neighbours' spacing), capped at
+    ``MAX_REACH_PITCHES`` pitches. On square and hexagonal lattices this is ``0.75 * pitch``; on rectangular
+    (e.g. 1:2) and staggered lattices it covers the longer side's cell too, which an isotropic pitch would cut
+    off. A spot's own disk is always tissue.
+    """
+    n = len(centres)
+    reach = np.full(n, TISSUE_REACH * pitch)
+    k = min(LATTICE_NEIGHBOURS, n - 1)
+    if k >= 1:
+        distances, neighbours = cKDTree(centres).query(centres, k=k + 1)
+        spacing = np.median(distances[:, k][neighbours], axis=1)
+        reach = TISSUE_REACH * np.clip(spacing, pitch, MAX_REACH_PITCHES * pitch)
+    if radius is not None:
+        reach = np.maximum(reach, radius)
+    return reach
+
+
+def make_grid(centres: np.ndarray, *, bin_size: float, pitch: float, reach: float | None = None) -> BinGrid:
     """The smallest grid of ``bin_size`` bins that holds the tissue around ``centres``.
 
     The grid is phased so that a spot's ``pitch / bin_size`` bins lie symmetrically around its centre: spot
     centres fall on bin corners when a spot spans an even number of bins, on bin centres when odd. Otherwise at
     scale 2 every spot would sit in the middle of one bin and its neighbours would straddle two spots.
     """
-    reach = TISSUE_REACH * pitch
+    reach = TISSUE_REACH * pitch if reach is None else reach
     per_spot = pitch / bin_size
     odd = abs(per_spot - round(per_spot)) < 1e-6 and round(per_spot) % 2 == 1
     margin = (np.ceil(reach / bin_size - 1e-6) + (0.5 if odd else 0.0)) * bin_size
@@ -113,6 +140,7 @@ class SpotRenderer:
         self.values = values
         self.pitch = pitch
         self.radius = radius
+        self.reach = spot_reach(centres, pitch=pitch, radius=radius)
         self._tree = cKDTree(centres)
         self._cubic = None
         self._cubic_built = False
@@ -133,7 +161,7 @@ class SpotRenderer:
         """``(nearest, smooth, mask, footprint)`` on ``grid``, as described in :class:`STMap`."""
         xy = grid.centres().reshape(-1, 2)
         distance, owner = self._tree.query(xy)
-        mask = distance <= TISSUE_REACH * self.pitch
+        mask = distance <= self.reach[owner]
         n_genes = self.values.shape[1]
         nearest = np.zeros((len(xy), n_genes), dtype=np.float32)
         nearest[mask] = self.values[owner[mask]]
@@ -297,7 +325,8 @@ def spot_map(
     genes = select_genes(counts_view, genes=genes, n_top_genes=n_top_genes, target_sum=target_sum)
     values = _normalised(spots, genes, target_sum)
     pitch = spot_pitch(spots.centres)
-    grid = make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch)
+    reach = spot_reach(spots.centres, pitch=pitch, radius=spots.radius)
+    grid = make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch, reach=float(reach.max()))
     if render:
         nearest, smooth, mask, footprint = render_spots(spots.centres, values, grid, pitch=pitch, radius=spots.radius)
     else:

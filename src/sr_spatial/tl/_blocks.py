@@ -21,7 +21,7 @@ from scipy import sparse
 from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._adapter._read import read_histology
 from sr_spatial.model import Scene
-from sr_spatial.pp._stmap import TISSUE_REACH, SpotRenderer
+from sr_spatial.pp._stmap import SpotRenderer, spot_reach
 from sr_spatial.tl._consistency import project_to_spots, residual_sums
 
 if TYPE_CHECKING:
@@ -29,12 +29,14 @@ if TYPE_CHECKING:
 
     from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST
+    from sr_spatial.model._regression import DetailModel
     from sr_spatial.pp._stmap import STMap
 
 __all__ = [
     "Block",
     "BlockJob",
     "BlockResult",
+    "HistologyDetail",
     "MemorySink",
     "ZarrSink",
     "block_halo",
@@ -81,7 +83,7 @@ def plan_blocks(shape: tuple[int, int], *, block_bins: int, halo: int) -> list[B
 
 def block_halo(st_map: STMap, *, context: int) -> int:
     """Halo, in bins, that holds every bin of a block's spots and of their nearest-spot cells, plus ``context``."""
-    reach = max(float(np.max(st_map.radius, initial=0.0)), TISSUE_REACH * st_map.pitch)
+    reach = float(spot_reach(st_map.centres, pitch=st_map.pitch, radius=st_map.radius).max())
     return int(math.ceil(reach / st_map.grid.size)) + 1 + context
 
 
@@ -114,6 +116,7 @@ class BlockJob:
     sampling_steps: int | None = None
     seed: int = 0
     px_per_bin: int = 8
+    histology: HistologyDetail | None = None
     _renderer: SpotRenderer | None = field(default=None, repr=False)
 
     @classmethod
@@ -155,6 +158,25 @@ class BlockJob:
             height=block.pad_height,
             width=block.pad_width,
         )
+
+
+@dataclass(frozen=True)
+class HistologyDetail:
+    """What ``method="histology"`` needs for every block: the fitted predictor and the slide's features."""
+
+    model: DetailModel
+    features: np.ndarray
+    spot_prediction: np.ndarray
+    std: np.ndarray
+
+    def block_maps(self, block: Block, nearest: np.ndarray, owner: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The measurement plus the weighted predicted within-spot detail over ``block``'s padded region."""
+        rows, cols = block.region
+        features = self.features[:, rows, cols]
+        flat = features.reshape(len(features), -1).T
+        detail = self.model.detail(flat, self.spot_prediction[owner.ravel()])
+        maps = nearest + detail.T.reshape(nearest.shape).astype(np.float32)
+        return np.clip(maps, 0.0, None) * mask
 
 
 @dataclass
@@ -215,6 +237,11 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
         # like each draw; the spread of the projected draws is the uncertainty.
         mean = project_to_spots(raw_mean, footprint, job.values)
         std = project_to_spots(samples, footprint, job.values).std(axis=0).astype(np.float32)
+    elif job.method == "histology":
+        raw = job.histology.block_maps(block, nearest, job.renderer.owner(grid), mask)
+        residual_before = residual_sums(raw, footprint, job.values, spots=spots)
+        mean = project_to_spots(raw, footprint, job.values) * mask
+        std = (job.histology.std[:, None, None] * mask).astype(np.float32)
     else:
         mean = smooth if job.method == "bicubic" else nearest
         std = np.zeros_like(mean)

@@ -1,0 +1,76 @@
+"""The spot-supervised histology predictor and its per-gene trust in within-spot detail."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sr_spatial.model._calibration import calibrate_spread, interval_coverage, sd_error_rank
+from sr_spatial.model._regression import Ridge, fit_detail_model
+
+
+def _spots(seed=0, n=30):
+    """A square lattice of n x n spots; gene 0 follows a histology feature, gene 1 is noise, gene 2 smooth."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:n, 0:n]
+    centres = np.column_stack([cols.ravel(), rows.ravel()]).astype(float) * 10
+    features = rng.normal(size=(n * n, 6))
+    driven = 2.0 + 0.8 * features[:, 0] + 0.1 * rng.normal(size=n * n)
+    noise = 2.0 + 0.5 * rng.normal(size=n * n)
+    smooth = 2.0 + np.sin(centres[:, 0] / 60)
+    values = np.clip(np.column_stack([driven, noise, smooth]), 0, None)
+    return features, values, centres
+
+
+def test_ridge_recovers_a_linear_map():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 5))
+    y = x @ np.array([[1.0], [0.0], [-2.0], [0.0], [0.5]]) + 3
+    np.testing.assert_allclose(Ridge.fit(x, y).predict(x), y, atol=0.05)
+
+
+def test_a_histology_driven_gene_gets_detail_and_a_gene_without_signal_stays_at_the_measurement():
+    features, values, centres = _spots()
+    model = fit_detail_model(features, values, centres, pitch=10.0, scale=2, seed=0)
+    assert model.weight[0] > 0.7
+    assert model.heldout_r[0] > 0.8
+    assert model.weight[1] < 0.15
+    assert model.weight[2] < 0.15  # smooth across spots: nothing within a spot to predict
+    # A weight of 0 means the bins equal their spot's measurement exactly.
+    detail = model.detail(features[:5], model.spot_prediction(features[:5]) + 1.0)
+    assert np.all(detail[:, model.weight == 0] == 0)
+
+
+def test_too_few_groups_keep_every_gene_at_the_measurement():
+    features, values, centres = _spots(n=4)
+    model = fit_detail_model(features, values, centres, pitch=10.0, scale=2)
+    assert np.all(model.weight == 0)
+
+
+def test_coverage_is_computed_correctly_on_a_known_gaussian():
+    rng = np.random.default_rng(0)
+    mean = np.zeros((20000, 2))
+    std = np.ones((20000, 2))
+    truth = rng.normal(size=(20000, 2))
+    coverage = interval_coverage(mean, std, truth)
+    for level, observed in coverage.items():
+        np.testing.assert_allclose(observed, level, atol=0.015)
+    # Twice too confident: the 90 % interval covers about 59 %.
+    np.testing.assert_allclose(interval_coverage(mean, std / 2, truth)[0.9], 0.59, atol=0.02)
+    # A spread that grows with the error ranks it.
+    scale = rng.uniform(0.1, 3, size=(20000, 2))
+    assert sd_error_rank(mean, scale, truth * scale) > 0.3
+
+
+def test_calibration_moves_an_overconfident_spread_to_nominal_and_is_never_zero():
+    features, values, centres = _spots()
+    model = fit_detail_model(features, values, centres, pitch=10.0, scale=2)
+    # Heavy tails: the root mean square alone would over-cover the bulk and under-cover the tails.
+    rng = np.random.default_rng(0)
+    model.heldout_residual = rng.standard_t(3, size=model.heldout_residual.shape) * 0.3
+    model.residual_sd = np.full(values.shape[1], 0.1)  # over-confident
+    std = calibrate_spread(model)
+    z = np.abs(model.heldout_residual) / std
+    np.testing.assert_allclose(np.mean(z <= 1.645, axis=0), 0.9, atol=0.03)
+    model.residual_sd = np.zeros(values.shape[1])
+    model.heldout_residual = np.zeros_like(model.heldout_residual)
+    assert np.all(calibrate_spread(model) > 0)

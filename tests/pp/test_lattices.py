@@ -1,0 +1,92 @@
+"""The tissue mask and grid follow any spot lattice: square, hexagonal, rectangular, staggered, irregular."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import sr_spatial as sr
+from sr_spatial._adapter import BinGrid
+from sr_spatial.pp._stmap import TISSUE_REACH, SpotRenderer, make_grid, spot_reach
+
+PITCH = 10.0
+
+
+def _lattice(kind: str, n: int = 12) -> np.ndarray:
+    rows, cols = np.mgrid[0:n, 0:n].astype(float)
+    if kind == "square":
+        xy = np.column_stack([cols.ravel(), rows.ravel()]) * PITCH
+    elif kind == "hexagonal":
+        xy = np.column_stack([(cols + 0.5 * (rows % 2)).ravel(), (rows * np.sqrt(3) / 2).ravel()]) * PITCH
+    elif kind == "rectangular":  # 1:2, as pseudo-spots pooled 1 x 2
+        xy = np.column_stack([cols.ravel(), 2 * rows.ravel()]) * PITCH
+    elif kind == "staggered":  # rows 1.5 pitches apart, every other row shifted by half a pitch
+        xy = np.column_stack([(cols + 0.5 * (rows % 2)).ravel(), (1.5 * rows).ravel()]) * PITCH
+    else:  # irregular: a square lattice jittered by up to a fifth of the pitch
+        rng = np.random.default_rng(0)
+        xy = np.column_stack([cols.ravel(), rows.ravel()]) * PITCH + rng.uniform(-2, 2, (n * n, 2))
+    return xy
+
+
+@pytest.mark.parametrize("kind", ["square", "hexagonal"])
+def test_regular_lattices_keep_the_isotropic_reach(kind):
+    reach = spot_reach(_lattice(kind), pitch=PITCH)
+    np.testing.assert_allclose(reach, TISSUE_REACH * PITCH)
+
+
+@pytest.mark.parametrize("kind", ["square", "hexagonal", "rectangular", "staggered", "irregular"])
+def test_every_bin_between_the_spots_is_tissue(kind):
+    centres = _lattice(kind)
+    pitch = float(np.median(np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1]))
+    reach = spot_reach(centres, pitch=pitch)
+    grid = make_grid(centres, bin_size=pitch / 4, pitch=pitch, reach=float(reach.max()))
+    renderer = SpotRenderer(centres, np.ones((len(centres), 1)), pitch=pitch)
+    _, _, mask, _ = renderer.render(grid)
+    xy = grid.centres().reshape(-1, 2)
+    lo, hi = centres.min(axis=0), centres.max(axis=0)
+    inside = ((xy >= lo) & (xy <= hi)).all(axis=1).reshape(grid.shape)
+    # The bins inside the lattice's extent are all tissue, whatever the lattice.
+    assert mask[inside].all()
+    # And the mask does not run off far past the outer spots: at most two pitches.
+    far = ((xy < lo - 2 * pitch) | (xy > hi + 2 * pitch)).any(axis=1).reshape(grid.shape)
+    assert not mask[far].any()
+
+
+def test_a_rectangular_pseudo_spot_lattice_keeps_the_measured_spots_in_the_tissue(demo_sdata):
+    """Every other row of the demo's hexagonal lattice: a rectangular lattice 1.73 pitches tall.
+
+    With an isotropic nearest-neighbour pitch, the bins under the dropped rows fell outside the tissue mask and
+    were written as 0; they must be tissue, with the value of a neighbouring spot.
+    """
+    sdata = copy.deepcopy(demo_sdata)
+    table = sdata.tables["table"]
+    keep = (table.obs["array_row"].to_numpy() % 2) == 0
+    dropped_ids = table.obs_names[~keep]
+    sdata.tables["table"] = table[keep].copy()
+    shapes = sdata.shapes["demo"]
+    dropped_xy = np.column_stack([shapes.loc[dropped_ids].geometry.x, shapes.loc[dropped_ids].geometry.y])
+    sr.tl.superresolve(sdata, "demo_full_image", method="nearest", scale=2, key_added="rect", show_progress_bar=False)
+    info = sdata.tables["rect_table"].uns["rect"]
+    image = np.asarray(sdata.images["rect"].values)
+    grid_size = info["bin_size_px"]
+    x0 = float(sdata.tables["rect_table"].obsm["spatial"][:, 0].min())  # a bin centre
+    y0 = float(sdata.tables["rect_table"].obsm["spatial"][:, 1].min())
+    cols = np.round((dropped_xy[:, 0] - x0) / grid_size).astype(int) + int(
+        sdata.tables["rect_table"].obs["array_col"].min()
+    )
+    rows = np.round((dropped_xy[:, 1] - y0) / grid_size).astype(int) + int(
+        sdata.tables["rect_table"].obs["array_row"].min()
+    )
+    on_grid = (rows >= 0) & (rows < image.shape[1]) & (cols >= 0) & (cols < image.shape[2])
+    assert on_grid.mean() > 0.95
+    values = image[:, rows[on_grid], cols[on_grid]]
+    assert np.isfinite(values).all()
+    # Bins under the dropped spots are tissue: they carry a neighbouring spot's expression, not 0.
+    assert (values.sum(axis=0) > 0).mean() > 0.99
+
+
+def test_bin_grid_is_a_plain_value():
+    grid = BinGrid(x0=0.0, y0=0.0, size=1.0, height=2, width=3)
+    assert grid.shape == (2, 3)
