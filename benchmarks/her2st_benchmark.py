@@ -39,6 +39,8 @@ FAMILIES = {
     "sr_spatial": "sr_spatial",
     "sr_spatial_proj": "sr_spatial",
     "sr_spatial_grid_nearest": "grid",
+    "sr_spatial_histology": "histology",
+    "nearest_ridge_detail": "ridge_detail",
     "tesla": "tesla",
     "tesla_proj": "tesla",
 }

@@ -10,10 +10,10 @@ def test_demo_command_writes_the_store_and_reports_it(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--config", "tiny", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed
-    for method in ("nearest", "bicubic", "diffusion"):
+    for method in ("nearest", "bicubic", "histology", "diffusion"):
         assert method in printed
     sdata = sd.read_zarr(out)
-    for method in ("nearest", "bicubic", "diffusion"):
+    for method in ("nearest", "bicubic", "histology", "diffusion"):
         assert f"superres_{method}" in sdata.images
         assert f"superres_{method}_table" in sdata.tables
     assert "demo_truth" in sdata.images

@@ -7,7 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from sr_spatial import datasets, model, pl, pp, tl
+from sr_spatial import datasets, features, model, pl, pp, tl
 from sr_spatial._logging import settings
 
-__all__ = ["__version__", "datasets", "model", "pl", "pp", "settings", "tl"]
+__all__ = ["__version__", "datasets", "features", "model", "pl", "pp", "settings", "tl"]

@@ -44,8 +44,10 @@ def _demo(args: argparse.Namespace) -> int:
     sdata = sr.datasets.demo(seed=args.seed)
     image = "demo_full_image"
     scores = {}
-    for method in ("nearest", "bicubic", "diffusion"):
+    for method in ("nearest", "bicubic", "histology", "diffusion"):
         key = f"superres_{method}"
+        if method == "histology":
+            print("Fitting the histology predictor (morphology features, weights on held-out spots) ...")
         if method == "diffusion":
             print(f"Training the diffusion model ({args.config}) on the slide and sampling ...")
         sr.tl.superresolve(

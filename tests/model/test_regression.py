@@ -67,10 +67,27 @@ def test_calibration_moves_an_overconfident_spread_to_nominal_and_is_never_zero(
     # Heavy tails: the root mean square alone would over-cover the bulk and under-cover the tails.
     rng = np.random.default_rng(0)
     model.heldout_residual = rng.standard_t(3, size=model.heldout_residual.shape) * 0.3
-    model.residual_sd = np.full(values.shape[1], 0.1)  # over-confident
+    model.heldout_variance = np.full(model.heldout_residual.shape, 0.1**2)  # over-confident
+    model.finer_ratio = 1.0
     std = calibrate_spread(model)
     z = np.abs(model.heldout_residual) / std
-    np.testing.assert_allclose(np.mean(z <= 1.645, axis=0), 0.9, atol=0.03)
-    model.residual_sd = np.zeros(values.shape[1])
+    before = np.mean(np.abs(model.heldout_residual) / 0.1 <= 1.645, axis=0)
+    after = np.mean(z <= 1.645, axis=0)
+    assert np.all(before < 0.6)
+    np.testing.assert_allclose(after, 0.9, atol=0.03)
+    # Bins vary more around their spots than spots around their groups: the spread grows with that ratio.
+    model.finer_ratio = 4.0
+    np.testing.assert_allclose(calibrate_spread(model), 2 * std, rtol=1e-6)
+    # Nothing is ever certain, not even where every held-out residual was 0 (e.g. zero-count spots).
+    model.heldout_variance = np.zeros_like(model.heldout_variance)
     model.heldout_residual = np.zeros_like(model.heldout_residual)
     assert np.all(calibrate_spread(model) > 0)
+
+
+def test_the_spread_varies_over_bins_with_what_predicts_the_error():
+    features, values, centres = _spots()
+    # Gene 0's deviations grow with the distance of a spot's features from its group's.
+    rng = np.random.default_rng(3)
+    values[:, 0] = 2.0 + np.abs(features[:, 1]) * rng.normal(size=len(values))
+    model = fit_detail_model(features, values, centres, pitch=10.0, scale=2)
+    assert model.spread[0, 4] > 0  # the histology-distance term carries weight

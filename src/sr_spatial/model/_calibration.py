@@ -23,25 +23,36 @@ MIN_SD = 0.05
 
 
 def calibrate_spread(model: DetailModel) -> np.ndarray:
-    """Per-gene standard deviation whose central 90 % normal interval covers 90 % of held-out deviations.
+    """Set ``model.coverage_scale`` so its central 90 % normal intervals cover 90 % of held-out deviations.
 
     The held-out residuals of the transfer fit (measured minus predicted deviation of a spot from its group)
-    are standardised by their root mean square; the factor that brings their empirical 90 % quantile of
-    ``|z|`` to the normal's (1.645) is a split-conformal correction for heavy tails. Stored on the model as
-    ``coverage_scale``.
+    are standardised by the spread model's predicted standard deviation; the factor that brings their empirical
+    90 % quantile of ``|z|`` to the normal's (1.645) is a split-conformal correction (finite-sample rank
+    ``ceil((n + 1) * 0.9)``), which also absorbs heavy tails.
+
+    Returns
+    -------
+    Per gene, the calibrated standard deviation of a typical held-out spot (the root mean square of the
+    calibrated spreads), floored at :data:`MIN_SD`.
     """
     residual = model.heldout_residual
-    sd = np.asarray(model.residual_sd, dtype=np.float64)
-    if residual is None or len(residual) < 10:
-        model.coverage_scale = np.ones_like(sd)
+    variance = model.heldout_variance
+    n_genes = len(model.weight)
+    if residual is None or variance is None or len(residual) < 10:
+        model.coverage_scale = np.ones(n_genes)
+        sd = np.asarray(model.residual_sd, dtype=np.float64)
+        if model.spread.shape[0] != n_genes:
+            model.spread = np.column_stack([sd**2, np.zeros((n_genes, 4))])
         return np.maximum(sd, MIN_SD)
+    sd = np.sqrt(np.maximum(variance, 0.0))
     z = np.abs(residual) / np.maximum(sd, 1e-12)
-    n = len(z)
-    # The finite-sample conformal quantile: the ceil((n + 1) * level)-th smallest of n scores.
-    rank = min(int(np.ceil((n + 1) * CALIBRATION_LEVEL)), n) - 1
+    rank = min(int(np.ceil((len(z) + 1) * CALIBRATION_LEVEL)), len(z)) - 1
     quantile = np.sort(z, axis=0)[rank]
-    model.coverage_scale = np.where(sd > 0, quantile / stats.norm.ppf(0.5 + CALIBRATION_LEVEL / 2), 1.0)
-    return np.maximum(sd * model.coverage_scale, MIN_SD)
+    positive = sd.max(axis=0) > 0
+    # Calibrated on spots around their groups; bins around their spots vary by the extrapolated finer ratio.
+    conformal = np.where(positive, quantile / stats.norm.ppf(0.5 + CALIBRATION_LEVEL / 2), 1.0)
+    model.coverage_scale = conformal * np.sqrt(model.finer_ratio)
+    return np.maximum(np.sqrt(np.mean((sd * model.coverage_scale) ** 2, axis=0)), MIN_SD)
 
 
 def normal_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: Sequence[float]) -> list[np.ndarray]:

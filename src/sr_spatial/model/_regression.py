@@ -3,11 +3,12 @@
 The predictor is a ridge regression per gene from the features of a spot (the mean of its bins' features) to the
 spot's log-normalised expression, so that the bins' predictions average to the spot's by linearity. What a bin
 receives is the measurement of its spot plus the predicted deviation of the bin from its spot, times a per-gene
-weight. The weight is learned one level coarser (scale transfer): spots are pooled into groups as the slide's
-spots pool the bins, the ridge is refitted on groups not held out, and the weight is the least-squares slope of
-the spots' measured deviations from their group on the predicted ones, over held-out groups only, clipped to
-``[0, 1]`` and shrunk by the held-out correlation. A gene the histology does not predict gets weight 0 and equals
-the measurement. The held-out residuals also give each gene's predictive spread (see :class:`DetailModel`).
+weight. The weight is learned one level coarser, where a truth exists: spots are pooled into groups as the
+slide's bins pool into spots, the ridge is refitted on the spots of the other folds of groups, and the weight is
+the least-squares slope of the held-out spots' measured deviations from their group on the predicted ones,
+clipped to ``[0, 1]`` and shrunk by its t statistic (positive-part James-Stein). A gene the histology does not
+predict gets weight 0 and equals the measurement. The held-out residuals also give each gene's predictive spread,
+which varies over the slide with what predicts the error (:class:`SpreadPredictors`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ import numpy as np
 
 from sr_spatial._groups import group_means
 
-__all__ = ["DetailModel", "Ridge", "fit_detail_model", "lattice_groups"]
+__all__ = [
+    "DetailModel",
+    "Ridge",
+    "SpreadPredictors",
+    "fit_detail_model",
+    "fit_spread",
+    "lattice_groups",
+    "smooth_at",
+    "spread_variance",
+]
 
 #: Penalties tried, relative to the number of training rows; chosen per gene by leave-one-out error.
 ALPHAS = np.logspace(-2, 4, 19)
@@ -65,6 +75,10 @@ class Ridge:
         coef = vt.T @ (best_d.T * uty)
         return cls(coef=coef, intercept=y_mean, mean=mean, scale=scale)
 
+    def feature_distance(self, x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Squared distance between rows of ``x`` and ``reference`` in standardised feature units, ``(n,)``."""
+        return np.sum(((np.asarray(x, dtype=np.float64) - reference) / self.scale) ** 2, axis=1)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predictions ``(n, n_outputs)``."""
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
@@ -97,6 +111,14 @@ class DetailModel:
         (NaN where it could not be measured).
     residual_sd
         Per gene, the standard deviation of held-out measured deviations around the weighted prediction.
+    spread
+        Per gene, the coefficients of the variance on 1 and the relative :class:`SpreadPredictors`
+        (:func:`fit_spread`).
+    bin_means
+        The spread predictors' means over the output's bins, ``(4, n_genes)``.
+    finer_ratio
+        How much more a bin varies around its spot than a spot around its group (:func:`finer_variance_ratio`);
+        the calibrated spread is scaled by its square root.
     coverage_scale
         Per gene, the factor that brings the held-out residuals' central 90 % interval to nominal coverage
         (see :mod:`sr_spatial.model._calibration`).
@@ -109,8 +131,12 @@ class DetailModel:
     heldout_r: np.ndarray
     residual_sd: np.ndarray
     n_groups: int
+    spread: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
+    bin_means: np.ndarray = field(default_factory=lambda: np.ones((4, 0)))
     coverage_scale: np.ndarray = field(default_factory=lambda: np.ones(0))
     heldout_residual: np.ndarray | None = field(default=None, repr=False)
+    heldout_variance: np.ndarray | None = field(default=None, repr=False)
+    finer_ratio: float = 1.0
 
     def spot_prediction(self, spot_features: np.ndarray) -> np.ndarray:
         """Predicted expression of each spot from its features ``(n_spots, n_features)``."""
@@ -119,6 +145,17 @@ class DetailModel:
     def detail(self, bin_features: np.ndarray, spot_prediction_of_owner: np.ndarray) -> np.ndarray:
         """Weighted predicted deviation of each bin ``(n_bins, n_features)`` from its spot's prediction."""
         return self.weight * (self.ridge.predict(bin_features) - spot_prediction_of_owner)
+
+    def std(self, predictors: SpreadPredictors) -> np.ndarray:
+        """Calibrated standard deviation of bins ``(n_bins, n_genes)``, never below ``MIN_SD``.
+
+        ``bin_means`` (the predictors' means over all bins of the slide, set when the map is fitted) make the
+        predictors relative, as they were when the spread was fitted.
+        """
+        from sr_spatial.model._calibration import MIN_SD
+
+        variance = spread_variance(self.spread, predictors.relative(self.bin_means))
+        return np.maximum(np.sqrt(np.maximum(variance, 0.0)) * self.coverage_scale, MIN_SD)
 
     def to_dict(self) -> dict:
         """Arrays to save with a model."""
@@ -130,8 +167,11 @@ class DetailModel:
             "weight": self.weight,
             "heldout_r": self.heldout_r,
             "residual_sd": self.residual_sd,
+            "spread": self.spread,
+            "bin_means": self.bin_means,
             "coverage_scale": self.coverage_scale,
             "n_groups": np.asarray(self.n_groups),
+            "finer_ratio": np.asarray(self.finer_ratio),
         }
 
     @classmethod
@@ -144,7 +184,10 @@ class DetailModel:
             heldout_r=np.asarray(d["heldout_r"]),
             residual_sd=np.asarray(d["residual_sd"]),
             n_groups=int(d["n_groups"]),
+            spread=np.asarray(d["spread"]),
+            bin_means=np.asarray(d["bin_means"]),
             coverage_scale=np.asarray(d["coverage_scale"]),
+            finer_ratio=float(d["finer_ratio"]),
         )
 
 
@@ -182,7 +225,7 @@ def fit_detail_model(
     n_spots, n_genes = spot_values.shape
     ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
-    predicted, measured = [], []
+    predicted, measured, gradient, level, distance = [], [], [], [], []
     n_groups = 0
     factor = max(int(scale), 2)
     # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
@@ -199,32 +242,167 @@ def fit_detail_model(
         folds = rng.permutation(groups) % FOLDS
         held = np.zeros_like(spot_values, dtype=np.float64)
         for fold in range(FOLDS):
-            train = folds != fold
+            # Folds are groups, but the ridge learns from spots, as the final one does: the held-out error
+            # then reflects a model fitted on as many labels as the one applied to the bins.
+            train = folds[group] != fold
             test = (folds[group] == fold) & multi
             if train.sum() < 3 or not test.any():
                 continue
-            held[test] = Ridge.fit(group_features.T[train], group_values[train]).predict(spot_features[test])
+            held[test] = Ridge.fit(spot_features[train], spot_values[train]).predict(spot_features[test])
         predicted.append(_deviation(held, group, groups)[multi])
         measured.append(_deviation(spot_values.astype(np.float64), group, groups)[multi])
-    dp, dy = np.concatenate(predicted), np.concatenate(measured)
+        group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)
+        smooth = smooth_at(group_centres.T, group_values, centres)
+        gradient.append(((smooth - group_values[group]) ** 2)[multi])
+        level.append(group_values[group][multi])
+        distance.append(ridge.feature_distance(spot_features, group_features.T[group])[multi])
+    dp, dy, h = np.concatenate(predicted), np.concatenate(measured), np.concatenate(gradient)
+    at, dist = np.concatenate(level), np.concatenate(distance)
     weight = np.zeros(n_genes)
     heldout_r = np.full(n_genes, np.nan)
     if n_groups >= MIN_GROUPS and len(dp) > 2:
         slope = (dp * dy).sum(axis=0) / np.maximum((dp**2).sum(axis=0), 1e-12)
         with np.errstate(invalid="ignore", divide="ignore"):
             heldout_r = np.array([np.corrcoef(dp[:, g], dy[:, g])[0, 1] for g in range(n_genes)])
-        # The least-squares slope alone is erratic where the predicted detail is tiny (a gene without signal
-        # can get any slope); scaling it by the held-out correlation sends such genes to 0. On her2st B4
-        # (protocol 2c) the slope alone scored 0.531 and this 0.530: not worth trusting noise for.
-        r = np.nan_to_num(heldout_r, nan=0.0)
-        weight = np.clip(slope, 0.0, 1.0) * np.clip(r, 0.0, 1.0)
+        # The least-squares slope is unbiased however noisy the measured deviations are, but erratic where the
+        # predicted detail is tiny (a gene without signal can get any slope). Positive-part James-Stein
+        # shrinkage by its t statistic sends slopes indistinguishable from 0 to 0 and keeps clear ones.
+        # (Shrinking by the held-out correlation instead also penalises the measurement's own counting noise:
+        # protocol 2a's weights fell to a median of 0.28 where ridge at full weight scored far higher.)
+        residual_var = np.sum((dy - slope * dp) ** 2, axis=0) / max(len(dp) - 1, 1)
+        t_squared = slope**2 * (dp**2).sum(axis=0) / np.maximum(residual_var, 1e-12)
+        weight = np.clip(slope, 0.0, 1.0) * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
     residual = dy - weight * dp
+    ratio = finer_variance_ratio(spot_values, centres, pitch=pitch, scale=factor)
     residual_sd = np.sqrt(np.mean(residual**2, axis=0)) if len(residual) else np.zeros(n_genes)
+    predictors = SpreadPredictors(gradient=h, detail=(weight * dp) ** 2, level=at, distance=dist)
+    spread = fit_spread(residual, predictors)
     return DetailModel(
         ridge=ridge,
         weight=weight,
         heldout_r=heldout_r,
         residual_sd=residual_sd,
         n_groups=n_groups,
+        spread=spread,
         heldout_residual=residual,
+        heldout_variance=spread_variance(spread, predictors.relative(predictors.means())),
+        finer_ratio=ratio,
     )
+
+
+def finer_variance_ratio(spot_values: np.ndarray, centres: np.ndarray, *, pitch: float, scale: int) -> float:
+    """How much more a unit varies around its parent ``scale`` times finer, extrapolated from coarser levels.
+
+    The spread is fitted on spots around their groups but reported for bins around their spots, ``scale``
+    times finer. The ratio ``R`` of the spots' variance around groups 2 pitches wide to those groups' variance
+    around groups 4 pitches wide, pooled over genes (median), is extrapolated under self-similarity to
+    ``R ** log2(scale)``: ``scale**2`` for spatially white variation (a unit of a quarter of the area varies
+    four times as much), below 1 for smooth fields. ``R`` is clipped to ``[1/4, 4]``; 1 where too few groups
+    exist to measure it.
+    """
+    factor = 2
+    values = spot_values.astype(np.float64)
+    group = lattice_groups(centres, side=factor * pitch)
+    groups = int(group.max()) + 1
+    size = np.bincount(group, minlength=groups)
+    linear, _ = group_means(np.expm1(values).T, group, groups)
+    group_values = np.log1p(linear.T)
+    group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)
+    parent = lattice_groups(group_centres.T, side=factor**2 * pitch)
+    parents = int(parent.max()) + 1
+    siblings = np.bincount(parent, minlength=parents)
+    fine = (size[group] >= 2)[:, None]
+    coarse = (siblings[parent] >= 2)[:, None]
+    if (siblings >= 2).sum() < MIN_GROUPS // 2 or not fine.any():
+        return 1.0
+    within = np.sum(_deviation(values, group, groups) ** 2 * fine, axis=0) / fine.sum()
+    # Groups stand for their spots: weight each by its size, as its spots would be.
+    weights = size[:, None] * coarse
+    parent_linear, _ = group_means((np.expm1(group_values) * size[:, None]).T, parent, parents)
+    parent_size, _ = group_means(size[None].astype(np.float64), parent, parents)
+    parent_values = np.log1p(parent_linear.T / np.maximum(parent_size.T, 1e-12))
+    between = np.sum((group_values - parent_values[parent]) ** 2 * weights, axis=0) / max(weights.sum(), 1)
+    usable = between > 1e-12
+    if not usable.any():
+        return 1.0
+    ratio = float(np.clip(np.median(within[usable] / between[usable]), 1.0 / factor**2, factor**2))
+    return ratio ** np.log2(max(scale, 1))
+
+
+def smooth_at(points: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cubic (Clough-Tocher) interpolation of ``values`` at ``query``, clipped at 0; nearest where undefined.
+
+    The same interpolation :class:`~sr_spatial.pp._stmap.SpotRenderer` renders as ``smooth``.
+    """
+    from scipy.interpolate import CloughTocher2DInterpolator
+    from scipy.spatial import QhullError, cKDTree
+
+    out = values[cKDTree(points).query(query)[1]].astype(np.float64)
+    try:
+        cubic = CloughTocher2DInterpolator(points, values)(query)
+    except (QhullError, ValueError):
+        return out
+    defined = np.isfinite(cubic).all(axis=1)
+    out[defined] = np.clip(cubic[defined], 0.0, None)
+    return out
+
+
+@dataclass
+class SpreadPredictors:
+    """What the error of a unit (bin or spot) around its parent scales with, known wherever a map is written.
+
+    ``gradient``: squared difference between the smooth interpolation of the measurement and the parent's own
+    value (large at the edge of a domain, where a spot hides most variation); ``detail``: squared weighted
+    predicted deviation; ``level``: the parent's measurement; ``distance``: squared distance of the unit's
+    standardised histology features from its parent's (a bin that looks unlike the rest of its spot). Arrays
+    are ``(n_items, n_genes)`` except ``distance`` ``(n_items,)``.
+    """
+
+    gradient: np.ndarray
+    detail: np.ndarray
+    level: np.ndarray
+    distance: np.ndarray
+
+    def means(self) -> np.ndarray:
+        """Per predictor (and gene), the mean over the items: ``(4, n_genes)``."""
+        n_genes = self.gradient.shape[-1]
+        return np.stack(
+            [
+                self.gradient.mean(axis=0),
+                self.detail.mean(axis=0),
+                self.level.mean(axis=0),
+                np.full(n_genes, self.distance.mean()),
+            ]
+        )
+
+    def relative(self, means: np.ndarray) -> np.ndarray:
+        """The predictors over their means, ``(4, n_items, n_genes)``: each level's own scale factored out."""
+        distance = np.broadcast_to(self.distance[:, None], self.gradient.shape)
+        stacked = np.stack([self.gradient, self.detail, self.level, distance])
+        return stacked / np.maximum(means[:, None, :], 1e-12)
+
+
+def fit_spread(residual: np.ndarray, predictors: SpreadPredictors) -> np.ndarray:
+    """Per gene, non-negative coefficients of the variance on 1 and the relative predictors, ``(n_genes, 5)``.
+
+    Each predictor enters relative to its mean at its own level (spots around groups here, bins around spots
+    where the map is written), so the coefficients say how the error's variance is shared out over the slide
+    and the overall size comes from the calibration.
+    """
+    from scipy.optimize import nnls
+
+    n_items, n_genes = residual.shape
+    relative = predictors.relative(predictors.means())
+    coef = np.zeros((n_genes, 5))
+    for g in range(n_genes):
+        if n_items < 6:
+            coef[g, 0] = np.mean(residual[:, g] ** 2) if n_items else 0.0
+            continue
+        design = np.column_stack([np.ones(n_items), *relative[:, :, g]])
+        coef[g] = nnls(design, residual[:, g] ** 2)[0]
+    return coef
+
+
+def spread_variance(coef: np.ndarray, relative: np.ndarray) -> np.ndarray:
+    """The variance of :func:`fit_spread`'s coefficients at relative predictors ``(4, ..., n_genes)``."""
+    return coef[:, 0] + np.einsum("g k, k ... g -> ... g", coef[:, 1:], relative)

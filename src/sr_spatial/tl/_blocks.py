@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST
-    from sr_spatial.model._regression import DetailModel
+    from sr_spatial.model._regression import DetailModel, SpreadPredictors
     from sr_spatial.pp._stmap import STMap
 
 __all__ = [
@@ -166,17 +166,45 @@ class HistologyDetail:
 
     model: DetailModel
     features: np.ndarray
+    spot_features: np.ndarray
     spot_prediction: np.ndarray
-    std: np.ndarray
 
-    def block_maps(self, block: Block, nearest: np.ndarray, owner: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The measurement plus the weighted predicted within-spot detail over ``block``'s padded region."""
+    def bins(
+        self, features: np.ndarray, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray
+    ) -> tuple[np.ndarray, SpreadPredictors]:
+        """Weighted predicted detail ``(n_bins, n_genes)`` of bins and their spread predictors.
+
+        ``features`` is ``(n_features, n_bins)``, ``nearest`` and ``smooth`` ``(n_genes, n_bins)``, ``owner``
+        each bin's nearest spot.
+        """
+        from sr_spatial.model._regression import SpreadPredictors
+
+        flat = features.T
+        detail = self.model.detail(flat, self.spot_prediction[owner])
+        predictors = SpreadPredictors(
+            gradient=((smooth - nearest) ** 2).T,
+            detail=detail**2,
+            level=nearest.T,
+            distance=self.model.ridge.feature_distance(flat, self.spot_features[owner]),
+        )
+        return detail, predictors
+
+    def block_maps(
+        self, block: Block, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The measurement plus the weighted predicted detail, and the calibrated spread, over ``block``.
+
+        Both cover the block's padded region; the spread is 0 outside the tissue.
+        """
         rows, cols = block.region
-        features = self.features[:, rows, cols]
-        flat = features.reshape(len(features), -1).T
-        detail = self.model.detail(flat, self.spot_prediction[owner.ravel()])
-        maps = nearest + detail.T.reshape(nearest.shape).astype(np.float32)
-        return np.clip(maps, 0.0, None) * mask
+        n_genes = len(nearest)
+        features = self.features[:, rows, cols].reshape(len(self.features), -1)
+        detail, predictors = self.bins(
+            features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel()
+        )
+        maps = np.clip(nearest + detail.T.reshape(nearest.shape).astype(np.float32), 0.0, None) * mask
+        std = self.model.std(predictors).T.reshape(nearest.shape) * mask
+        return maps, std.astype(np.float32)
 
 
 @dataclass
@@ -238,10 +266,9 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
         mean = project_to_spots(raw_mean, footprint, job.values)
         std = project_to_spots(samples, footprint, job.values).std(axis=0).astype(np.float32)
     elif job.method == "histology":
-        raw = job.histology.block_maps(block, nearest, job.renderer.owner(grid), mask)
+        raw, std = job.histology.block_maps(block, nearest, smooth, job.renderer.owner(grid), mask)
         residual_before = residual_sums(raw, footprint, job.values, spots=spots)
         mean = project_to_spots(raw, footprint, job.values) * mask
-        std = (job.histology.std[:, None, None] * mask).astype(np.float32)
     else:
         mean = smooth if job.method == "bicubic" else nearest
         std = np.zeros_like(mean)

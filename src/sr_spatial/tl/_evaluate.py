@@ -115,10 +115,14 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     Returns
     -------
     One row per gene with columns ``pearson`` (Pearson r), ``ssim`` (:func:`skimage.metrics.structural_similarity`),
-    ``rmse`` and ``spot_residual`` (relative disagreement with the measured spots, see
-    :func:`sr_spatial.tl.spot_residual`).
+    ``rmse``, ``spot_residual`` (relative disagreement with the measured spots, see
+    :func:`sr_spatial.tl.spot_residual`), and, where the map has a spread (``f"{key}_std"``), the calibration of
+    its uncertainty: ``coverage_50``, ``coverage_80``, ``coverage_90``, ``coverage_95`` (fraction of true bin
+    values inside the central normal interval of that nominal level) and ``sd_error_spearman`` (rank correlation
+    of the reported standard deviation with the absolute error; NaN where the spread is constant).
     """
     from sr_spatial._adapter._write import output_names
+    from sr_spatial.model._calibration import LEVELS, interval_coverage, sd_error_rank
 
     table_key = output_names(key)["table"]
     for name, kind in ((key, "images"), (truth_key, "images"), (table_key, "tables")):
@@ -137,6 +141,7 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     mask = np.zeros((prediction.sizes["y"], prediction.sizes["x"]), dtype=bool)
     mask[table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()] = True
     per_gene_residual = dict(zip(all_genes, np.asarray(table.uns[key].get("spot_residual_per_gene")), strict=False))
+    spread = _single_scale(sdata.images[f"{key}_std"]) if f"{key}_std" in sdata.images else None
     rows = []
     for index, gene in enumerate(genes):
         p = np.asarray(prediction.sel(c=gene).values, dtype=np.float64)
@@ -152,4 +157,9 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
                 "spot_residual": float(per_gene_residual.get(gene, np.nan)),
             }
         )
+        sd = None if spread is None else np.asarray(spread.sel(c=gene).values, dtype=np.float64)[mask]
+        if sd is not None and sd.max() > 0:
+            coverage = interval_coverage(pm[:, None], sd[:, None], tm[:, None], levels=LEVELS)
+            rows[-1].update({f"coverage_{round(100 * level)}": float(c[0]) for level, c in coverage.items()})
+            rows[-1]["sd_error_spearman"] = sd_error_rank(pm, sd, tm)
     return pd.DataFrame(rows).set_index("gene")

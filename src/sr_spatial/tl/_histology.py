@@ -34,7 +34,8 @@ def spot_features(features: np.ndarray, footprint: np.ndarray, centre_bins: np.n
 
 def fit_histology_detail(
     st_map: STMap,
-    footprint: np.ndarray,
+    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    owner: np.ndarray,
     *,
     features,
     image_um_per_px: float | None,
@@ -44,18 +45,27 @@ def fit_histology_detail(
 ) -> tuple[HistologyDetail, dict]:
     """Features of every bin, the predictor fitted on the spots, and what ``uns`` records about it.
 
+    ``rendered`` is the whole grid's ``(nearest, smooth, mask, footprint)`` and ``owner`` each bin's nearest
+    spot.
+
     Returns
     -------
     The block job's :class:`~sr_spatial.tl._blocks.HistologyDetail` and a dict for ``uns[key]["histology"]``:
-    the extractor, per-gene ``weight``, ``heldout_r`` and calibrated ``std``, and the number of groups the
-    weights were fitted on.
+    the extractor, per-gene ``weight``, ``heldout_r``, typical calibrated ``std`` and its conformal
+    ``coverage_scale``, and the number of groups the weights were fitted on.
     """
     extractor = resolve_features(features, image_um_per_px=image_um_per_px)
+    nearest, smooth, mask, footprint = rendered
     maps = bin_features(st_map.spots, st_map.grid, extractor, show_progress_bar=show_progress_bar)
     per_spot = spot_features(maps, footprint, st_map.grid.index_of(st_map.centres))
     model = fit_detail_model(per_spot, st_map.values, st_map.centres, pitch=st_map.pitch, scale=scale, seed=seed)
     std = calibrate_spread(model)
-    detail = HistologyDetail(model=model, features=maps, spot_prediction=model.spot_prediction(per_spot), std=std)
+    detail = HistologyDetail(
+        model=model, features=maps, spot_features=per_spot, spot_prediction=model.spot_prediction(per_spot)
+    )
+    # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
+    _, predictors = detail.bins(maps[:, mask], nearest[:, mask], smooth[:, mask], owner[mask])
+    model.bin_means = predictors.means()
     helped = int((model.weight > 0.05).sum())
     logger.info(
         "Histology (%s, %d features) adds within-spot detail to %d of %d genes (median weight %.2f).",
@@ -72,5 +82,6 @@ def fit_histology_detail(
         "weight": model.weight.astype(np.float32),
         "heldout_r": model.heldout_r.astype(np.float32),
         "std": std.astype(np.float32),
+        "coverage_scale": model.coverage_scale.astype(np.float32),
     }
     return detail, record

@@ -367,10 +367,10 @@ def superresolve(
     )
     histology_record = None
     if method == "histology":
-        footprint = job.renderer.render(st_map.grid)[3]
         detail, histology_record = fit_histology_detail(
             st_map,
-            footprint,
+            job.renderer.render(st_map.grid),
+            job.renderer.owner(st_map.grid),
             features=features,
             image_um_per_px=image_um_per_px,
             scale=scale,
