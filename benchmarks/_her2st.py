@@ -256,9 +256,11 @@ def run_peer(method: str, section: Her2stSection, pseudo: PseudoSpots, pooled: n
     )
 
 
-def _scores(pred: np.ndarray, truth: np.ndarray, section: Her2stSection, pseudo: PseudoSpots, pooled, genes):
-    """Per-gene metrics at the measured spots (SSIM on the array lattice)."""
-    return score_per_gene(pred, truth, lattice=section.array, group=pseudo.group, pooled=pooled, genes=genes)
+def _scores(pred, truth, section: Her2stSection, pseudo: PseudoSpots, pooled, genes, std=None):
+    """Per-gene metrics at the measured spots (SSIM on the array lattice; coverage where ``std`` is given)."""
+    return score_per_gene(
+        pred, truth, lattice=section.array, group=pseudo.group, pooled=pooled, genes=genes, std=std
+    )
 
 
 def run_her2st(
@@ -353,11 +355,13 @@ def run_her2st(
                 **kwargs,
             )
             cache[method] = (_sample_map_at(sdata, "sr", genes, data.centres, cs), time.perf_counter() - start)
+            cache[f"{method}:std"] = _sample_map_at(sdata, "sr_std", genes, data.centres, cs)
         return cache[method]
 
     for method in methods:
         start = time.perf_counter()
         extra = 0.0
+        std = None
         if method == "nearest":
             pred = pooled[pseudo.group]
         elif method.startswith("cubic"):
@@ -377,6 +381,7 @@ def run_her2st(
             start = time.perf_counter()
         elif method.startswith("sr_spatial_histology"):
             pred, extra = sr_map("histology")
+            std = cache["histology:std"]
             start = time.perf_counter()
         elif method == "nearest_ridge_detail":
             pred = own_plus_ridge_detail(patch_features(data, data.centres), pseudo.group, pooled)
@@ -392,9 +397,12 @@ def run_her2st(
             pred = _project(pred, pseudo.group, pooled)
         # Projected variants share their base method's map; they report its time plus the projection's.
         wall = time.perf_counter() - start + extra
-        for row in _scores(pred, truth, data, pseudo, pooled, genes):
+        for row in _scores(pred, truth, data, pseudo, pooled, genes, std=None if method.endswith("_proj") else std):
             row.update(method=method, section=data.name, seed=seed, wall_s=wall)
             results.append(row)
     return pd.DataFrame(results)[
-        ["section", "seed", "method", "gene", "pearson", "pearson_within", "ssim", "rmse", "spot_residual", "wall_s"]
+        [
+            "section", "seed", "method", "gene", "pearson", "pearson_within", "ssim", "rmse", "spot_residual",
+            "coverage_90", "sd_error_spearman", "wall_s",
+        ]  # fmt: skip
     ]

@@ -251,6 +251,7 @@ def score_per_gene(
     pooled: np.ndarray,
     genes,
     measured: np.ndarray | None = None,
+    std: np.ndarray | None = None,
 ) -> list[dict]:
     """Per-gene metrics of ``pred`` against ``truth`` (items x genes, log-normalised).
 
@@ -294,9 +295,21 @@ def score_per_gene(
                 "ssim": _ssim(pimg, timg, mask),
                 "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
                 "spot_residual": float(residual),
+                **_uncertainty_scores(p, t, None if std is None else std[:, g]),
             }
         )
     return rows
+
+
+def _uncertainty_scores(pred: np.ndarray, truth: np.ndarray, std: np.ndarray | None) -> dict:
+    """Coverage of the central 90 % normal interval and Spearman(sd, |error|) of one gene (NaN without a spread)."""
+    from scipy import stats
+
+    if std is None or not np.any(std > 0):
+        return {"coverage_90": np.nan, "sd_error_spearman": np.nan}
+    error = np.abs(truth - pred)
+    rho = stats.spearmanr(std, error).statistic if np.ptp(std) > 0 and np.ptp(error) > 0 else np.nan
+    return {"coverage_90": float(np.mean(error <= 1.645 * std)), "sd_error_spearman": float(rho)}
 
 
 def _child(fn, kwargs, queue) -> None:
@@ -511,7 +524,9 @@ def run_methods(
                 **(superresolve_kwargs or {}),
             )
             pred = sample_disks(sdata, "sr", genes, task["query_xy"], task["read_radius"], task["cs"])
+            spread = sample_disks(sdata, "sr_std", genes, task["query_xy"], task["read_radius"], task["cs"])
             cache[key] = (pred, time.perf_counter() - start)
+            cache[f"{key}:std"] = spread
         return cache[key]
 
     def compute(family):
@@ -544,12 +559,14 @@ def run_methods(
     rows = []
     for method in methods:
         family = method.removesuffix("_proj")
+        std = None
         if family == "sr_spatial":
             pred, extra = sr_map("diffusion")
         elif family == "sr_spatial_grid_nearest":
             pred, extra = sr_map("nearest")
         elif family == "sr_spatial_histology":
             pred, extra = sr_map("histology")
+            std = cache["superresolve:histology:std"]
         else:
             if family not in cache:
                 start = time.perf_counter()
@@ -567,6 +584,7 @@ def run_methods(
             pooled=known_values,
             genes=genes,
             measured=task.get("measured"),
+            std=std if not method.endswith("_proj") else None,
         )
         rows += [{**row, "method": method, "seed": seed, "wall_s": wall} for row in scored]
     return pd.DataFrame(rows)
@@ -581,6 +599,8 @@ def summarise(per_gene, *, by: str):
         ssim=("ssim", "mean"),
         rmse=("rmse", "mean"),
         spot_residual=("spot_residual", "mean"),
+        coverage_90=("coverage_90", "mean"),
+        sd_error_spearman=("sd_error_spearman", "mean"),
         wall_s=("wall_s", "first"),
         peak_mib=("peak_mib", "first"),
     )
@@ -591,6 +611,8 @@ def summarise(per_gene, *, by: str):
         ssim=("ssim", "mean"),
         rmse=("rmse", "mean"),
         spot_residual=("spot_residual", "mean"),
+        coverage_90=("coverage_90", "mean"),
+        sd_error_spearman=("sd_error_spearman", "mean"),
         wall_s=("wall_s", "mean"),
         peak_mib=("peak_mib", "max"),
     )

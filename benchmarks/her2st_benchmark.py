@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _her2st import METHODS, SECTIONS, data_root, run_her2st
 from _protocol import LABELS as _PROTOCOL_LABELS
-from _protocol import figure, run_in_child, runnable
+from _protocol import figure, run_in_child, runnable, summarise
 
 LABELS = {**_PROTOCOL_LABELS, "nearest": "nearest (own pseudo-spot)"}
 # Methods that share one computation run in one child process.
@@ -67,28 +67,7 @@ def _markdown(frame) -> str:
 
 def _render(per_gene, meta: dict, out: Path) -> str:
     """Write the results page ``out`` (table, metadata, figure link, hand-written notes) from per-gene scores."""
-    order = {m: i for i, m in enumerate(LABELS)}
-    # Mean over genes per run, then over seeds.
-    per_run = per_gene.groupby(["section", "method", "seed"]).agg(
-        pearson=("pearson", "mean"),
-        pearson_within=("pearson_within", "mean"),
-        ssim=("ssim", "mean"),
-        rmse=("rmse", "mean"),
-        spot_residual=("spot_residual", "mean"),
-        wall_s=("wall_s", "first"),
-        peak_mib=("peak_mib", "first"),
-    )
-    summary = per_run.groupby(["section", "method"]).agg(
-        pearson=("pearson", "mean"),
-        pearson_sd=("pearson", "std"),
-        pearson_within=("pearson_within", "mean"),
-        ssim=("ssim", "mean"),
-        rmse=("rmse", "mean"),
-        spot_residual=("spot_residual", "mean"),
-        wall_s=("wall_s", "mean"),
-        peak_mib=("peak_mib", "max"),
-    )
-    summary = summary.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, v)))
+    summary = summarise(per_gene, by="section")
     csv, png = out.with_suffix(".csv"), out.with_suffix(".png")
     figure(
         per_gene,
@@ -111,8 +90,10 @@ def _render(per_gene, meta: dict, out: Path) -> str:
         "`pearson_within`: per-gene correlation of deviations from the pseudo-spot mean over the blocks that pool "
         "2-4 spots, i.e. only the detail the pooled measurement does not fix (undefined for `nearest`, which has "
         "none); `ssim` on the array lattice; `rmse`; `spot_residual`: relative disagreement of the spots' mean "
-        "with their pseudo-spot (linear units, 0 = consistent); `wall_s`: the method's time (sr_spatial: training "
-        "and sampling); `peak_mib`: the child process's max RSS, reading the slide included. "
+        "with their pseudo-spot (linear units, 0 = consistent); `coverage_90`: fraction of measured spots inside "
+        "the method's central 90 % interval (mean ± 1.645 sd; methods that report a spread); `sd_error_spearman`: "
+        "rank correlation of the reported sd with the absolute error, per gene; `wall_s`: the method's time "
+        "(sr_spatial: training and sampling); `peak_mib`: the child process's max RSS, reading the slide included. "
         "`+ projection` rescales each pseudo-spot's spots so that they average exactly to it.\n\n"
         f"Command: `{meta['command']}`  \n"
         f"Data: her2st sections {meta['sections']} (`$SR_SPATIAL_DATA/her2st`, here `{meta['root']}/her2st`; "

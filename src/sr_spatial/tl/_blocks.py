@@ -29,14 +29,13 @@ if TYPE_CHECKING:
 
     from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST
-    from sr_spatial.model._regression import DetailModel, SpreadPredictors
     from sr_spatial.pp._stmap import STMap
+    from sr_spatial.tl._histology import HistologyDetail
 
 __all__ = [
     "Block",
     "BlockJob",
     "BlockResult",
-    "HistologyDetail",
     "MemorySink",
     "ZarrSink",
     "block_halo",
@@ -158,53 +157,6 @@ class BlockJob:
             height=block.pad_height,
             width=block.pad_width,
         )
-
-
-@dataclass(frozen=True)
-class HistologyDetail:
-    """What ``method="histology"`` needs for every block: the fitted predictor and the slide's features."""
-
-    model: DetailModel
-    features: np.ndarray
-    spot_features: np.ndarray
-    spot_prediction: np.ndarray
-
-    def bins(
-        self, features: np.ndarray, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray
-    ) -> tuple[np.ndarray, SpreadPredictors]:
-        """Weighted predicted detail ``(n_bins, n_genes)`` of bins and their spread predictors.
-
-        ``features`` is ``(n_features, n_bins)``, ``nearest`` and ``smooth`` ``(n_genes, n_bins)``, ``owner``
-        each bin's nearest spot.
-        """
-        from sr_spatial.model._regression import SpreadPredictors
-
-        flat = features.T
-        detail = self.model.detail(flat, self.spot_prediction[owner])
-        predictors = SpreadPredictors(
-            gradient=((smooth - nearest) ** 2).T,
-            detail=detail**2,
-            level=nearest.T,
-            distance=self.model.ridge.feature_distance(flat, self.spot_features[owner]),
-        )
-        return detail, predictors
-
-    def block_maps(
-        self, block: Block, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray, mask: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The measurement plus the weighted predicted detail, and the calibrated spread, over ``block``.
-
-        Both cover the block's padded region; the spread is 0 outside the tissue.
-        """
-        rows, cols = block.region
-        n_genes = len(nearest)
-        features = self.features[:, rows, cols].reshape(len(self.features), -1)
-        detail, predictors = self.bins(
-            features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel()
-        )
-        maps = np.clip(nearest + detail.T.reshape(nearest.shape).astype(np.float32), 0.0, None) * mask
-        std = self.model.std(predictors).T.reshape(nearest.shape) * mask
-        return maps, std.astype(np.float32)
 
 
 @dataclass

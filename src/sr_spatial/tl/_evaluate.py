@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from spatialdata import SpatialData
 
-__all__ = ["evaluate", "regrid_to"]
+__all__ = ["bin_values", "evaluate", "regrid_to"]
 
 
 def _affine(element, cs: str) -> np.ndarray:
@@ -92,6 +92,26 @@ def _ssim(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     # Average the SSIM map over tissue only, so empty glass does not count as perfect agreement.
     _, ssim_map = structural_similarity(p, t, win_size=win, data_range=data_range, full=True)
     return float(ssim_map[mask[box]].mean())
+
+
+def bin_values(
+    sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The super-resolved mean, its standard deviation and the truth (box-averaged) on the tissue's bins.
+
+    Returns
+    -------
+    ``(genes, mean, std, truth)``, the arrays ``(n_bins, n_genes)``.
+    """
+    from sr_spatial._adapter import output_names
+
+    table = sdata.tables[output_names(key)["table"]]
+    genes = table.var_names.astype(str).tolist() if genes is None else list(genes)
+    rows, cols = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
+    truth = regrid_to(sdata, truth_key, key, channels=genes)[:, rows, cols].T
+    mean = np.asarray(_single_scale(sdata.images[key]).sel(c=genes).values)[:, rows, cols].T
+    std = np.asarray(_single_scale(sdata.images[f"{key}_std"]).sel(c=genes).values)[:, rows, cols].T
+    return genes, mean.astype(np.float64), std.astype(np.float64), truth.astype(np.float64)
 
 
 def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[str] | None = None) -> pd.DataFrame:

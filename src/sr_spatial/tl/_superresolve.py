@@ -15,6 +15,7 @@ from sr_spatial._adapter._read import table_genes
 from sr_spatial._adapter._write import check_output_names, write_superres
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST
+from sr_spatial.model._calibration import normal_quantiles
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import spot_map
 from sr_spatial.tl._blocks import (
@@ -183,6 +184,7 @@ def superresolve(
     overwrite: bool = False,
     inplace: bool = True,
     seed: int = 0,
+    quantiles: Sequence[float] | None = None,
     show_progress_bar: bool = True,
 ) -> SpatialData | None:
     """Super-resolve spot expression with a histology-guided diffusion model.
@@ -257,6 +259,9 @@ def superresolve(
         Write into ``sdata``; otherwise return a new SpatialData holding only the outputs.
     seed
         Seeds training and sampling; the same seed gives the same result on the same device.
+    quantiles
+        Also write these quantiles of each bin's predictive distribution (normal, with the reported mean and
+        standard deviation, clipped at 0) as table layers, e.g. ``(0.05, 0.95)`` for a 90 % interval.
     show_progress_bar
         Show tqdm bars for training and sampling.
 
@@ -271,7 +276,11 @@ def superresolve(
     - ``sdata.tables[f"{key}_table"]``: one observation per bin, annotating the bins; ``X`` (mean), ``layers["std"]``,
       ``obs[["array_row", "array_col"]]``, ``obsm["spatial"]`` (full-resolution pixels), ``uns["spatial"]``
       (for :func:`squidpy.pl.spatial_scatter`) and ``uns[key]`` with ``"params"`` (this call), the bin size
-      and spot pitch in image pixels, and the spot-consistency residual before and after projection.
+      and spot pitch in image pixels, and the spot-consistency residual before and after projection; with
+      ``method="histology"`` also ``uns[key]["histology"]``: the features used and, per gene, the detail
+      ``weight`` (0: the measurement itself), its held-out correlation ``heldout_r``, the typical calibrated
+      ``std`` and its ``coverage_scale``.
+    - ``layers[f"q{q}"]`` of that table for each of ``quantiles`` (e.g. ``"q0.05"``), if asked for.
 
     With ``image_store``, the two images are dask arrays over its arrays ``mean`` and ``std``.
     """
@@ -312,8 +321,14 @@ def superresolve(
         "coordinate_system": coordinate_system,
         "key_added": key,
         "seed": seed,
+        "quantiles": None if quantiles is None else [float(q) for q in np.atleast_1d(quantiles)],
     }
 
+    if quantiles is not None:
+        quantiles = [float(q) for q in np.atleast_1d(quantiles)]
+        if not all(0.0 < q < 1.0 for q in quantiles):
+            msg = f"`quantiles` must lie strictly between 0 and 1, e.g. (0.05, 0.95); got {quantiles}."
+            raise ValueError(msg)
     if block_bins is not None and (not isinstance(block_bins, int | np.integer) or block_bins < 16):
         msg = f"`block_bins` must be an integer of at least 16 (or None to choose it), got {block_bins!r}."
         raise ValueError(msg)
@@ -444,6 +459,10 @@ def superresolve(
             overwrite=overwrite,
             bins=bins,
         )
+        if quantiles:
+            table = target.tables[f"{key}_table"]
+            for q, layer in zip(quantiles, normal_quantiles(bins[0], bins[1], quantiles), strict=True):
+                table.layers[f"q{q:g}"] = layer.astype(np.float32)
     except BaseException:
         sink.discard()
         raise

@@ -1,0 +1,106 @@
+"""method="histology": measured spots plus only the detail the H&E predicts, with calibrated uncertainty."""
+
+from __future__ import annotations
+
+import copy
+
+import matplotlib
+import numpy as np
+import pytest
+
+import sr_spatial as sr
+from sr_spatial.pp import build_st_map
+from sr_spatial.tl import spot_residual
+
+IMAGE = "demo_full_image"
+
+
+@pytest.fixture(scope="module")
+def histology(demo_sdata):
+    sdata = copy.deepcopy(demo_sdata)
+    sr.tl.superresolve(sdata, IMAGE, key_added="h", quantiles=(0.05, 0.95), show_progress_bar=False)
+    sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added="n", show_progress_bar=False)
+    return sdata
+
+
+def test_it_is_the_default_without_a_model_and_records_what_it_trusted(histology):
+    info = histology.tables["h_table"].uns["h"]
+    assert info["params"]["method"] == "histology"
+    record = info["histology"]
+    genes = histology.tables["h_table"].var_names
+    for name in ("weight", "heldout_r", "std", "coverage_scale"):
+        assert len(record[name]) == len(genes)
+    assert np.all((record["weight"] >= 0) & (record["weight"] <= 1))
+    assert record["n_features"] > 10 and "MorphologyFeatures" in record["features"]
+    # The demo's expression is drawn from its H&E: most genes receive histology detail.
+    assert np.mean(record["weight"] > 0.2) > 0.5
+
+
+def test_every_spot_is_reproduced_and_the_map_beats_the_measurement(histology, st_map):
+    image = np.asarray(histology.images["h"].values)
+    assert spot_residual(image, st_map.footprint, st_map.values) < 1e-4
+    scores = sr.tl.evaluate(histology, "h", truth_key="demo_truth").mean()
+    nearest = sr.tl.evaluate(histology, "n", truth_key="demo_truth").mean()
+    assert scores["pearson"] > nearest["pearson"] + 0.05
+
+
+def test_the_uncertainty_is_calibrated_and_never_zero(histology, st_map):
+    scores = sr.tl.evaluate(histology, "h", truth_key="demo_truth")
+    assert 0.85 <= scores["coverage_90"].mean() <= 0.97
+    assert scores["sd_error_spearman"].mean() > 0.1
+    table = histology.tables["h_table"]
+    std = table.layers["std"]
+    assert np.all(std > 0)
+    # Bins of spots that counted nothing for a gene are 0 but not certain.
+    rows, cols = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
+    owner = st_map.footprint[rows, cols]
+    zero = (owner >= 0) & (st_map.values[np.clip(owner, 0, None), 0] == 0)
+    if zero.any():
+        assert np.all(std[zero, 0] > 0)
+    low, high = table.layers["q0.05"], table.layers["q0.95"]
+    assert np.all(low <= table.X + 1e-6) and np.all(table.X <= high + 1e-6)
+
+
+def test_a_gene_the_histology_does_not_predict_equals_the_measurement(demo_sdata):
+    sdata = copy.deepcopy(demo_sdata)
+    table = sdata.tables["table"]
+    rng = np.random.default_rng(0)
+    # One gene at a random share of each spot's library: whatever the H&E shows, it says nothing about this
+    # gene once normalised. (Shuffling its counts would not do: normalised by a library size that follows the
+    # tissue, shuffled counts still follow the H&E.)
+    counts = table.X.toarray() if hasattr(table.X, "toarray") else np.asarray(table.X).copy()
+    library = counts.sum(axis=1)
+    counts[:, 0] = rng.poisson(library * 0.02 * rng.lognormal(0.0, 0.5, len(library)))
+    table.X = counts
+    sr.tl.superresolve(sdata, IMAGE, genes=["gene_00", "gene_01"], key_added="s", show_progress_bar=False)
+    weight = sdata.tables["s_table"].uns["s"]["histology"]["weight"]
+    assert weight[0] < 0.1 < weight[1]
+
+
+def test_a_coarse_image_and_few_spots_fall_back_to_the_measurement(demo_sdata):
+    sdata = copy.deepcopy(demo_sdata)
+    sr.tl.superresolve(sdata, "demo_hires_image", key_added="coarse", show_progress_bar=False)
+    sr.tl.superresolve(sdata, "demo_hires_image", method="nearest", key_added="near", show_progress_bar=False)
+    coarse = sr.tl.evaluate(sdata, "coarse", truth_key="demo_truth").mean()
+    near = sr.tl.evaluate(sdata, "near", truth_key="demo_truth").mean()
+    assert coarse["pearson"] >= near["pearson"] - 0.01
+    few = sr.datasets.demo(n_rows=4, n_cols=4, seed=2)
+    sr.tl.superresolve(few, IMAGE, key_added="few", show_progress_bar=False)
+    assert np.all(few.tables["few_table"].uns["few"]["histology"]["weight"] == 0)
+    m = build_st_map(few, IMAGE, genes=few.tables["few_table"].var_names.tolist(), scale=4)
+    image = np.asarray(few.images["few"].values)
+    inside = m.footprint >= 0
+    np.testing.assert_allclose(image[:, inside], m.nearest[:, inside], atol=1e-5)
+
+
+def test_calibration_plot_draws_the_reliability_diagram_and_the_spread(histology):
+    matplotlib.use("Agg")
+    axes = sr.pl.calibration(histology, "h", truth_key="demo_truth", show=False)
+    reliability, spread = axes
+    genes = histology.tables["h_table"].n_vars
+    assert len(reliability.lines) == genes + 2  # one per gene, all genes, the diagonal
+    pooled = reliability.lines[genes].get_ydata()
+    assert np.all(np.diff(pooled) >= 0) and 0.8 < pooled[list(sr.pl._calibration.NOMINAL).index(0.9)] < 1.0
+    assert "Spearman" in spread.get_legend().get_texts()[0].get_text()
+    with pytest.raises(ValueError, match="has no spread"):
+        sr.pl.calibration(histology, "n", truth_key="demo_truth", show=False)
