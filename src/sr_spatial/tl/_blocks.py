@@ -23,6 +23,7 @@ from sr_spatial._adapter._read import read_histology
 from sr_spatial.model import Scene
 from sr_spatial.pp._stmap import SpotRenderer, spot_reach
 from sr_spatial.tl._consistency import project_to_spots, residual_sums
+from sr_spatial.tl._plan import Block, plan_blocks
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,41 +44,6 @@ __all__ = [
     "plan_blocks",
     "run_block",
 ]
-
-
-@dataclass(frozen=True)
-class Block:
-    """A block of the output grid: its core and the padded region computed to fill it.
-
-    The core is rows ``top:top + height`` and columns ``left:left + width``; the padded region the same with
-    the ``pad_`` fields.
-    """
-
-    top: int
-    left: int
-    height: int
-    width: int
-    pad_top: int
-    pad_left: int
-    pad_height: int
-    pad_width: int
-
-    @property
-    def region(self) -> tuple[slice, slice]:
-        return slice(self.pad_top, self.pad_top + self.pad_height), slice(self.pad_left, self.pad_left + self.pad_width)
-
-
-def plan_blocks(shape: tuple[int, int], *, block_bins: int, halo: int) -> list[Block]:
-    """Blocks of at most ``block_bins`` square covering ``shape``, each padded by ``halo`` bins within the grid."""
-    height, width = shape
-    blocks = []
-    for top in range(0, height, block_bins):
-        for left in range(0, width, block_bins):
-            h, w = min(block_bins, height - top), min(block_bins, width - left)
-            pad_top, pad_left = max(top - halo, 0), max(left - halo, 0)
-            pad_bottom, pad_right = min(top + h + halo, height), min(left + w + halo, width)
-            blocks.append(Block(top, left, h, w, pad_top, pad_left, pad_bottom - pad_top, pad_right - pad_left))
-    return blocks
 
 
 def block_halo(st_map: STMap, *, context: int) -> int:

@@ -103,7 +103,7 @@ def bin_values(
     -------
     ``(genes, mean, std, truth)``, the arrays ``(n_bins, n_genes)``.
     """
-    from sr_spatial._adapter import output_names
+    from sr_spatial._adapter._write import output_names
 
     table = sdata.tables[output_names(key)["table"]]
     genes = table.var_names.astype(str).tolist() if genes is None else list(genes)
