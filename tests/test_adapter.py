@@ -21,7 +21,8 @@ from spatialdata.transformations import (
     set_transformation,
 )
 
-from sr_spatial._adapter import BinGrid, read_histology, read_spots
+from sr_spatial._adapter._elements import BinGrid
+from sr_spatial._adapter._read import read_histology, read_spots
 
 IMAGE_KEY = "demo_full_image"
 HIRES_KEY = "demo_hires_image"

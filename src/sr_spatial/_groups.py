@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["group_means"]
+__all__ = ["deviation_from_group", "group_means", "lattice_groups"]
 
 
 def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,3 +25,16 @@ def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
         else np.zeros((len(flat), n_groups))
     )
     return sums.reshape(*lead, n_groups) / np.maximum(counts, 1), counts
+
+
+def lattice_groups(centres: np.ndarray, *, side: float, offset: float = 0.0) -> np.ndarray:
+    """Group index of each point ``(n, 2)`` by the cell of a square lattice of ``side`` (shifted by ``offset``)."""
+    cell = np.floor((centres - centres.min(axis=0) + np.asarray(offset)) / side).astype(np.int64)
+    _, group = np.unique(cell, axis=0, return_inverse=True)
+    return group.ravel()
+
+
+def deviation_from_group(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each item's ``values`` ``(n_items, ...)`` minus the mean of its group's."""
+    means, _ = group_means(values.T, group, n_groups)
+    return values - means.T[group]

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from sr_spatial._adapter import BinGrid, SpotData, read_spots
+from sr_spatial._adapter._elements import BinGrid, SpotData
+from sr_spatial._adapter._read import read_spots
 from sr_spatial._docs import doc_params, doc_slide
-from sr_spatial._groups import group_means
+from sr_spatial._groups import group_means, lattice_groups
 from sr_spatial.pp._genes import select_genes
 
 if TYPE_CHECKING:
@@ -73,11 +74,6 @@ class STMap:
     mask: np.ndarray | None
     footprint: np.ndarray | None
     spots: SpotData | None = None
-
-    @property
-    def scale(self) -> float:
-        """Spot pitch over bin size."""
-        return self.pitch / self.grid.size
 
 
 def spot_pitch(centres: np.ndarray) -> float:
@@ -231,10 +227,7 @@ def coarsen_spots(
     -------
     Pseudo-spot centres ``(m, 2)`` and their log-normalised values ``(m, n_genes)``.
     """
-    side = factor * pitch
-    cell = np.floor((centres - centres.min(axis=0) + np.asarray(offset)) / side).astype(np.int64)
-    _, group = np.unique(cell, axis=0, return_inverse=True)
-    group = group.ravel()
+    group = lattice_groups(centres, side=factor * pitch, offset=offset)
     n_groups = group.max() + 1
     pooled_xy, _ = group_means(centres.T.astype(np.float64), group, n_groups)
     pooled, _ = group_means(np.expm1(values.astype(np.float64)).T, group, n_groups)

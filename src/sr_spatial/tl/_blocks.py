@@ -15,25 +15,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
-from sr_spatial._adapter import BinGrid, read_histology
+from sr_spatial._adapter._elements import BinGrid
+from sr_spatial._adapter._read import read_histology
 from sr_spatial.model import Scene
 from sr_spatial.pp._stmap import SpotRenderer, spot_reach
 from sr_spatial.tl._consistency import project_to_spots, residual_sums
+from sr_spatial.tl._plan import Block, plan_blocks
 from sr_spatial.tl._store import ImageStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from sr_spatial._adapter import SpotData
+    from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST
-    from sr_spatial.model._regression import DetailModel, SpreadPredictors
     from sr_spatial.pp._stmap import STMap
+    from sr_spatial.tl._histology import HistologyDetail
 
 __all__ = [
     "Block",
     "BlockJob",
     "BlockResult",
-    "HistologyDetail",
     "MemorySink",
     "ZarrSink",
     "block_halo",
@@ -41,41 +42,6 @@ __all__ = [
     "plan_blocks",
     "run_block",
 ]
-
-
-@dataclass(frozen=True)
-class Block:
-    """A block of the output grid: its core and the padded region computed to fill it.
-
-    The core is rows ``top:top + height`` and columns ``left:left + width``; the padded region the same with
-    the ``pad_`` fields.
-    """
-
-    top: int
-    left: int
-    height: int
-    width: int
-    pad_top: int
-    pad_left: int
-    pad_height: int
-    pad_width: int
-
-    @property
-    def region(self) -> tuple[slice, slice]:
-        return slice(self.pad_top, self.pad_top + self.pad_height), slice(self.pad_left, self.pad_left + self.pad_width)
-
-
-def plan_blocks(shape: tuple[int, int], *, block_bins: int, halo: int) -> list[Block]:
-    """Blocks of at most ``block_bins`` square covering ``shape``, each padded by ``halo`` bins within the grid."""
-    height, width = shape
-    blocks = []
-    for top in range(0, height, block_bins):
-        for left in range(0, width, block_bins):
-            h, w = min(block_bins, height - top), min(block_bins, width - left)
-            pad_top, pad_left = max(top - halo, 0), max(left - halo, 0)
-            pad_bottom, pad_right = min(top + h + halo, height), min(left + w + halo, width)
-            blocks.append(Block(top, left, h, w, pad_top, pad_left, pad_bottom - pad_top, pad_right - pad_left))
-    return blocks
 
 
 def block_halo(st_map: STMap, *, context: int) -> int:
@@ -155,53 +121,6 @@ class BlockJob:
             height=block.pad_height,
             width=block.pad_width,
         )
-
-
-@dataclass(frozen=True)
-class HistologyDetail:
-    """What ``method="histology"`` needs for every block: the fitted predictor and the slide's features."""
-
-    model: DetailModel
-    features: np.ndarray
-    spot_features: np.ndarray
-    spot_prediction: np.ndarray
-
-    def bins(
-        self, features: np.ndarray, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray
-    ) -> tuple[np.ndarray, SpreadPredictors]:
-        """Weighted predicted detail ``(n_bins, n_genes)`` of bins and their spread predictors.
-
-        ``features`` is ``(n_features, n_bins)``, ``nearest`` and ``smooth`` ``(n_genes, n_bins)``, ``owner``
-        each bin's nearest spot.
-        """
-        from sr_spatial.model._regression import SpreadPredictors
-
-        flat = features.T
-        detail = self.model.detail(flat, self.spot_prediction[owner])
-        predictors = SpreadPredictors(
-            gradient=((smooth - nearest) ** 2).T,
-            detail=detail**2,
-            level=nearest.T,
-            distance=self.model.ridge.feature_distance(flat, self.spot_features[owner]),
-        )
-        return detail, predictors
-
-    def block_maps(
-        self, block: Block, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray, mask: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The measurement plus the weighted predicted detail, and the calibrated spread, over ``block``.
-
-        Both cover the block's padded region; the spread is 0 outside the tissue.
-        """
-        rows, cols = block.region
-        n_genes = len(nearest)
-        features = self.features[:, rows, cols].reshape(len(self.features), -1)
-        detail, predictors = self.bins(
-            features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel()
-        )
-        maps = np.clip(nearest + detail.T.reshape(nearest.shape).astype(np.float32), 0.0, None) * mask
-        std = self.model.std(predictors).T.reshape(nearest.shape) * mask
-        return maps, std.astype(np.float32)
 
 
 @dataclass
@@ -300,7 +219,7 @@ def _worker_run(job: BlockJob, block: Block, model: DiffST | None, device: str) 
     """Run on a dask worker: the model arrives once per worker; it moves to the worker's own device once."""
     import dask
 
-    from sr_spatial.model._model import resolve_device
+    from sr_spatial.model._device import resolve_device
 
     if model is not None:
         target = resolve_device(device)

@@ -99,9 +99,9 @@ def check_sampling_steps(sampling_steps: int | None, config: ModelConfig) -> Non
 def check_training_scale(sdata: SpatialData, image_key: str, *, scale: int, **where) -> None:
     """Refuse a ``scale`` that pools the slide into too few pseudo-spots to train on, before any rendering.
 
-    ``where`` are the keyword arguments of :func:`sr_spatial._adapter.read_spots` that locate the spots.
+    ``where`` are the keyword arguments of :func:`sr_spatial._adapter._read.read_spots` that locate the spots.
     """
-    from sr_spatial._adapter import read_spots
+    from sr_spatial._adapter._read import read_spots
     from sr_spatial.pp._stmap import coarsen_spots, spot_pitch
 
     centres = read_spots(sdata, image_key, **where).centres

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,14 +12,61 @@ from sr_spatial._groups import group_means
 from sr_spatial.features import bin_features, resolve_features
 from sr_spatial.model._calibration import calibrate_spread
 from sr_spatial.model._regression import fit_detail_model
-from sr_spatial.tl._blocks import HistologyDetail
+from sr_spatial.model._spread import SpreadPredictors
 
 if TYPE_CHECKING:
+    from sr_spatial.model._regression import DetailModel
     from sr_spatial.pp._stmap import STMap
+    from sr_spatial.tl._plan import Block
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["fit_histology_detail"]
+__all__ = ["HistologyDetail", "fit_histology_detail"]
+
+
+@dataclass(frozen=True)
+class HistologyDetail:
+    """What ``method="histology"`` needs for every block: the fitted predictor and the slide's features."""
+
+    model: DetailModel
+    features: np.ndarray
+    spot_features: np.ndarray
+    spot_prediction: np.ndarray
+
+    def bins(
+        self, features: np.ndarray, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray
+    ) -> tuple[np.ndarray, SpreadPredictors]:
+        """Weighted predicted detail ``(n_bins, n_genes)`` of bins and their spread predictors.
+
+        ``features`` is ``(n_features, n_bins)``, ``nearest`` and ``smooth`` ``(n_genes, n_bins)``, ``owner``
+        each bin's nearest spot.
+        """
+        flat = features.T
+        detail = self.model.detail(flat, self.spot_prediction[owner])
+        predictors = SpreadPredictors(
+            gradient=((smooth - nearest) ** 2).T,
+            detail=detail**2,
+            level=nearest.T,
+            distance=self.model.ridge.feature_distance(flat, self.spot_features[owner]),
+        )
+        return detail, predictors
+
+    def block_maps(
+        self, block: Block, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The measurement plus the weighted predicted detail, and the calibrated spread, over ``block``.
+
+        Both cover the block's padded region; the spread is 0 outside the tissue.
+        """
+        rows, cols = block.region
+        n_genes = len(nearest)
+        features = self.features[:, rows, cols].reshape(len(self.features), -1)
+        detail, predictors = self.bins(
+            features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel()
+        )
+        maps = np.clip(nearest + detail.T.reshape(nearest.shape).astype(np.float32), 0.0, None) * mask
+        std = self.model.std(predictors).T.reshape(nearest.shape) * mask
+        return maps, std.astype(np.float32)
 
 
 def spot_features(features: np.ndarray, footprint: np.ndarray, centre_bins: np.ndarray) -> np.ndarray:

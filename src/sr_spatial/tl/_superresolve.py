@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from sr_spatial._adapter import check_output_names, table_genes, write_superres
+from sr_spatial._adapter._read import table_genes
+from sr_spatial._adapter._write import check_output_names, write_superres
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST
 from sr_spatial.model._calibration import normal_quantiles

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sr_spatial._adapter import read_histology
+from sr_spatial._adapter._read import read_histology
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config

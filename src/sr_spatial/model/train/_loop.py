@@ -1,11 +1,10 @@
-"""The training loop: random crops of scenes, DDPM noise-prediction loss, EMA weights."""
+"""The denoiser's training loop: random crops of scenes, DDPM noise-prediction loss, EMA weights."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,39 +13,16 @@ from tqdm.auto import tqdm
 
 from sr_spatial._logging import ETA
 from sr_spatial.model._precision import autocast, compute_dtype
+from sr_spatial.model.train._checkpoint import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from sr_spatial.model._diffusion import Schedule
-    from sr_spatial.model._model import DiffSTNetwork
+    from sr_spatial.model.module._network import DiffSTNetwork
 
-__all__ = ["SceneTensors", "load_checkpoint", "save_checkpoint", "train_network"]
-
-
-def save_checkpoint(path: Path, fingerprint: str, **state) -> None:
-    """Write ``state`` to ``path`` atomically, so an interruption while writing leaves the previous one intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save({"fingerprint": fingerprint, **state}, partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: Path, fingerprint: str) -> dict:
-    """Read a checkpoint of :func:`save_checkpoint` (``weights_only``) and check it belongs to this run."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        msg = f"Could not read the checkpoint {path} ({type(err).__name__}: {err}); delete it to start afresh."
-        raise ValueError(msg) from err
-    if state.get("fingerprint") != fingerprint:
-        msg = (
-            f"The checkpoint {path} belongs to a run with other genes, configuration, seed or steps; "
-            "use another `checkpoint_dir` or delete it to start afresh."
-        )
-        raise ValueError(msg)
-    return state
+__all__ = ["SceneTensors", "train_network"]
 
 
 class SceneTensors:
