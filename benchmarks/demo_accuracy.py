@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import machine, markdown_table
+from srbench.report import machine, markdown_table
 
 
 def _run(method: str, config: str, seed: int, queue) -> None:

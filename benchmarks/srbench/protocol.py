@@ -1,6 +1,6 @@
 """Pieces every ground-truth protocol shares (issue 6, 2a-2c): peers, per-gene scores, child processes, figure.
 
-The protocols (``_her2st.py``, ``downsampled_visium.py``, ``hd_truth.py``) differ in how they build the coarse
+The protocols (``her2st.py``, ``downsampled_visium.py``, ``hd_truth.py``) differ in how they build the coarse
 measurement and where they score; the methods that predict from it and the metrics are the same, and live here.
 All expression is log-normalised (counts per 10^4, ``log1p``), as :func:`sr_spatial.pp.normalize` writes it.
 """
@@ -32,7 +32,7 @@ __all__ = [
 
 #: Peers that run in a separate environment: its Python comes from this variable (see ``benchmarks/README.md``).
 PEERS_ENV = "SR_SPATIAL_PEERS_PYTHON"
-_DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+_DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def data_root(path: str | os.PathLike | None = None) -> Path:
@@ -234,7 +234,7 @@ def run_peer(
             radius=radius_px / downscale,
             genes=np.asarray(genes, dtype=str),
         )
-        worker = Path(__file__).resolve().parent / "_peer_worker.py"
+        worker = Path(__file__).resolve().parent / "peer_worker.py"
         done = subprocess.run([exe, str(worker), method, str(source), str(target)], capture_output=True, text=True)
         if done.returncode != 0:
             msg = f"Peer {method!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
@@ -621,7 +621,7 @@ def summarise(per_gene, *, by: str):
 
 def machine_line() -> str:
     """The machine, torch threads and the load average now (timings on a shared machine are inflated)."""
-    from _report import machine
+    from srbench.report import machine
 
     load = os.getloadavg()
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
@@ -680,7 +680,7 @@ def write_page(
     import datetime
     import json
 
-    from _report import markdown_table
+    from srbench.report import markdown_table
 
     csv, png = out.with_suffix(".csv"), out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
