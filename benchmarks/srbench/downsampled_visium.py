@@ -64,7 +64,7 @@ def read_visium(sdata, *, name: str) -> VisiumSlide:
     from scipy import sparse
     from spatialdata.transformations import get_transformation
 
-    from sr_spatial.tl._evaluate import _single_scale
+    from srbench.internals import single_scale
 
     table = sdata.tables["table"]
     attrs = table.uns["spatialdata_attrs"]
@@ -85,7 +85,7 @@ def read_visium(sdata, *, name: str) -> VisiumSlide:
         input_axes=("x", "y"), output_axes=("x", "y")
     )
     counts = table.X.toarray() if sparse.issparse(table.X) else np.asarray(table.X)
-    rgb = np.asarray(_single_scale(image).values)[:3]
+    rgb = np.asarray(single_scale(image).values)[:3]
     return VisiumSlide(
         name=name,
         counts=counts.astype(np.float32),

@@ -369,7 +369,7 @@ def run_her2st(
             pred = _cubic_at(pseudo.centres, pooled, data.centres)
         elif method.startswith("ridge"):
             if "ridge" not in cache:
-                from sr_spatial._groups import group_means
+                from srbench.internals import group_means
 
                 feats = patch_features(data, data.centres)
                 # A pseudo-spot measures its member disks, so its features are their mean.

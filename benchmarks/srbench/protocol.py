@@ -64,7 +64,7 @@ def project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarr
 
     Items with ``group < 0`` (measured by no pooled spot) are left as they are.
     """
-    from sr_spatial._groups import group_means
+    from srbench.internals import group_means
 
     linear = np.expm1(np.clip(pred.astype(np.float64), 0, None))
     member = group >= 0
@@ -155,7 +155,7 @@ def own_plus_ridge_detail(item_features: np.ndarray, group: np.ndarray, pooled: 
 
     Items outside every coarse spot (``group < 0``) take the ridge prediction itself.
     """
-    from sr_spatial._groups import group_means
+    from srbench.internals import group_means
 
     member = group >= 0
     g = np.where(member, group, 0)
@@ -176,7 +176,7 @@ def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius:
     from scipy import ndimage
     from spatialdata.transformations import get_transformation
 
-    from sr_spatial.tl._evaluate import _single_scale
+    from srbench.internals import single_scale
 
     image = sdata.images[key]
     tf = get_transformation(image, to_coordinate_system=cs)
@@ -187,7 +187,7 @@ def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius:
     offsets = np.column_stack([ox[inside], oy[inside]]) * radius if radius > 0 else np.zeros((1, 2))
     points = (centres[:, None, :] + offsets[None]).reshape(-1, 2)
     uv = np.column_stack([points, np.ones(len(points))]) @ np.linalg.inv(affine).T
-    data = np.asarray(_single_scale(image).sel(c=genes).values, dtype=np.float64)
+    data = np.asarray(single_scale(image).sel(c=genes).values, dtype=np.float64)
     linear = np.expm1(np.clip(data, 0, None))
     coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])
     out = np.stack([ndimage.map_coordinates(g, coords, order=0, mode="nearest") for g in linear], axis=1)
@@ -261,8 +261,7 @@ def score_per_gene(
     relative disagreement (linear units) of each pooled spot with the mean of the items it measured
     (``measured``: boolean mask, default every item with a group).
     """
-    from sr_spatial._groups import group_means
-    from sr_spatial.tl._evaluate import _ssim
+    from srbench.internals import group_means, masked_ssim
 
     x, y = lattice[:, 0] - lattice[:, 0].min(), lattice[:, 1] - lattice[:, 1].min()
     mask = np.zeros((y.max() + 1, x.max() + 1), dtype=bool)
@@ -292,7 +291,7 @@ def score_per_gene(
                 "gene": gene,
                 "pearson": float(r),
                 "pearson_within": float(rw),
-                "ssim": _ssim(pimg, timg, mask),
+                "ssim": masked_ssim(pimg, timg, mask),
                 "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
                 "spot_residual": float(residual),
                 **_uncertainty_scores(p, t, None if std is None else std[:, g]),
