@@ -202,13 +202,6 @@ def _sum_rows(counts, target: np.ndarray, n: int):
     return (indicator @ counts).tocsr()
 
 
-def _lognorm_genes(counts, columns=None, *, target_sum: float = 1e4) -> np.ndarray:
-    """:func:`_protocol.lognorm` of a CSR matrix, dense only for ``columns`` (default all)."""
-    library = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
-    part = counts if columns is None else counts[:, columns]
-    return np.log1p(part.toarray() / np.maximum(library, 1e-12)[:, None] * target_sum)
-
-
 def build_task(slide: BinnedSlide, *, scale: int, n_genes: int) -> dict:
     """The inputs of :func:`_protocol.run_methods`: Visium-like spots as the measurement, output bins as truth."""
     from scipy import sparse
@@ -261,12 +254,12 @@ def build_task(slide: BinnedSlide, *, scale: int, n_genes: int) -> dict:
         "genes": genes,
         "scale": scale,
         "known_xy": spots.centres,
-        "known_values": _lognorm_genes(spots.counts, order),
+        "known_values": _protocol.lognorm(spots.counts, order),
         "known_radius": spots.radius_px,
         "query_xy": query_xy,
         "query_radius": grid.size / 2.0,
         "read_radius": 0.0,
-        "truth": _lognorm_genes(summed[item], order),
+        "truth": _protocol.lognorm(summed[item], order),
         "lattice": np.column_stack([item % grid.width, item // grid.width]),
         "group": group,
         "n_spots": len(spots.centres),

@@ -16,6 +16,10 @@ from sr_spatial._groups import group_means
 # has no "preset name plus overrides" constructor.
 from sr_spatial.model._config import resolve_config
 
+# Cubic (Clough-Tocher) interpolation at scattered points, clipped at 0, nearest where undefined: how the package
+# renders `smooth`, the "cubic" baseline. No public function interpolates at arbitrary points.
+from sr_spatial.model._spread import smooth_at
+
 # The full-resolution level of an image element, multiscale or not: the benchmarks read the written map and the
 # H&E pixel by pixel, and nothing public returns that level for both kinds.
 from sr_spatial.tl._evaluate import _single_scale as single_scale
@@ -42,5 +46,6 @@ __all__ = [
     "regrid_to",
     "resolve_config",
     "single_scale",
+    "smooth_at",
     "visium_lattice",
 ]

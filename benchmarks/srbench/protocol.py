@@ -53,16 +53,36 @@ def data_path(option: str | os.PathLike | None, env: str, folder: str) -> str | 
     return str(default) if default.is_dir() else None
 
 
-def lognorm(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
-    """Same units as :func:`sr_spatial.pp.normalize` (library size to ``target_sum``, then ``log1p``)."""
-    library = counts.sum(axis=1, keepdims=True)
-    return np.log1p(counts / np.maximum(library, 1e-12) * target_sum)
+def lognorm(counts, columns=None, *, target_sum: float = 1e4) -> np.ndarray:
+    """:func:`sr_spatial.pp.normalize` of raw ``counts`` (dense or CSR) as a dense float64 array of ``columns``.
+
+    Counts per ``target_sum`` then ``log1p``, computed in float64 (the package's function keeps the input's dtype);
+    only the ``columns`` kept (default all) are made dense, so a large CSR table of fine bins stays sparse.
+    """
+    import warnings
+
+    from anndata import AnnData
+    from scipy import sparse
+
+    import sr_spatial as sr
+
+    with warnings.catch_warnings():
+        # Items without counts (empty bins, spots off the tissue) stay 0, as wanted; scanpy warns about them.
+        warnings.filterwarnings("ignore", "Some cells have zero counts", UserWarning)
+        normalised = sr.pp.normalize(AnnData(counts.astype(np.float64)), target_sum=target_sum, copy=True).X
+    if columns is not None:
+        normalised = normalised[:, columns]
+    return normalised.toarray() if sparse.issparse(normalised) else np.asarray(normalised)
 
 
 def project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:
     """Rescale each group's items (linear space) so they average to the pooled value; flat where all zero.
 
     Items with ``group < 0`` (measured by no pooled spot) are left as they are.
+
+    The rule of :func:`sr_spatial.tl.project_to_spots`, for scattered items instead of bins on a grid. Not that
+    function itself (``tests/benchmarks`` checks they agree): it returns float32 and clips items outside every spot
+    at 0, which would change the benchmarks' numbers in their last digits.
     """
     from srbench.internals import group_means
 
@@ -77,16 +97,14 @@ def project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarr
 
 
 def cubic_at(points_from: np.ndarray, values: np.ndarray, points_to: np.ndarray) -> np.ndarray:
-    """Clough-Tocher interpolation clipped at 0, nearest where undefined (as ``sr_spatial.pp`` renders ``smooth``)."""
-    from scipy.interpolate import CloughTocher2DInterpolator
-    from scipy.spatial import cKDTree
+    """Clough-Tocher interpolation clipped at 0, nearest where undefined: the package's own ``smooth`` rendering.
 
-    _, owner = cKDTree(points_from).query(points_to)
-    out = values[owner].astype(np.float64)
-    cubic = CloughTocher2DInterpolator(points_from, values)(points_to)
-    ok = np.isfinite(cubic).all(axis=1)
-    out[ok] = np.clip(cubic[ok], 0.0, None)
-    return out
+    No public function interpolates at arbitrary points, so this reuses the package's one implementation
+    (:data:`srbench.internals.smooth_at`) rather than a copy.
+    """
+    from srbench.internals import smooth_at
+
+    return smooth_at(points_from, values, points_to)
 
 
 def patch_features(image: np.ndarray, centres: np.ndarray, *, radius_px: float, downscale: float) -> np.ndarray:
