@@ -610,6 +610,10 @@ def run_methods(
 def summarise(per_gene, *, by: str):
     """Mean over genes per run, then over seeds; ``pearson_sd`` is the spread of the gene mean across seeds."""
     order = {m: i for i, m in enumerate(LABELS)}
+    # Results written before the uncertainty columns existed lack them: re-rendering them must still work.
+    per_gene = per_gene.assign(
+        **{c: per_gene.get(c, np.nan) for c in ("coverage_90", "sd_error_spearman")}
+    )
     per_run = per_gene.groupby([by, "method", "seed"]).agg(
         pearson=("pearson", "mean"),
         pearson_within=("pearson_within", "mean"),
