@@ -7,7 +7,7 @@ Usage::
 
 ``demo``: the synthetic slide, scored against its hidden truth at the output resolution (25 µm bins).
 ``her2st``: the real HER2+ sections in ``$SR_SPATIAL_DATA`` or ``../shared/data`` (2x2 pseudo-spots → 2x →
-scored at the measured spots; see ``benchmarks/_her2st.py``). Each run is a fresh child process, so peak
+scored at the measured spots; see ``benchmarks/srbench/her2st.py``). Each run is a fresh child process, so peak
 memory (max RSS) and wall time are its own. Prints a Markdown table and writes it, with the command, seeds,
 machine and load average, to ``--out``.
 """
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import machine, markdown_table
+from srbench.report import machine, markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = {
@@ -39,9 +39,10 @@ def _run_demo(variant: str, config: str, seed: int, queue) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    from srbench.internals import resolve_config
+
     import sr_spatial as sr
     from sr_spatial.model import ABLATIONS
-    from sr_spatial.model._config import resolve_config
 
     sdata = sr.datasets.demo(seed=seed)
     start = time.perf_counter()
@@ -59,10 +60,10 @@ def _run_her2st(variant: str, config: str, seed: int, section: str, queue) -> No
 
     warnings.filterwarnings("ignore")
     sys.path.insert(0, str(Path(__file__).parent))
-    from _her2st import load_section, run_her2st
+    from srbench.her2st import load_section, run_her2st
+    from srbench.internals import resolve_config
 
     from sr_spatial.model import ABLATIONS
-    from sr_spatial.model._config import resolve_config
 
     data = load_section(section)
     start = time.perf_counter()

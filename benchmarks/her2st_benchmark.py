@@ -22,11 +22,9 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _her2st import METHODS, SECTIONS, data_root, run_her2st
-from _protocol import LABELS as _PROTOCOL_LABELS
-from _protocol import figure, run_in_child, runnable, summarise
+from srbench.her2st import METHODS, SECTIONS, data_root, run_her2st
+from srbench.protocol import LABELS as _PROTOCOL_LABELS
+from srbench.protocol import figure, run_in_child, runnable, summarise
 
 LABELS = {**_PROTOCOL_LABELS, "nearest": "nearest (own pseudo-spot)"}
 # Methods that share one computation run in one child process.

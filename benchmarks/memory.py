@@ -122,7 +122,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE))
-    from _report import machine
+    from srbench.report import machine
 
     args.work.mkdir(parents=True, exist_ok=True)
     slides = {}

@@ -71,7 +71,7 @@ def main() -> None:
     import sr_spatial as sr
 
     sys.path.insert(0, str(HERE))
-    from _report import machine
+    from srbench.report import machine
 
     sdata = sr.datasets.demo(seed=0)
     profiler = cProfile.Profile()

@@ -139,7 +139,7 @@ def _child(args: list[str]) -> dict:
 
 
 def _page(rows: list[dict], args, command: str, slide: tuple[int, int], n_genes: int, settings: dict) -> str:
-    from _report import machine
+    from srbench.report import machine
 
     gpu = any(r["gpu_peak_mib"] is not None for r in rows)
     head = ["method", *(f"{p} s" for p in PHASES), "total s", "peak RSS MiB", "above import MiB"]

@@ -21,7 +21,8 @@ from spatialdata.transformations import (
     set_transformation,
 )
 
-from sr_spatial._adapter import BinGrid, read_histology, read_spots
+from sr_spatial._adapter._elements import BinGrid
+from sr_spatial._adapter._read import read_histology, read_spots
 
 IMAGE_KEY = "demo_full_image"
 HIRES_KEY = "demo_hires_image"
@@ -218,6 +219,38 @@ def test_read_histology_pixel_aligned():
     grid = BinGrid(x0=80.0, y0=60.0, size=20.0, height=2, width=3)
     histology = read_histology(spots, grid, px_per_bin=20)
     np.testing.assert_allclose(histology, image[:, 60:100, 80:140] / 255.0, atol=1e-6)
+
+
+def _stray(image, value):
+    image[:, 70, 90] = value  # one pixel inside the red square, inside the crop read below
+    return image
+
+
+#: The square image in other encodings; each must read as the uint8 original (but for its one stray pixel).
+ENCODINGS = {
+    "uint16 holding 0-255": lambda im: im.astype(np.uint16),
+    "uint16 full range": lambda im: im.astype(np.uint16) * 257,
+    "uint16 12-bit": lambda im: (im.astype(np.int64) * 4095 // 255).astype(np.uint16),
+    "float 0-1": lambda im: im / np.float32(255),
+    "float 0-255": lambda im: im.astype(np.float32),
+    "float 0-1, one pixel above 1": lambda im: _stray(im / np.float32(255), 1.5),
+    "float 0-1, one pixel inf": lambda im: _stray(im / np.float32(255), np.inf),
+}
+
+
+@pytest.mark.parametrize("encode", ENCODINGS.values(), ids=ENCODINGS.keys())
+def test_read_histology_decides_the_intensity_range_once_per_image(encode, caplog):
+    """A stray bright pixel or an integer image not using its dtype's range no longer darkens the slide."""
+    image = _square_image()
+    with caplog.at_level("INFO", logger="sr_spatial"):
+        spots = read_spots(_synthetic_sdata(encode(image.copy())), "he")
+    assert "read on a 0-" in caplog.text
+    grid = BinGrid(x0=80.0, y0=60.0, size=20.0, height=2, width=3)
+    histology = read_histology(spots, grid, px_per_bin=20)
+    expected = image[:, 60:100, 80:140] / 255.0
+    keep = np.ones(expected.shape[1:], dtype=bool)
+    keep[10, 10] = False  # the stray pixel reads as white
+    np.testing.assert_allclose(histology[:, keep], expected[:, keep], atol=2e-3)
 
 
 def test_read_histology_bin_mean_colour():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-__all__ = ["doc_params", "doc_slide"]
+__all__ = ["doc_params", "doc_show_save", "doc_slide"]
 
 doc_slide = """\
 sdata
@@ -21,6 +21,14 @@ scale
     Bins per spot pitch along each axis (4 turns Visium's 100 µm pitch into 25 µm bins).
 coordinate_system
     Coordinate system shared by image and spots; default: the first they share."""
+
+doc_show_save = """\
+show
+    Show the figure; default: show unless ``save`` is given.
+save
+    Write the figure to this path.
+dpi
+    Resolution of the saved figure."""
 
 
 def doc_params(**kwds: str):

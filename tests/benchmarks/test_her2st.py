@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import _her2st  # noqa: E402
+from srbench import her2st as _her2st
 
 pytestmark = pytest.mark.realdata
 SECTION = "C2"

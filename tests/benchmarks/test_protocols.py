@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _readers import HIRES_SCALEF
 from scipy.spatial import cKDTree
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import _protocol  # noqa: E402
-import downsampled_visium  # noqa: E402
-import hd_truth  # noqa: E402
-from _readers import HIRES_SCALEF  # noqa: E402
+from srbench import downsampled_visium, hd_truth
+from srbench import protocol as _protocol
 
 SEED = 0
 NO_MODEL = ("nearest", "cubic", "cubic_proj", "sr_spatial_grid_nearest")

@@ -12,9 +12,9 @@ import torch
 
 from sr_spatial.model import PRESETS, DiffST, ModelConfig, Scene, resolve_device
 from sr_spatial.model._config import resolve_config
-from sr_spatial.model._denoiser import UNet
 from sr_spatial.model._diffusion import Schedule
-from sr_spatial.model._histology import HISTOLOGY_INPUTS, HistologyEncoder
+from sr_spatial.model.nn._denoiser import UNet
+from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, HistologyEncoder
 from sr_spatial.tl._train import output_scene
 
 SEED = 0
@@ -86,16 +86,17 @@ def test_unet_gradients_reach_every_parameter(channel_mult):
         assert p.grad.abs().sum() > 0, name
 
 
-def test_histology_encoder_bin_expression():
+def test_histology_encoder_bin_maps():
     torch.manual_seed(SEED)
     k, n_genes = 8, 3
     encoder = HistologyEncoder(width=4, n_genes=n_genes)
     image = torch.randn(2, HISTOLOGY_INPUTS, 4 * k, 6 * k)
     with torch.no_grad():
         per_pixel = encoder(image)
-        binned = encoder.bin_expression(image, k)
+        binned, cells = encoder.bin_maps(image, k)
     assert per_pixel.shape == (2, n_genes, 4 * k, 6 * k)
     assert binned.shape == (2, n_genes, 4, 6)
+    assert cells is None
     # Each bin is log1p of the mean rate over its k x k pixels.
     block = per_pixel[1, :, k : 2 * k, 2 * k : 3 * k].exp().mean(dim=(-2, -1))
     torch.testing.assert_close(binned[1, :, 1, 2], torch.log1p(block), rtol=1e-5, atol=1e-6)
@@ -288,6 +289,9 @@ def test_models_saved_before_the_weight_keep_the_plain_mean(tiny_model, saved, t
     state = torch.load(old / "model.pt", weights_only=True)
     del state["residual_weight"]
     torch.save(state, old / "model.pt")
+    meta = json.loads((old / "config.json").read_text())
+    del meta["checksum"]  # models of that time had no checksum either
+    (old / "config.json").write_text(json.dumps(meta))
     loaded = DiffST.load(old, device="cpu")
     assert torch.equal(loaded.network.residual_weight.cpu(), torch.ones(len(tiny_model.genes)))
 
@@ -372,7 +376,7 @@ def test_save_does_not_overwrite(tiny_model, tmp_path):
 
 
 def test_positional_noise_depends_only_on_the_position():
-    from sr_spatial.model._model import NOISE_CELL, positional_noise
+    from sr_spatial.model.module._sampler import NOISE_CELL, positional_noise
 
     whole = positional_noise(0, 2, 3, top=0, left=0, height=3 * NOISE_CELL, width=2 * NOISE_CELL + 5)
     part = positional_noise(0, 2, 3, top=17, left=40, height=50, width=29)

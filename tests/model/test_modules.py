@@ -7,13 +7,16 @@ import pytest
 import torch
 
 from sr_spatial.model import ABLATIONS, PRESETS
-from sr_spatial.model._attention import DynamicCrossAttention
-from sr_spatial.model._cmam import CMAM, Disentangler, disentangling_loss
 from sr_spatial.model._config import resolve_config
-from sr_spatial.model._denoiser import UNet
-from sr_spatial.model._gene_graph import GeneGraphModulation, build_gene_graph
-from sr_spatial.model._histology import cell_channels
-from sr_spatial.model._model import DiffSTNetwork, _blend_ramp, _tile_starts
+from sr_spatial.model.module._network import DiffSTNetwork
+from sr_spatial.model.module._sampler import blend_ramp, tile_starts
+from sr_spatial.model.nn._attention import DynamicCrossAttention
+from sr_spatial.model.nn._cmam import CMAM, Disentangler, disentangling_loss
+from sr_spatial.model.nn._denoiser import UNet
+from sr_spatial.model.nn._encoder import Encoder
+from sr_spatial.model.nn._gene_graph import GeneGraphModulation, build_gene_graph
+from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, cell_channels
+from sr_spatial.model.nn._registry import ENCODERS, build_encoder
 
 SEED = 0
 
@@ -273,10 +276,43 @@ def test_presets_are_named_by_size():
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(10, 16, 4), (16, 16, 4), (40, 16, 4), (100, 32, 8)])
 def test_tiles_cover_the_axis_with_the_overlap(length, tile, overlap):
-    starts = _tile_starts(length, tile, overlap)
+    starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0
     assert starts[-1] + min(tile, length) == length
     assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
-    ramp = _blend_ramp(min(tile, length), overlap)
+    ramp = blend_ramp(min(tile, length), overlap)
     assert (ramp > 0).all()
     assert ramp.max() == 1.0
+
+
+# --- the histology encoder seam ----------------------------------------------------------------------------------
+
+
+def test_network_takes_the_encoder_it_is_given():
+    config = resolve_config("tiny")
+    encoder = build_encoder(config.histology_encoder, n_genes=4, width=config.histology_width)
+    assert isinstance(encoder, Encoder)
+    assert (encoder.in_channels, encoder.out_channels) == (HISTOLOGY_INPUTS, 4)
+    assert encoder.cell_channels == cell_channels(config.histology_width)
+    assert encoder.um_per_px is None and encoder.estimates_expression and encoder.learns_from_spots
+    network = DiffSTNetwork(4, config, encoder=encoder)
+    assert network.encoder is encoder
+    assert network.histology_mean.shape == (encoder.in_channels,)
+
+
+def test_network_refuses_an_encoder_it_cannot_read():
+    class Features(Encoder):
+        estimates_expression = False
+
+        def __init__(self):
+            super().__init__()
+            self.in_channels, self.out_channels, self.cell_channels = 3, 8, 0
+
+    with pytest.raises(ValueError, match="estimates each of the 4 genes"):
+        DiffSTNetwork(4, resolve_config("tiny"), encoder=Features())
+
+
+def test_config_names_a_known_encoder():
+    assert resolve_config("tiny").histology_encoder in ENCODERS
+    with pytest.raises(ValueError, match="`histology_encoder` must be one of"):
+        resolve_config("tiny", histology_encoder="no-such-encoder")

@@ -64,3 +64,14 @@ def test_bad_calls(xenium_sdata):
     with pytest.raises(ValueError, match="output names are taken"):
         sr.pp.bin_transcripts(sdata, bin_size=BIN_UM, key_added="he_image")
     assert set(sdata.shapes) == set(xenium_sdata.shapes)
+
+
+def test_overwrite_replaces_only_bins_it_wrote(xenium_sdata):
+    sdata = deepcopy(xenium_sdata)
+    sr.pp.bin_transcripts(sdata, bin_size=BIN_UM, key_added="bins")
+    sdata.shapes["mine"] = deepcopy(sdata.shapes["bins"])  # the user's own shapes under a name bins could take
+    with pytest.raises(ValueError, match=r"shapes\['mine'\] not written by sr_spatial; `overwrite=True` replaces only"):
+        sr.pp.bin_transcripts(sdata, bin_size=BIN_UM, key_added="mine", overwrite=True)
+    assert "mine_table" not in sdata.tables
+    sr.pp.bin_transcripts(sdata, bin_size=2 * BIN_UM, key_added="bins", overwrite=True)
+    assert sdata.tables["bins_table"].uns["bins"]["params"]["bin_size"] == 2 * BIN_UM

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sr_spatial as sr
-from sr_spatial._adapter import BinGrid
+from sr_spatial._adapter._elements import BinGrid
 from sr_spatial.pp._stmap import TISSUE_REACH, SpotRenderer, make_grid, spot_reach
 
 PITCH = 10.0

@@ -7,10 +7,15 @@ compares every element (names, arrays, geometries, transformations, table conten
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from scipy import sparse
 from spatialdata import deepcopy, read_zarr
@@ -43,7 +48,8 @@ def snapshot(sdata) -> dict:
         state["images", name] += (_transformations(image),)
     for name, shapes in sdata.shapes.items():
         geometry = _digest(shapes.geometry.to_wkb().tolist())
-        state["shapes", name] = (list(shapes.index), geometry, _transformations(shapes))
+        columns = shapes.drop(columns="geometry").to_json()
+        state["shapes", name] = (list(shapes.index), geometry, columns, _transformations(shapes))
     for name, points in sdata.points.items():
         state["points", name] = (list(points.columns), _transformations(points))
     for name, table in sdata.tables.items():
@@ -137,6 +143,100 @@ def empty_tissue(sdata):
     _table(sdata).obs["in_tissue"] = 0
 
 
+def text_tissue_flags(sdata):
+    """One spot flagged "1", the rest "0": as text, every flag used to read as true."""
+    table = _table(sdata)
+    table.obs["in_tissue"] = ["1"] + ["0"] * (table.n_obs - 1)
+
+
+def unreadable_tissue_flags(sdata):
+    table = _table(sdata)
+    table.obs["in_tissue"] = ["yes"] * (table.n_obs - 1) + ["maybe"]
+
+
+def _set_radius(sdata, radius):
+    sdata.shapes[SHAPES]["radius"] = radius
+
+
+def zero_radius(sdata):
+    _set_radius(sdata, 0.0)
+
+
+def negative_radius(sdata):
+    _set_radius(sdata, -5.0)
+
+
+def nan_radius(sdata):
+    shapes = sdata.shapes[SHAPES]
+    shapes.loc[shapes.index[3], "radius"] = np.nan
+
+
+def duplicated_positions(sdata):
+    shapes = sdata.shapes[SHAPES]
+    shapes.loc[shapes.index[1], "geometry"] = shapes.geometry.iloc[0]
+
+
+def zero_counts(sdata):
+    _set_x(sdata, lambda x: x.__imul__(0))
+
+
+def no_genes(sdata):
+    sdata.tables["table"] = _table(sdata)[:, []].copy()
+
+
+def counts_in_x_table(sdata):
+    sdata.tables["x_table"] = sdata.tables["table"]
+    del sdata.tables["table"]
+
+
+def _float_he(sdata, name, change):
+    full = sdata.images[IMAGE]
+    level0 = full[sorted(full.children)[0]]["image"]
+    pixels = np.asarray(level0.values, dtype=np.float32) / 255
+    change(pixels)
+    sdata.images[name] = Image2DModel.parse(pixels, dims=("c", "y", "x"), transformations=_tf(sdata))
+
+
+def all_nan_image(sdata):
+    _float_he(sdata, "nan_image", lambda pixels: pixels.fill(np.nan))
+
+
+def nan_over_the_tissue(sdata):
+    _float_he(sdata, "holed_image", lambda pixels: pixels[:, : pixels.shape[1] // 2].fill(np.nan))
+
+
+# --- cases that set up files: they take the test's folder and return keyword arguments (and maybe a new slide) ---
+
+
+def slide_read_from_zarr(sdata, folder):
+    path = folder / "slide.zarr"
+    sdata.write(path)
+    return {"sdata": read_zarr(path), "image_store": path}
+
+
+def folder_of_other_files(sdata, folder):
+    path = folder / "results"
+    path.mkdir()
+    (path / "notes.txt").write_text("the user's own notes")
+    return {"image_store": path}
+
+
+def _earlier_result(sdata, folder, key="first"):
+    store = folder / "superres.zarr"
+    sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added=key, image_store=store, show_progress_bar=False)
+    return {"image_store": store}
+
+
+def earlier_result_in_store(sdata, folder):
+    """The store holds images of key 'first' that another SpatialData reads."""
+    return _earlier_result(deepcopy(sdata), folder)
+
+
+def earlier_result_in_slide_and_store(sdata, folder):
+    """The slide holds the result of key 'first', read lazily from the store."""
+    return _earlier_result(sdata, folder)
+
+
 # --- the table ---------------------------------------------------------------------------------------------------
 
 #: (id, how to break the slide, keyword arguments, error, message fragment that says what to do)
@@ -177,13 +277,94 @@ CASES = [
     ("unknown method", None, {"method": "magic"}, ValueError, r"Unknown method 'magic'; choose"),
     ("read-only zarr store for the images", None, {"image_store": zarr.storage.MemoryStore(read_only=True)},
      ValueError, r"read-only; open it writable or pass a folder path"),
-    ("image store exists", None, {"image_store": "empty_dir"}, ValueError,
-     r"exists\. Pass another path, or `overwrite=True` to replace it"),
+    ("image store already holding the key", earlier_result_in_store, {"key_added": "first", "method": "nearest"},
+     ValueError, r"already holds the images of 'first'\. Pass another `key_added`, or `overwrite=True`"),
+    # 1. never delete what this package did not write
+    ("image store is the slide's own zarr", slide_read_from_zarr, {"overwrite": True, "method": "nearest"},
+     ValueError, r"is the slide's own zarr store .*Pass a new folder"),
+    ("image store holding other files", folder_of_other_files, {"overwrite": True, "method": "nearest"},
+     ValueError, r"holds data sr_spatial did not write; it is never overwritten\. Pass a new or empty folder"),
+    # 3. a failed rerun into a shared store leaves the earlier images (and the slide reading them) intact
+    ("failed rerun into the image store", earlier_result_in_slide_and_store,
+     {"key_added": "first", "overwrite": True, "model": "overflowing"}, ValueError,
+     r"NaN or infinite values for \d+ bins of 2 genes .*nothing was written\. The model is broken"),
     ("image store not a store", None, {"image_store": 3}, TypeError, r"must be a folder path or a zarr store"),
     ("blocks too small", None, {"block_bins": 4}, ValueError,
      r"`block_bins` must be an integer of at least 16 \(or None"),
     ("client not a dask client", None, {"client": object()}, TypeError, r"must be a dask\.distributed Client"),
+    # 2. overwrite replaces only what sr_spatial wrote
+    ("key_added naming the H&E", None, {"key_added": IMAGE, "overwrite": True, "method": "nearest"}, ValueError,
+     r"images\['tiny_full_image'\] not written by sr_spatial; `overwrite=True` replaces only the outputs"),
+    ("key_added whose table holds the counts", counts_in_x_table,
+     {"table_key": "x_table", "key_added": "x", "overwrite": True, "method": "nearest"}, ValueError,
+     r"tables\['x_table'\] not written by sr_spatial.*Pass another `key_added=`"),
+    # 4. an H&E that cannot be read as one
+    ("all-NaN H&E", all_nan_image, {"image_key": "nan_image"}, ValueError,
+     r"Image 'nan_image' holds no finite values.*fill its missing pixels"),
+    ("NaN H&E under the spots", nan_over_the_tissue, {"image_key": "holed_image"}, ValueError,
+     r"Image 'holed_image' has NaN pixels under \d+ of 81 spots.*Fill them"),
+    # 5. non-finite training losses, weights and outputs are refused
+    ("diverged training", None,
+     {"method": "diffusion", "config": {**FAST, "learning_rate": 1e12, "encoder_steps": 2}}, FloatingPointError,
+     r"Training diverged at step \d+ of 30: the loss became .*Lower the learning rate \(now 1e\+12\)"),
+    ("saved model with a NaN weight", None, {"model": "nan_weight"}, ValueError,
+     r"holds NaN or infinite weights \(\['blend'\]\), e.g. saved from a training run that diverged"),
+    ("in-memory model with a NaN weight", None, {"model": "nan_in_memory"}, ValueError,
+     r"The model holds NaN or infinite weights \(\['blend'\]\).*Retrain it"),
+    ("model giving non-finite maps", None, {"model": "overflowing"}, ValueError,
+     r"NaN or infinite values for \d+ bins of 2 genes .*retrain it or load an intact copy"),
+    # 6. tissue flags stored as text
+    ("in_tissue as text", text_tissue_flags, {}, ValueError, r"Found 1 spot\(s\) over the image"),
+    ("in_tissue unreadable", unreadable_tissue_flags, {}, ValueError,
+     r"`obs\['in_tissue'\]` holds \['maybe'\], which do not say whether a spot is in the tissue; use 1/0"),
+    # 7. a saved model whose gene list no longer matches its weights
+    ("saved model with reordered genes", None, {"model": "reordered_genes"}, ValueError,
+     r"does not match its checksum: model\.pt or the gene list in config\.json changed after saving"),
+    # 8. a device this machine lacks is refused whatever the model
+    ("CUDA asked for, in-memory model", None, {"model": "in_memory", "device": "cuda"}, ValueError,
+     r"Device 'cuda' was asked for but this PyTorch sees no CUDA GPU; use device='auto' or 'cpu'"),
+    ("CUDA asked for, saved model", None, {"model": "two_genes", "device": "cuda"}, ValueError,
+     r"Device 'cuda' was asked for but this PyTorch sees no CUDA GPU"),
+    # 9. arguments that were misread silently
+    ("genes as one name", None, {"genes": "no_such_gene"}, KeyError, r"not in the table: \['no_such_gene'\]"),
+    ("train_steps zero", None, {"train_steps": 0}, ValueError,
+     r"`train_steps` must be a positive integer or None, got 0\. Pass the optimiser steps"),
+    ("sampling_steps negative", None, {"sampling_steps": -1}, ValueError,
+     r"`sampling_steps` must be a positive integer or None, got -1\. Pass the DDIM steps"),
+    ("sampling_steps above the timesteps", None, {"sampling_steps": 10**6}, ValueError,
+     r"`sampling_steps=1000000` exceeds the model's \d+ diffusion timesteps; pass at most"),
+    ("empty key_added", None, {"key_added": ""}, ValueError, r"`key_added` must be a non-empty name, got ''"),
+    # 10. what failed late or deep inside, refused before the work
+    ("spot radius 0", zero_radius, {}, ValueError, r"81 spots of shapes 'tiny' have a radius that is 0, negative"),
+    ("negative spot radius", negative_radius, {}, ValueError, r"have a radius that is 0, negative or NaN"),
+    ("NaN spot radius", nan_radius, {}, ValueError, r"1 spots of shapes 'tiny' have a radius that is 0, negative or"),
+    ("spots at duplicated positions", duplicated_positions, {}, ValueError,
+     r"2 spots of shapes 'tiny' share their position with another spot.*drop the duplicated spots"),
+    ("table of zeros", zero_counts, {}, ValueError, r"holds only zeros for the 81 spots in the tissue"),
+    ("table without genes", no_genes, {}, ValueError, r"has no genes \(its `var` is empty\)"),
+    ("n_top_genes not an integer", None, {"n_top_genes": 2.5}, ValueError,
+     r"`n_top_genes` must be a positive integer, got 2\.5"),
+    ("negative seed", None, {"seed": -1}, ValueError, r"`seed` must be a non-negative integer, got -1"),
+    ("seed not an integer", None, {"seed": 1.5}, ValueError, r"`seed` must be a non-negative integer, got 1\.5"),
+    ("model with no genes asked for", None, {"model": "two_genes", "genes": []}, ValueError,
+     r"`genes` is empty; pass at least one gene name, or `genes=None`"),
+    ("saved model not trained", None, {"model": "untrained"}, ValueError,
+     r"is not trained; train it with `sr_spatial\.tl\.train` and save it"),
+    ("saved model with a text format_version", None, {"model": "text_format_version"}, ValueError,
+     r"has `format_version` '2', not an integer.*Re-save the model"),
+    ("saved model without a gene list", None, {"model": "no_gene_list"}, ValueError,
+     r"lacks \['genes'\]; it is not a complete saved model"),
+    ("scale too coarse to train on", None, {"method": "diffusion", "scale": 64}, ValueError,
+     r"Pooling \d+ spots 64-fold leaves \d pseudo-spots, too few to learn from\. Use a smaller `scale`"),
 ]  # fmt: skip
+
+
+#: Saved models whose config.json was edited after saving.
+CONFIG_EDITS = {
+    "reordered_genes": lambda meta: meta["genes"].reverse(),
+    "text_format_version": lambda meta: meta.update(format_version="2"),
+    "no_gene_list": lambda meta: meta.pop("genes"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +381,44 @@ def model_paths(tmp_path_factory):
     weights = root / "truncated" / "model.pt"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     (root / "empty_dir").mkdir()
-    return {name: root / name for name in ("other_genes", "two_genes", "truncated", "empty_dir")}
+    untrained = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
+    untrained.save(root / "untrained")
+    for name, edit in CONFIG_EDITS.items():
+        two.save(root / name)
+        meta = json.loads((root / name / "config.json").read_text())
+        edit(meta)
+        (root / name / "config.json").write_text(json.dumps(meta))
+    broken = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
+    broken.is_trained = True
+    broken.network.blend.fill_(np.nan)
+    broken.save(root / "nan_weight")
+    names = ["other_genes", "two_genes", "truncated", "empty_dir", "untrained", "nan_weight", *CONFIG_EDITS]
+    paths = {name: root / name for name in names}
+    # Finite weights whose maps overflow float32: the failure comes only after the blocks are sampled.
+    overflowing = DiffST(["gene_00", "gene_01"], config=FAST, device="cpu", seed=0)
+    overflowing.is_trained = True
+    overflowing.network.gene_std.fill_(1e30)
+    overflowing.network.residual_scale.fill_(1e30)
+    return {**paths, "in_memory": two, "overflowing": overflowing, "nan_in_memory": broken}
+
+
+def _files(folder) -> dict[str, str]:
+    """Every file and folder under ``folder`` with a digest of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def test_the_table_is_large_enough():
     assert len(CASES) >= 15
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_the_docs_list_every_case():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "inputs.md").read_text()
+    listed = re.findall(r"^\| (.+?) \| `\w+` \|", page.split("## Bad input")[1], flags=re.MULTILINE)
+    assert sorted(listed) == sorted(c[0] for c in CASES)
 
 
 def test_snapshot_sees_every_kind_of_change(visium_sdata):
@@ -221,20 +434,27 @@ def test_snapshot_sees_every_kind_of_change(visium_sdata):
 
 @pytest.mark.parametrize(("name", "breaks", "kwargs", "error", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_raises_a_clear_error_and_changes_nothing(
-    visium_sdata, model_paths, name, breaks, kwargs, error, message
+    visium_sdata, model_paths, tmp_path, name, breaks, kwargs, error, message
 ):
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     sdata = deepcopy(visium_sdata)
-    if breaks is not None:
-        breaks(sdata)
     kwargs = {"image_key": IMAGE, "config": FAST, "n_samples": 1, "show_progress_bar": False, **kwargs}
+    if breaks is not None:
+        takes_folder = len(inspect.signature(breaks).parameters) == 2
+        changes = (breaks(sdata, tmp_path) if takes_folder else breaks(sdata)) or {}
+        sdata = changes.pop("sdata", sdata)
+        kwargs.update(changes)
     for key in ("model", "image_store"):
         if isinstance(kwargs.get(key), str):
             kwargs[key] = model_paths[kwargs[key]]
     image_key = kwargs.pop("image_key")
-    before = snapshot(sdata)
+    models = model_paths["empty_dir"].parent
+    before, disk = snapshot(sdata), (_files(tmp_path), _files(models))
     with pytest.raises(error, match=message):
         sr.tl.superresolve(sdata, image_key, **kwargs)
     assert snapshot(sdata) == before
+    assert (_files(tmp_path), _files(models)) == disk
 
 
 def test_zarr_backed_slide_is_read_not_written(visium_sdata, tmp_path):
@@ -258,3 +478,58 @@ def test_zarr_backed_slide_is_read_not_written(visium_sdata, tmp_path):
     finally:
         for p in [path, *path.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_keys_share_an_image_store_and_an_overwrite_replaces_only_its_own(visium_sdata, tmp_path):
+    sdata = deepcopy(visium_sdata)
+    store = tmp_path / "superres.zarr"
+
+    def run(**kwargs):
+        sr.tl.superresolve(sdata, IMAGE, image_store=store, show_progress_bar=False, **kwargs)
+
+    def image(key):
+        return np.asarray(sdata.images[key].values)
+
+    run(method="nearest", key_added="a")
+    nearest = image("a")
+    run(method="bicubic", key_added="b")
+    np.testing.assert_array_equal(image("a"), nearest)
+    bicubic = image("b")
+    run(method="bicubic", key_added="a", overwrite=True)
+    np.testing.assert_array_equal(image("a"), bicubic)
+    np.testing.assert_array_equal(image("b"), bicubic)
+    root = zarr.open_group(store, mode="r")
+    assert sorted(root.group_keys()) == ["a", "b"]
+    assert list(root["a"].group_keys()) == ["2"]  # the replaced images are removed once the new ones are in place
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": -1}, r"`seed` must be a non-negative integer"),
+        ({"train_steps": 0}, r"`train_steps` must be a positive integer or None"),
+        ({"genes": []}, r"`genes` is empty"),
+        ({"scale": 64}, r"64-fold leaves \d pseudo-spots, too few to learn from"),
+        ({"device": "cuda"}, r"sees no CUDA GPU"),
+    ],
+    ids=["seed", "train_steps", "genes", "scale", "device"],
+)
+def test_train_refuses_the_same_arguments_before_reading(visium_sdata, kwargs, message):
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    sdata = deepcopy(visium_sdata)
+    before = snapshot(sdata)
+    with pytest.raises(ValueError, match=message):
+        sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs)
+    assert snapshot(sdata) == before
+
+
+def test_overwrite_replaces_an_earlier_result_after_a_round_trip(visium_sdata, tmp_path):
+    """The record of what sr_spatial wrote survives ``write`` / ``read_zarr``."""
+    sdata = deepcopy(visium_sdata)
+    sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added="x", show_progress_bar=False)
+    sdata.write(tmp_path / "slide.zarr")
+    back = read_zarr(tmp_path / "slide.zarr")
+    assert set(back.tables["x_table"].uns["sr_spatial"]["elements"]["images"]) == {"x", "x_std"}
+    sr.tl.superresolve(back, IMAGE, method="bicubic", key_added="x", overwrite=True, show_progress_bar=False)
+    assert back.tables["x_table"].uns["x"]["params"]["method"] == "bicubic"

@@ -10,7 +10,7 @@ import pytest
 from spatialdata import deepcopy
 
 import sr_spatial as sr
-from sr_spatial._adapter import read_histology, read_spots
+from sr_spatial._adapter._read import read_histology, read_spots
 from sr_spatial.pp import build_st_map
 
 SCALE = 4

@@ -1,4 +1,9 @@
-"""Synthetic Visium-like slide in which histology truly predicts fine-scale expression."""
+"""Synthetic Visium-like slide in which histology truly predicts fine-scale expression.
+
+Longer than 400 lines because it is one seeded generator read top to bottom: tissue domains, cells, counts,
+H&E and truth are each a short function drawing from the same random stream in a fixed order, which is what
+keeps the demo identical for a seed; split across files, that order would be harder to follow and keep.
+"""
 
 from __future__ import annotations
 

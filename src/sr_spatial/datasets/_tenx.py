@@ -114,7 +114,13 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def _unpack_once(fname: str, action: str, _pooch) -> str:
-    """Pooch processor: extract the archive into its own folder on download, or if an extraction never finished."""
+    """Pooch processor: extract the archive into its own folder on download, or if an extraction never finished.
+
+    Not :class:`pooch.Untar` / :class:`pooch.Unzip`: they redo an extraction only when a member is missing, so an
+    extraction interrupted in the middle of a file is taken as done, and on Python < 3.12 ``Untar`` extracts
+    without the ``"data"`` filter; they also extract into a folder of their own rather than beside the archive,
+    where the spatialdata-io readers look.
+    """
     archive = Path(fname)
     marker = archive.with_name(f".{archive.name}.unpacked")
     if action in ("download", "update") or not marker.exists():

@@ -15,7 +15,7 @@ from sr_spatial.features._encoder import EncoderFeatures
 from sr_spatial.features._morphology import MorphologyFeatures
 
 if TYPE_CHECKING:
-    from sr_spatial._adapter import BinGrid, SpotData
+    from sr_spatial._adapter._elements import BinGrid, SpotData
 
 logger = logging.getLogger("sr_spatial")
 
@@ -52,7 +52,7 @@ def resolve_features(features, *, image_um_per_px: float | None = None) -> Histo
 
 def _image_token(spots: SpotData) -> str:
     """Identifies the H&E's content cheaply: dask's name for lazy images, else a digest of a strided sample."""
-    from sr_spatial._adapter import _image_levels
+    from sr_spatial._adapter._elements import _image_levels
 
     data = _image_levels(spots.image)[0].data
     name = getattr(data, "name", None)
@@ -71,7 +71,7 @@ def bin_features(
     :meth:`~HistologyFeatures.px_per_bin`, so memory does not grow with the slide. Results are cached in memory
     by image content, grid and extractor settings.
     """
-    from sr_spatial._adapter import read_histology
+    from sr_spatial._adapter._read import read_histology
 
     k = extractor.px_per_bin(grid.size)
     key = "|".join([_image_token(spots), repr(grid), str(k), extractor.cache_key()])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from sr_spatial.model.nn._registry import ENCODERS
+
 __all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "resolve_config"]
 
 
@@ -17,6 +19,9 @@ class ModelConfig:
         Width of the denoiser UNet's first level; deeper levels multiply it by ``channel_mult``.
     channel_mult
         One multiplier per UNet level; each level after the first halves the resolution.
+    histology_encoder
+        The histology encoder, by name (:data:`sr_spatial.model.nn._registry.ENCODERS`): ``"cnn"``, a small
+        convolutional net fitted to the slide's own spots.
     histology_width
         Width of the histology encoder's convolutions at image resolution.
     encoder_steps
@@ -78,6 +83,7 @@ class ModelConfig:
 
     channels: int = 24
     channel_mult: tuple[int, ...] = (1, 2)
+    histology_encoder: str = "cnn"
     histology_width: int = 16
     encoder_steps: int = 600
     encoder_batch_size: int = 32
@@ -106,6 +112,9 @@ class ModelConfig:
     compile: bool = False
 
     def __post_init__(self):
+        if self.histology_encoder not in ENCODERS:
+            msg = f"`histology_encoder` must be one of {sorted(ENCODERS)}, got {self.histology_encoder!r}."
+            raise ValueError(msg)
         if self.prediction not in ("v", "epsilon"):
             msg = f"`prediction` must be 'v' or 'epsilon', got {self.prediction!r}."
             raise ValueError(msg)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from sr_spatial._docs import doc_params, doc_show_save
 from sr_spatial.pl._utils import finish
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def _format(value: float) -> str:
     return f"{value:.3f}"
 
 
+@doc_params(doc_show_save=doc_show_save)
 def benchmark(
     results: pd.DataFrame | Mapping[str, pd.DataFrame],
     *,
@@ -87,12 +89,7 @@ def benchmark(
         Title above the table.
     ax
         Axes to draw into; default: a new figure sized to the table.
-    show
-        Show the figure; default: show unless ``save`` is given.
-    save
-        Write the figure to this path.
-    dpi
-        Resolution of the saved figure.
+    {doc_show_save}
 
     Returns
     -------

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sr_spatial._docs import doc_params, doc_show_save
 from sr_spatial.pl._utils import finish
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["superres"]
 
 
+@doc_params(doc_show_save=doc_show_save)
 def superres(
     sdata: SpatialData,
     genes: str | Sequence[str],
@@ -58,12 +60,7 @@ def superres(
     ax
         Axes to draw into, three per gene (measured, super-resolved, uncertainty; four with ``truth_key``),
         e.g. from ``plt.subplots(len(genes), 3)``; default: a new figure.
-    show
-        Show the figure; default: show unless ``save`` is given.
-    save
-        Write the figure to this path.
-    dpi
-        Resolution of the saved figure.
+    {doc_show_save}
 
     Returns
     -------
@@ -74,7 +71,7 @@ def superres(
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
 
-    from sr_spatial._adapter import output_names
+    from sr_spatial._adapter._write import output_names
     from sr_spatial.pp import build_st_map
 
     names = output_names(key)

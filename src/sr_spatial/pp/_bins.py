@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from sr_spatial._adapter import bin_points, shallow_copy
+from sr_spatial._adapter._bins import bin_points
+from sr_spatial._adapter._elements import shallow_copy
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData

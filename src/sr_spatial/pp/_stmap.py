@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from sr_spatial._adapter import BinGrid, SpotData, read_spots
+from sr_spatial._adapter._elements import BinGrid, SpotData
+from sr_spatial._adapter._read import read_spots
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._groups import group_means, lattice_groups
 from sr_spatial.pp._genes import select_genes
@@ -73,11 +74,6 @@ class STMap:
     mask: np.ndarray | None
     footprint: np.ndarray | None
     spots: SpotData | None = None
-
-    @property
-    def scale(self) -> float:
-        """Spot pitch over bin size."""
-        return self.pitch / self.grid.size
 
 
 def spot_pitch(centres: np.ndarray) -> float:

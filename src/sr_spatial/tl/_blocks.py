@@ -9,24 +9,24 @@ A spot's bins therefore all come from one block, and its projection onto the mea
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
 
-from sr_spatial._adapter import BinGrid, read_histology
+from sr_spatial._adapter._elements import BinGrid
+from sr_spatial._adapter._read import read_histology
 from sr_spatial.model import Scene
 from sr_spatial.pp._stmap import SpotRenderer, spot_reach
 from sr_spatial.tl._consistency import project_to_spots, residual_sums
+from sr_spatial.tl._plan import Block, plan_blocks
+from sr_spatial.tl._store import ImageStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from sr_spatial._adapter import SpotData
+    from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST
     from sr_spatial.pp._stmap import STMap
     from sr_spatial.tl._histology import HistologyDetail
@@ -42,41 +42,6 @@ __all__ = [
     "plan_blocks",
     "run_block",
 ]
-
-
-@dataclass(frozen=True)
-class Block:
-    """A block of the output grid: its core and the padded region computed to fill it.
-
-    The core is rows ``top:top + height`` and columns ``left:left + width``; the padded region the same with
-    the ``pad_`` fields.
-    """
-
-    top: int
-    left: int
-    height: int
-    width: int
-    pad_top: int
-    pad_left: int
-    pad_height: int
-    pad_width: int
-
-    @property
-    def region(self) -> tuple[slice, slice]:
-        return slice(self.pad_top, self.pad_top + self.pad_height), slice(self.pad_left, self.pad_left + self.pad_width)
-
-
-def plan_blocks(shape: tuple[int, int], *, block_bins: int, halo: int) -> list[Block]:
-    """Blocks of at most ``block_bins`` square covering ``shape``, each padded by ``halo`` bins within the grid."""
-    height, width = shape
-    blocks = []
-    for top in range(0, height, block_bins):
-        for left in range(0, width, block_bins):
-            h, w = min(block_bins, height - top), min(block_bins, width - left)
-            pad_top, pad_left = max(top - halo, 0), max(left - halo, 0)
-            pad_bottom, pad_right = min(top + h + halo, height), min(left + w + halo, width)
-            blocks.append(Block(top, left, h, w, pad_top, pad_left, pad_bottom - pad_top, pad_right - pad_left))
-    return blocks
 
 
 def block_halo(st_map: STMap, *, context: int) -> int:
@@ -254,7 +219,7 @@ def _worker_run(job: BlockJob, block: Block, model: DiffST | None, device: str) 
     """Run on a dask worker: the model arrives once per worker; it moves to the worker's own device once."""
     import dask
 
-    from sr_spatial.model._model import resolve_device
+    from sr_spatial.model._device import resolve_device
 
     if model is not None:
         target = resolve_device(device)
@@ -329,61 +294,35 @@ class MemorySink(_Sink):
     def arrays(self):
         return self.mean, self.std
 
+    def finish(self, *, replaced: bool) -> None:
+        """Nothing to keep track of: the maps go with the object."""
+
     def discard(self) -> None:
         """Nothing to clean up: the maps go with the object."""
 
 
 class ZarrSink(_Sink):
-    """Writes blocks into zarr arrays ``mean`` and ``std`` on disk; reads them back lazily as dask arrays."""
+    """Writes blocks into zarr arrays ``mean`` and ``std`` of group ``<key>/<n>`` (:mod:`sr_spatial.tl._store`).
 
-    def __init__(self, store, n_genes: int, shape: tuple[int, int], *, chunk_bins: int, overwrite: bool) -> None:
-        import zarr
+    Reads them back lazily as dask arrays.
+    """
 
-        self.check(store, overwrite=overwrite)
-        self._created = Path(store) if isinstance(store, str | Path) else None
-        try:
-            root = zarr.open_group(store, mode="w")
-        except (PermissionError, OSError) as err:
-            msg = f"Cannot write the super-resolved images to {store!r} ({err}). Pass a folder you can write to."
-            raise ValueError(msg) from err
+    def __init__(self, store, n_genes: int, shape: tuple[int, int], *, chunk_bins: int, key: str) -> None:
+        self._images = ImageStore(store, key)
+        group = self._images.group
         chunks = (min(n_genes, 8), chunk_bins, chunk_bins)
-        self._root = root
-        self.mean = root.create_array("mean", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
-        self.std = root.create_array("std", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
-
-    @staticmethod
-    def check(store, *, overwrite: bool) -> None:
-        """Raise before any work if ``store`` cannot receive the images; leaves nothing behind."""
-        if not isinstance(store, str | Path):
-            if not hasattr(store, "read_only"):
-                msg = f"`image_store` must be a folder path or a zarr store, got {type(store).__name__}."
-                raise TypeError(msg)
-            if store.read_only:
-                msg = "The zarr store passed as `image_store` is read-only; open it writable or pass a folder path."
-                raise ValueError(msg)
-            return
-        path = Path(store)
-        if path.exists():
-            if not overwrite:
-                msg = f"`image_store` {str(path)!r} exists. Pass another path, or `overwrite=True` to replace it."
-                raise ValueError(msg)
-            if not os.access(path, os.W_OK):
-                msg = f"`image_store` {str(path)!r} is read-only. Pass a folder you can write to."
-                raise ValueError(msg)
-            return
-        try:
-            path.mkdir(parents=True)
-        except OSError as err:
-            msg = f"Cannot create `image_store` {str(path)!r} ({err.strerror}). Pass a folder you can write to."
-            raise ValueError(msg) from err
-        path.rmdir()
+        self.mean = group.create_array("mean", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
+        self.std = group.create_array("std", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
 
     def arrays(self):
         import dask.array as da
 
         return da.from_zarr(self.mean), da.from_zarr(self.std)
 
+    def finish(self, *, replaced: bool) -> None:
+        """The images are in place; ``replaced``: the elements that read earlier images of the key are gone."""
+        self._images.finish(drop_earlier=replaced)
+
     def discard(self) -> None:
-        """Remove what this sink created, after a failure."""
-        if self._created is not None and self._created.exists():
-            shutil.rmtree(self._created, ignore_errors=True)
+        """Remove what this call wrote, after a failure; images of earlier calls stay."""
+        self._images.discard()

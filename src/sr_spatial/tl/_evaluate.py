@@ -23,7 +23,7 @@ def _affine(element, cs: str) -> np.ndarray:
 
 
 def _single_scale(image):
-    from sr_spatial._adapter import _scale0
+    from sr_spatial._adapter._elements import _scale0
 
     return _scale0(image)
 
@@ -32,7 +32,9 @@ def regrid_to(sdata: SpatialData, source_key: str, target_key: str, *, channels:
     """Average ``source_key``'s pixels over each pixel of ``target_key`` (both images, sharing a coordinate system).
 
     Each target pixel takes the mean of the source pixels it covers (box average through an integral image),
-    which is how a coarser measurement of the same tissue would see it.
+    which is how a coarser measurement of the same tissue would see it. Not
+    :func:`skimage.transform.downscale_local_mean`: the two grids may differ by a non-integer factor and an
+    offset, which it cannot express.
 
     Returns
     -------
@@ -101,7 +103,7 @@ def bin_values(
     -------
     ``(genes, mean, std, truth)``, the arrays ``(n_bins, n_genes)``.
     """
-    from sr_spatial._adapter import output_names
+    from sr_spatial._adapter._write import output_names
 
     table = sdata.tables[output_names(key)["table"]]
     genes = table.var_names.astype(str).tolist() if genes is None else list(genes)
@@ -139,7 +141,7 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     values inside the central normal interval of that nominal level) and ``sd_error_spearman`` (rank correlation
     of the reported standard deviation with the absolute error; NaN where the spread is constant).
     """
-    from sr_spatial._adapter import output_names
+    from sr_spatial._adapter._write import output_names
     from sr_spatial.model._calibration import LEVELS, interval_coverage, sd_error_rank
 
     table_key = output_names(key)["table"]

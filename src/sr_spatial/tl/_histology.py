@@ -19,7 +19,7 @@ from sr_spatial.model._spread import SpreadPredictors
 if TYPE_CHECKING:
     from sr_spatial.model._regression import DetailModel
     from sr_spatial.pp._stmap import STMap
-    from sr_spatial.tl._blocks import Block
+    from sr_spatial.tl._plan import Block
 
 logger = logging.getLogger("sr_spatial")
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from sr_spatial._adapter import BinGrid
+from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._groups import group_means
 from sr_spatial.model import Scene
 from sr_spatial.pp._stmap import TISSUE_REACH, nearest_spot, render_spots

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from sr_spatial._adapter import check_output_names, table_genes, write_superres
+from sr_spatial._adapter._read import table_genes
+from sr_spatial._adapter._write import check_output_names, write_superres
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._logging import HINT, hide_sharding_notice, log_phase, logger
 from sr_spatial.model import DiffST
 from sr_spatial.model._calibration import normal_quantiles
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import spot_map
+from sr_spatial.tl import _checks
 from sr_spatial.tl._blocks import (
     BlockJob,
     MemorySink,
@@ -27,6 +29,7 @@ from sr_spatial.tl._blocks import (
     plan_blocks,
 )
 from sr_spatial.tl._histology import fit_histology_detail
+from sr_spatial.tl._store import check_image_store
 from sr_spatial.tl._train import _check_scale, train_on_map
 
 if TYPE_CHECKING:
@@ -51,11 +54,17 @@ def _resolve_model(model, device) -> DiffST | None:
     if model is None:
         return None
     if isinstance(model, str | Path):
-        return DiffST.load(model, device=device)
+        loaded = DiffST.load(model, device=device)
+        if not loaded.is_trained:
+            msg = f"The model saved in {str(model)!r} is not trained; train it with `sr_spatial.tl.train` and save it."
+            raise ValueError(msg)
+        return loaded
     if isinstance(model, DiffST):
         if not model.is_trained:
             msg = "The model passed is not trained; train it with `sr_spatial.tl.train` or pass `model=None`."
             raise ValueError(msg)
+        model.check_finite()
+        _checks.move_to_device(model, device)
         return model
     msg = f"`model` must be None, a DiffST or a path to a saved model, got {type(model).__name__}."
     raise TypeError(msg)
@@ -125,6 +134,7 @@ def _run_blocks(st_map: STMap, job: BlockJob, model, *, block_bins, halo, sink, 
     coords, means, stds = [], [], []
     residual = residual_before = None
     for result in iter_blocks(job, blocks, model, client=client, show_progress_bar=show_progress_bar):
+        _checks.check_finite(result, st_map.genes)
         sink.write(result)
         rows, cols = result.block.region
         keep = result.owned & result.mask
@@ -196,10 +206,10 @@ def superresolve(
     ----------
     {doc_slide}
     genes
-        Genes to super-resolve; default: a loaded model's genes, else the ``n_top_genes`` most highly variable.
-        With a model, genes are matched by name: the table may hold more genes or another order, every model
-        gene must be in it (else a :class:`KeyError` lists the missing ones), and ``genes`` may pick some of the
-        model's genes.
+        Genes to super-resolve (a name or a list of names); default: a loaded model's genes, else the
+        ``n_top_genes`` most highly variable. With a model, genes are matched by name: the table may hold more
+        genes or another order, every model gene must be in it (else a :class:`KeyError` lists the missing ones),
+        and ``genes`` may pick some of the model's genes.
     method
         ``"histology"`` (default without ``model``): each bin takes its spot's measurement plus the within-spot
         detail a ridge on histology ``features`` predicts, weighted per gene by how well it predicts held-out
@@ -243,8 +253,10 @@ def superresolve(
     image_store
         A zarr store (a folder path, or a writable :mod:`zarr` store) that the super-resolved images are
         written into block by block; the images in ``sdata`` then read lazily from it as dask arrays, so they
-        are never held in memory whole. Default: in memory. An existing folder is replaced only with
-        ``overwrite=True``.
+        are never held in memory whole. Default: in memory. The images go into the group ``<key_added>/<n>`` of
+        the store, so calls with other keys share it; a folder or store holding data sr_spatial did not write
+        (above all the slide's own zarr store) is refused, and one holding images of ``key_added`` is replaced
+        only with ``overwrite=True``.
     client
         A :class:`dask.distributed.Client` to run the blocks on, one model copy per worker (on the worker's
         GPU where it has one); ``"auto"`` uses dask's default client if one is running; ``None`` runs here.
@@ -252,7 +264,8 @@ def superresolve(
     key_added
         Name of the outputs; default ``f"{image_key}_superres"``.
     overwrite
-        Replace outputs of an earlier call with the same ``key_added``.
+        Replace outputs of an earlier call with the same ``key_added``; elements sr_spatial did not write (the
+        H&E, the counts) are never replaced.
     inplace
         Write into ``sdata``; otherwise return a new SpatialData holding only the outputs.
     seed
@@ -280,12 +293,18 @@ def superresolve(
       ``std`` and its ``coverage_scale``.
     - ``layers[f"q{q}"]`` of that table for each of ``quantiles`` (e.g. ``"q0.05"``), if asked for.
 
-    With ``image_store``, the two images are dask arrays over its arrays ``mean`` and ``std``.
+    With ``image_store``, the two images are dask arrays over its arrays ``<key>/<n>/mean`` and ``.../std``.
+    The table's ``uns["sr_spatial"]`` records the elements written, which a later ``overwrite=True`` may replace.
     """
     import spatialdata as sd
 
     start = time.perf_counter()
     _check_scale(scale)
+    genes = _checks.normalise_genes(genes)
+    _checks.check_arguments(
+        n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, sampling_steps=sampling_steps, device=device,
+        key_added=key_added,
+    )  # fmt: skip
     if method is None:
         method = "histology" if model is None else "diffusion"
     if method not in METHODS:
@@ -332,7 +351,7 @@ def superresolve(
         raise ValueError(msg)
     client = _resolve_client(client)
     if image_store is not None:
-        ZarrSink.check(image_store, overwrite=overwrite)
+        check_image_store(image_store, key, overwrite=overwrite, slide_path=sdata.path)
 
     loaded = _resolve_model(model, device) if method == "diffusion" else None
     requested = None
@@ -341,7 +360,11 @@ def superresolve(
         genes = loaded.genes
     # Resolve the configuration up front: a wrong name should fail before the slide is read.
     model_config = loaded.config if loaded is not None else resolve_config(config)
+    _checks.check_sampling_steps(sampling_steps, model_config)
     train_here = method == "diffusion" and loaded is None
+    where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
+    if train_here:
+        _checks.check_training_scale(sdata, image_key, scale=scale, **where)
     st_map = spot_map(
         sdata,
         image_key,
@@ -408,7 +431,7 @@ def superresolve(
     if image_store is None:
         sink = MemorySink(n_genes, shape)
     else:
-        sink = ZarrSink(image_store, n_genes, shape, chunk_bins=min(block_bins, 256), overwrite=overwrite)
+        sink = ZarrSink(image_store, n_genes, shape, chunk_bins=min(block_bins, 256), key=key)
     try:
         sampling = time.perf_counter()
         mask, bins, residual, residual_before = _run_blocks(
@@ -481,6 +504,7 @@ def superresolve(
     except BaseException:
         sink.discard()
         raise
+    sink.finish(replaced=inplace)
     logger.info(
         "Super-resolved %d genes onto %d bins in %.1f s; wrote images %r, %r, shapes %r and table %r.",
         len(genes_out),

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sr_spatial._adapter import read_histology
+from sr_spatial._adapter._read import read_histology
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._logging import log_phase, logger
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, nearest_spot, render_spots
+from sr_spatial.tl import _checks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,7 +150,7 @@ def train(
     ----------
     {doc_slide}
     genes
-        Genes to model; default: the ``n_top_genes`` most highly variable.
+        Genes to model (a name or a list of names); default: the ``n_top_genes`` most highly variable.
     config
         Model size (``"tiny"``, ``"base"``), a :class:`~sr_spatial.model.ModelConfig` or a dict.
     train_steps
@@ -175,6 +176,11 @@ def train(
     The trained model; keep it with :meth:`~sr_spatial.model.DiffST.save`.
     """
     _check_scale(scale)
+    genes = _checks.normalise_genes(genes)
+    _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
+    if not reference:
+        where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
+        _checks.check_training_scale(sdata, image_key, scale=scale, **where)
     st_map = build_st_map(
         sdata,
         image_key,

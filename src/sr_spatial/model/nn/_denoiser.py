@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sr_spatial.model._attention import DynamicCrossAttention
-from sr_spatial.model._cmam import CMAM
-from sr_spatial.model._gene_graph import GeneGraphModulation
+from sr_spatial.model.nn._attention import DynamicCrossAttention
+from sr_spatial.model.nn._cmam import CMAM
+from sr_spatial.model.nn._gene_graph import GeneGraphModulation
 
 __all__ = ["UNet", "timestep_embedding"]
 
@@ -76,13 +76,13 @@ class UNet(nn.Module):
     channel_mult
         Width multiplier per level; each further level halves the resolution.
     cmam_channels
-        Width of the disentangled features; when given, a :class:`~sr_spatial.model._cmam.CMAM` block modulates
+        Width of the disentangled features; when given, a :class:`~sr_spatial.model.nn._cmam.CMAM` block modulates
         the output of every residual block.
     attention
-        Keyword arguments of :class:`~sr_spatial.model._attention.DynamicCrossAttention` (``token_channels``,
+        Keyword arguments of :class:`~sr_spatial.model.nn._attention.DynamicCrossAttention` (``token_channels``,
         ``window``, ...); when given, the full-resolution features attend to the histology before the output.
     gene_graph_dim
-        Width of the gene embeddings; when given, a :class:`~sr_spatial.model._gene_graph.GeneGraphModulation`
+        Width of the gene embeddings; when given, a :class:`~sr_spatial.model.nn._gene_graph.GeneGraphModulation`
         modulates the gene channels of the output.
     """
 

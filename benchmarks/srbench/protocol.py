@@ -1,6 +1,6 @@
 """Pieces every ground-truth protocol shares (issue 6, 2a-2c): peers, per-gene scores, child processes, figure.
 
-The protocols (``_her2st.py``, ``downsampled_visium.py``, ``hd_truth.py``) differ in how they build the coarse
+The protocols (``her2st.py``, ``downsampled_visium.py``, ``hd_truth.py``) differ in how they build the coarse
 measurement and where they score; the methods that predict from it and the metrics are the same, and live here.
 All expression is log-normalised (counts per 10^4, ``log1p``), as :func:`sr_spatial.pp.normalize` writes it.
 """
@@ -32,7 +32,7 @@ __all__ = [
 
 #: Peers that run in a separate environment: its Python comes from this variable (see ``benchmarks/README.md``).
 PEERS_ENV = "SR_SPATIAL_PEERS_PYTHON"
-_DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+_DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def data_root(path: str | os.PathLike | None = None) -> Path:
@@ -53,18 +53,38 @@ def data_path(option: str | os.PathLike | None, env: str, folder: str) -> str | 
     return str(default) if default.is_dir() else None
 
 
-def lognorm(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
-    """Same units as :func:`sr_spatial.pp.normalize` (library size to ``target_sum``, then ``log1p``)."""
-    library = counts.sum(axis=1, keepdims=True)
-    return np.log1p(counts / np.maximum(library, 1e-12) * target_sum)
+def lognorm(counts, columns=None, *, target_sum: float = 1e4) -> np.ndarray:
+    """:func:`sr_spatial.pp.normalize` of raw ``counts`` (dense or CSR) as a dense float64 array of ``columns``.
+
+    Counts per ``target_sum`` then ``log1p``, computed in float64 (the package's function keeps the input's dtype);
+    only the ``columns`` kept (default all) are made dense, so a large CSR table of fine bins stays sparse.
+    """
+    import warnings
+
+    from anndata import AnnData
+    from scipy import sparse
+
+    import sr_spatial as sr
+
+    with warnings.catch_warnings():
+        # Items without counts (empty bins, spots off the tissue) stay 0, as wanted; scanpy warns about them.
+        warnings.filterwarnings("ignore", "Some cells have zero counts", UserWarning)
+        normalised = sr.pp.normalize(AnnData(counts.astype(np.float64)), target_sum=target_sum, copy=True).X
+    if columns is not None:
+        normalised = normalised[:, columns]
+    return normalised.toarray() if sparse.issparse(normalised) else np.asarray(normalised)
 
 
 def project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:
     """Rescale each group's items (linear space) so they average to the pooled value; flat where all zero.
 
     Items with ``group < 0`` (measured by no pooled spot) are left as they are.
+
+    The rule of :func:`sr_spatial.tl.project_to_spots`, for scattered items instead of bins on a grid. Not that
+    function itself (``tests/benchmarks`` checks they agree): it returns float32 and clips items outside every spot
+    at 0, which would change the benchmarks' numbers in their last digits.
     """
-    from sr_spatial._groups import group_means
+    from srbench.internals import group_means
 
     linear = np.expm1(np.clip(pred.astype(np.float64), 0, None))
     member = group >= 0
@@ -77,16 +97,14 @@ def project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarr
 
 
 def cubic_at(points_from: np.ndarray, values: np.ndarray, points_to: np.ndarray) -> np.ndarray:
-    """Clough-Tocher interpolation clipped at 0, nearest where undefined (as ``sr_spatial.pp`` renders ``smooth``)."""
-    from scipy.interpolate import CloughTocher2DInterpolator
-    from scipy.spatial import cKDTree
+    """Clough-Tocher interpolation clipped at 0, nearest where undefined: the package's own ``smooth`` rendering.
 
-    _, owner = cKDTree(points_from).query(points_to)
-    out = values[owner].astype(np.float64)
-    cubic = CloughTocher2DInterpolator(points_from, values)(points_to)
-    ok = np.isfinite(cubic).all(axis=1)
-    out[ok] = np.clip(cubic[ok], 0.0, None)
-    return out
+    No public function interpolates at arbitrary points, so this reuses the package's one implementation
+    (:data:`srbench.internals.smooth_at`) rather than a copy.
+    """
+    from srbench.internals import smooth_at
+
+    return smooth_at(points_from, values, points_to)
 
 
 def patch_features(image: np.ndarray, centres: np.ndarray, *, radius_px: float, downscale: float) -> np.ndarray:
@@ -155,7 +173,7 @@ def own_plus_ridge_detail(item_features: np.ndarray, group: np.ndarray, pooled: 
 
     Items outside every coarse spot (``group < 0``) take the ridge prediction itself.
     """
-    from sr_spatial._groups import group_means
+    from srbench.internals import group_means
 
     member = group >= 0
     g = np.where(member, group, 0)
@@ -176,7 +194,7 @@ def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius:
     from scipy import ndimage
     from spatialdata.transformations import get_transformation
 
-    from sr_spatial.tl._evaluate import _single_scale
+    from srbench.internals import single_scale
 
     image = sdata.images[key]
     tf = get_transformation(image, to_coordinate_system=cs)
@@ -187,7 +205,7 @@ def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius:
     offsets = np.column_stack([ox[inside], oy[inside]]) * radius if radius > 0 else np.zeros((1, 2))
     points = (centres[:, None, :] + offsets[None]).reshape(-1, 2)
     uv = np.column_stack([points, np.ones(len(points))]) @ np.linalg.inv(affine).T
-    data = np.asarray(_single_scale(image).sel(c=genes).values, dtype=np.float64)
+    data = np.asarray(single_scale(image).sel(c=genes).values, dtype=np.float64)
     linear = np.expm1(np.clip(data, 0, None))
     coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])
     out = np.stack([ndimage.map_coordinates(g, coords, order=0, mode="nearest") for g in linear], axis=1)
@@ -234,7 +252,7 @@ def run_peer(
             radius=radius_px / downscale,
             genes=np.asarray(genes, dtype=str),
         )
-        worker = Path(__file__).resolve().parent / "_peer_worker.py"
+        worker = Path(__file__).resolve().parent / "peer_worker.py"
         done = subprocess.run([exe, str(worker), method, str(source), str(target)], capture_output=True, text=True)
         if done.returncode != 0:
             msg = f"Peer {method!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
@@ -261,8 +279,7 @@ def score_per_gene(
     relative disagreement (linear units) of each pooled spot with the mean of the items it measured
     (``measured``: boolean mask, default every item with a group).
     """
-    from sr_spatial._groups import group_means
-    from sr_spatial.tl._evaluate import _ssim
+    from srbench.internals import group_means, masked_ssim
 
     x, y = lattice[:, 0] - lattice[:, 0].min(), lattice[:, 1] - lattice[:, 1].min()
     mask = np.zeros((y.max() + 1, x.max() + 1), dtype=bool)
@@ -292,7 +309,7 @@ def score_per_gene(
                 "gene": gene,
                 "pearson": float(r),
                 "pearson_within": float(rw),
-                "ssim": _ssim(pimg, timg, mask),
+                "ssim": masked_ssim(pimg, timg, mask),
                 "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
                 "spot_residual": float(residual),
                 **_uncertainty_scores(p, t, None if std is None else std[:, g]),
@@ -593,6 +610,10 @@ def run_methods(
 def summarise(per_gene, *, by: str):
     """Mean over genes per run, then over seeds; ``pearson_sd`` is the spread of the gene mean across seeds."""
     order = {m: i for i, m in enumerate(LABELS)}
+    # Results written before the uncertainty columns existed lack them: re-rendering them must still work.
+    per_gene = per_gene.assign(
+        **{c: per_gene.get(c, np.nan) for c in ("coverage_90", "sd_error_spearman")}
+    )
     per_run = per_gene.groupby([by, "method", "seed"]).agg(
         pearson=("pearson", "mean"),
         pearson_within=("pearson_within", "mean"),
@@ -621,7 +642,7 @@ def summarise(per_gene, *, by: str):
 
 def machine_line() -> str:
     """The machine, torch threads and the load average now (timings on a shared machine are inflated)."""
-    from _report import machine
+    from srbench.report import machine
 
     load = os.getloadavg()
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
@@ -680,7 +701,7 @@ def write_page(
     import datetime
     import json
 
-    from _report import markdown_table
+    from srbench.report import markdown_table
 
     csv, png = out.with_suffix(".csv"), out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)

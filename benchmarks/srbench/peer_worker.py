@@ -1,6 +1,6 @@
 """Run a peer method in its own environment (``$SR_SPATIAL_PEERS_PYTHON``), never importing sr_spatial.
 
-Usage: ``<peers python> benchmarks/_peer_worker.py tesla in.npz out.npz``. ``in.npz`` holds the H&E ``image``
+Usage: ``<peers python> benchmarks/srbench/peer_worker.py tesla in.npz out.npz``. ``in.npz`` holds the H&E ``image``
 (y, x, 3 uint8), the known spots' ``known_xy`` (image pixels, x then y) and log-normalised ``known_values``,
 the ``query_xy`` where expression is wanted, the spot ``radius`` in image pixels and ``genes``. ``out.npz``
 gets ``prediction`` (n_query, n_genes), log-normalised.

@@ -1,11 +1,10 @@
-"""The training loop: random crops of scenes, DDPM noise-prediction loss, EMA weights."""
+"""The denoiser's training loop: random crops of scenes, DDPM noise-prediction loss, EMA weights."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,39 +12,16 @@ import torch
 
 from sr_spatial._logging import logger, progress_bar
 from sr_spatial.model._precision import autocast, compute_dtype
+from sr_spatial.model.train._checkpoint import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from sr_spatial.model._diffusion import Schedule
-    from sr_spatial.model._model import DiffSTNetwork
+    from sr_spatial.model.module._network import DiffSTNetwork
 
-__all__ = ["SceneTensors", "load_checkpoint", "save_checkpoint", "train_network"]
-
-
-def save_checkpoint(path: Path, fingerprint: str, **state) -> None:
-    """Write ``state`` to ``path`` atomically, so an interruption while writing leaves the previous one intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save({"fingerprint": fingerprint, **state}, partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: Path, fingerprint: str) -> dict:
-    """Read a checkpoint of :func:`save_checkpoint` (``weights_only``) and check it belongs to this run."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        msg = f"Could not read the checkpoint {path} ({type(err).__name__}: {err}); delete it to start afresh."
-        raise ValueError(msg) from err
-    if state.get("fingerprint") != fingerprint:
-        msg = (
-            f"The checkpoint {path} belongs to a run with other genes, configuration, seed or steps; "
-            "use another `checkpoint_dir` or delete it to start afresh."
-        )
-        raise ValueError(msg)
-    return state
+__all__ = ["SceneTensors", "train_network"]
 
 
 class SceneTensors:
@@ -185,6 +161,13 @@ def train_network(
                 p_ema.lerp_(p, 1 - decay)
         history["denoiser"].append(diffusion.item())
         history["disentangle"].append(float(disentangle.detach()))
+        if not (math.isfinite(history["denoiser"][-1]) and math.isfinite(history["disentangle"][-1])):
+            msg = (
+                f"Training diverged at step {step + 1} of {steps}: the loss became {history['denoiser'][-1]}. Lower "
+                f"the learning rate (now {learning_rate:g}), e.g. `config={{..., 'learning_rate': "
+                f"{learning_rate / 10:g}}}`, or train with another `seed`."
+            )
+            raise FloatingPointError(msg)
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{np.mean(history['denoiser'][-20:]):.4f}")
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):

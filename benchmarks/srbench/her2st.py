@@ -11,7 +11,7 @@ summed, as a 400 µm-pitch measurement would count them), the pseudo-spot slide 
 Use from Python (the lead's ablations)::
 
     import sys; sys.path.insert(0, "benchmarks")
-    from _her2st import run_her2st
+    from srbench.her2st import run_her2st
     per_gene = run_her2st("B4", methods=("nearest", "cubic", "sr_spatial"), config="base", seed=0)
     per_gene.groupby("method").mean(numeric_only=True)
 """
@@ -23,10 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import _protocol
 import numpy as np
 import pandas as pd
-from _protocol import (
+
+from srbench import protocol as _protocol
+from srbench.protocol import (
     METHODS,
     PEERS_ENV,
     data_root,
@@ -36,10 +37,10 @@ from _protocol import (
     sample_disks,
     score_per_gene,
 )
-from _protocol import cubic_at as _cubic_at
-from _protocol import lognorm as _lognorm
-from _protocol import project as _project
-from _protocol import run_peer as run_peer_at
+from srbench.protocol import cubic_at as _cubic_at
+from srbench.protocol import lognorm as _lognorm
+from srbench.protocol import project as _project
+from srbench.protocol import run_peer as run_peer_at
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -228,7 +229,7 @@ def pseudo_spot_sdata(section: Her2stSection, pseudo: PseudoSpots) -> SpatialDat
 
 
 def patch_features(section: Her2stSection, centres: np.ndarray) -> np.ndarray:
-    """H&E colour and texture features inside each spot disk of a section (:func:`_protocol.patch_features`)."""
+    """H&E colour and texture features inside each spot disk of a section (:func:`srbench.protocol.patch_features`)."""
     return _protocol.patch_features(section.image, centres, radius_px=section.radius_px, downscale=section.downscale)
 
 
@@ -243,7 +244,7 @@ def _sample_map_at(sdata: SpatialData, key: str, genes: list[str], points_cs: np
 
 
 def run_peer(method: str, section: Her2stSection, pseudo: PseudoSpots, pooled: np.ndarray, genes) -> np.ndarray:
-    """Predict the measured spots with a peer method in the peers environment (:func:`_protocol.run_peer`)."""
+    """Predict the measured spots with a peer method in the peers environment (:func:`srbench.protocol.run_peer`)."""
     return run_peer_at(
         method,
         image=section.image,
@@ -368,7 +369,7 @@ def run_her2st(
             pred = _cubic_at(pseudo.centres, pooled, data.centres)
         elif method.startswith("ridge"):
             if "ridge" not in cache:
-                from sr_spatial._groups import group_means
+                from srbench.internals import group_means
 
                 feats = patch_features(data, data.centres)
                 # A pseudo-spot measures its member disks, so its features are their mean.

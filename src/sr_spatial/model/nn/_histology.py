@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from sr_spatial._groups import group_means
 from sr_spatial._logging import logger, progress_bar
+from sr_spatial.model.nn._encoder import Encoder
 
 __all__ = [
     "HISTOLOGY_INPUTS",
@@ -45,17 +46,24 @@ def histology_inputs(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([rgb, np.moveaxis(hed[..., :2], -1, 0)], axis=0).astype(np.float32)
 
 
-class HistologyEncoder(nn.Module):
+class HistologyEncoder(Encoder):
     """A fully convolutional net from H&E pixels to the log expression rate of every gene at every pixel.
 
     A spot measures the average of the expression under it, so the encoder is trained to make the average of
     its per-pixel rates over each spot's disk match that spot (:func:`pretrain_encoder`). Averaging is linear,
     so the same rates averaged over any smaller bin estimate that bin: the per-bin estimate is valid at every
-    resolution. No normalisation layer is used, so a small crop and a whole slide are processed alike.
+    resolution. No normalisation layer is used, so a small crop and a whole slide are processed alike. Its
+    inputs are RGB, haematoxylin and eosin (:func:`histology_inputs`) at the scene's pixel size.
     """
+
+    learns_from_spots = True
+    prepare = staticmethod(histology_inputs)
 
     def __init__(self, *, width: int, n_genes: int):
         super().__init__()
+        self.in_channels = HISTOLOGY_INPUTS
+        self.out_channels = n_genes
+        self.cell_channels = cell_channels(width)
         layers = []
         channels = HISTOLOGY_INPUTS
         for dilation in (1, 1, 2, 4):
@@ -67,10 +75,6 @@ class HistologyEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Standardised inputs ``(b, 5, h, w)`` to log rates ``(b, n_genes, h, w)`` (normalised-count units)."""
         return self.head(self.body(image))
-
-    def bin_expression(self, image: torch.Tensor, px_per_bin: int) -> torch.Tensor:
-        """Log-normalised expression per bin, ``log1p`` of the mean rate over the bin's pixels."""
-        return self.bin_maps(image, px_per_bin)[0]
 
     def bin_maps(
         self, image: torch.Tensor, px_per_bin: int, *, cells: bool = False

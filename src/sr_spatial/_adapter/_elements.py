@@ -1,0 +1,187 @@
+"""What reading, writing and binning share: the bin grid, the spots, element lookup, transformations, additions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from sr_spatial._ownership import written_by_sr_spatial
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import xarray as xr
+    from spatialdata import SpatialData
+    from spatialdata.transformations import BaseTransformation
+
+__all__ = ["BinGrid", "SpotData", "shallow_copy"]
+
+
+@dataclass(frozen=True)
+class BinGrid:
+    """A regular grid of square bins in the pixel space of the full-resolution image.
+
+    Bin ``(i, j)`` covers ``x in [x0 + j * size, x0 + (j + 1) * size)`` and the same for ``y`` with ``i``.
+    """
+
+    x0: float
+    y0: float
+    size: float
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def centres(self) -> np.ndarray:
+        """Bin centres as an array of shape ``(height, width, 2)`` holding ``(x, y)`` image pixels."""
+        xs = self.x0 + (np.arange(self.width) + 0.5) * self.size
+        ys = self.y0 + (np.arange(self.height) + 0.5) * self.size
+        xx, yy = np.meshgrid(xs, ys)
+        return np.stack([xx, yy], axis=-1)
+
+    def index_of(self, xy: np.ndarray) -> np.ndarray:
+        """Row and column of the bin holding each ``(x, y)`` point, shape ``(n, 2)`` as ``(i, j)``."""
+        j = np.floor((xy[:, 0] - self.x0) / self.size).astype(int)
+        i = np.floor((xy[:, 1] - self.y0) / self.size).astype(int)
+        return np.stack([i, j], axis=1)
+
+
+@dataclass(frozen=True)
+class SpotData:
+    """Measured spots, their counts and the histology image they sit on, in that image's pixel space."""
+
+    centres: np.ndarray
+    radius: np.ndarray
+    counts: sparse.csr_matrix
+    var_names: pd.Index
+    obs_names: pd.Index
+    image: xr.DataTree | xr.DataArray
+    image_shape: tuple[int, int]
+    image_transformations: Mapping[str, BaseTransformation]
+    coordinate_system: str
+    image_key: str
+    table_key: str
+    shapes_key: str
+    #: Pixel value read as white, decided once per image (:func:`sr_spatial._validate.intensity_white`).
+    white: float = 1.0
+
+
+def _available(kind: str, names) -> str:
+    names = sorted(names)
+    return f"Available {kind}: {names}." if names else f"The object has no {kind}."
+
+
+def _scale0(image) -> xr.DataArray:
+    """The full-resolution level of a single- or multi-scale image."""
+    import xarray as xr
+
+    if isinstance(image, xr.DataTree):
+        first = sorted(image.children)[0]
+        return next(iter(image[first].ds.data_vars.values()))
+    return image
+
+
+def _image_levels(image) -> list[xr.DataArray]:
+    import xarray as xr
+
+    if isinstance(image, xr.DataTree):
+        return [next(iter(image[name].ds.data_vars.values())) for name in sorted(image.children)]
+    return [image]
+
+
+def _affine_xy(transformation: BaseTransformation) -> np.ndarray:
+    return np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
+
+
+def _element_transformations(element) -> dict[str, BaseTransformation]:
+    from spatialdata.transformations import get_transformation
+
+    return dict(get_transformation(element, get_all=True))
+
+
+def _to_unit_rgb(crop: np.ndarray, white: float) -> np.ndarray:
+    """Pixels divided by the image's ``white`` into ``[0, 1]``; NaN and ``+inf`` read as white glass."""
+    crop = crop.astype(np.float32) / np.float32(white)
+    if crop.shape[0] == 1:
+        crop = np.repeat(crop, 3, axis=0)
+    return np.clip(np.nan_to_num(crop, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:
+    existing = {}
+    for kind in ("images", "labels", "points", "shapes", "tables"):
+        for name in getattr(sdata, kind).keys():
+            existing[name.lower()] = (kind, name)
+    ours = {"image": "images", "std": "images", "bins": "shapes", "table": "tables"}
+    owned = written_by_sr_spatial(sdata) if overwrite else set()
+    clashes, foreign = [], []
+    for role, name in names.items():
+        if name.lower() not in existing:
+            continue
+        kind, found = existing[name.lower()]
+        if not overwrite or kind != ours[role] or found != name:
+            clashes.append(f"{kind}[{found!r}]")
+        elif (kind, found) not in owned:
+            foreign.append(f"{kind}[{found!r}]")
+    if foreign and not clashes:
+        msg = (
+            f"{', '.join(foreign)} not written by sr_spatial; `overwrite=True` replaces only the outputs of an "
+            "earlier call, never the slide's own elements. Pass another `key_added=`."
+        )
+        raise ValueError(msg)
+    if clashes:
+        msg = f"The output names are taken: {', '.join(clashes)}. Pass another `key_added=`" + (
+            " or `overwrite=True` to replace the outputs of an earlier call." if not overwrite else "."
+        )
+        raise ValueError(msg)
+
+
+def _add_elements(sdata: SpatialData, elements: dict) -> None:
+    """Add ``{(kind, name): element}`` to ``sdata``; if any addition fails, put back what was there."""
+    previous = {where: getattr(sdata, where[0]).get(where[1]) for where in elements}
+    try:
+        for (kind, name), element in elements.items():
+            if name in getattr(sdata, kind):
+                del getattr(sdata, kind)[name]
+            getattr(sdata, kind)[name] = element
+    except Exception:
+        # Put back what was there, so a failed write leaves the object as it was.
+        for (kind, name), element in previous.items():
+            if name in getattr(sdata, kind):
+                del getattr(sdata, kind)[name]
+            if element is not None:
+                getattr(sdata, kind)[name] = element
+        raise
+
+
+def _bin_shapes(centres_px: np.ndarray, size: float, index: pd.Index, transformations):
+    import geopandas as gpd
+    import shapely
+    from spatialdata.models import ShapesModel
+
+    half = size / 2
+    squares = shapely.box(
+        centres_px[:, 0] - half, centres_px[:, 1] - half, centres_px[:, 0] + half, centres_px[:, 1] + half
+    )
+    gdf = gpd.GeoDataFrame(geometry=squares, index=index)
+    return ShapesModel.parse(gdf, transformations=dict(transformations))
+
+
+def shallow_copy(sdata: SpatialData) -> SpatialData:
+    """A new SpatialData holding the same elements: adding or removing elements leaves ``sdata`` alone."""
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        images=dict(sdata.images),
+        labels=dict(sdata.labels),
+        points=dict(sdata.points),
+        shapes=dict(sdata.shapes),
+        tables=dict(sdata.tables),
+        attrs=dict(sdata.attrs),
+    )

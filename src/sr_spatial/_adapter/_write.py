@@ -1,0 +1,136 @@
+"""Writing super-resolved maps into a SpatialData: images, their standard deviation, bin shapes and a table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from sr_spatial._adapter._elements import _add_elements, _bin_shapes, _check_free, _image_levels, _to_unit_rgb
+from sr_spatial._ownership import mark_written
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+    from spatialdata.transformations import BaseTransformation
+
+    from sr_spatial._adapter._elements import BinGrid, SpotData
+
+__all__ = ["check_output_names", "output_names", "write_superres"]
+
+
+def _output_transformations(spots: SpotData, grid: BinGrid) -> dict[str, BaseTransformation]:
+    """Bin-grid pixels -> full-resolution image pixels -> every coordinate system the image is registered to."""
+    from spatialdata.transformations import Scale, Sequence, Translation
+
+    to_image = [Scale([grid.size, grid.size], axes=("x", "y")), Translation([grid.x0, grid.y0], axes=("x", "y"))]
+    return {cs: Sequence([*to_image, tf]) for cs, tf in spots.image_transformations.items()}
+
+
+def write_superres(
+    sdata: SpatialData,
+    *,
+    key: str,
+    spots: SpotData,
+    grid: BinGrid,
+    genes: list[str],
+    mean: np.ndarray,
+    std: np.ndarray,
+    mask: np.ndarray,
+    uns: dict,
+    overwrite: bool = False,
+    bins: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Write the super-resolved maps into ``sdata`` as images, bin shapes and a table.
+
+    ``mean`` and ``std`` may be dask arrays (e.g. over a zarr store written block by block); they must then
+    already be 0 outside ``mask``, and ``bins`` gives the table's values, ``(n_bins, n_genes)`` mean and std of
+    the bins in ``mask`` in row-major order. All elements are built before any is added, so a failure leaves
+    ``sdata`` unchanged.
+    """
+    import anndata as ad
+    from spatialdata.models import Image2DModel, TableModel
+
+    names = output_names(key)
+    _check_free(sdata, names, overwrite=overwrite)
+
+    transformations = _output_transformations(spots, grid)
+    rows, cols = np.nonzero(mask)
+    if bins is None:
+        mean = np.where(mask[None], mean, 0.0).astype(np.float32)
+        std = np.where(mask[None], std, 0.0).astype(np.float32)
+        bins = (mean[:, rows, cols].T, std[:, rows, cols].T)
+    image = Image2DModel.parse(mean, dims=("c", "y", "x"), c_coords=list(genes), transformations=transformations)
+    image_std = Image2DModel.parse(
+        std, dims=("c", "y", "x"), c_coords=list(genes), transformations=dict(transformations)
+    )
+
+    centres_px = grid.centres()[rows, cols]
+    bin_ids = pd.Index([f"bin_{i}_{j}" for i, j in zip(rows, cols, strict=True)], name="bin_id")
+    squares = _bin_shapes(centres_px, grid.size, bin_ids, spots.image_transformations)
+
+    adata = ad.AnnData(
+        X=np.ascontiguousarray(bins[0], dtype=np.float32),
+        obs=pd.DataFrame(
+            {
+                "bin_id": bin_ids.to_numpy(),
+                "region": pd.Categorical([names["bins"]] * len(rows)),
+                "array_row": rows.astype(np.int32),
+                "array_col": cols.astype(np.int32),
+            },
+            index=bin_ids.to_numpy(),
+        ),
+        var=pd.DataFrame(index=pd.Index(list(genes), name="gene")),
+    )
+    adata.layers["std"] = np.ascontiguousarray(bins[1], dtype=np.float32)
+    adata.obsm["spatial"] = centres_px.astype(np.float64)
+    adata.uns["spatial"] = {key: _legacy_spatial(spots, grid)}
+    adata.uns[key] = uns
+    mark_written(
+        adata,
+        writer="superresolve",
+        key=key,
+        elements={"images": [names["image"], names["std"]], "shapes": [names["bins"]], "tables": [names["table"]]},
+    )
+    table = TableModel.parse(adata, region=names["bins"], region_key="region", instance_key="bin_id")
+
+    elements = {
+        ("images", names["image"]): image,
+        ("images", names["std"]): image_std,
+        ("shapes", names["bins"]): squares,
+        ("tables", names["table"]): table,
+    }
+    _add_elements(sdata, elements)
+
+
+def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> dict:
+    """The ``.uns['spatial'][library_id]`` layout that :func:`squidpy.pl.spatial_scatter` reads.
+
+    ``.obsm['spatial']`` holds full-resolution pixels; a downsampled H&E is stored as the ``hires`` image.
+    """
+    level = _image_levels(spots.image)[-1]
+    width0 = spots.image_shape[1]
+    step = max(int(np.ceil(max(level.sizes["y"], level.sizes["x"]) / max_side)), 1)
+    # A small thumbnail: computed here even when a dask cluster is the default scheduler.
+    thumbnail = level[:, ::step, ::step].compute(scheduler="threads")
+    pixels = _to_unit_rgb(np.asarray(thumbnail.values), spots.white)
+    scalef = pixels.shape[2] / width0
+    hires = (np.moveaxis(pixels, 0, -1) * 255).round().astype(np.uint8)
+    return {
+        "images": {"hires": hires},
+        "scalefactors": {
+            "tissue_hires_scalef": float(scalef),
+            "tissue_lowres_scalef": float(scalef),
+            "spot_diameter_fullres": float(grid.size),
+        },
+    }
+
+
+def output_names(key: str) -> dict[str, str]:
+    """Element names written for ``key``; SpatialData needs names unique across element types."""
+    return {"image": key, "std": f"{key}_std", "bins": f"{key}_bins", "table": f"{key}_table"}
+
+
+def check_output_names(sdata: SpatialData, key: str, *, overwrite: bool) -> None:
+    """Raise before any work if the elements for ``key`` cannot be written into ``sdata``."""
+    _check_free(sdata, output_names(key), overwrite=overwrite)

@@ -1,0 +1,1 @@
+"""Network parts: histology encoder, disentangling network (CMAM), cross-attention, gene graph, UNet."""

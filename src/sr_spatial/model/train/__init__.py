@@ -1,0 +1,1 @@
+"""Training: the orchestration of the fits, the denoiser's loop, and the checkpoints a run resumes from."""

@@ -1,0 +1,145 @@
+"""Argument checks run at the top of :func:`~sr_spatial.tl.superresolve` and :func:`~sr_spatial.tl.train`.
+
+Everything here is cheap and runs before the slide is read or a model is trained, so a wrong argument fails in
+a second with a message that says what to pass instead, and leaves the SpatialData and the disk as they were.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+    from sr_spatial.model import DiffST, ModelConfig
+    from sr_spatial.tl._blocks import BlockResult
+
+__all__ = [
+    "check_arguments",
+    "check_finite",
+    "check_sampling_steps",
+    "check_training_scale",
+    "move_to_device",
+    "normalise_genes",
+]
+
+
+def _is_integer(value) -> bool:
+    # bool is an int subclass, but `seed=True` or `train_steps=False` are mistakes, not numbers.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def normalise_genes(genes) -> list[str] | None:
+    """``genes`` as a list of names: a single name is one gene (not its letters); an empty list is refused."""
+    if genes is None:
+        return None
+    if isinstance(genes, str | bytes):
+        return [genes.decode() if isinstance(genes, bytes) else genes]
+    try:
+        names = list(genes)
+    except TypeError:
+        msg = f"`genes` must be a gene name or a list of gene names, got {type(genes).__name__}."
+        raise TypeError(msg) from None
+    if not names:
+        msg = "`genes` is empty; pass at least one gene name, or `genes=None` for the default genes."
+        raise ValueError(msg)
+    not_names = [g for g in names if not isinstance(g, str | np.str_)]
+    if not_names:
+        msg = f"`genes` must hold gene names (strings), got {not_names[:5]}. Pass e.g. `genes=['ERBB2', 'CD8A']`."
+        raise TypeError(msg)
+    return [str(g) for g in names]
+
+
+def _positive_integer(name: str, value, *, allow_none: bool, hint: str) -> None:
+    if value is None and allow_none:
+        return
+    if not _is_integer(value) or value < 1:
+        msg = f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}. {hint}"
+        raise ValueError(msg)
+
+
+def check_arguments(
+    *,
+    n_top_genes,
+    seed,
+    train_steps,
+    device,
+    sampling_steps=None,
+    key_added: str | None = None,
+) -> None:
+    """Refuse arguments of the wrong type or range before any work, including a device this machine lacks."""
+    from sr_spatial.model._model import resolve_device
+
+    _positive_integer("n_top_genes", n_top_genes, allow_none=False, hint="Pass how many genes to take, e.g. 50.")
+    default = "or None for the model configuration's default."
+    _positive_integer("train_steps", train_steps, allow_none=True, hint=f"Pass the optimiser steps, {default}")
+    _positive_integer("sampling_steps", sampling_steps, allow_none=True, hint=f"Pass the DDIM steps, {default}")
+    if not _is_integer(seed) or seed < 0:
+        msg = f"`seed` must be a non-negative integer, got {seed!r}. Pass e.g. `seed=0`."
+        raise ValueError(msg)
+    if key_added is not None and (not isinstance(key_added, str) or not key_added):
+        msg = f"`key_added` must be a non-empty name, got {key_added!r}; pass a name, or None for the default."
+        raise ValueError(msg)
+    resolve_device(device)
+
+
+def check_sampling_steps(sampling_steps: int | None, config: ModelConfig) -> None:
+    """Refuse more DDIM steps than the model has timesteps (they would be cut silently)."""
+    if sampling_steps is not None and sampling_steps > config.timesteps:
+        msg = (
+            f"`sampling_steps={sampling_steps}` exceeds the model's {config.timesteps} diffusion timesteps; "
+            f"pass at most {config.timesteps}, or None for the default ({config.sampling_steps})."
+        )
+        raise ValueError(msg)
+
+
+def check_training_scale(sdata: SpatialData, image_key: str, *, scale: int, **where) -> None:
+    """Refuse a ``scale`` that pools the slide into too few pseudo-spots to train on, before any rendering.
+
+    ``where`` are the keyword arguments of :func:`sr_spatial._adapter._read.read_spots` that locate the spots.
+    """
+    from sr_spatial._adapter._read import read_spots
+    from sr_spatial.pp._stmap import coarsen_spots, spot_pitch
+
+    centres = read_spots(sdata, image_key, **where).centres
+    pooled, _ = coarsen_spots(
+        centres, np.zeros((len(centres), 1), dtype=np.float32), factor=scale, pitch=spot_pitch(centres)
+    )
+    if len(pooled) < 3:
+        msg = (
+            f"Pooling {len(centres)} spots {scale}-fold leaves {len(pooled)} pseudo-spots, too few to learn from. "
+            "Use a smaller `scale`, or a model trained on a larger slide (`model=`)."
+        )
+        raise ValueError(msg)
+
+
+def move_to_device(model: DiffST, device) -> None:
+    """Put an in-memory model on the device asked for (raising where it is missing); ``"auto"`` leaves it be."""
+    from sr_spatial.model._model import resolve_device
+
+    if isinstance(device, str) and device == "auto":
+        return
+    target = resolve_device(device)
+    if model.device != target:
+        model.device = target
+        model.network.to(target)
+
+
+def check_finite(result: BlockResult, genes: list[str]) -> None:
+    """Refuse a block whose maps hold NaN or infinite values, before anything of it is written."""
+    bad = ~(np.isfinite(result.mean) & np.isfinite(result.std))
+    bad &= result.owned[None]
+    if not bad.any():
+        return
+    per_gene = bad.reshape(len(bad), -1).any(axis=1)
+    names = [g for g, b in zip(genes, per_gene, strict=True) if b]
+    msg = (
+        f"The model gave NaN or infinite values for {int(bad.any(axis=0).sum())} bins of {len(names)} genes "
+        f"(e.g. {names[:5]}); nothing was written. The model is broken: if it was trained here, training "
+        "diverged (retrain with a smaller `learning_rate` in `config` or another `seed`); if it was loaded, "
+        "retrain it or load an intact copy."
+    )
+    raise ValueError(msg)
