@@ -34,12 +34,12 @@ def _rows(stats: pstats.Stats, *, top: int, only_package: bool) -> list[tuple[fl
 
 #: The package's phases, by the function that holds each (cumulative time, so nested ones overlap their callers).
 PHASES = {
-    "reading the slide (`pp._stmap.spot_map`)": "spot_map",
-    "histology encoder pre-training (`model._histology.pretrain_encoder`)": "pretrain_encoder",
-    "denoiser training (`model._training.train_network`)": "train_network",
-    "residual-weight calibration, 8 draws (`DiffST._fit_residual_weight`)": "_fit_residual_weight",
-    "sampling the output (`tl._blocks.run_block`)": "run_block",
-    "writing the elements (`_adapter.write_superres`)": "write_superres",
+    "reading the slide (`spot_map`)": "spot_map",
+    "histology encoder pre-training (`pretrain_encoder`)": "pretrain_encoder",
+    "denoiser training (`train_network`)": "train_network",
+    "residual-weight calibration, 8 draws (`fit_residual_weight`)": "fit_residual_weight",
+    "sampling the output (`run_block`)": "run_block",
+    "writing the elements (`write_superres`)": "write_superres",
 }
 
 
