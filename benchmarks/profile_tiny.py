@@ -84,8 +84,9 @@ def main() -> None:
     wall = time.perf_counter() - start
     stats = pstats.Stats(profiler)
     text = [
-        # No code spans in the title: the docs test finds each page on the benchmarks page by its plain title.
-        f"# Profile of superresolve on the demo (config {args.config!r})",
+        # No code spans or quotes in the title: the docs test finds each page on the benchmarks page by its plain
+        # title, and Sphinx renders both differently.
+        f"# Profile of superresolve on the demo (config {args.config})",
         "",
         f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/profile_tiny.py "
         f"--config {args.config} --top {args.top}`",
