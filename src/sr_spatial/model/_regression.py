@@ -139,39 +139,6 @@ class DetailModel:
         variance = spread_variance(self.spread, predictors.relative(self.bin_means))
         return np.maximum(np.sqrt(np.maximum(variance, 0.0)) * self.coverage_scale, MIN_SD)
 
-    def to_dict(self) -> dict:
-        """Arrays to save with a model."""
-        return {
-            "coef": self.ridge.coef,
-            "intercept": self.ridge.intercept,
-            "feature_mean": self.ridge.mean,
-            "feature_scale": self.ridge.scale,
-            "weight": self.weight,
-            "heldout_r": self.heldout_r,
-            "residual_sd": self.residual_sd,
-            "spread": self.spread,
-            "bin_means": self.bin_means,
-            "coverage_scale": self.coverage_scale,
-            "n_groups": np.asarray(self.n_groups),
-            "finer_ratio": np.asarray(self.finer_ratio),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DetailModel:
-        """Inverse of :meth:`to_dict`."""
-        ridge = Ridge(coef=d["coef"], intercept=d["intercept"], mean=d["feature_mean"], scale=d["feature_scale"])
-        return cls(
-            ridge=ridge,
-            weight=np.asarray(d["weight"]),
-            heldout_r=np.asarray(d["heldout_r"]),
-            residual_sd=np.asarray(d["residual_sd"]),
-            n_groups=int(d["n_groups"]),
-            spread=np.asarray(d["spread"]),
-            bin_means=np.asarray(d["bin_means"]),
-            coverage_scale=np.asarray(d["coverage_scale"]),
-            finer_ratio=float(d["finer_ratio"]),
-        )
-
 
 def fit_detail_model(
     spot_features: np.ndarray,
@@ -204,7 +171,7 @@ def fit_detail_model(
     -------
     The fitted :class:`DetailModel`.
     """
-    n_spots, n_genes = spot_values.shape
+    n_genes = spot_values.shape[1]
     ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
     predicted, measured, gradient, level, distance = [], [], [], [], []
