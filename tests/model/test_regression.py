@@ -34,10 +34,23 @@ def test_a_histology_driven_gene_gets_detail_and_a_gene_without_signal_stays_at_
     assert model.weight[0] > 0.7
     assert model.heldout_r[0] > 0.8
     assert model.weight[1] < 0.15
-    assert model.weight[2] < 0.15  # smooth across spots: nothing within a spot to predict
-    # A weight of 0 means the bins equal their spot's measurement exactly.
-    detail = model.detail(features[:5], model.spot_prediction(features[:5]) + 1.0)
-    assert np.all(detail[:, model.weight == 0] == 0)
+    assert model.weight[2] < 0.15  # smooth across spots: nothing the histology can add within a spot
+    # Weights of 0 mean the bins equal their spot's measurement exactly.
+    detail = model.detail(features[:5], model.spot_prediction(features[:5]) + 1.0, np.ones((5, 3)))
+    unused = (model.weight == 0) & (model.interpolation_weight == 0)
+    assert unused.any()
+    assert np.all(detail[:, unused] == 0)
+
+
+def test_a_smooth_gene_follows_its_neighbours_and_a_noisy_one_does_not():
+    features, values, centres = _spots()
+    model = fit_detail_model(features, values, centres, pitch=10.0, scale=2, seed=0)
+    # The smooth gradient's within-group detail is what cubic interpolation across groups predicts.
+    assert model.interpolation_weight[2] > 0.6
+    # Spatially white genes: neighbours say nothing about a spot's deviation from its group.
+    assert model.interpolation_weight[0] < 0.15
+    assert model.interpolation_weight[1] < 0.15
+    assert np.all((model.interpolation_weight >= 0) & (model.interpolation_weight <= 1))
 
 
 def test_too_few_groups_keep_every_gene_at_the_measurement():

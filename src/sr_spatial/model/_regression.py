@@ -3,11 +3,11 @@
 The predictor is a ridge regression per gene from the features of a spot (the mean of its bins' features) to the
 spot's log-normalised expression, so that the bins' predictions average to the spot's by linearity. What a bin
 receives is the measurement of its spot plus the predicted deviation of the bin from its spot, times a per-gene
-weight. The weight is learned one level coarser, where a truth exists: spots are pooled into groups as the
-slide's bins pool into spots, the ridge is refitted on the spots of the other folds of groups, and the weight is
-the least-squares slope of the held-out spots' measured deviations from their group on the predicted ones,
-clipped to ``[0, 1]`` and shrunk by its t statistic over groups (positive-part James-Stein). A gene the histology
-does not predict gets weight 0 and equals the measurement. The held-out residuals also give each gene's
+weight, plus the cubic interpolation's deviation from the spot, times a second weight. The weights are learned
+one level coarser, where a truth exists: spots are pooled into groups as the slide's bins pool into spots, the
+ridge is refitted on the spots of the other folds of groups, and the held-out spots' measured deviations from
+their group are regressed on both predicted deviations (:func:`detail_weights`). A gene neither predicts gets
+weights 0 and equals the measurement. The held-out residuals also give each gene's
 predictive spread, which varies over the slide with what predicts the error (:class:`SpreadPredictors`).
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from sr_spatial._groups import deviation_from_group, group_means, lattice_groups
 from sr_spatial.model._spread import SpreadPredictors, finer_variance_ratio, fit_spread, smooth_at, spread_variance
 
-__all__ = ["DetailModel", "Ridge", "fit_detail_model"]
+__all__ = ["DetailModel", "Ridge", "detail_weights", "fit_detail_model"]
 
 #: Penalties tried, relative to the number of training rows; chosen per gene by leave-one-out error.
 ALPHAS = np.logspace(-2, 4, 19)
@@ -76,8 +76,6 @@ class Ridge:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
 
 
-
-
 @dataclass
 class DetailModel:
     """The fitted histology predictor and how far to trust its within-spot detail, per gene.
@@ -88,6 +86,9 @@ class DetailModel:
         Spot features to log-normalised expression.
     weight
         Per gene, the share of the predicted within-spot deviation added to the measurement (0: none).
+    interpolation_weight
+        Per gene, the share of the cubic interpolation's deviation from the measurement added (0: none): where
+        neighbouring spots predict a spot's detail (smooth gradients), the map follows them.
     heldout_r
         Per gene, the correlation of predicted and measured deviations from the group on held-out groups
         (NaN where it could not be measured).
@@ -110,6 +111,7 @@ class DetailModel:
 
     ridge: Ridge
     weight: np.ndarray
+    interpolation_weight: np.ndarray
     heldout_r: np.ndarray
     residual_sd: np.ndarray
     n_groups: int
@@ -124,9 +126,16 @@ class DetailModel:
         """Predicted expression of each spot from its features ``(n_spots, n_features)``."""
         return self.ridge.predict(spot_features)
 
-    def detail(self, bin_features: np.ndarray, spot_prediction_of_owner: np.ndarray) -> np.ndarray:
-        """Weighted predicted deviation of each bin ``(n_bins, n_features)`` from its spot's prediction."""
-        return self.weight * (self.ridge.predict(bin_features) - spot_prediction_of_owner)
+    def detail(
+        self, bin_features: np.ndarray, spot_prediction_of_owner: np.ndarray, interpolated: np.ndarray
+    ) -> np.ndarray:
+        """Weighted predicted deviation of each bin from its spot, ``(n_bins, n_genes)``.
+
+        ``bin_features`` is ``(n_bins, n_features)``, ``interpolated`` the cubic interpolation's deviation from
+        the measurement at each bin ``(n_bins, n_genes)``.
+        """
+        histology = self.ridge.predict(bin_features) - spot_prediction_of_owner
+        return self.weight * histology + self.interpolation_weight * interpolated
 
     def std(self, predictors: SpreadPredictors) -> np.ndarray:
         """Calibrated standard deviation of bins ``(n_bins, n_genes)``, never below ``MIN_SD``.
@@ -138,6 +147,43 @@ class DetailModel:
 
         variance = spread_variance(self.spread, predictors.relative(self.bin_means))
         return np.maximum(np.sqrt(np.maximum(variance, 0.0)) * self.coverage_scale, MIN_SD)
+
+
+def detail_weights(
+    histology: np.ndarray, interpolated: np.ndarray, measured: np.ndarray, *, n_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene weights of the two detail predictors, fitted jointly on held-out deviations and shrunk.
+
+    ``histology`` and ``interpolated`` are the predicted deviations of spots from their group, ``measured`` the
+    measured ones, all ``(n_spots, n_genes)``. Per gene, non-negative least squares of the measured deviations
+    on both predictors, each coefficient capped at 1 and shrunk by its t statistic (positive-part James-Stein):
+    the least-squares slope is unbiased however noisy the measured deviations are, but erratic where a
+    predictor is tiny, and shrinkage sends coefficients indistinguishable from 0 to 0. Deviations inside one
+    group are not independent (they sum to zero and share its tissue), so evidence is counted in groups: the
+    coefficients' variance is inflated by ``n_spots / n_groups``. (Shrinking by the held-out correlation instead
+    also penalises the measurement's own counting noise: protocol 2a's weights fell to a median of 0.28 where
+    ridge at full weight scored far higher.)
+    """
+    from scipy.optimize import nnls
+
+    n, n_genes = measured.shape
+    weights = np.zeros((2, n_genes))
+    for g in range(n_genes):
+        design = np.column_stack([histology[:, g], interpolated[:, g]])
+        used = np.flatnonzero(np.abs(design).sum(axis=0) > 1e-12)
+        if not len(used) or n <= len(used):
+            continue
+        x = design[:, used]
+        coef, _ = nnls(x, measured[:, g])
+        coef = np.minimum(coef, 1.0)
+        sigma2 = np.sum((measured[:, g] - x @ coef) ** 2) / (n - len(used))
+        gram = x.T @ x
+        if np.linalg.cond(gram) > 1e12:
+            continue
+        variance = sigma2 * np.diag(np.linalg.inv(gram)) * n / max(n_groups, 1)
+        t_squared = coef**2 / np.maximum(variance, 1e-24)
+        weights[used, g] = coef * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
+    return weights[0], weights[1]
 
 
 def fit_detail_model(
@@ -174,7 +220,7 @@ def fit_detail_model(
     n_genes = spot_values.shape[1]
     ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
-    predicted, measured, gradient, level, distance = [], [], [], [], []
+    predicted, measured, gradient, level, distance, interpolated = [], [], [], [], [], []
     n_groups = n_held_groups = 0
     factor = max(int(scale), 2)
     # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
@@ -204,34 +250,30 @@ def fit_detail_model(
         group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)
         smooth = smooth_at(group_centres.T, group_values, centres)
         gradient.append(((smooth - group_values[group]) ** 2)[multi])
+        # Centred in its group like the measured deviations, as the map is projected onto its spots.
+        interpolated.append(deviation_from_group(smooth - group_values[group], group, groups)[multi])
         level.append(group_values[group][multi])
         distance.append(ridge.feature_distance(spot_features, group_features.T[group])[multi])
     dp, dy, h = np.concatenate(predicted), np.concatenate(measured), np.concatenate(gradient)
-    at, dist = np.concatenate(level), np.concatenate(distance)
+    ds, at, dist = np.concatenate(interpolated), np.concatenate(level), np.concatenate(distance)
     weight = np.zeros(n_genes)
+    interpolation_weight = np.zeros(n_genes)
     heldout_r = np.full(n_genes, np.nan)
     if n_groups >= MIN_GROUPS and len(dp) > 2:
-        slope = (dp * dy).sum(axis=0) / np.maximum((dp**2).sum(axis=0), 1e-12)
         with np.errstate(invalid="ignore", divide="ignore"):
             heldout_r = np.array([np.corrcoef(dp[:, g], dy[:, g])[0, 1] for g in range(n_genes)])
-        # The least-squares slope is unbiased however noisy the measured deviations are, but erratic where the
-        # predicted detail is tiny (a gene without signal can get any slope). Positive-part James-Stein
-        # shrinkage by its t statistic sends slopes indistinguishable from 0 to 0 and keeps clear ones.
-        # (Shrinking by the held-out correlation instead also penalises the measurement's own counting noise:
-        # protocol 2a's weights fell to a median of 0.28 where ridge at full weight scored far higher.)
-        # Deviations inside one group are not independent (they sum to zero, and share its tissue), so the
-        # evidence is counted in groups: t^2 = n_groups r^2 / (1 - r^2).
-        r = np.clip(np.nan_to_num(heldout_r, nan=0.0), -0.999, 0.999)
-        t_squared = n_held_groups * r**2 / (1.0 - r**2)
-        weight = np.clip(slope, 0.0, 1.0) * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
-    residual = dy - weight * dp
+        weight, interpolation_weight = detail_weights(dp, ds, dy, n_groups=n_held_groups)
+    residual = dy - weight * dp - interpolation_weight * ds
     ratio = finer_variance_ratio(spot_values, centres, pitch=pitch, scale=factor)
     residual_sd = np.sqrt(np.mean(residual**2, axis=0)) if len(residual) else np.zeros(n_genes)
-    predictors = SpreadPredictors(gradient=h, detail=(weight * dp) ** 2, level=at, distance=dist)
+    predictors = SpreadPredictors(
+        gradient=h, detail=(weight * dp + interpolation_weight * ds) ** 2, level=at, distance=dist
+    )
     spread = fit_spread(residual, predictors)
     return DetailModel(
         ridge=ridge,
         weight=weight,
+        interpolation_weight=interpolation_weight,
         heldout_r=heldout_r,
         residual_sd=residual_sd,
         n_groups=n_groups,

@@ -44,7 +44,7 @@ class HistologyDetail:
         each bin's nearest spot.
         """
         flat = features.T
-        detail = self.model.detail(flat, self.spot_prediction[owner])
+        detail = self.model.detail(flat, self.spot_prediction[owner], (smooth - nearest).T)
         predictors = SpreadPredictors(
             gradient=((smooth - nearest) ** 2).T,
             detail=detail**2,
@@ -136,6 +136,7 @@ def fit_histology_detail(
         "n_features": len(maps),
         "n_groups": model.n_groups,
         "weight": model.weight.astype(np.float32),
+        "interpolation_weight": model.interpolation_weight.astype(np.float32),
         "heldout_r": model.heldout_r.astype(np.float32),
         "std": std.astype(np.float32),
         "coverage_scale": model.coverage_scale.astype(np.float32),

@@ -289,8 +289,9 @@ def superresolve(
       (for :func:`squidpy.pl.spatial_scatter`) and ``uns[key]`` with ``"params"`` (this call), the bin size
       and spot pitch in image pixels, and the spot-consistency residual before and after projection; with
       ``method="histology"`` also ``uns[key]["histology"]``: the features used and, per gene, the detail
-      ``weight`` (0: the measurement itself), its held-out correlation ``heldout_r``, the typical calibrated
-      ``std`` and its ``coverage_scale``.
+      ``weight`` (0: the measurement itself), the ``interpolation_weight`` of the neighbouring spots' cubic
+      interpolation, the histology detail's held-out correlation ``heldout_r``, the typical calibrated ``std``
+      and its ``coverage_scale``.
     - ``layers[f"q{q}"]`` of that table for each of ``quantiles`` (e.g. ``"q0.05"``), if asked for.
 
     With ``image_store``, the two images are dask arrays over its arrays ``<key>/<n>/mean`` and ``.../std``.
