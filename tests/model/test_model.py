@@ -13,6 +13,7 @@ import torch
 from sr_spatial.model import PRESETS, DiffST, ModelConfig, Scene, resolve_device
 from sr_spatial.model._config import resolve_config
 from sr_spatial.model._diffusion import Schedule
+from sr_spatial.model.module._network import DiffSTNetwork
 from sr_spatial.model.nn._denoiser import UNet
 from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, HistologyEncoder
 from sr_spatial.tl._train import output_scene
@@ -283,17 +284,57 @@ def test_posterior_mean_shrinks_the_draws_toward_the_base(tiny_model, scene, dra
     assert (mean[:, ~scene.mask] == 0).all()
 
 
+def test_the_spread_is_calibrated_on_held_out_bins_at_training(tiny_model):
+    scale = tiny_model.network.spread_scale.cpu().numpy()
+    # Fitted (a conformal factor per gene), not left at its initial 1.
+    assert scale.shape == (len(tiny_model.genes),)
+    assert np.all(np.isfinite(scale)) and np.all(scale > 0)
+    assert not np.allclose(scale, 1.0)
+
+
+def test_spread_scale_brings_an_overconfident_spread_to_nominal_coverage():
+    from sr_spatial._consistency import project_to_spots
+    from sr_spatial.model._calibration import interval_coverage
+    from sr_spatial.model.module._fitted import fit_spread_scale
+
+    rng = np.random.default_rng(0)
+    n_genes, side, cell = 3, 30, 3
+    rows, cols = np.mgrid[0:side, 0:side]
+    owner = (rows // cell) * (side // cell) + cols // cell
+    measured = rng.uniform(1.0, 3.0, (owner.max() + 1, n_genes)).astype(np.float32)
+    nearest = measured[owner].transpose(2, 0, 1)
+    target = np.clip(nearest + rng.normal(0.0, 0.5, nearest.shape), 0.0, None).astype(np.float32)
+    mask = np.ones((side, side), dtype=bool)
+    scene = Scene(
+        nearest=nearest, smooth=nearest, mask=mask, histology=np.ones((3, side, side), np.float32), px_per_bin=1,
+        target=target, owner=owner,
+    )  # fmt: skip
+    # Draws far narrower than the error: a spread of 0.05 against an error of about 0.5.
+    draws = nearest[None] + rng.normal(0.0, 0.05, (8, *nearest.shape)).astype(np.float32)
+    network = DiffSTNetwork(n_genes, resolve_config("tiny"))
+    fit_spread_scale(network, [(scene, nearest, mask, draws)])
+    scale = network.spread_scale.numpy()
+    assert np.all(scale > 3)
+    footprint = np.where(mask, owner, -1)
+    spread = project_to_spots(draws, footprint, measured).std(axis=0) * scale[:, None, None]
+    mean = project_to_spots(nearest, footprint, measured)
+    covered = interval_coverage(mean[:, mask].T, np.maximum(spread[:, mask].T, 0.05), target[:, mask].T)[0.9]
+    assert np.all(np.abs(covered - 0.9) < 0.03)
+
+
 def test_models_saved_before_the_weight_keep_the_plain_mean(tiny_model, saved, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(saved, old)
     state = torch.load(old / "model.pt", weights_only=True)
     del state["residual_weight"]
+    del state["spread_scale"]
     torch.save(state, old / "model.pt")
     meta = json.loads((old / "config.json").read_text())
     del meta["checksum"]  # models of that time had no checksum either
     (old / "config.json").write_text(json.dumps(meta))
     loaded = DiffST.load(old, device="cpu")
     assert torch.equal(loaded.network.residual_weight.cpu(), torch.ones(len(tiny_model.genes)))
+    assert torch.equal(loaded.network.spread_scale.cpu(), torch.ones(len(tiny_model.genes)))
 
 
 def test_sample_checks_its_inputs(tiny_model, scene):

@@ -12,7 +12,15 @@ if TYPE_CHECKING:
 
     from sr_spatial.model._regression import DetailModel
 
-__all__ = ["LEVELS", "calibrate_spread", "interval_coverage", "normal_quantiles", "sd_error_rank"]
+__all__ = [
+    "LEVELS",
+    "MIN_SD",
+    "calibrate_spread",
+    "conformal_scale",
+    "interval_coverage",
+    "normal_quantiles",
+    "sd_error_rank",
+]
 
 #: Nominal coverages reported for central intervals.
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -22,13 +30,27 @@ CALIBRATION_LEVEL = 0.9
 MIN_SD = 0.05
 
 
+def conformal_scale(residual: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Per gene, the factor on ``sd`` that makes central 90 % normal intervals cover 90 % of ``residual``.
+
+    ``residual`` and ``sd`` are ``(n_items, n_genes)`` held-out errors and the spreads reported for them. The
+    factor brings the empirical 90 % quantile of ``|residual| / sd`` to the normal's (1.645): a split-conformal
+    correction (finite-sample rank ``ceil((n + 1) * 0.9)``), which also absorbs heavy tails. Genes whose
+    spread is 0 everywhere keep factor 1.
+    """
+    z = np.abs(residual) / np.maximum(sd, 1e-12)
+    rank = min(int(np.ceil((len(z) + 1) * CALIBRATION_LEVEL)), len(z)) - 1
+    quantile = np.sort(z, axis=0)[rank]
+    positive = sd.max(axis=0) > 0
+    return np.where(positive, quantile / stats.norm.ppf(0.5 + CALIBRATION_LEVEL / 2), 1.0)
+
+
 def calibrate_spread(model: DetailModel) -> np.ndarray:
     """Set ``model.coverage_scale`` so its central 90 % normal intervals cover 90 % of held-out deviations.
 
     The held-out residuals of the transfer fit (measured minus predicted deviation of a spot from its group)
-    are standardised by the spread model's predicted standard deviation; the factor that brings their empirical
-    90 % quantile of ``|z|`` to the normal's (1.645) is a split-conformal correction (finite-sample rank
-    ``ceil((n + 1) * 0.9)``), which also absorbs heavy tails.
+    are standardised by the spread model's predicted standard deviation and brought to nominal coverage by
+    :func:`conformal_scale`.
 
     Returns
     -------
@@ -45,13 +67,8 @@ def calibrate_spread(model: DetailModel) -> np.ndarray:
             model.spread = np.column_stack([sd**2, np.zeros((n_genes, 4))])
         return np.maximum(sd, MIN_SD)
     sd = np.sqrt(np.maximum(variance, 0.0))
-    z = np.abs(residual) / np.maximum(sd, 1e-12)
-    rank = min(int(np.ceil((len(z) + 1) * CALIBRATION_LEVEL)), len(z)) - 1
-    quantile = np.sort(z, axis=0)[rank]
-    positive = sd.max(axis=0) > 0
     # Calibrated on spots around their groups; bins around their spots vary by the extrapolated finer ratio.
-    conformal = np.where(positive, quantile / stats.norm.ppf(0.5 + CALIBRATION_LEVEL / 2), 1.0)
-    model.coverage_scale = conformal * np.sqrt(model.finer_ratio)
+    model.coverage_scale = conformal_scale(residual, sd) * np.sqrt(model.finer_ratio)
     return np.maximum(np.sqrt(np.mean((sd * model.coverage_scale) ** 2, axis=0)), MIN_SD)
 
 

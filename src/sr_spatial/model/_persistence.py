@@ -128,6 +128,8 @@ def load_model(
     model = build(meta["genes"], config=config, scale=meta["scale"], device=device, seed=meta["seed"])
     # Models saved before the residual's weight was fitted keep the mean of their draws.
     state.setdefault("residual_weight", torch.ones(len(meta["genes"])))
+    # Models saved before the spread was calibrated report it as drawn.
+    state.setdefault("spread_scale", torch.ones(len(meta["genes"])))
     try:
         model.network.load_state_dict(state)
     except RuntimeError as err:

@@ -17,9 +17,10 @@ from scipy import sparse
 
 from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._adapter._read import read_histology
+from sr_spatial._consistency import project_to_spots, residual_sums
 from sr_spatial.model import Scene
+from sr_spatial.model._calibration import MIN_SD
 from sr_spatial.pp._stmap import SpotRenderer, spot_reach
-from sr_spatial.tl._consistency import project_to_spots, residual_sums
 from sr_spatial.tl._plan import Block, plan_blocks
 from sr_spatial.tl._store import ImageStore
 
@@ -180,7 +181,10 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
         # The model's posterior mean (its residual shrunk toward the base where it predicts little), projected
         # like each draw; the spread of the projected draws is the uncertainty.
         mean = project_to_spots(raw_mean, footprint, job.values)
-        std = project_to_spots(samples, footprint, job.values).std(axis=0).astype(np.float32)
+        # The projected draws' spread, calibrated on held-out bins at training (see fit_spread_scale).
+        scale = model.network.spread_scale.cpu().numpy()[:, None, None]
+        spread = project_to_spots(samples, footprint, job.values).std(axis=0) * scale
+        std = (np.maximum(spread, MIN_SD) * mask).astype(np.float32)
     elif job.method == "histology":
         raw, std = job.histology.block_maps(block, nearest, smooth, job.renderer.owner(grid), mask)
         residual_before = residual_sums(raw, footprint, job.values, spots=spots)

@@ -282,7 +282,8 @@ def superresolve(
 
     - ``sdata.images[key]``: ``(c=genes, y, x)`` posterior-mean log-normalised expression per bin, 0 outside
       the tissue, transformed to overlay ``image_key``.
-    - ``sdata.images[f"{key}_std"]``: standard deviation across the draws (0 for the baselines).
+    - ``sdata.images[f"{key}_std"]``: calibrated standard deviation per bin (diffusion: the spread of the
+      projected draws times a per-gene factor fitted at training; never below 0.05), 0 for the baselines.
     - ``sdata.shapes[f"{key}_bins"]``: one square per bin in the tissue.
     - ``sdata.tables[f"{key}_table"]``: one observation per bin, annotating the bins; ``X`` (mean), ``layers["std"]``,
       ``obs[["array_row", "array_col"]]``, ``obsm["spatial"]`` (full-resolution pixels), ``uns["spatial"]``
@@ -291,7 +292,9 @@ def superresolve(
       ``method="histology"`` also ``uns[key]["histology"]``: the features used and, per gene, the detail
       ``weight`` (0: the measurement itself), the ``interpolation_weight`` of the neighbouring spots' cubic
       interpolation, the histology detail's held-out correlation ``heldout_r``, the typical calibrated ``std``
-      and its ``coverage_scale``.
+      and its ``coverage_scale``; with ``method="diffusion"``, ``uns[key]["coverage_scale"]``: per gene, the
+      factor on the projected draws' spread fitted on held-out bins at training so that the reported ``std``
+      is calibrated.
     - ``layers[f"q{q}"]`` of that table for each of ``quantiles`` (e.g. ``"q0.05"``), if asked for.
 
     With ``image_store``, the two images are dask arrays over its arrays ``<key>/<n>/mean`` and ``.../std``.
@@ -478,6 +481,10 @@ def superresolve(
                     k: v[idx] if isinstance(v, np.ndarray) else v for k, v in histology_record.items()
                 }
             uns["histology"] = histology_record
+        if loaded is not None:
+            # Per gene, the factor bringing the draws' spread to a calibrated standard deviation (training time).
+            spread_scale = loaded.network.spread_scale.cpu().numpy().astype(np.float32)
+            uns["coverage_scale"] = spread_scale[idx] if requested is not None else spread_scale
 
         target = sdata if inplace else sd.SpatialData()
         writing = time.perf_counter()

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from sr_spatial._consistency import project_to_spots
+from sr_spatial.model._calibration import MIN_SD, conformal_scale
 from sr_spatial.model.nn._histology import spot_means
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ __all__ = [
     "fit_cell_statistics",
     "fit_residual_scale",
     "fit_residual_weight",
+    "fit_spread_scale",
     "fit_statistics",
     "held_out_bins",
     "nonnegative_ridge",
@@ -151,3 +154,40 @@ def fit_residual_weight(
         return
     weight = np.clip(numerator / np.maximum(denominator, 1e-12), 0.0, 1.0)
     network.residual_weight.copy_(torch.from_numpy(weight.astype(np.float32)))
+
+
+def fit_spread_scale(
+    network: DiffSTNetwork, held_out: Sequence[tuple[Scene, np.ndarray, np.ndarray, np.ndarray]]
+) -> None:
+    """Per gene, the factor on the draws' spread that makes it a calibrated standard deviation.
+
+    ``held_out`` holds, per training scene with held-out bins, ``(scene, base, bins, draws)``: its base map,
+    the held-out bins and the :data:`CALIBRATION_DRAWS` draws. On those bins, as
+    :func:`sr_spatial.tl.superresolve` reports them: the draws and the posterior mean are projected onto the
+    scene's measurements (each bin's ``owner``), the spread is the projected draws' standard deviation, and
+    :func:`~sr_spatial.model._calibration.conformal_scale` brings the central 90 % interval to 90 % coverage of
+    the target there. (The spread of a few draws alone covered 81 % on the demo.) Without held-out bins (tiny
+    slides) the factor stays 1. Call after :func:`fit_residual_weight`.
+    """
+    weight = network.residual_weight.cpu().numpy()[:, None, None]
+    errors, spreads = [], []
+    for scene, base, bins, draws in held_out:
+        if not bins.any() or scene.owner is None:
+            continue
+        footprint = np.where(scene.mask, scene.owner, -1)
+        measured = np.zeros((int(scene.owner.max()) + 1, network.n_genes), dtype=np.float32)
+        measured[scene.owner[scene.mask]] = scene.nearest[:, scene.mask].T
+        mean = project_to_spots(base + weight * (draws.mean(axis=0) - base), footprint, measured)
+        spread = project_to_spots(draws, footprint, measured).std(axis=0)
+        errors.append((scene.target - mean)[:, bins].T)
+        spreads.append(spread[:, bins].T)
+    if not errors:
+        return
+    error, spread = np.concatenate(errors), np.concatenate(spreads)
+    scale = np.ones(network.n_genes, dtype=np.float64)
+    for gene in range(network.n_genes):
+        # Bins drawn identically (a spot with zero counts) are reported at the floor whatever the factor.
+        drawn = spread[:, gene] > MIN_SD * 1e-3
+        if drawn.sum() >= 10:
+            scale[gene] = conformal_scale(error[drawn, gene : gene + 1], spread[drawn, gene : gene + 1])[0]
+    network.spread_scale.copy_(torch.from_numpy(scale.astype(np.float32)))

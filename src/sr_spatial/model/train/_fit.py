@@ -19,6 +19,7 @@ from sr_spatial.model.module._fitted import (
     fit_cell_statistics,
     fit_residual_scale,
     fit_residual_weight,
+    fit_spread_scale,
     fit_statistics,
     held_out_bins,
     split_spots,
@@ -124,20 +125,28 @@ def train_model(
     refuse_non_finite(model.network.state_dict())
     model.is_trained = True
 
-    def calibration_draws(scene: Scene) -> np.ndarray:
-        return sample(
-            model,
-            scene,
-            n_samples=CALIBRATION_DRAWS,
-            steps=cfg.sampling_steps,
-            eta=0.0,
-            seed=model.seed,
-            offset=(0, 0),
-            return_mean=False,
-            show_progress_bar=False,
-        )
+    drawn: dict[int, np.ndarray] = {}
 
-    fit_residual_weight(model.network, calibration_draws, scenes, [base for *_, base in inputs], held)
+    def calibration_draws(scene: Scene) -> np.ndarray:
+        # Both fits below read the same draws of each scene: sample once.
+        if id(scene) not in drawn:
+            drawn[id(scene)] = sample(
+                model,
+                scene,
+                n_samples=CALIBRATION_DRAWS,
+                steps=cfg.sampling_steps,
+                eta=0.0,
+                seed=model.seed,
+                offset=(0, 0),
+                return_mean=False,
+                show_progress_bar=False,
+            )
+        return drawn[id(scene)]
+
+    bases = [base for *_, base in inputs]
+    fit_residual_weight(model.network, calibration_draws, scenes, bases, held)
+    held_out = [(s, b, h, calibration_draws(s)) for s, b, h in zip(scenes, bases, held, strict=True) if h.any()]
+    fit_spread_scale(model.network, held_out)
 
 
 def fit_encoder(
