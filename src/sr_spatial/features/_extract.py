@@ -15,6 +15,8 @@ from sr_spatial.features._encoder import EncoderFeatures
 from sr_spatial.features._morphology import MorphologyFeatures
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from sr_spatial._adapter._elements import BinGrid, SpotData
 
 logger = logging.getLogger("sr_spatial")
@@ -63,6 +65,19 @@ def _image_token(spots: SpotData) -> str:
     return hashlib.sha256(sample.tobytes()).hexdigest() + str(np.shape(data))
 
 
+def _bands(grid: BinGrid, k: int, *, margin: int) -> Iterator[tuple[int, int, int, BinGrid]]:
+    """Bands of bin rows covering ``grid``, read at ``k`` pixels per bin within :data:`BAND_PIXELS`.
+
+    Yields the band's first row, its number of rows, the first row read (``margin`` rows above it, where the
+    grid has them) and the grid of the rows read (``margin`` more below too).
+    """
+    rows = max(1, BAND_PIXELS // max(grid.width * k * k, 1))
+    for top in range(0, grid.height, rows):
+        lo, hi = max(top - margin, 0), min(top + rows + margin, grid.height)
+        band = type(grid)(x0=grid.x0, y0=grid.y0 + lo * grid.size, size=grid.size, height=hi - lo, width=grid.width)
+        yield top, min(rows, grid.height - top), lo, band
+
+
 def bin_features(
     spots: SpotData, grid: BinGrid, extractor: HistologyFeatures, *, show_progress_bar: bool = True
 ) -> np.ndarray:
@@ -81,20 +96,22 @@ def bin_features(
         logger.info("Reusing the %s features of this slide computed earlier.", extractor.name)
         return _cache[key]
     if hasattr(extractor, "fit"):
-        # Slide-wide levels (e.g. the nuclear stain threshold) come from one coarse overview.
+        # Slide-wide levels (e.g. the nuclear stain threshold) come from one coarse overview, read in bands.
         overview_k = max(1, min(k, 8))
-        extractor.fit(read_histology(spots, grid, px_per_bin=overview_k))
-    rows = max(1, BAND_PIXELS // max(grid.width * k * k, 1))
+        extractor.fit(
+            read_histology(spots, band, px_per_bin=overview_k) for *_, band in _bands(grid, overview_k, margin=0)
+        )
     # Two more rows than the context, so pixel filters (blob bands up to 8 px wide) see past the band's edge.
     margin = extractor.context_bins + 2
     bands = []
-    for top in progress_bar(
-        range(0, grid.height, rows), desc=f"Features ({extractor.name})", unit="band", disable=not show_progress_bar
+    for top, rows, lo, band in progress_bar(
+        list(_bands(grid, k, margin=margin)),
+        desc=f"Features ({extractor.name})",
+        unit="band",
+        disable=not show_progress_bar,
     ):
-        lo, hi = max(top - margin, 0), min(top + rows + margin, grid.height)
-        band = type(grid)(x0=grid.x0, y0=grid.y0 + lo * grid.size, size=grid.size, height=hi - lo, width=grid.width)
         features = extractor.bin_features(read_histology(spots, band, px_per_bin=k), px_per_bin=k)
-        bands.append(features[:, top - lo : top - lo + min(rows, grid.height - top)])
+        bands.append(features[:, top - lo : top - lo + rows])
     features = np.concatenate(bands, axis=1)
     n_features = features.shape[0]
     reduced = extractor.reduce(features.reshape(n_features, -1))
