@@ -119,3 +119,15 @@ def test_superres_with_truth_shares_the_colour_scale(baseline_sdata):
     plt.close(fig)
     with pytest.raises(KeyError, match="available images"):
         sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="nope", show=False)
+
+
+def test_superres_draws_nothing_outside_the_tissue(baseline_sdata):
+    # The images are NaN outside the tissue; the panels mask them, so the H&E shows there and no NaN is drawn.
+    axes = sr.pl.superres(baseline_sdata, "gene_10", key="cubic", show=False)
+    outside = np.isnan(np.asarray(baseline_sdata.images["cubic"].sel(c="gene_10").values))
+    assert outside.any()
+    for ax in axes[1:]:
+        drawn = ax.images[-1].get_array()
+        np.testing.assert_array_equal(np.ma.getmaskarray(drawn), outside)
+        assert np.isfinite(drawn.compressed()).all()
+    plt.close(axes[0].figure)

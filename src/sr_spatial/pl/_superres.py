@@ -38,7 +38,8 @@ def superres(
 
     Measured, super-resolved (and true) panels share one colour scale per gene, so what the model adds is
     visible as detail rather than as a change of range. The uncertainty panel's scale starts at 0. Every panel
-    is drawn over the H&E, with the data at opacity ``alpha`` so the tissue shows through.
+    is drawn over the H&E, with the data at opacity ``alpha`` so the tissue shows through; outside the tissue
+    (where the images are NaN) only the H&E is drawn.
 
     Parameters
     ----------
@@ -153,7 +154,8 @@ def superres(
                 circles.set_alpha(alpha)
                 image = ax.add_collection(circles)
             else:
-                data = np.ma.masked_where(~mask, data)
+                # Masked (outside the tissue; NaN in the images) is drawn transparent, so the H&E shows there.
+                data = np.ma.masked_where(~mask | np.isnan(data), data)
                 if kind == "expression":
                     image = ax.imshow(data, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
                 else:
