@@ -276,8 +276,8 @@ def _on_cpu(model: DiffST) -> DiffST:
 class _Sink:
     """Maps ``mean`` and ``std`` of the whole grid that blocks write their owned bins into; NaN outside the tissue.
 
-    NaN rather than 0 outside the tissue: matplotlib and napari draw NaN as transparent, so a map overlays the
-    H&E without an opaque rectangle around the tissue, and colour scales and statistics skip the glass.
+    NaN rather than 0 outside the tissue: matplotlib draws NaN as transparent, so a map overlays the H&E without
+    an opaque rectangle around the tissue, and colour scales and statistics skip the glass.
     """
 
     mean: np.ndarray
