@@ -206,7 +206,8 @@ def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius:
     points = (centres[:, None, :] + offsets[None]).reshape(-1, 2)
     uv = np.column_stack([points, np.ones(len(points))]) @ np.linalg.inv(affine).T
     data = np.asarray(single_scale(image).sel(c=genes).values, dtype=np.float64)
-    linear = np.expm1(np.clip(data, 0, None))
+    # The map is NaN outside the tissue; a disk reaching past the tissue reads 0 there, as it did when the map was 0.
+    linear = np.expm1(np.clip(np.nan_to_num(data), 0, None))
     coords = np.stack([uv[:, 1] - 0.5, uv[:, 0] - 0.5])
     out = np.stack([ndimage.map_coordinates(g, coords, order=0, mode="nearest") for g in linear], axis=1)
     return np.log1p(out.reshape(len(centres), len(offsets), len(genes)).mean(axis=1))

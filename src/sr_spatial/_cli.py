@@ -86,8 +86,11 @@ def _demo(args: argparse.Namespace) -> int:
         f"Wrote {args.out.resolve()} in {elapsed:.0f} s. It holds the demo slide and, per method M in "
         "nearest/bicubic/diffusion:"
     )
-    print(f"  images['superres_M']        genes x bins expression map ({table.n_vars} channels) over the H&E")
-    print("  images['superres_M_std']    per-bin standard deviation across diffusion samples")
+    print(
+        f"  images['superres_M']        genes x bins expression map ({table.n_vars} channels) over the H&E, "
+        "NaN outside the tissue"
+    )
+    print("  images['superres_M_std']    per-bin standard deviation (the uncertainty), NaN outside the tissue")
     print(f"  shapes['superres_M_bins']   {table.n_obs} square bins in the tissue")
     print("  tables['superres_M_table']  AnnData, one row per bin (X, layers['std'], obsm['spatial'])")
     print("Open it with: import spatialdata as sd; sdata = sd.read_zarr(" + repr(str(args.out)) + ")")

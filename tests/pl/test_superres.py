@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import dask.array as da
 import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import numpy as np
@@ -119,3 +120,61 @@ def test_superres_with_truth_shares_the_colour_scale(baseline_sdata):
     plt.close(fig)
     with pytest.raises(KeyError, match="available images"):
         sr.pl.superres(baseline_sdata, "gene_10", key="cubic", truth_key="nope", show=False)
+
+
+def test_superres_draws_nothing_outside_the_tissue(baseline_sdata):
+    # The images are NaN outside the tissue; the panels mask them, so the H&E shows there and no NaN is drawn.
+    axes = sr.pl.superres(baseline_sdata, "gene_10", key="cubic", show=False)
+    outside = np.isnan(np.asarray(baseline_sdata.images["cubic"].sel(c="gene_10").values))
+    assert outside.any()
+    for ax in axes[1:]:
+        drawn = ax.images[-1].get_array()
+        np.testing.assert_array_equal(np.ma.getmaskarray(drawn), outside)
+        assert np.isfinite(drawn.compressed()).all()
+    plt.close(axes[0].figure)
+
+
+@pytest.fixture(scope="module")
+def spread_sdata(baseline_sdata):
+    """``cubic`` with a standard deviation rising from 0 to 1 left to right (a baseline's own sd is 0)."""
+    sdata = copy.deepcopy(baseline_sdata)
+    std = sdata.images["cubic_std"]
+    ramp = np.broadcast_to(np.linspace(0.0, 1.0, std.sizes["x"], dtype=np.float32), std.shape)
+    sdata.images["cubic_std"] = std.copy(data=da.from_array(np.where(np.isnan(std.values), np.nan, ramp)))
+    return sdata
+
+
+def test_superres_max_std_hides_uncertain_bins(spread_sdata):
+    axes = sr.pl.superres(spread_sdata, "gene_10", key="cubic", max_std=0.5, show=False)
+    mean = np.asarray(spread_sdata.images["cubic"].sel(c="gene_10").values)
+    std = np.asarray(spread_sdata.images["cubic_std"].sel(c="gene_10").values)
+    outside = np.isnan(mean)
+    uncertain = ~outside & (std > 0.5)
+    assert uncertain.any() and (~outside & ~uncertain).any()
+    drawn = axes[1].images[-1].get_array()
+    # Bins with sd above the threshold are masked (transparent) like the glass; the others show the map.
+    np.testing.assert_array_equal(np.ma.getmaskarray(drawn), outside | uncertain)
+    np.testing.assert_array_equal(drawn.compressed(), mean[~(outside | uncertain)])
+    assert axes[1].get_title() == "gene_10: super-resolved, sd ≤ 0.5"
+    # The colour scale spans what is drawn (and the measured spots), not the hidden bins.
+    assert axes[1].images[-1].get_clim() == axes[0].collections[0].get_clim()
+    # The uncertainty panel still shows every tissue bin.
+    np.testing.assert_array_equal(np.ma.getmaskarray(axes[2].images[-1].get_array()), outside)
+    plt.close(axes[0].figure)
+
+
+def test_superres_max_std_none_and_above_every_sd_hide_nothing(spread_sdata):
+    for max_std in (None, 1.0):
+        axes = sr.pl.superres(spread_sdata, "gene_10", key="cubic", max_std=max_std, show=False)
+        outside = np.isnan(np.asarray(spread_sdata.images["cubic"].sel(c="gene_10").values))
+        np.testing.assert_array_equal(np.ma.getmaskarray(axes[1].images[-1].get_array()), outside)
+        plt.close(axes[0].figure)
+
+
+def test_superres_max_std_errors_name_what_to_do(spread_sdata):
+    with pytest.raises(ValueError, match="`max_std` must be a non-negative number"):
+        sr.pl.superres(spread_sdata, "gene_10", key="cubic", max_std=-1.0, show=False)
+    sdata = copy.deepcopy(spread_sdata)
+    del sdata.images["cubic_std"]
+    with pytest.raises(KeyError, match="'cubic_std'.*not found.*`max_std`"):
+        sr.pl.superres(sdata, "gene_10", key="cubic", max_std=0.5, show=False)

@@ -63,7 +63,8 @@ def test_blocks_render_like_the_whole_grid_and_own_every_bin_once(st_map):
 def test_baselines_in_blocks_equal_the_whole_grid(demo_sdata, st_map):
     sdata = copy.deepcopy(demo_sdata)
     sr.tl.superresolve(sdata, IMAGE, method="bicubic", block_bins=16, key_added="cubic", show_progress_bar=False)
-    np.testing.assert_array_equal(_mean(sdata, "cubic"), np.where(st_map.mask, st_map.smooth, 0))
+    # NaN outside the tissue (assert_array_equal counts NaN as equal to NaN).
+    np.testing.assert_array_equal(_mean(sdata, "cubic"), np.where(st_map.mask, st_map.smooth, np.nan))
     table = sdata.tables["cubic_table"]
     rows, cols = np.nonzero(st_map.mask)
     np.testing.assert_array_equal(table.obs["array_row"], rows)
@@ -83,10 +84,10 @@ def test_blocks_agree_with_one_block_and_stay_exact_at_the_spots(one_block, smal
         uns_whole["spot_residual_before_projection"], rel=0.2
     )
     # Same noise per bin and a halo of context: the maps differ only slightly near block edges.
-    tissue = whole.any(axis=0)
+    tissue = ~np.isnan(whole).any(axis=0)
     r = np.corrcoef(whole[:, tissue].ravel(), blocks[:, tissue].ravel())[0, 1]
     assert r > 0.98
-    assert not np.array_equal(whole, blocks)
+    assert not np.array_equal(whole, blocks, equal_nan=True)
     np.testing.assert_array_equal(
         one_block.tables["whole_table"].obs["bin_id"], small_blocks.tables["blocks_table"].obs["bin_id"]
     )
@@ -115,6 +116,26 @@ def test_images_stream_to_a_zarr_store(demo_sdata, tiny_model, small_blocks, tmp
 
     back = read_zarr(written)
     np.testing.assert_array_equal(np.asarray(back.images["blocks"].values), _mean(small_blocks, "blocks"))
+
+
+@pytest.mark.parametrize("in_store", [False, True], ids=["memory", "zarr"])
+def test_images_are_nan_outside_the_tissue_and_the_table_is_not(demo_sdata, st_map, tmp_path, in_store):
+    sdata = copy.deepcopy(demo_sdata)
+    sr.tl.superresolve(
+        sdata, IMAGE, method="histology", block_bins=32, key_added="h", show_progress_bar=False,
+        image_store=tmp_path / "h.zarr" if in_store else None,
+    )  # fmt: skip
+    images = [_mean(sdata, "h"), _mean(sdata, "h_std")]
+    if in_store:
+        group = zarr.open_group(tmp_path / "h.zarr", mode="r")["h/1"]
+        images += [np.asarray(group["mean"]), np.asarray(group["std"])]
+    for image in images:
+        # Viewers draw NaN transparent: the map overlays the H&E without a rectangle around the tissue.
+        assert np.isnan(image[:, ~st_map.mask]).all()
+        assert np.isfinite(image[:, st_map.mask]).all()
+    table = sdata.tables["h_table"]
+    assert table.n_obs == int(st_map.mask.sum())
+    assert np.isfinite(table.X).all() and np.isfinite(table.layers["std"]).all()
 
 
 def test_a_failed_call_removes_the_store_it_created(demo_sdata, tmp_path):

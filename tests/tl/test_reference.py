@@ -94,7 +94,7 @@ def test_reference_model_super_resolves_a_visium_slide(hd_model, visium_sdata, t
     st_map = build_st_map(sdata, "tiny_full_image", genes=hd_model.genes, scale=SCALE)
     maps = np.asarray(sdata.images["tiny_full_image_superres"].values)
     assert spot_residual(maps, st_map.footprint, st_map.values) < 1e-5
-    assert float(np.asarray(sdata.images["tiny_full_image_superres_std"].values).max()) > 0
+    assert float(np.nanmax(sdata.images["tiny_full_image_superres_std"].values)) > 0  # NaN outside the tissue
 
 
 def test_missing_model_genes_are_listed(hd_model, visium_sdata):

@@ -43,10 +43,11 @@ def write_superres(
 ) -> None:
     """Write the super-resolved maps into ``sdata`` as images, bin shapes and a table.
 
-    ``mean`` and ``std`` may be dask arrays (e.g. over a zarr store written block by block); they must then
-    already be 0 outside ``mask``, and ``bins`` gives the table's values, ``(n_bins, n_genes)`` mean and std of
-    the bins in ``mask`` in row-major order. All elements are built before any is added, so a failure leaves
-    ``sdata`` unchanged.
+    The images are NaN outside ``mask`` (the tissue), so that viewers draw them transparent there; the table
+    holds the bins in ``mask`` only. ``mean`` and ``std`` may be dask arrays (e.g. over a zarr store written
+    block by block); they must then already be NaN outside ``mask``, and ``bins`` gives the table's values,
+    ``(n_bins, n_genes)`` mean and std of the bins in ``mask`` in row-major order. All elements are built before
+    any is added, so a failure leaves ``sdata`` unchanged.
     """
     import anndata as ad
     from spatialdata.models import Image2DModel, TableModel
@@ -57,8 +58,8 @@ def write_superres(
     transformations = _output_transformations(spots, grid)
     rows, cols = np.nonzero(mask)
     if bins is None:
-        mean = np.where(mask[None], mean, 0.0).astype(np.float32)
-        std = np.where(mask[None], std, 0.0).astype(np.float32)
+        mean = np.where(mask[None], mean, np.nan).astype(np.float32)
+        std = np.where(mask[None], std, np.nan).astype(np.float32)
         bins = (mean[:, rows, cols].T, std[:, rows, cols].T)
     image = Image2DModel.parse(mean, dims=("c", "y", "x"), c_coords=list(genes), transformations=transformations)
     image_std = Image2DModel.parse(

@@ -26,6 +26,7 @@ def superres(
     *,
     key: str,
     truth_key: str | None = None,
+    max_std: float | None = None,
     cmap: str = "viridis",
     alpha: float = 0.75,
     panel_size: float = 3.5,
@@ -38,7 +39,8 @@ def superres(
 
     Measured, super-resolved (and true) panels share one colour scale per gene, so what the model adds is
     visible as detail rather than as a change of range. The uncertainty panel's scale starts at 0. Every panel
-    is drawn over the H&E, with the data at opacity ``alpha`` so the tissue shows through.
+    is drawn over the H&E, with the data at opacity ``alpha`` so the tissue shows through; outside the tissue
+    (where the images are NaN) only the H&E is drawn.
 
     Parameters
     ----------
@@ -51,6 +53,11 @@ def superres(
     truth_key
         An image of true expression (channels = genes, e.g. ``"demo_truth"`` of
         :func:`sr_spatial.datasets.demo`): adds a panel with it averaged onto the bins, on the same colour scale.
+    max_std
+        Hide, in the super-resolved panel, the bins whose standard deviation (the image ``f"{key}_std"``, in
+        log-normalised expression as the uncertainty panel's colour bar) exceeds this value, so only confident
+        bins are drawn; hidden bins are transparent and the colour scale spans the bins drawn. The uncertainty
+        panel still shows every bin. Default: draw every bin.
     cmap
         Matplotlib colour map of the expression panels.
     alpha
@@ -78,6 +85,16 @@ def superres(
     if names["table"] not in sdata.tables or key not in sdata.images:
         msg = f"No super-resolution under {key!r}; run `sr_spatial.tl.superresolve(..., key_added={key!r})` first."
         raise KeyError(msg)
+    if names["std"] not in sdata.images:
+        why = "`max_std` hides bins by it" if max_std is not None else "the uncertainty panel draws it"
+        msg = (
+            f"Image {names['std']!r} (the standard deviation of {key!r}) not found, and {why}. Keep or re-read "
+            f"the elements `sr_spatial.tl.superresolve(..., key_added={key!r})` wrote."
+        )
+        raise KeyError(msg)
+    if max_std is not None and not (isinstance(max_std, int | float | np.number) and max_std >= 0):
+        msg = f"`max_std` must be a non-negative number (log-normalised expression) or None, got {max_std!r}."
+        raise ValueError(msg)
     genes = [genes] if isinstance(genes, str) else list(genes)
     table = sdata.tables[names["table"]]
     missing = [g for g in genes if g not in table.var_names]
@@ -131,11 +148,17 @@ def superres(
         fig = axes[0, 0].figure
     for row, gene in enumerate(genes):
         measured = st_map.values[:, row]
-        shared = [measured, mean[row][mask]] + ([] if truth is None else [truth[row][mask]])
+        shown = mean[row]
+        if max_std is not None:
+            # NaN is drawn transparent, like the glass around the tissue.
+            shown = np.where(std[row] > max_std, np.nan, shown)
+        visible = shown[mask & np.isfinite(shown)]
+        shared = [measured, visible] + ([] if truth is None else [truth[row][mask]])
+        shared = [a for a in shared if a.size]
         vmin, vmax = float(min(a.min() for a in shared)), float(max(a.max() for a in shared))
         panels = [
             ("measured spots", "spots", None),
-            ("super-resolved", "expression", mean[row]),
+            ("super-resolved" if max_std is None else f"super-resolved, sd ≤ {max_std:g}", "expression", shown),
             *([] if truth is None else [("truth", "expression", truth[row])]),
             ("uncertainty (sd)", "sd", std[row]),
         ]
@@ -153,7 +176,8 @@ def superres(
                 circles.set_alpha(alpha)
                 image = ax.add_collection(circles)
             else:
-                data = np.ma.masked_where(~mask, data)
+                # Masked (outside the tissue; NaN in the images) is drawn transparent, so the H&E shows there.
+                data = np.ma.masked_where(~mask | np.isnan(data), data)
                 if kind == "expression":
                     image = ax.imshow(data, extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
                 else:

@@ -274,7 +274,11 @@ def _on_cpu(model: DiffST) -> DiffST:
 
 
 class _Sink:
-    """Maps ``mean`` and ``std`` of the whole grid that blocks write their owned bins into."""
+    """Maps ``mean`` and ``std`` of the whole grid that blocks write their owned bins into; NaN outside the tissue.
+
+    NaN rather than 0 outside the tissue: matplotlib draws NaN as transparent, so a map overlays the H&E without
+    an opaque rectangle around the tissue, and colour scales and statistics skip the glass.
+    """
 
     mean: np.ndarray
     std: np.ndarray
@@ -284,7 +288,7 @@ class _Sink:
         for target, values in ((self.mean, result.mean), (self.std, result.std)):
             # Read, fill the owned bins, write back: zarr arrays hand out copies, not views.
             region = target[:, rows, cols]
-            region[:, result.owned] = values[:, result.owned]
+            region[:, result.owned] = np.where(result.mask, values, np.float32(np.nan))[:, result.owned]
             target[:, rows, cols] = region
 
 
@@ -292,8 +296,8 @@ class MemorySink(_Sink):
     """Collects blocks into in-memory maps of the whole grid."""
 
     def __init__(self, n_genes: int, shape: tuple[int, int]) -> None:
-        self.mean = np.zeros((n_genes, *shape), dtype=np.float32)
-        self.std = np.zeros((n_genes, *shape), dtype=np.float32)
+        self.mean = np.full((n_genes, *shape), np.nan, dtype=np.float32)
+        self.std = np.full((n_genes, *shape), np.nan, dtype=np.float32)
 
     def arrays(self):
         return self.mean, self.std
@@ -315,8 +319,10 @@ class ZarrSink(_Sink):
         self._images = ImageStore(store, key)
         group = self._images.group
         chunks = (min(n_genes, 8), chunk_bins, chunk_bins)
-        self.mean = group.create_array("mean", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
-        self.std = group.create_array("std", shape=(n_genes, *shape), chunks=chunks, dtype="float32", fill_value=0)
+        # Chunks no block writes (glass only) are never stored and read as the fill value, NaN like the glass.
+        options = {"shape": (n_genes, *shape), "chunks": chunks, "dtype": "float32", "fill_value": np.nan}
+        self.mean = group.create_array("mean", **options)
+        self.std = group.create_array("std", **options)
 
     def arrays(self):
         import dask.array as da

@@ -280,10 +280,11 @@ def superresolve(
     -------
     ``None`` if ``inplace``, else a SpatialData with the elements below. Written (``key = key_added``):
 
-    - ``sdata.images[key]``: ``(c=genes, y, x)`` posterior-mean log-normalised expression per bin, 0 outside
-      the tissue, transformed to overlay ``image_key``.
+    - ``sdata.images[key]``: ``(c=genes, y, x)`` posterior-mean log-normalised expression per bin, NaN outside
+      the tissue (drawn transparent over the H&E), transformed to overlay ``image_key``.
     - ``sdata.images[f"{key}_std"]``: calibrated standard deviation per bin (diffusion: the spread of the
-      projected draws times a per-gene factor fitted at training; never below 0.05), 0 for the baselines.
+      projected draws times a per-gene factor fitted at training; never below 0.05), 0 for the baselines; NaN
+      outside the tissue.
     - ``sdata.shapes[f"{key}_bins"]``: one square per bin in the tissue.
     - ``sdata.tables[f"{key}_table"]``: one observation per bin, annotating the bins; ``X`` (mean), ``layers["std"]``,
       ``obs[["array_row", "array_col"]]``, ``obsm["spatial"]`` (full-resolution pixels), ``uns["spatial"]``
