@@ -580,6 +580,7 @@ def run_methods(
         std = None
         if family == "sr_spatial":
             pred, extra = sr_map("diffusion")
+            std = cache["superresolve:diffusion:std"]
         elif family == "sr_spatial_grid_nearest":
             pred, extra = sr_map("nearest")
         elif family == "sr_spatial_histology":
