@@ -60,15 +60,15 @@ def test_slide_features_are_cached_for_a_second_call(st_map):
     assert other is not first and len(_extract._cache) == 2
 
 
-def test_bands_give_the_whole_slide_features(st_map, monkeypatch):
+def test_tiles_give_the_whole_slide_features(st_map, monkeypatch):
     _extract._cache.clear()
     whole = bin_features(st_map.spots, st_map.grid, MorphologyFeatures(context=(3,)), show_progress_bar=False)
     _extract._cache.clear()
     k = MorphologyFeatures().px_per_bin(st_map.grid.size)
-    monkeypatch.setattr(_extract, "BAND_PIXELS", st_map.grid.width * k * k * 8)  # bands of 8 bin rows
-    banded = bin_features(st_map.spots, st_map.grid, MorphologyFeatures(context=(3,)), show_progress_bar=False)
-    # Pixel filters differ only within a few pixels of a band edge; per-bin means stay close.
-    assert np.corrcoef(whole.ravel(), banded.ravel())[0, 1] > 0.99
+    monkeypatch.setattr(_extract, "TILE_PIXELS", (12 * k) ** 2)  # tiles of 12 x 12 bins
+    tiled = bin_features(st_map.spots, st_map.grid, MorphologyFeatures(context=(3,)), show_progress_bar=False)
+    # Pixel filters differ only within a few pixels of a tile edge; per-bin means stay close.
+    assert np.corrcoef(whole.ravel(), tiled.ravel())[0, 1] > 0.99
     _extract._cache.clear()
 
 
