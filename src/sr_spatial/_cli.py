@@ -84,7 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print(
         f"Wrote {args.out.resolve()} in {elapsed:.0f} s. It holds the demo slide and, per method M in "
-        "nearest/bicubic/diffusion:"
+        f"{'/'.join(scores)}:"
     )
     print(
         f"  images['superres_M']        genes x bins expression map ({table.n_vars} channels) over the H&E, "
