@@ -37,7 +37,7 @@ PHASES = {
     "reading the slide (`spot_map`)": "spot_map",
     "histology encoder pre-training (`pretrain_encoder`)": "pretrain_encoder",
     "denoiser training (`train_network`)": "train_network",
-    "residual-weight calibration, 8 draws (`fit_residual_weight`)": "fit_residual_weight",
+    "posterior calibration, 8 draws (`calibrate_posterior`)": "calibrate_posterior",
     "sampling the output (`run_block`)": "run_block",
     "writing the elements (`write_superres`)": "write_superres",
 }

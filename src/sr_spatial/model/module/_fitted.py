@@ -12,7 +12,7 @@ from sr_spatial.model._calibration import MIN_SD, conformal_scale
 from sr_spatial.model.nn._histology import spot_means
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from sr_spatial.model._scene import Scene
     from sr_spatial.model.module._network import DiffSTNetwork
@@ -125,27 +125,23 @@ def fit_residual_scale(network: DiffSTNetwork, residuals: Sequence[np.ndarray], 
 
 
 def fit_residual_weight(
-    network: DiffSTNetwork,
-    draw: Callable[[Scene], np.ndarray],
-    scenes: Sequence[Scene],
-    bases: Sequence[np.ndarray],
-    held: Sequence[np.ndarray],
+    network: DiffSTNetwork, held_out: Sequence[tuple[Scene, np.ndarray, np.ndarray, np.ndarray]]
 ) -> None:
     """Per gene, the share of the draws' mean residual that predicts the target on held-out bins.
 
     The posterior mean is ``base + weight * (mean of the draws - base)``: where the generated residual is
     mostly noise, or does not carry over to bins the denoiser never learned, averaging a few draws leaves
     most of that noise in, and the least-squares weight (clipped to ``[0, 1]``) shrinks it toward the base.
-    ``draw(scene)`` returns the :data:`CALIBRATION_DRAWS` draws to average, the number
+    ``held_out`` holds, per training scene with held-out bins, ``(scene, base, bins, draws)``: its base map,
+    the held-out bins and the :data:`CALIBRATION_DRAWS` draws to average, the number
     :func:`sr_spatial.tl.superresolve` averages by default. Without held-out bins (tiny slides) the weight
     stays 1.
     """
     numerator = np.zeros(network.n_genes)
     denominator = np.zeros(network.n_genes)
-    for scene, base, bins in zip(scenes, bases, held, strict=True):
+    for scene, base, bins, draws in held_out:
         if not bins.any():
             continue
-        draws = draw(scene)
         generated = (draws.mean(axis=0) - base)[:, bins]
         wanted = (scene.target - base)[:, bins]
         numerator += (generated * wanted).sum(axis=1)
@@ -161,8 +157,7 @@ def fit_spread_scale(
 ) -> None:
     """Per gene, the factor on the draws' spread that makes it a calibrated standard deviation.
 
-    ``held_out`` holds, per training scene with held-out bins, ``(scene, base, bins, draws)``: its base map,
-    the held-out bins and the :data:`CALIBRATION_DRAWS` draws. On those bins, as
+    ``held_out`` is as for :func:`fit_residual_weight`. On those bins, as
     :func:`sr_spatial.tl.superresolve` reports them: the draws and the posterior mean are projected onto the
     scene's measurements (each bin's ``owner``), the spread is the projected draws' standard deviation, and
     :func:`~sr_spatial.model._calibration.conformal_scale` brings the central 90 % interval to 90 % coverage of

@@ -125,27 +125,33 @@ def train_model(
     refuse_non_finite(model.network.state_dict())
     model.is_trained = True
 
-    drawn: dict[int, np.ndarray] = {}
+    calibrate_posterior(model, scenes, [base for *_, base in inputs], held)
 
-    def calibration_draws(scene: Scene) -> np.ndarray:
-        # Both fits below read the same draws of each scene: sample once.
-        if id(scene) not in drawn:
-            drawn[id(scene)] = sample(
-                model,
-                scene,
-                n_samples=CALIBRATION_DRAWS,
-                steps=cfg.sampling_steps,
-                eta=0.0,
-                seed=model.seed,
-                offset=(0, 0),
-                return_mean=False,
-                show_progress_bar=False,
-            )
-        return drawn[id(scene)]
 
-    bases = [base for *_, base in inputs]
-    fit_residual_weight(model.network, calibration_draws, scenes, bases, held)
-    held_out = [(s, b, h, calibration_draws(s)) for s, b, h in zip(scenes, bases, held, strict=True) if h.any()]
+def calibrate_posterior(
+    model: ModelParts, scenes: Sequence[Scene], bases: Sequence[np.ndarray], held: Sequence[np.ndarray]
+) -> None:
+    """Fit the posterior mean's shrinkage, then the spread's calibration, on the same draws of held-out bins.
+
+    Each scene with held-out bins is sampled once (:data:`CALIBRATION_DRAWS` draws, the number
+    :func:`sr_spatial.tl.superresolve` averages by default); both fits read those draws.
+    """
+    held_out = [
+        (scene, base, bins, sample(
+            model,
+            scene,
+            n_samples=CALIBRATION_DRAWS,
+            steps=model.config.sampling_steps,
+            eta=0.0,
+            seed=model.seed,
+            offset=(0, 0),
+            return_mean=False,
+            show_progress_bar=False,
+        ))
+        for scene, base, bins in zip(scenes, bases, held, strict=True)
+        if bins.any()
+    ]  # fmt: skip
+    fit_residual_weight(model.network, held_out)
     fit_spread_scale(model.network, held_out)
 
 
