@@ -81,19 +81,13 @@ def main() -> None:
             proc.join()
             print(json.dumps(rows[-1]), file=sys.stderr)
 
-    import numpy as np
     import pandas as pd
+    from srbench.protocol import SCORES, with_uncertainty_scores
 
-    frame = pd.DataFrame(rows)
     # Methods without a spread (the baselines) have no coverage columns.
-    frame = frame.assign(**{c: frame.get(c, np.nan) for c in ("coverage_90", "sd_error_spearman")})
+    frame = with_uncertainty_scores(pd.DataFrame(rows))
     summary = frame.groupby("method", sort=False).agg(
-        pearson=("pearson", "mean"),
-        ssim=("ssim", "mean"),
-        rmse=("rmse", "mean"),
-        spot_residual=("spot_residual", "mean"),
-        coverage_90=("coverage_90", "mean"),
-        sd_error_spearman=("sd_error_spearman", "mean"),
+        **{c: (c, "mean") for c in SCORES if c != "pearson_within"},
         wall_s=("wall_s", "mean"),
         peak_mib=("peak_mib", "max"),
     )

@@ -609,33 +609,30 @@ def run_methods(
     return pd.DataFrame(rows)
 
 
+#: Per-gene scores, averaged over genes and then over seeds on every page.
+SCORES = ("pearson", "pearson_within", "ssim", "rmse", "spot_residual", "coverage_90", "sd_error_spearman")
+#: Scores of a method's spread: absent for methods without one, and in results written before they existed.
+UNCERTAINTY_SCORES = ("coverage_90", "sd_error_spearman")
+
+
+def with_uncertainty_scores(frame):
+    """``frame`` with :data:`UNCERTAINTY_SCORES` columns, NaN where it has none."""
+    return frame.assign(**{c: frame.get(c, np.nan) for c in UNCERTAINTY_SCORES})
+
+
 def summarise(per_gene, *, by: str):
     """Mean over genes per run, then over seeds; ``pearson_sd`` is the spread of the gene mean across seeds."""
     order = {m: i for i, m in enumerate(LABELS)}
-    # Results written before the uncertainty columns existed lack them: re-rendering them must still work.
-    per_gene = per_gene.assign(
-        **{c: per_gene.get(c, np.nan) for c in ("coverage_90", "sd_error_spearman")}
-    )
-    per_run = per_gene.groupby([by, "method", "seed"]).agg(
-        pearson=("pearson", "mean"),
-        pearson_within=("pearson_within", "mean"),
-        ssim=("ssim", "mean"),
-        rmse=("rmse", "mean"),
-        spot_residual=("spot_residual", "mean"),
-        coverage_90=("coverage_90", "mean"),
-        sd_error_spearman=("sd_error_spearman", "mean"),
-        wall_s=("wall_s", "first"),
-        peak_mib=("peak_mib", "first"),
+    means = {c: (c, "mean") for c in SCORES}
+    per_run = (
+        with_uncertainty_scores(per_gene)
+        .groupby([by, "method", "seed"])
+        .agg(**means, wall_s=("wall_s", "first"), peak_mib=("peak_mib", "first"))
     )
     summary = per_run.groupby([by, "method"]).agg(
-        pearson=("pearson", "mean"),
+        pearson=means["pearson"],
         pearson_sd=("pearson", "std"),
-        pearson_within=("pearson_within", "mean"),
-        ssim=("ssim", "mean"),
-        rmse=("rmse", "mean"),
-        spot_residual=("spot_residual", "mean"),
-        coverage_90=("coverage_90", "mean"),
-        sd_error_spearman=("sd_error_spearman", "mean"),
+        **{c: means[c] for c in SCORES[1:]},
         wall_s=("wall_s", "mean"),
         peak_mib=("peak_mib", "max"),
     )
