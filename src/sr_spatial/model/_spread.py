@@ -14,7 +14,6 @@ __all__ = ["SpreadPredictors", "finer_variance_ratio", "fit_spread", "smooth_at"
 MIN_PARENTS = 4
 
 
-
 def finer_variance_ratio(spot_values: np.ndarray, centres: np.ndarray, *, pitch: float, scale: int) -> float:
     """How much more a unit varies around its parent ``scale`` times finer, extrapolated from coarser levels.
 
