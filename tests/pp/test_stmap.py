@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sr_spatial.pp import build_st_map, coarsen_spots
-from sr_spatial.pp._stmap import TISSUE_REACH, spot_pitch
+from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch
 
 IMAGE_KEY = "demo_full_image"
 SCALE = 4
@@ -174,7 +174,7 @@ def test_scale_must_be_positive(demo_sdata):
 @pytest.mark.parametrize(("scale", "phase"), [(1, 0.5), (2, 0.0), (3, 0.5), (4, 0.0)])
 def test_grid_puts_spots_symmetrically_among_their_bins(scale, phase):
     """Even scales: spot centres on bin corners (a 2x2 block per spot at scale 2); odd: on bin centres."""
-    from sr_spatial.pp._stmap import make_grid
+    from sr_spatial.pp._lattice import make_grid
 
     xy = np.stack(np.meshgrid(np.arange(5) * 200.0 + 37.0, np.arange(4) * 200.0 + 11.0), axis=-1).reshape(-1, 2)
     grid = make_grid(xy, bin_size=200.0 / scale, pitch=200.0)

@@ -14,6 +14,7 @@ from sr_spatial._adapter._read import read_spots
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._groups import group_means, lattice_groups
 from sr_spatial.pp._genes import select_genes
+from sr_spatial.pp._lattice import make_grid, spot_pitch, spot_reach
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,17 +23,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["STMap", "build_st_map", "coarsen_spots", "nearest_spot", "render_spots", "spot_pitch"]
-
-#: Bins farther than this many local lattice spacings from every spot are outside the tissue. 0.75 covers the
-#: whole Voronoi cell of square (0.71) and hexagonal (0.58) lattices without reaching far past the outer spots.
-TISSUE_REACH = 0.75
-#: Neighbours that define a spot's local lattice spacing: the 3rd nearest is the longer side of a rectangular
-#: lattice, also for its edge spots (and the pitch of square and hexagonal ones, edges included), so the Voronoi
-#: cell of any of them is covered.
-LATTICE_NEIGHBOURS = 3
-#: No spot's tissue reaches farther than this many (nearest-neighbour) pitches, whatever its neighbours.
-MAX_REACH_PITCHES = 2.0
+__all__ = [
+    "STMap",
+    "build_st_map",
+    "coarsen_spots",
+    "nearest_spot",
+    "render_spots",
+]
 
 
 @dataclass(frozen=True)
@@ -74,56 +71,6 @@ class STMap:
     mask: np.ndarray | None
     footprint: np.ndarray | None
     spots: SpotData | None = None
-
-
-def spot_pitch(centres: np.ndarray) -> float:
-    """Median distance from each spot to its nearest neighbour, in the units of ``centres``."""
-    if len(centres) < 2:
-        msg = (
-            f"Found {len(centres)} spot(s) over the image; super-resolution needs a tissue with many spots. "
-            "Check `shapes_key`, the table's `in_tissue` column and the elements' transformations."
-        )
-        raise ValueError(msg)
-    distances, _ = cKDTree(centres).query(centres, k=2)
-    return float(np.median(distances[:, 1]))
-
-
-def spot_reach(centres: np.ndarray, *, pitch: float, radius: np.ndarray | None = None) -> np.ndarray:
-    """How far the tissue around each spot reaches: ``TISSUE_REACH`` times its local lattice spacing.
-
-    The spacing is the distance to the spot's 3rd nearest neighbour, its median over the spot and those
-    neighbours (so a corner spot, missing neighbours, takes its neighbours' spacing), capped at
-    ``MAX_REACH_PITCHES`` pitches. On square and hexagonal lattices this is ``0.75 * pitch``; on rectangular
-    (e.g. 1:2) and staggered lattices it covers the longer side's cell too, which an isotropic pitch would cut
-    off. A spot's own disk is always tissue.
-    """
-    n = len(centres)
-    reach = np.full(n, TISSUE_REACH * pitch)
-    k = min(LATTICE_NEIGHBOURS, n - 1)
-    if k >= 1:
-        distances, neighbours = cKDTree(centres).query(centres, k=k + 1)
-        spacing = np.median(distances[:, k][neighbours], axis=1)
-        reach = TISSUE_REACH * np.clip(spacing, pitch, MAX_REACH_PITCHES * pitch)
-    if radius is not None:
-        reach = np.maximum(reach, radius)
-    return reach
-
-
-def make_grid(centres: np.ndarray, *, bin_size: float, pitch: float, reach: float | None = None) -> BinGrid:
-    """The smallest grid of ``bin_size`` bins that holds the tissue around ``centres``.
-
-    The grid is phased so that a spot's ``pitch / bin_size`` bins lie symmetrically around its centre: spot
-    centres fall on bin corners when a spot spans an even number of bins, on bin centres when odd. Otherwise at
-    scale 2 every spot would sit in the middle of one bin and its neighbours would straddle two spots.
-    """
-    reach = TISSUE_REACH * pitch if reach is None else reach
-    per_spot = pitch / bin_size
-    odd = abs(per_spot - round(per_spot)) < 1e-6 and round(per_spot) % 2 == 1
-    margin = (np.ceil(reach / bin_size - 1e-6) + (0.5 if odd else 0.0)) * bin_size
-    lo = centres.min(axis=0) - margin
-    hi = centres.max(axis=0) + reach
-    width, height = np.ceil((hi - lo) / bin_size).astype(int)
-    return BinGrid(x0=float(lo[0]), y0=float(lo[1]), size=float(bin_size), height=int(height), width=int(width))
 
 
 class SpotRenderer:

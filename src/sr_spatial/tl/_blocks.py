@@ -20,7 +20,8 @@ from sr_spatial._adapter._read import read_histology
 from sr_spatial._consistency import project_to_spots, residual_sums
 from sr_spatial.model import Scene
 from sr_spatial.model._calibration import MIN_SD
-from sr_spatial.pp._stmap import SpotRenderer, spot_reach
+from sr_spatial.pp._lattice import spot_reach
+from sr_spatial.pp._stmap import SpotRenderer
 from sr_spatial.tl._plan import Block, plan_blocks
 from sr_spatial.tl._store import ImageStore
 

@@ -102,7 +102,8 @@ def check_training_scale(sdata: SpatialData, image_key: str, *, scale: int, **wh
     ``where`` are the keyword arguments of :func:`sr_spatial._adapter._read.read_spots` that locate the spots.
     """
     from sr_spatial._adapter._read import read_spots
-    from sr_spatial.pp._stmap import coarsen_spots, spot_pitch
+    from sr_spatial.pp._lattice import spot_pitch
+    from sr_spatial.pp._stmap import coarsen_spots
 
     centres = read_spots(sdata, image_key, **where).centres
     pooled, _ = coarsen_spots(

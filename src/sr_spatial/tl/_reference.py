@@ -12,7 +12,8 @@ from scipy.spatial import cKDTree
 from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._groups import group_means
 from sr_spatial.model import Scene
-from sr_spatial.pp._stmap import TISSUE_REACH, nearest_spot, render_spots
+from sr_spatial.pp._lattice import TISSUE_REACH
+from sr_spatial.pp._stmap import nearest_spot, render_spots
 
 if TYPE_CHECKING:
     from sr_spatial.pp._stmap import STMap

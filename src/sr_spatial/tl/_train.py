@@ -13,7 +13,8 @@ from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._logging import log_phase, logger
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
-from sr_spatial.pp._stmap import build_st_map, coarsen_spots, make_grid, nearest_spot, render_spots
+from sr_spatial.pp._lattice import make_grid
+from sr_spatial.pp._stmap import build_st_map, coarsen_spots, nearest_spot, render_spots
 from sr_spatial.tl import _checks
 
 if TYPE_CHECKING:
