@@ -253,6 +253,52 @@ def test_read_histology_decides_the_intensity_range_once_per_image(encode, caplo
     np.testing.assert_allclose(histology[:, keep], expected[:, keep], atol=2e-3)
 
 
+PINK = np.array([220, 150, 190], dtype=np.uint8)
+
+
+def _tissue_image(covered: bool = False) -> np.ndarray:
+    """Pink tissue under all four spots of :func:`_synthetic_sdata` on white glass (or filling the image)."""
+    image = np.empty((3, 200, 240), dtype=np.uint8)
+    image[:] = (PINK if covered else WHITE)[:, None, None]
+    image[:, 30:170, 30:170] = PINK[:, None, None]
+    image[:, 60:100, 80:140] = RED[:, None, None]
+    return image
+
+
+def test_a_fluorescence_image_reads_as_its_brightfield_negative(caplog):
+    """Tissue bright on a dark background is inverted, so features see nuclei dark on white as in an H&E."""
+    image = _tissue_image()
+    grid = BinGrid(x0=20.0, y0=20.0, size=20.0, height=8, width=9)
+    bright = read_spots(_synthetic_sdata(image), "he")
+    assert not bright.inverted
+    with caplog.at_level("INFO", logger="sr_spatial"):
+        dark = read_spots(_synthetic_sdata((255 - image).astype(np.uint8)), "he")
+    assert dark.inverted
+    assert "dark background" in caplog.text
+    np.testing.assert_allclose(
+        read_histology(dark, grid, px_per_bin=4), read_histology(bright, grid, px_per_bin=4), atol=1e-5
+    )
+
+
+def test_a_brightfield_crop_without_glass_is_not_inverted():
+    """No background in sight: the border is tissue, bright enough to be brightfield."""
+    assert not read_spots(_synthetic_sdata(_tissue_image(covered=True)), "he").inverted
+
+
+def test_an_rgba_image_reads_as_its_rgb():
+    image = _tissue_image()
+    rgba = np.concatenate([image, np.full_like(image[:1], 255)])
+    sdata = _synthetic_sdata(image)
+    sdata.images["rgba"] = Image2DModel.parse(
+        rgba, dims=("c", "y", "x"), c_coords=["r", "g", "b", "a"], transformations={"px": Identity()}
+    )
+    grid = BinGrid(x0=20.0, y0=20.0, size=20.0, height=8, width=9)
+    np.testing.assert_array_equal(
+        read_histology(read_spots(sdata, "rgba"), grid, px_per_bin=4),
+        read_histology(read_spots(sdata, "he"), grid, px_per_bin=4),
+    )
+
+
 def test_read_histology_bin_mean_colour():
     """Bin means are the area-weighted mean colour of the image under each bin."""
     image = _square_image()

@@ -18,13 +18,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["check_counts_informative", "check_spot_geometry", "in_tissue", "intensity_white"]
+__all__ = ["check_counts_informative", "check_spot_geometry", "dark_background", "in_tissue", "intensity_white"]
 
 _TRUE = {"1", "1.0", "true", "yes", "in_tissue"}
 _FALSE = {"0", "0.0", "false", "no", "out_of_tissue"}
 
 #: Values sampled from the coarsest pyramid level to decide an image's intensity range.
 SAMPLE_VALUES = 2**20
+#: Share of the image's width and height, on each side, whose pixels show its background.
+BORDER = 0.05
+#: A background darker than this (0 black, 1 white) is a fluorescence image's, not glass under brightfield...
+DARK_BACKGROUND = 0.35
+#: ...when the tissue under the spots is also brighter than it by at least this much.
+DARK_MARGIN = 0.05
 
 
 def in_tissue(column: pd.Series, table_key: str) -> np.ndarray:
@@ -146,3 +152,40 @@ def intensity_white(level: xr.DataArray, image_key: str, spots: np.ndarray, spot
         "Image %r (%s, 99.9%% of values up to %g): read on a 0-%g scale%s.", image_key, dtype, typical, white, note
     )
     return white
+
+
+def dark_background(level: xr.DataArray, image_key: str, spots: np.ndarray, white: float) -> bool:
+    """Whether the image shows tissue bright on a dark background (fluorescence) rather than dark on glass.
+
+    ``level`` is the image's coarsest pyramid level, ``spots`` the spot centres ``(x, y)`` in units of its width,
+    ``white`` what its values are divided by (:func:`intensity_white`). The background is the median brightness of
+    the image's outer :data:`BORDER` frame, the tissue that of the pixels under the spots. A fully covered crop
+    (no background) of a brightfield H&E stays brightfield: its border is tissue, brighter than
+    :data:`DARK_BACKGROUND`.
+    """
+    import xarray as xr
+
+    height, width = level.sizes["y"], level.sizes["x"]
+    step = max(1, math.ceil(math.sqrt(height * width / SAMPLE_VALUES)))
+    sample = np.asarray(level[:, ::step, ::step].compute(scheduler="threads").values, dtype=np.float64)
+    brightness = np.nan_to_num(sample[:3].mean(axis=0) / white, nan=1.0, posinf=1.0, neginf=0.0)
+    rows, cols = brightness.shape
+    dr, dc = max(1, int(BORDER * rows)), max(1, int(BORDER * cols))
+    frame = np.ones_like(brightness, dtype=bool)
+    frame[dr:-dr, dc:-dc] = False
+    background = float(np.median(brightness[frame]))
+    on_level = np.floor(spots * width).astype(int)
+    spot_rows, spot_cols = on_level[:, 1].clip(0, height - 1), on_level[:, 0].clip(0, width - 1)
+    under = level.isel(y=xr.DataArray(spot_rows), x=xr.DataArray(spot_cols)).compute(scheduler="threads").values
+    tissue = float(np.median(np.nan_to_num(np.asarray(under, dtype=np.float64)[:3].mean(axis=0) / white, nan=1.0)))
+    dark = background < DARK_BACKGROUND and tissue > background + DARK_MARGIN
+    if dark:
+        logger.info(
+            "Image %r shows tissue (median brightness %.2f under the spots) on a dark background (%.2f), as a "
+            "fluorescence image does: its intensities are inverted for the histology, so that nuclei and tissue "
+            "read dark on white as in a brightfield H&E.",
+            image_key,
+            tissue,
+            background,
+        )
+    return dark

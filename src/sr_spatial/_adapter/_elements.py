@@ -70,6 +70,8 @@ class SpotData:
     shapes_key: str
     #: Pixel value read as white, decided once per image (:func:`sr_spatial._validate.intensity_white`).
     white: float = 1.0
+    #: A fluorescence image (tissue bright on dark), read inverted (:func:`sr_spatial._validate.dark_background`).
+    inverted: bool = False
 
 
 def _available(kind: str, names) -> str:
@@ -105,11 +107,17 @@ def _element_transformations(element) -> dict[str, BaseTransformation]:
     return dict(get_transformation(element, get_all=True))
 
 
-def _to_unit_rgb(crop: np.ndarray, white: float) -> np.ndarray:
-    """Pixels divided by the image's ``white`` into ``[0, 1]``; NaN and ``+inf`` read as white glass."""
-    crop = crop.astype(np.float32) / np.float32(white)
+def _to_unit_rgb(crop: np.ndarray, white: float, *, inverted: bool = False) -> np.ndarray:
+    """Pixels divided by the image's ``white`` into ``[0, 1]`` RGB; NaN and ``+inf`` read as white glass.
+
+    One grey channel is repeated into RGB; an RGBA image's alpha is dropped. ``inverted`` (a fluorescence image)
+    turns bright-on-dark into dark-on-white, as a brightfield H&E reads.
+    """
+    crop = crop[:3].astype(np.float32) / np.float32(white)
     if crop.shape[0] == 1:
         crop = np.repeat(crop, 3, axis=0)
+    if inverted:
+        crop = 1.0 - crop
     return np.clip(np.nan_to_num(crop, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 

@@ -18,7 +18,13 @@ from sr_spatial._adapter._elements import (
     _scale0,
     _to_unit_rgb,
 )
-from sr_spatial._validate import check_counts_informative, check_spot_geometry, in_tissue, intensity_white
+from sr_spatial._validate import (
+    check_counts_informative,
+    check_spot_geometry,
+    dark_background,
+    in_tissue,
+    intensity_white,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -137,10 +143,16 @@ def read_spots(
             "`spatialdata.models.Image2DModel`."
         )
         raise ValueError(msg)
-    if level0.sizes["c"] not in (1, 3):
+    channels = [str(c).lower() for c in level0.coords["c"].values] if "c" in level0.coords else []
+    rgba = level0.sizes["c"] == 4 and channels[3:] in (["a"], ["alpha"])
+    if level0.sizes["c"] not in (1, 3) and not rgba:
         msg = (
-            f"Image {image_key!r} has {level0.sizes['c']} channels; an H&E image with 3 (RGB) channels, "
-            f"or 1 grey channel, is needed. {_available('images', sdata.images.keys())}"
+            f"Image {image_key!r} has {level0.sizes['c']} channels; an H&E image with 3 (RGB) channels, RGBA (the "
+            f"4th channel named 'a' or 'alpha'), or 1 grey channel, is needed (its channels: {channels}). For a "
+            "multi-channel fluorescence image, add one channel (e.g. DAPI) as its own image, e.g. "
+            f"`sdata.images['dapi'] = Image2DModel.parse(sdata.images[{image_key!r}]['scale0']['image']"
+            ".sel(c=['DAPI']).data, dims=('c', 'y', 'x'), transformations=...)`, and pass `image_key='dapi'`. "
+            f"{_available('images', sdata.images.keys())}"
         )
         raise ValueError(msg)
     if level0.dtype == bool or not np.issubdtype(level0.dtype, np.number) or np.issubdtype(level0.dtype, complex):
@@ -198,7 +210,9 @@ def read_spots(
     counts = sparse.csr_matrix(counts, dtype=np.float32)
     _check_counts(counts, table_key)
     check_counts_informative(counts, table_key)
-    white = intensity_white(_image_levels(image)[-1], image_key, centres / width, pd.Index(table.obs_names[rows]))
+    coarsest = _image_levels(image)[-1]
+    white = intensity_white(coarsest, image_key, centres / width, pd.Index(table.obs_names[rows]))
+    inverted = dark_background(coarsest, image_key, centres / width, white)
     return SpotData(
         centres=centres,
         radius=radius,
@@ -213,6 +227,7 @@ def read_spots(
         table_key=table_key,
         shapes_key=shapes_key,
         white=white,
+        inverted=inverted,
     )
 
 
@@ -268,7 +283,7 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     if x_hi <= x_lo or y_hi <= y_lo:
         return np.ones((3, *out_shape), dtype=np.float32)
     crop = np.asarray(chosen.isel(x=slice(x_lo, x_hi), y=slice(y_lo, y_hi)).values)
-    crop = _to_unit_rgb(crop, spots.white)
+    crop = _to_unit_rgb(crop, spots.white, inverted=spots.inverted)
 
     # Area-average first, so resampling to the output pixel does not alias nuclei away.
     pool = max(int(np.floor(out_pixel / factor)), 1)
