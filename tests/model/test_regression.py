@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sr_spatial.model._calibration import calibrate_spread, interval_coverage, sd_error_rank
-from sr_spatial.model._regression import Ridge, fit_detail_model
+from sr_spatial.model._regression import Ridge, detail_cap, fit_detail_model
 
 
 def _spots(seed=0, n=30):
@@ -57,6 +57,15 @@ def test_too_few_groups_keep_every_gene_at_the_measurement():
     features, values, centres = _spots(n=4)
     model = fit_detail_model(features, values, centres, pitch=10.0, scale=2)
     assert np.all(model.weight == 0)
+
+
+def test_detail_that_swells_at_bins_is_scaled_to_the_measured_variance_law():
+    """Allowed: finer_ratio times the held-out spots' predicted variance; beyond it, scaled back to it."""
+    group = np.array([0.25, 0.25, 0.25, 0.0])
+    bins = np.array([0.5, 1.0, 4.0, 1.0])
+    cap = detail_cap(bins, group, finer_ratio=4.0)
+    np.testing.assert_allclose(cap, [1.0, 1.0, 0.5, 0.0])
+    np.testing.assert_allclose(detail_cap(bins, None, finer_ratio=4.0), 1.0)
 
 
 def test_coverage_is_computed_correctly_on_a_known_gaussian():

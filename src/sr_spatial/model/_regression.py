@@ -20,7 +20,7 @@ import numpy as np
 from sr_spatial._groups import deviation_from_group, group_means, lattice_groups
 from sr_spatial.model._spread import SpreadPredictors, finer_variance_ratio, fit_spread, smooth_at, spread_variance
 
-__all__ = ["DetailModel", "Ridge", "detail_weights", "fit_detail_model"]
+__all__ = ["DetailModel", "Ridge", "detail_cap", "detail_weights", "fit_detail_model"]
 
 #: Penalties tried, relative to the number of training rows; chosen per gene by leave-one-out error.
 ALPHAS = np.logspace(-2, 4, 19)
@@ -101,12 +101,15 @@ class DetailModel:
         The spread predictors' means over the output's bins, ``(4, n_genes)``.
     finer_ratio
         How much more a bin varies around its spot than a spot around its group (:func:`finer_variance_ratio`);
-        the calibrated spread is scaled by its square root.
+        the calibrated spread is scaled by its square root, and the histology detail may vary at most that much
+        more at bins than at held-out spots (:func:`detail_cap`).
     coverage_scale
         Per gene, the factor that brings the held-out residuals' central 90 % interval to nominal coverage
         (see :mod:`sr_spatial.model._calibration`).
     n_groups
         Groups of at least two spots the weights were fitted on.
+    group_detail_variance
+        Per gene, the variance of the held-out spots' predicted histology deviation from their group.
     """
 
     ridge: Ridge
@@ -121,6 +124,7 @@ class DetailModel:
     heldout_residual: np.ndarray | None = field(default=None, repr=False)
     heldout_variance: np.ndarray | None = field(default=None, repr=False)
     finer_ratio: float = 1.0
+    group_detail_variance: np.ndarray | None = field(default=None, repr=False)
 
     def spot_prediction(self, spot_features: np.ndarray) -> np.ndarray:
         """Predicted expression of each spot from its features ``(n_spots, n_features)``."""
@@ -147,6 +151,26 @@ class DetailModel:
 
         variance = spread_variance(self.spread, predictors.relative(self.bin_means))
         return np.maximum(np.sqrt(np.maximum(variance, 0.0)) * self.coverage_scale, MIN_SD)
+
+
+def detail_cap(bin_variance: np.ndarray, group_variance: np.ndarray | None, finer_ratio: float) -> np.ndarray:
+    """Per gene, a factor of at most 1 on the histology weight, so the detail at bins varies only as data allow.
+
+    The weight is fitted one level coarser, on spots around their groups; the map applies the predictor to bins
+    around their spots. Where the features behave alike at both levels, the predicted detail varies about as
+    much at bins as at spots (on the demo, 1.05 times); where bin features carry noise or leave the range the
+    spots span, the prediction swells at bins (27 times on the demo's H&E read as a negative, whose per-bin
+    predictions then lowered the map below the measurement although the held-out weights were high). The
+    measured expression itself varies ``finer_ratio`` times more around spots than around groups
+    (:func:`~sr_spatial.model._spread.finer_variance_ratio`); the predicted detail is scaled down to that, per
+    gene: ``min(1, sqrt(finer_ratio * group_variance / bin_variance))``.
+    """
+    if group_variance is None:
+        return np.ones_like(bin_variance)
+    allowed = finer_ratio * np.asarray(group_variance, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cap = np.sqrt(allowed / bin_variance)
+    return np.where(np.isfinite(cap) & (bin_variance > allowed), np.clip(cap, 0.0, 1.0), 1.0)
 
 
 def detail_weights(
@@ -281,4 +305,5 @@ def fit_detail_model(
         heldout_residual=residual,
         heldout_variance=spread_variance(spread, predictors.relative(predictors.means())),
         finer_ratio=ratio,
+        group_detail_variance=dp.var(axis=0) if len(dp) > 2 else None,
     )

@@ -13,7 +13,7 @@ from sr_spatial._groups import group_means
 from sr_spatial._logging import log_phase
 from sr_spatial.features import bin_features, resolve_features
 from sr_spatial.model._calibration import calibrate_spread
-from sr_spatial.model._regression import fit_detail_model
+from sr_spatial.model._regression import detail_cap, fit_detail_model
 from sr_spatial.model._spread import SpreadPredictors
 
 if TYPE_CHECKING:
@@ -101,8 +101,9 @@ def fit_histology_detail(
     Returns
     -------
     The block job's :class:`~sr_spatial.tl._blocks.HistologyDetail` and a dict for ``uns[key]["histology"]``:
-    the extractor, per-gene ``weight``, ``heldout_r``, typical calibrated ``std`` and its conformal
-    ``coverage_scale``, and the number of groups the weights were fitted on.
+    the extractor, per-gene ``weight`` (after ``detail_cap``), ``interpolation_weight``, ``detail_cap``
+    (:func:`~sr_spatial.model._regression.detail_cap`), ``heldout_r``, typical calibrated ``std`` and its
+    conformal ``coverage_scale``, and the number of groups the weights were fitted on.
     """
     start = time.perf_counter()
     extractor = resolve_features(features, image_um_per_px=image_um_per_px)
@@ -113,10 +114,21 @@ def fit_histology_detail(
     start = time.perf_counter()
     per_spot = spot_features(maps, footprint, st_map.grid.index_of(st_map.centres))
     model = fit_detail_model(per_spot, st_map.values, st_map.centres, pitch=st_map.pitch, scale=scale, seed=seed)
+    spot_prediction = model.spot_prediction(per_spot)
+    bin_detail = model.ridge.predict(maps[:, mask].T) - spot_prediction[owner[mask]]
+    cap = detail_cap(bin_detail.var(axis=0), model.group_detail_variance, model.finer_ratio)
+    del bin_detail
+    if (cap < 1.0).any():
+        logger.info(
+            "The histology detail swells from held-out spots to bins for %d of %d genes; their weights are scaled "
+            "down to what the measurement's own variance across scales allows (median factor %.2f).",
+            int((cap < 1.0).sum()),
+            len(cap),
+            float(np.median(cap[cap < 1.0])),
+        )
+    model.weight = model.weight * cap
     std = calibrate_spread(model)
-    detail = HistologyDetail(
-        model=model, features=maps, spot_features=per_spot, spot_prediction=model.spot_prediction(per_spot)
-    )
+    detail = HistologyDetail(model=model, features=maps, spot_features=per_spot, spot_prediction=spot_prediction)
     # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
     _, predictors = detail.bins(maps[:, mask], nearest[:, mask], smooth[:, mask], owner[mask])
     model.bin_means = predictors.means()
@@ -137,6 +149,7 @@ def fit_histology_detail(
         "n_groups": model.n_groups,
         "weight": model.weight.astype(np.float32),
         "interpolation_weight": model.interpolation_weight.astype(np.float32),
+        "detail_cap": cap.astype(np.float32),
         "heldout_r": model.heldout_r.astype(np.float32),
         "std": std.astype(np.float32),
         "coverage_scale": model.coverage_scale.astype(np.float32),
