@@ -292,7 +292,8 @@ def superresolve(
       and spot pitch in image pixels, and the spot-consistency residual before and after projection; with
       ``method="histology"`` also ``uns[key]["histology"]``: the features used and, per gene, the detail
       ``weight`` (0: the measurement itself), the ``interpolation_weight`` of the neighbouring spots' cubic
-      interpolation, the histology detail's held-out correlation ``heldout_r``, the typical calibrated ``std``
+      interpolation, the ``detail_cap`` already applied to ``weight`` (below 1 where the detail swells from
+      spots to bins), the histology detail's held-out correlation ``heldout_r``, the typical calibrated ``std``
       and its ``coverage_scale``; with ``method="diffusion"``, ``uns[key]["coverage_scale"]``: per gene, the
       factor on the projected draws' spread fitted on held-out bins at training so that the reported ``std``
       is calibrated.
