@@ -107,10 +107,13 @@ def _element_transformations(element) -> dict[str, BaseTransformation]:
 
 def _to_unit_rgb(crop: np.ndarray, white: float) -> np.ndarray:
     """Pixels divided by the image's ``white`` into ``[0, 1]``; NaN and ``+inf`` read as white glass."""
-    crop = crop.astype(np.float32) / np.float32(white)
+    # In place on the one float copy: a crop of a whole slide is large, and each step would copy it again.
+    crop = crop.astype(np.float32)
+    crop /= np.float32(white)
     if crop.shape[0] == 1:
         crop = np.repeat(crop, 3, axis=0)
-    return np.clip(np.nan_to_num(crop, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    np.nan_to_num(crop, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
+    return np.clip(crop, 0.0, 1.0, out=crop)
 
 
 def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:
