@@ -71,7 +71,9 @@ def residual_sums(
     return error, np.abs(measured[:, use]).sum(axis=1)
 
 
-def project_to_spots(samples: np.ndarray, footprint: np.ndarray, spot_values: np.ndarray) -> np.ndarray:
+def project_to_spots(
+    samples: np.ndarray, footprint: np.ndarray, spot_values: np.ndarray, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Rescale each spot's bins so they average exactly to the spot, in linear normalised expression.
 
     The projection is multiplicative, which keeps expression non-negative and leaves the relative pattern
@@ -86,11 +88,20 @@ def project_to_spots(samples: np.ndarray, footprint: np.ndarray, spot_values: np
         Spot index per bin, ``-1`` outside every spot.
     spot_values
         Log-normalised spot values ``(n_spots, n_genes)``.
+    out
+        A float32 array of ``samples``' shape to write the result into; it may be ``samples`` itself.
 
     Returns
     -------
-    The projected log-normalised maps, same shape as ``samples``.
+    The projected log-normalised maps, same shape as ``samples`` (``out`` if given).
     """
+    if samples.ndim > 3:
+        # One map at a time: the float64 temporaries of a block's draws would be several times the draws.
+        if out is None:
+            out = np.empty(samples.shape, dtype=np.float32)
+        for index in np.ndindex(samples.shape[:-3]):
+            out[index] = project_to_spots(samples[index], footprint, spot_values)
+        return out
     linear = np.expm1(np.clip(samples.astype(np.float64), 0.0, None))
     owned = footprint >= 0
     present, means, _, owner = _footprint_means(linear, footprint)
@@ -101,4 +112,7 @@ def project_to_spots(samples: np.ndarray, footprint: np.ndarray, spot_values: np
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = np.where(bin_mean > 0, bins * (target / bin_mean), target)
     linear[..., owned] = scaled
-    return np.log1p(linear).astype(np.float32)
+    if out is None:
+        return np.log1p(linear).astype(np.float32)
+    out[...] = np.log1p(linear)
+    return out

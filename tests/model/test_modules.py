@@ -15,7 +15,7 @@ from sr_spatial.model.nn._cmam import CMAM, Disentangler, disentangling_loss
 from sr_spatial.model.nn._denoiser import UNet
 from sr_spatial.model.nn._encoder import Encoder
 from sr_spatial.model.nn._gene_graph import GeneGraphModulation, build_gene_graph
-from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, cell_channels
+from sr_spatial.model.nn._histology import HED_ROWS, HISTOLOGY_INPUTS, cell_channels, histology_inputs
 from sr_spatial.model.nn._registry import ENCODERS, build_encoder
 
 SEED = 0
@@ -316,3 +316,15 @@ def test_config_names_a_known_encoder():
     assert resolve_config("tiny").histology_encoder in ENCODERS
     with pytest.raises(ValueError, match="`histology_encoder` must be one of"):
         resolve_config("tiny", histology_encoder="no-such-encoder")
+
+
+def test_histology_inputs_in_row_chunks_equal_the_whole_image():
+    """The deconvolution runs a few rows at a time to bound memory; the inputs are those of the whole image."""
+    from skimage.color import rgb2hed
+
+    rgb = np.random.default_rng(SEED).random((3, HED_ROWS + 37, 23), dtype=np.float32)
+    hed = rgb2hed(np.moveaxis(np.clip(rgb, 1e-3, 1.0), 0, -1))
+    whole = np.concatenate([rgb, np.moveaxis(hed[..., :2], -1, 0)]).astype(np.float32)
+    inputs = histology_inputs(rgb)
+    assert inputs.shape == (HISTOLOGY_INPUTS, *rgb.shape[1:])
+    np.testing.assert_array_equal(inputs, whole)

@@ -48,6 +48,16 @@ def test_projection_of_a_batch(rng, spots):
     np.testing.assert_allclose(projected[1], project_to_spots(maps[1], footprint, values), rtol=1e-6, atol=1e-6)
 
 
+def test_projection_in_place_equals_a_fresh_one(rng, spots):
+    """Blocks project their draws into the draws' own array; the values are the same bit for bit."""
+    footprint, values = spots
+    maps = _random_maps(rng, (3, N_GENES, *footprint.shape))
+    fresh = project_to_spots(maps, footprint, values)
+    written = project_to_spots(maps, footprint, values, out=maps)
+    assert written is maps
+    np.testing.assert_array_equal(written, fresh)
+
+
 def test_projection_leaves_bins_outside_spots_unchanged(rng, spots):
     footprint, values = spots
     maps = _random_maps(rng, (N_GENES, *footprint.shape))

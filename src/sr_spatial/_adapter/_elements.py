@@ -113,12 +113,15 @@ def _to_unit_rgb(crop: np.ndarray, white: float, *, inverted: bool = False) -> n
     One grey channel is repeated into RGB; an RGBA image's alpha is dropped. ``inverted`` (a fluorescence image)
     turns bright-on-dark into dark-on-white, as a brightfield H&E reads.
     """
-    crop = crop[:3].astype(np.float32) / np.float32(white)
+    # In place on the one float copy: a crop of a whole slide is large, and each step would copy it again.
+    crop = crop[:3].astype(np.float32)
+    crop /= np.float32(white)
     if crop.shape[0] == 1:
         crop = np.repeat(crop, 3, axis=0)
     if inverted:
-        crop = 1.0 - crop
-    return np.clip(np.nan_to_num(crop, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        np.subtract(np.float32(1.0), crop, out=crop)
+    np.nan_to_num(crop, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
+    return np.clip(crop, 0.0, 1.0, out=crop)
 
 
 def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:

@@ -298,8 +298,11 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
         scale=1 / crop_pixel, translation=(-(x_lo * factor) / crop_pixel - 0.5, -(y_lo * factor) / crop_pixel - 0.5)
     )
     tf = AffineTransform(matrix=full_to_crop.params @ out_to_full.params)
-    out = np.stack([warp(ch, tf, output_shape=out_shape, order=1, cval=1.0) for ch in crop])
-    return out.astype(np.float32)
+    out = np.empty((len(crop), *out_shape), dtype=np.float32)
+    for channel, values in enumerate(crop):
+        # Each channel goes to float32 as it is resampled, not after all three are held in float64.
+        out[channel] = warp(values, tf, output_shape=out_shape, order=1, cval=1.0)
+    return out
 
 
 def table_genes(sdata: SpatialData, table_key: str) -> pd.Index:

@@ -184,7 +184,8 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
         mean = project_to_spots(raw_mean, footprint, job.values)
         # The projected draws' spread, calibrated on held-out bins at training (see fit_spread_scale).
         scale = model.network.spread_scale.cpu().numpy()[:, None, None]
-        spread = project_to_spots(samples, footprint, job.values).std(axis=0) * scale
+        # Projected in place: the raw draws are not needed again, and a block's draws are its largest array.
+        spread = project_to_spots(samples, footprint, job.values, out=samples).std(axis=0) * scale
         std = (np.maximum(spread, MIN_SD) * mask).astype(np.float32)
     elif job.method == "histology":
         raw, std = job.histology.block_maps(block, nearest, smooth, job.renderer.owner(grid), mask)

@@ -71,22 +71,28 @@ def histology_maps(
     k = scene.px_per_bin
     # Rows of bins at a time bound the memory of the full-resolution activations on large slides.
     rows = max(1, 2**21 // max(inputs.shape[-1] * k * model.config.histology_width, 1))
-    expression, features = [], []
-    for start in range(0, scene.shape[0], rows):
+    # The outputs are allocated before the chunks' large temporaries: small results kept between those would
+    # pin the freed memory below them in the heap, which then is not given back to the system.
+    height, width = scene.shape
+    expression = np.empty((encoder.out_channels, height, width), dtype=np.float32)
+    features = np.empty((encoder.cell_channels, 2 * height, 2 * width), dtype=np.float32) if cells else None
+    for start in range(0, height, rows):
         chunk = inputs[:, start * k : (start + rows) * k][None].to(model.device)
         bins, cell_features = encoder.bin_maps(chunk, k, cells=cells)
-        expression.append(bins[0].float().cpu())
+        expression[:, start : start + rows] = bins[0].float().cpu().numpy()
         if cells:
-            features.append(cell_features[0].float().cpu())
-    return (
-        torch.cat(expression, dim=1).numpy(),
-        torch.cat(features, dim=1).numpy() if cells else None,
-    )
+            features[:, 2 * start : 2 * (start + rows)] = cell_features[0].float().cpu().numpy()
+        del chunk, bins, cell_features
+    return expression, features
 
 
 def standardised_histology(model: ModelParts, scene: Scene) -> torch.Tensor:
     """The encoder's inputs for ``scene``, standardised with the statistics fitted on the reference."""
-    inputs = torch.from_numpy(model.network.encoder.prepare(scene.histology))
+    prepared = model.network.encoder.prepare(scene.histology)
+    if np.may_share_memory(prepared, scene.histology):
+        prepared = prepared.copy()  # standardised in place below; the scene's image must stay as it is
+    inputs = torch.from_numpy(prepared)
     mean = model.network.histology_mean.cpu()[:, None, None]
     std = model.network.histology_std.cpu()[:, None, None]
-    return (inputs - mean) / std
+    # In place: the inputs are a fresh whole-slide array, and a copy per operation doubles its footprint.
+    return inputs.sub_(mean).div_(std)

@@ -75,15 +75,19 @@ def sample(
     offset: tuple[int, int],
     return_mean: bool,
     show_progress_bar: bool,
+    maps: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Draws of ``scene`` and, with ``return_mean``, the posterior mean; see :meth:`~sr_spatial.model.DiffST.sample`."""
+    """Draws of ``scene`` and, with ``return_mean``, the posterior mean; see :meth:`~sr_spatial.model.DiffST.sample`.
+
+    ``maps`` is the scene's :func:`~sr_spatial.model.module._condition.histology_maps` when already computed.
+    """
     cfg = model.config
     net = model.network.eval().to(model.device)
     denoiser = torch.compile(net) if cfg.compile else net
     height, width = scene.shape
     multiple = 2 ** (len(cfg.channel_mult) - 1)
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    cond, cells, base = condition(model, scene)
+    cond, cells, base = condition(model, scene, maps)
     cond = F.pad(cond, (0, pad_w, 0, pad_h))
     if cells is not None:
         cells = F.pad(cells, (0, 2 * pad_w, 0, 2 * pad_h))
@@ -128,12 +132,20 @@ def sample(
             if draw == 0:
                 crop(weight, top, left).add_(ramp)
     bar.close()
-    residual = (total / weight)[..., :height, :width].numpy()
+    # The draws are the largest arrays of a block: drop the noise, and build the maps with one full-size copy
+    # (in place, in the order of ``(base + residual * scale * std) * mask``, so the values do not change).
+    del noise
+    residual = total.div_(weight)[..., :height, :width].numpy()
     std = model.network.gene_std.cpu().numpy()[None, :, None, None]
     scale = model.network.residual_scale.cpu().numpy()[None, :, None, None]
-    maps = (base[None] + residual * scale * std) * scene.mask[None, None]
+    maps = residual * scale
+    del residual, total
+    maps *= std
+    maps += base[None]
+    maps *= scene.mask[None, None]
+    maps = maps.astype(np.float32, copy=False)
     if not return_mean:
-        return maps.astype(np.float32)
+        return maps
     weight = model.network.residual_weight.cpu().numpy()[:, None, None]
     mean = (base + weight * (maps.mean(axis=0) - base)) * scene.mask
-    return maps.astype(np.float32), mean.astype(np.float32)
+    return maps, mean.astype(np.float32)

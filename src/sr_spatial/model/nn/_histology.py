@@ -32,6 +32,8 @@ def spot_means(maps: np.ndarray, spot_pixels: np.ndarray, n_spots: int, px_per_b
 
 #: Input channels: RGB plus haematoxylin and eosin from colour deconvolution.
 HISTOLOGY_INPUTS = 5
+#: Image rows deconvolved at once by :func:`histology_inputs`.
+HED_ROWS = 256
 
 
 def histology_inputs(rgb: np.ndarray) -> np.ndarray:
@@ -42,8 +44,14 @@ def histology_inputs(rgb: np.ndarray) -> np.ndarray:
     """
     from skimage.color import rgb2hed
 
-    hed = rgb2hed(np.moveaxis(np.clip(rgb, 1e-3, 1.0), 0, -1))
-    return np.concatenate([rgb, np.moveaxis(hed[..., :2], -1, 0)], axis=0).astype(np.float32)
+    out = np.empty((HISTOLOGY_INPUTS, *rgb.shape[1:]), dtype=np.float32)
+    out[:3] = rgb
+    # Rows at a time: the deconvolution works per pixel in float64, several whole-slide copies at once otherwise.
+    for start in range(0, rgb.shape[1], HED_ROWS):
+        rows = slice(start, start + HED_ROWS)
+        hed = rgb2hed(np.moveaxis(np.clip(rgb[:, rows], 1e-3, 1.0), 0, -1))
+        out[3:, rows] = np.moveaxis(hed[..., :2], -1, 0)
+    return out
 
 
 class HistologyEncoder(Encoder):
@@ -86,8 +94,10 @@ class HistologyEncoder(Encoder):
         encoder's hidden features: ``(b, cell_channels(width), 2 * h, 2 * w)``.
         """
         features = self.body(image)
-        rates = torch.exp(self.head(features).clamp(max=20.0))
+        # In place: one rate per gene and pixel is the largest array here, and each copy of it costs as much.
+        rates = self.head(features).clamp_(max=20.0).exp_()
         expression = torch.log1p(F.avg_pool2d(rates, px_per_bin))
+        del rates
         if not cells:
             return expression, None
         quarter = px_per_bin // 2

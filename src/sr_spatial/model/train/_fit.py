@@ -125,17 +125,27 @@ def train_model(
     refuse_non_finite(model.network.state_dict())
     model.is_trained = True
 
-    calibrate_posterior(model, scenes, [base for *_, base in inputs], held)
+    # The encoder is frozen, so the averaged network's histology maps are the ones computed above.
+    scene_maps = [maps[id(s.histology)] for s in scenes]
+    calibrate_posterior(model, scenes, [base for *_, base in inputs], held, maps=scene_maps)
 
 
 def calibrate_posterior(
-    model: ModelParts, scenes: Sequence[Scene], bases: Sequence[np.ndarray], held: Sequence[np.ndarray]
+    model: ModelParts,
+    scenes: Sequence[Scene],
+    bases: Sequence[np.ndarray],
+    held: Sequence[np.ndarray],
+    *,
+    maps: Sequence[tuple[np.ndarray, np.ndarray | None]] | None = None,
 ) -> None:
     """Fit the posterior mean's shrinkage, then the spread's calibration, on the same draws of held-out bins.
 
     Each scene with held-out bins is sampled once (:data:`CALIBRATION_DRAWS` draws, the number
-    :func:`sr_spatial.tl.superresolve` averages by default); both fits read those draws.
+    :func:`sr_spatial.tl.superresolve` averages by default); both fits read those draws. ``maps`` are the
+    scenes' histology maps when already computed (running the encoder over the whole H&E again per scene
+    costs seconds and a transient of several copies of the image).
     """
+    maps = [None] * len(scenes) if maps is None else maps
     held_out = [
         (scene, base, bins, sample(
             model,
@@ -147,8 +157,9 @@ def calibrate_posterior(
             offset=(0, 0),
             return_mean=False,
             show_progress_bar=False,
+            maps=scene_maps,
         ))
-        for scene, base, bins in zip(scenes, bases, held, strict=True)
+        for scene, base, bins, scene_maps in zip(scenes, bases, held, maps, strict=True)
         if bins.any()
     ]  # fmt: skip
     fit_residual_weight(model.network, held_out)
