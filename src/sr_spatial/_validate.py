@@ -103,6 +103,24 @@ def _bit_depth_white(value: float) -> float:
     return float(2**bits - 1)
 
 
+def _coarse_sample(level: xr.DataArray) -> np.ndarray:
+    """A strided sample of ``level`` (at most about :data:`SAMPLE_VALUES` values), ``(c, y, x)``.
+
+    Read here even when a dask cluster is the default scheduler: a small sample of the smallest level.
+    """
+    step = max(1, math.ceil(math.sqrt(level.sizes["y"] * level.sizes["x"] * level.sizes["c"] / SAMPLE_VALUES)))
+    return np.asarray(level[:, ::step, ::step].compute(scheduler="threads").values)
+
+
+def _under_spots(level: xr.DataArray, spots: np.ndarray) -> np.ndarray:
+    """The pixels of ``level`` under each spot centre (``(x, y)`` in units of its width), ``(c, n_spots)``."""
+    import xarray as xr
+
+    on_level = np.floor(spots * level.sizes["x"]).astype(int)
+    rows, cols = on_level[:, 1].clip(0, level.sizes["y"] - 1), on_level[:, 0].clip(0, level.sizes["x"] - 1)
+    return np.asarray(level.isel(y=xr.DataArray(rows), x=xr.DataArray(cols)).compute(scheduler="threads").values)
+
+
 def intensity_white(level: xr.DataArray, image_key: str, spots: np.ndarray, spot_names: pd.Index) -> float:
     """The value an H&E's pixels are divided by to lie in ``[0, 1]``, decided once for the whole image.
 
@@ -113,9 +131,7 @@ def intensity_white(level: xr.DataArray, image_key: str, spots: np.ndarray, spot
     values use. NaN under a spot is refused; elsewhere NaN and ``+inf`` read as white glass, ``-inf`` as black.
     """
     dtype = level.dtype
-    step = max(1, math.ceil(math.sqrt(level.sizes["y"] * level.sizes["x"] * level.sizes["c"] / SAMPLE_VALUES)))
-    # Read here even when a dask cluster is the default scheduler: a small sample of the smallest level.
-    sample = np.asarray(level[:, ::step, ::step].compute(scheduler="threads").values)
+    sample = _coarse_sample(level)
     if np.issubdtype(dtype, np.integer):
         top = float(sample.max()) if sample.size else 0.0
         white = float(np.iinfo(dtype).max) if dtype == np.uint8 else min(_bit_depth_white(top), np.iinfo(dtype).max)
@@ -128,12 +144,7 @@ def intensity_white(level: xr.DataArray, image_key: str, spots: np.ndarray, spot
             "H&E image, or fill its missing pixels first."
         )
         raise ValueError(msg)
-    import xarray as xr
-
-    on_level = np.floor(spots * level.sizes["x"]).astype(int)
-    rows, cols = on_level[:, 1].clip(0, level.sizes["y"] - 1), on_level[:, 0].clip(0, level.sizes["x"] - 1)
-
-    under_spots = np.asarray(level.isel(y=xr.DataArray(rows), x=xr.DataArray(cols)).compute(scheduler="threads").values)
+    under_spots = _under_spots(level, spots)
     missing = np.isnan(under_spots).any(axis=0)
     if missing.any():
         msg = (
@@ -163,21 +174,15 @@ def dark_background(level: xr.DataArray, image_key: str, spots: np.ndarray, whit
     (no background) of a brightfield H&E stays brightfield: its border is tissue, brighter than
     :data:`DARK_BACKGROUND`.
     """
-    import xarray as xr
-
-    height, width = level.sizes["y"], level.sizes["x"]
-    step = max(1, math.ceil(math.sqrt(height * width / SAMPLE_VALUES)))
-    sample = np.asarray(level[:, ::step, ::step].compute(scheduler="threads").values, dtype=np.float64)
+    sample = _coarse_sample(level).astype(np.float64)
     brightness = np.nan_to_num(sample[:3].mean(axis=0) / white, nan=1.0, posinf=1.0, neginf=0.0)
     rows, cols = brightness.shape
     dr, dc = max(1, int(BORDER * rows)), max(1, int(BORDER * cols))
     frame = np.ones_like(brightness, dtype=bool)
     frame[dr:-dr, dc:-dc] = False
     background = float(np.median(brightness[frame]))
-    on_level = np.floor(spots * width).astype(int)
-    spot_rows, spot_cols = on_level[:, 1].clip(0, height - 1), on_level[:, 0].clip(0, width - 1)
-    under = level.isel(y=xr.DataArray(spot_rows), x=xr.DataArray(spot_cols)).compute(scheduler="threads").values
-    tissue = float(np.median(np.nan_to_num(np.asarray(under, dtype=np.float64)[:3].mean(axis=0) / white, nan=1.0)))
+    under = _under_spots(level, spots).astype(np.float64)
+    tissue = float(np.median(np.nan_to_num(under[:3].mean(axis=0) / white, nan=1.0)))
     dark = background < DARK_BACKGROUND and tissue > background + DARK_MARGIN
     if dark:
         logger.info(

@@ -63,7 +63,8 @@ def spot_pitch(centres: np.ndarray) -> float:
     # gaps, doublets) pull a median down, but scatter their distances instead of agreeing on one.
     lo = np.searchsorted(distances, distances / PITCH_TOLERANCE, side="left")
     hi = np.searchsorted(distances, distances * PITCH_TOLERANCE, side="right")
-    pitch = float(np.median(distances[lo[int(np.argmax(hi - lo))] : hi[int(np.argmax(hi - lo))]]))
+    densest = int(np.argmax(hi - lo))
+    pitch = float(np.median(distances[lo[densest] : hi[densest]]))
     # Re-centre on the peak: the densest window also takes in the off-lattice distances on one side of it.
     for _ in range(PITCH_REFINEMENTS):
         near = distances[(distances >= pitch / PITCH_TOLERANCE**0.5) & (distances <= pitch * PITCH_TOLERANCE**0.5)]
