@@ -33,7 +33,18 @@ def _run(method: str, config: str, seed: int, queue) -> None:
     model = None
     if method == "diffusion":
         model = sr.tl.train(sdata, image, config=config, seed=seed, show_progress_bar=False)
-    sr.tl.superresolve(sdata, image, method=method, model=model, seed=seed, key_added="out", show_progress_bar=False)
+    learned = method == "histology_learned"
+    sr.tl.superresolve(
+        sdata,
+        image,
+        method="histology" if learned else method,
+        learned_encoder=learned,
+        config=config,
+        model=model,
+        seed=seed,
+        key_added="out",
+        show_progress_bar=False,
+    )
     wall = time.perf_counter() - start
     scores = sr.tl.evaluate(sdata, "out", truth_key="demo_truth").mean()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -93,6 +104,7 @@ def main() -> None:
     )
     label = {
         "histology": "sr_spatial method='histology' (default)",
+        "histology_learned": f"sr_spatial method='histology', learned_encoder=True ({args.config})",
         "diffusion": f"sr_spatial method='diffusion' ({args.config})",
         "guided base": "ablation: diffusion's guided base, no sampling",
     }

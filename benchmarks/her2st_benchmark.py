@@ -38,6 +38,7 @@ FAMILIES = {
     "sr_spatial_proj": "sr_spatial",
     "sr_spatial_grid_nearest": "grid",
     "sr_spatial_histology": "histology",
+    "sr_spatial_histology_learned": "histology_learned",
     "nearest_ridge_detail": "ridge_detail",
     "tesla": "tesla",
     "tesla_proj": "tesla",

@@ -338,11 +338,12 @@ def run_her2st(
 
     results, cache = [], {}
 
-    def sr_map(method):
-        if method not in cache:
+    def sr_map(method, **extra_kwargs):
+        key = method + "".join(f":{k}" for k in extra_kwargs)
+        if key not in cache:
             sdata = pseudo_spot_sdata(data, pseudo)
             start = time.perf_counter()
-            kwargs = dict(superresolve_kwargs or {})
+            kwargs = dict(superresolve_kwargs or {}) | extra_kwargs
             sr.tl.superresolve(
                 sdata,
                 "he",
@@ -355,9 +356,9 @@ def run_her2st(
                 show_progress_bar=show_progress_bar,
                 **kwargs,
             )
-            cache[method] = (_sample_map_at(sdata, "sr", genes, data.centres, cs), time.perf_counter() - start)
-            cache[f"{method}:std"] = _sample_map_at(sdata, "sr_std", genes, data.centres, cs)
-        return cache[method]
+            cache[key] = (_sample_map_at(sdata, "sr", genes, data.centres, cs), time.perf_counter() - start)
+            cache[f"{key}:std"] = _sample_map_at(sdata, "sr_std", genes, data.centres, cs)
+        return cache[key]
 
     for method in methods:
         start = time.perf_counter()
@@ -380,6 +381,9 @@ def run_her2st(
         elif method.startswith("sr_spatial_grid_nearest"):
             pred, extra = sr_map("nearest")
             start = time.perf_counter()
+        elif method.startswith("sr_spatial_histology_learned"):
+            pred, extra = sr_map("histology", learned_encoder=True)
+            std = cache["histology:learned_encoder:std"]
         elif method.startswith("sr_spatial_histology"):
             pred, extra = sr_map("histology")
             std = cache["histology:std"]

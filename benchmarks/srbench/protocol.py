@@ -467,6 +467,7 @@ METHODS = (
     "sr_spatial_proj",
     "sr_spatial_grid_nearest",
     "sr_spatial_histology",
+    "sr_spatial_histology_learned",
     "nearest_ridge_detail",
     "tesla",
     "tesla_proj",
@@ -481,6 +482,7 @@ LABELS = {
     "sr_spatial_proj": "sr_spatial + projection",
     "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
     "sr_spatial_histology": "sr_spatial method='histology' (predictor alone)",
+    "sr_spatial_histology_learned": "sr_spatial method='histology', learned_encoder=True",
     "nearest_ridge_detail": "own coarse spot + ridge detail (peer)",
     "tesla": "TESLA (teslaforst 1.2.2)",
     "tesla_proj": "TESLA + projection",
@@ -523,9 +525,9 @@ def run_methods(
     genes, group, known_values = task["genes"], task["group"], task["known_values"]
     cache: dict = {}
 
-    def sr_map(method):
+    def sr_map(method, **extra_kwargs):
         # Keyed apart from the baselines: the package's method "nearest" is not the "nearest" family.
-        key = f"superresolve:{method}"
+        key = f"superresolve:{method}" + "".join(f":{k}" for k in extra_kwargs)
         if key not in cache:
             sdata = task["sdata"]()
             start = time.perf_counter()
@@ -540,6 +542,7 @@ def run_methods(
                 key_added="sr",
                 show_progress_bar=show_progress_bar,
                 **(superresolve_kwargs or {}),
+                **extra_kwargs,
             )
             pred = sample_disks(sdata, "sr", genes, task["query_xy"], task["read_radius"], task["cs"])
             spread = sample_disks(sdata, "sr_std", genes, task["query_xy"], task["read_radius"], task["cs"])
@@ -586,6 +589,9 @@ def run_methods(
         elif family == "sr_spatial_histology":
             pred, extra = sr_map("histology")
             std = cache["superresolve:histology:std"]
+        elif family == "sr_spatial_histology_learned":
+            pred, extra = sr_map("histology", learned_encoder=True)
+            std = cache["superresolve:histology:learned_encoder:std"]
         else:
             if family not in cache:
                 start = time.perf_counter()

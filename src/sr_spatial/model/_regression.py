@@ -6,9 +6,11 @@ receives is the measurement of its spot plus the predicted deviation of the bin 
 weight, plus the cubic interpolation's deviation from the spot, times a second weight. The weights are learned
 one level coarser, where a truth exists: spots are pooled into groups as the slide's bins pool into spots, the
 ridge is refitted on the spots of the other folds of groups, and the held-out spots' measured deviations from
-their group are regressed on both predicted deviations (:func:`detail_weights`). A gene neither predicts gets
-weights 0 and equals the measurement. The held-out residuals also give each gene's
-predictive spread, which varies over the slide with what predicts the error (:class:`SpreadPredictors`).
+their group are regressed on both predicted deviations (:func:`detail_weights`); a learned encoder's detail,
+cross-fitted so that each spot's prediction comes from an encoder that never saw it (:mod:`sr_spatial.tl._learned`),
+can enter as a third. A gene no predictor helps gets weights 0 and equals the measurement. The held-out residuals
+also give each gene's predictive spread, which varies over the slide with what predicts the error
+(:class:`SpreadPredictors`).
 """
 
 from __future__ import annotations
@@ -125,21 +127,30 @@ class DetailModel:
     heldout_variance: np.ndarray | None = field(default=None, repr=False)
     finer_ratio: float = 1.0
     group_detail_variance: np.ndarray | None = field(default=None, repr=False)
+    learned_weight: np.ndarray | None = None
+    group_learned_variance: np.ndarray | None = field(default=None, repr=False)
 
     def spot_prediction(self, spot_features: np.ndarray) -> np.ndarray:
         """Predicted expression of each spot from its features ``(n_spots, n_features)``."""
         return self.ridge.predict(spot_features)
 
     def detail(
-        self, bin_features: np.ndarray, spot_prediction_of_owner: np.ndarray, interpolated: np.ndarray
+        self,
+        bin_features: np.ndarray,
+        spot_prediction_of_owner: np.ndarray,
+        interpolated: np.ndarray,
+        learned: np.ndarray | None = None,
     ) -> np.ndarray:
         """Weighted predicted deviation of each bin from its spot, ``(n_bins, n_genes)``.
 
         ``bin_features`` is ``(n_bins, n_features)``, ``interpolated`` the cubic interpolation's deviation from
-        the measurement at each bin ``(n_bins, n_genes)``.
+        the measurement at each bin ``(n_bins, n_genes)``, ``learned`` the learned encoder's (or ``None``).
         """
         histology = self.ridge.predict(bin_features) - spot_prediction_of_owner
-        return self.weight * histology + self.interpolation_weight * interpolated
+        detail = self.weight * histology + self.interpolation_weight * interpolated
+        if learned is not None and self.learned_weight is not None:
+            detail += self.learned_weight * learned
+        return detail
 
     def std(self, predictors: SpreadPredictors) -> np.ndarray:
         """Calibrated standard deviation of bins ``(n_bins, n_genes)``, never below ``MIN_SD``.
@@ -173,27 +184,25 @@ def detail_cap(bin_variance: np.ndarray, group_variance: np.ndarray | None, fine
     return np.where(np.isfinite(cap) & (bin_variance > allowed), np.clip(cap, 0.0, 1.0), 1.0)
 
 
-def detail_weights(
-    histology: np.ndarray, interpolated: np.ndarray, measured: np.ndarray, *, n_groups: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene weights of the two detail predictors, fitted jointly on held-out deviations and shrunk.
+def detail_weights(*predicted: np.ndarray, measured: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per-gene weights of the detail predictors, fitted jointly on held-out deviations and shrunk, ``(k, n_genes)``.
 
-    ``histology`` and ``interpolated`` are the predicted deviations of spots from their group, ``measured`` the
-    measured ones, all ``(n_spots, n_genes)``. Per gene, non-negative least squares of the measured deviations
-    on both predictors, each coefficient capped at 1 and shrunk by its t statistic (positive-part James-Stein):
-    the least-squares slope is unbiased however noisy the measured deviations are, but erratic where a
-    predictor is tiny, and shrinkage sends coefficients indistinguishable from 0 to 0. Deviations inside one
-    group are not independent (they sum to zero and share its tissue), so evidence is counted in groups: the
-    coefficients' variance is inflated by ``n_spots / n_groups``. (Shrinking by the held-out correlation instead
-    also penalises the measurement's own counting noise: protocol 2a's weights fell to a median of 0.28 where
-    ridge at full weight scored far higher.)
+    Each of ``predicted`` (the ridge's histology detail, the interpolation's, the learned encoder's) holds predicted
+    deviations of spots from their group, ``measured`` the measured ones, all ``(n_spots, n_genes)``. Per gene,
+    non-negative least squares of the measured deviations on all predictors, each coefficient capped at 1 and shrunk
+    by its t statistic (positive-part James-Stein): the least-squares slope is unbiased however noisy the measured
+    deviations are, but erratic where a predictor is tiny, and shrinkage sends coefficients indistinguishable from 0
+    to 0. Deviations inside one group are not independent (they sum to zero and share its tissue), so evidence is
+    counted in groups: the coefficients' variance is inflated by ``n_spots / n_groups``. (Shrinking by the held-out
+    correlation instead also penalises the measurement's own counting noise: protocol 2a's weights fell to a median
+    of 0.28 where ridge at full weight scored far higher.)
     """
     from scipy.optimize import nnls
 
     n, n_genes = measured.shape
-    weights = np.zeros((2, n_genes))
+    weights = np.zeros((len(predicted), n_genes))
     for g in range(n_genes):
-        design = np.column_stack([histology[:, g], interpolated[:, g]])
+        design = np.column_stack([p[:, g] for p in predicted])
         used = np.flatnonzero(np.abs(design).sum(axis=0) > 1e-12)
         if not len(used) or n <= len(used):
             continue
@@ -207,7 +216,7 @@ def detail_weights(
         variance = sigma2 * np.diag(np.linalg.inv(gram)) * n / max(n_groups, 1)
         t_squared = coef**2 / np.maximum(variance, 1e-24)
         weights[used, g] = coef * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
-    return weights[0], weights[1]
+    return weights
 
 
 def fit_detail_model(
@@ -218,6 +227,7 @@ def fit_detail_model(
     pitch: float,
     scale: int,
     seed: int = 0,
+    learned: np.ndarray | None = None,
 ) -> DetailModel:
     """Fit the predictor on all spots and its per-gene detail weights on held-out groups of spots.
 
@@ -236,6 +246,9 @@ def fit_detail_model(
         fit, as the output's bins pool into spots.
     seed
         Seeds the assignment of groups to folds.
+    learned
+        Each spot's held-out expression predicted by the learned encoder (:mod:`sr_spatial.tl._learned`),
+        ``(n_spots, n_genes)``; its deviations from the group become a third detail predictor.
 
     Returns
     -------
@@ -244,7 +257,7 @@ def fit_detail_model(
     n_genes = spot_values.shape[1]
     ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
-    predicted, measured, gradient, level, distance, interpolated = [], [], [], [], [], []
+    predicted, measured, gradient, level, distance, interpolated, encoded = [], [], [], [], [], [], []
     n_groups = n_held_groups = 0
     factor = max(int(scale), 2)
     # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
@@ -277,27 +290,32 @@ def fit_detail_model(
         # Centred in its group like the measured deviations, as the map is projected onto its spots.
         interpolated.append(deviation_from_group(smooth - group_values[group], group, groups)[multi])
         level.append(group_values[group][multi])
+        if learned is not None:
+            encoded.append(deviation_from_group(learned.astype(np.float64), group, groups)[multi])
         distance.append(ridge.feature_distance(spot_features, group_features.T[group])[multi])
     dp, dy, h = np.concatenate(predicted), np.concatenate(measured), np.concatenate(gradient)
     ds, at, dist = np.concatenate(interpolated), np.concatenate(level), np.concatenate(distance)
+    de = np.concatenate(encoded) if encoded else np.zeros_like(dp)
     weight = np.zeros(n_genes)
     interpolation_weight = np.zeros(n_genes)
+    learned_weight = np.zeros(n_genes)
     heldout_r = np.full(n_genes, np.nan)
     if n_groups >= MIN_GROUPS and len(dp) > 2:
         with np.errstate(invalid="ignore", divide="ignore"):
             heldout_r = np.array([np.corrcoef(dp[:, g], dy[:, g])[0, 1] for g in range(n_genes)])
-        weight, interpolation_weight = detail_weights(dp, ds, dy, n_groups=n_held_groups)
-    residual = dy - weight * dp - interpolation_weight * ds
+        weight, interpolation_weight, learned_weight = detail_weights(dp, ds, de, measured=dy, n_groups=n_held_groups)
+    residual = dy - weight * dp - interpolation_weight * ds - learned_weight * de
     ratio = finer_variance_ratio(spot_values, centres, pitch=pitch, scale=factor)
     residual_sd = np.sqrt(np.mean(residual**2, axis=0)) if len(residual) else np.zeros(n_genes)
     predictors = SpreadPredictors(
-        gradient=h, detail=(weight * dp + interpolation_weight * ds) ** 2, level=at, distance=dist
+        gradient=h, detail=(weight * dp + interpolation_weight * ds + learned_weight * de) ** 2, level=at, distance=dist
     )
     spread = fit_spread(residual, predictors)
     return DetailModel(
         ridge=ridge,
         weight=weight,
         interpolation_weight=interpolation_weight,
+        learned_weight=learned_weight,
         heldout_r=heldout_r,
         residual_sd=residual_sd,
         n_groups=n_groups,
@@ -306,4 +324,5 @@ def fit_detail_model(
         heldout_variance=spread_variance(spread, predictors.relative(predictors.means())),
         finer_ratio=ratio,
         group_detail_variance=dp.var(axis=0) if len(dp) > 2 else None,
+        group_learned_variance=de.var(axis=0) if len(de) > 2 else None,
     )

@@ -29,6 +29,7 @@ __all__ = [
     "coarsen_spots",
     "nearest_spot",
     "render_spots",
+    "spot_pixel_map",
 ]
 
 
@@ -288,3 +289,18 @@ def spot_map(
         footprint=footprint,
         spots=spots,
     )
+
+
+def spot_pixel_map(st_map: STMap, px_per_bin: int) -> np.ndarray:
+    """Spot index of every histology pixel of the output grid (``-1`` outside every spot's disk)."""
+    grid = st_map.grid
+    pixel = grid.size / px_per_bin
+    xs = grid.x0 + (np.arange(grid.width * px_per_bin) + 0.5) * pixel
+    ys = grid.y0 + (np.arange(grid.height * px_per_bin) + 0.5) * pixel
+    tree = cKDTree(st_map.centres)
+    # One value per H&E pixel of the output grid: int32 halves what int64 holds, and spots never number 2**31.
+    out = np.empty((len(ys), len(xs)), dtype=np.int32)
+    for row, y in enumerate(ys):
+        distance, owner = tree.query(np.column_stack([xs, np.full_like(xs, y)]))
+        out[row] = np.where(distance <= st_map.radius[owner], owner, -1)
+    return out

@@ -15,10 +15,15 @@ from sr_spatial.features import bin_features, resolve_features
 from sr_spatial.model._calibration import calibrate_spread
 from sr_spatial.model._regression import detail_cap, fit_detail_model
 from sr_spatial.model._spread import SpreadPredictors
+from sr_spatial.tl._learned import fit_learned_detail
 
 if TYPE_CHECKING:
+    import torch
+
+    from sr_spatial.model._config import ModelConfig
     from sr_spatial.model._regression import DetailModel
     from sr_spatial.pp._stmap import STMap
+    from sr_spatial.tl._learned import LearnedDetail
     from sr_spatial.tl._plan import Block
 
 logger = logging.getLogger("sr_spatial")
@@ -34,17 +39,26 @@ class HistologyDetail:
     features: np.ndarray
     spot_features: np.ndarray
     spot_prediction: np.ndarray
+    learned: LearnedDetail | None = None
 
     def bins(
-        self, features: np.ndarray, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray
+        self,
+        features: np.ndarray,
+        nearest: np.ndarray,
+        smooth: np.ndarray,
+        owner: np.ndarray,
+        learned_maps: np.ndarray | None = None,
     ) -> tuple[np.ndarray, SpreadPredictors]:
         """Weighted predicted detail ``(n_bins, n_genes)`` of bins and their spread predictors.
 
         ``features`` is ``(n_features, n_bins)``, ``nearest`` and ``smooth`` ``(n_genes, n_bins)``, ``owner``
-        each bin's nearest spot.
+        each bin's nearest spot, ``learned_maps`` the learned encoder's maps at the bins ``(n_genes, n_bins)``.
         """
         flat = features.T
-        detail = self.model.detail(flat, self.spot_prediction[owner], (smooth - nearest).T)
+        learned = None
+        if self.learned is not None and learned_maps is not None:
+            learned = learned_maps.T - self.learned.spots[owner]
+        detail = self.model.detail(flat, self.spot_prediction[owner], (smooth - nearest).T, learned)
         predictors = SpreadPredictors(
             gradient=((smooth - nearest) ** 2).T,
             detail=detail**2,
@@ -63,8 +77,9 @@ class HistologyDetail:
         rows, cols = block.region
         n_genes = len(nearest)
         features = self.features[:, rows, cols].reshape(len(self.features), -1)
+        learned_maps = None if self.learned is None else self.learned.maps[:, rows, cols].reshape(n_genes, -1)
         detail, predictors = self.bins(
-            features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel()
+            features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel(), learned_maps
         )
         maps = np.clip(nearest + detail.T.reshape(nearest.shape).astype(np.float32), 0.0, None) * mask
         std = self.model.std(predictors).T.reshape(nearest.shape) * mask
@@ -92,18 +107,23 @@ def fit_histology_detail(
     scale: int,
     seed: int,
     show_progress_bar: bool,
+    learned_encoder: ModelConfig | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[HistologyDetail, dict]:
     """Features of every bin, the predictor fitted on the spots, and what ``uns`` records about it.
 
     ``rendered`` is the whole grid's ``(nearest, smooth, mask, footprint)`` and ``owner`` each bin's nearest
-    spot.
+    spot. With ``learned_encoder`` (a configuration: its encoder width, steps, batch size and pixels per bin),
+    histology encoders are also cross-fitted on the spots (:mod:`sr_spatial.tl._learned`) and their detail
+    enters as a third predictor, weighted like the others on held-out groups.
 
     Returns
     -------
     The block job's :class:`~sr_spatial.tl._blocks.HistologyDetail` and a dict for ``uns[key]["histology"]``:
     the extractor, per-gene ``weight`` (after ``detail_cap``), ``interpolation_weight``, ``detail_cap``
     (:func:`~sr_spatial.model._regression.detail_cap`), ``heldout_r``, typical calibrated ``std`` and its
-    conformal ``coverage_scale``, and the number of groups the weights were fitted on.
+    conformal ``coverage_scale``, the number of groups the weights were fitted on, and, with ``learned_encoder``,
+    ``learned_weight`` (after its own ``learned_detail_cap``; absent when there were too few spots to learn from).
     """
     start = time.perf_counter()
     extractor = resolve_features(features, image_um_per_px=image_um_per_px)
@@ -113,7 +133,30 @@ def fit_histology_detail(
     log_phase("features", seconds, "Computed %d histology features per bin in %.1f s.", len(maps), seconds)
     start = time.perf_counter()
     per_spot = spot_features(maps, footprint, st_map.grid.index_of(st_map.centres))
-    model = fit_detail_model(per_spot, st_map.values, st_map.centres, pitch=st_map.pitch, scale=scale, seed=seed)
+    learned = None
+    if learned_encoder is not None:
+        learned = fit_learned_detail(
+            st_map,
+            scale=scale,
+            px_per_bin=learned_encoder.px_per_bin,
+            width=learned_encoder.histology_width,
+            steps=learned_encoder.encoder_steps,
+            batch_size=learned_encoder.encoder_batch_size,
+            seed=seed,
+            device=device,
+            show_progress_bar=show_progress_bar,
+        )
+        if learned is None:
+            logger.info("Too few spots to cross-fit the learned encoder on; the morphology features work alone.")
+    model = fit_detail_model(
+        per_spot,
+        st_map.values,
+        st_map.centres,
+        pitch=st_map.pitch,
+        scale=scale,
+        seed=seed,
+        learned=None if learned is None else learned.heldout,
+    )
     spot_prediction = model.spot_prediction(per_spot)
     bin_detail = model.ridge.predict(maps[:, mask].T) - spot_prediction[owner[mask]]
     cap = detail_cap(bin_detail.var(axis=0), model.group_detail_variance, model.finer_ratio)
@@ -127,10 +170,19 @@ def fit_histology_detail(
             float(np.median(cap[cap < 1.0])),
         )
     model.weight = model.weight * cap
+    learned_cap = None
+    if learned is not None:
+        learned_detail = learned.maps[:, mask].T - learned.spots[owner[mask]]
+        learned_cap = detail_cap(learned_detail.var(axis=0), model.group_learned_variance, model.finer_ratio)
+        model.learned_weight = model.learned_weight * learned_cap
+        del learned_detail
     std = calibrate_spread(model)
-    detail = HistologyDetail(model=model, features=maps, spot_features=per_spot, spot_prediction=spot_prediction)
+    detail = HistologyDetail(
+        model=model, features=maps, spot_features=per_spot, spot_prediction=spot_prediction, learned=learned
+    )
     # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
-    _, predictors = detail.bins(maps[:, mask], nearest[:, mask], smooth[:, mask], owner[mask])
+    learned_maps = None if learned is None else learned.maps[:, mask]
+    _, predictors = detail.bins(maps[:, mask], nearest[:, mask], smooth[:, mask], owner[mask], learned_maps)
     model.bin_means = predictors.means()
     helped = int((model.weight > 0.05).sum())
     seconds = time.perf_counter() - start
@@ -143,6 +195,13 @@ def fit_histology_detail(
         len(model.weight),
         float(np.median(model.weight)),
     )
+    if learned is not None:
+        logger.info(
+            "The learned encoder adds detail to %d of %d genes (median weight %.2f).",
+            int((model.learned_weight > 0.05).sum()),
+            len(model.learned_weight),
+            float(np.median(model.learned_weight)),
+        )
     record = {
         "features": repr(extractor),
         "n_features": len(maps),
@@ -154,4 +213,7 @@ def fit_histology_detail(
         "std": std.astype(np.float32),
         "coverage_scale": model.coverage_scale.astype(np.float32),
     }
+    if learned is not None:
+        record["learned_weight"] = model.learned_weight.astype(np.float32)
+        record["learned_detail_cap"] = learned_cap.astype(np.float32)
     return detail, record

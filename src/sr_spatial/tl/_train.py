@@ -14,7 +14,7 @@ from sr_spatial._logging import log_phase, logger
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._lattice import make_grid
-from sr_spatial.pp._stmap import build_st_map, coarsen_spots, nearest_spot, render_spots
+from sr_spatial.pp._stmap import build_st_map, coarsen_spots, nearest_spot, render_spots, spot_pixel_map
 from sr_spatial.tl import _checks
 
 if TYPE_CHECKING:
@@ -28,23 +28,6 @@ if TYPE_CHECKING:
     from sr_spatial.pp._stmap import STMap
 
 __all__ = ["output_scene", "scale_transfer_scenes", "train"]
-
-
-def spot_pixel_map(st_map: STMap, px_per_bin: int) -> np.ndarray:
-    """Spot index of every histology pixel of the output grid (``-1`` outside every spot's disk)."""
-    from scipy.spatial import cKDTree
-
-    grid = st_map.grid
-    pixel = grid.size / px_per_bin
-    xs = grid.x0 + (np.arange(grid.width * px_per_bin) + 0.5) * pixel
-    ys = grid.y0 + (np.arange(grid.height * px_per_bin) + 0.5) * pixel
-    tree = cKDTree(st_map.centres)
-    # One value per H&E pixel of the output grid: int32 halves what int64 holds, and spots never number 2**31.
-    out = np.empty((len(ys), len(xs)), dtype=np.int32)
-    for row, y in enumerate(ys):
-        distance, owner = tree.query(np.column_stack([xs, np.full_like(xs, y)]))
-        out[row] = np.where(distance <= st_map.radius[owner], owner, -1)
-    return out
 
 
 def neighbour_context(st_map: STMap, *, reach: float = 1.2) -> np.ndarray:

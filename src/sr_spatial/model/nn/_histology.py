@@ -169,7 +169,9 @@ def pretrain_encoder(
     labels = np.pad(spot_pixels, size, constant_values=-1)
     values = torch.from_numpy(spot_values.astype(np.float32))
     with torch.no_grad():
-        encoder.head.bias.copy_(torch.log(torch.expm1(values).mean(dim=0).clamp(min=1e-3)))
+        # From the spots it learns from only: a held-out spot must not reach the encoder even through its mean.
+        learned = values[torch.from_numpy(present)] if len(present) else values
+        encoder.head.bias.copy_(torch.log(torch.expm1(learned).mean(dim=0).clamp(min=1e-3)))
     encoder.to(device).train()
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=learning_rate, weight_decay=1e-4)
     losses = []

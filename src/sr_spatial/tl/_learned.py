@@ -1,0 +1,136 @@
+"""A small convolutional encoder learned from the slide's own spots, cross-fitted so its held-out error is honest.
+
+Hand-crafted morphology averages what a bin holds (stain, nuclei, texture); it cannot tell which cells those
+are. The histology encoder of the diffusion model (:class:`~sr_spatial.model.nn._histology.HistologyEncoder`)
+learns per-pixel expression from the spots and can, where spots are many and the tissue's cells differ by
+look. With a few hundred labels it also overfits, so it only ever enters as one more detail predictor whose
+weight is fitted on spots it never saw: the spots are split into folds of whole groups (the groups the detail
+weights are fitted on), one encoder is trained per fold on the other folds' spots, and each spot's held-out
+prediction comes from the encoder that did not see it. The map uses the mean of the fold encoders' maps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from sr_spatial._groups import lattice_groups
+from sr_spatial.pp._stmap import spot_pixel_map
+
+if TYPE_CHECKING:
+    from sr_spatial.pp._stmap import STMap
+
+logger = logging.getLogger("sr_spatial")
+
+__all__ = ["LearnedDetail", "fit_learned_detail"]
+
+#: Encoders trained, each on the spots of the other folds.
+FOLDS = 2
+#: Fewer spots than this per fold, and no encoder is trained: it could not learn anything to weigh.
+MIN_SPOTS_PER_FOLD = 24
+
+
+@dataclass(frozen=True)
+class LearnedDetail:
+    """The cross-fitted encoder's predictions: held-out at the spots, averaged over folds at the bins.
+
+    Attributes
+    ----------
+    heldout
+        Each spot's log-normalised expression predicted by the encoder that did not see it, ``(n_spots, n_genes)``.
+    spots
+        Each spot's expression from the averaged maps (the reference its bins' detail is taken from).
+    maps
+        Per-bin expression from the averaged maps, ``(n_genes, height, width)``.
+    """
+
+    heldout: np.ndarray
+    spots: np.ndarray
+    maps: np.ndarray
+
+
+def fit_learned_detail(
+    st_map: STMap,
+    *,
+    scale: int,
+    px_per_bin: int,
+    width: int,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    show_progress_bar: bool = False,
+) -> LearnedDetail | None:
+    """Train :data:`FOLDS` histology encoders on folds of spot groups and collect their predictions.
+
+    Groups are the square cells ``scale`` pitches wide that :func:`~sr_spatial.model._regression.fit_detail_model`
+    pools spots into, so no spot's held-out prediction comes from an encoder that saw its group. Returns
+    ``None`` (nothing learned) when a fold would hold fewer than :data:`MIN_SPOTS_PER_FOLD` spots.
+    """
+    from sr_spatial._adapter._read import read_histology
+    from sr_spatial.model.nn._histology import HistologyEncoder, histology_inputs, pretrain_encoder, spot_means
+
+    n_spots, n_genes = st_map.values.shape
+    if n_spots < FOLDS * MIN_SPOTS_PER_FOLD:
+        return None
+    factor = max(int(scale), 2)
+    group = lattice_groups(st_map.centres, side=factor * st_map.pitch)
+    rng = np.random.default_rng(seed)
+    fold = (rng.permutation(int(group.max()) + 1) % FOLDS)[group]
+    inputs = histology_inputs(read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin))
+    flat = inputs.reshape(len(inputs), -1)
+    mean, std = flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
+    # In place: the inputs are a whole-slide array, and each copy costs as much again.
+    inputs = torch.from_numpy(inputs).sub_(torch.from_numpy(mean)[:, None, None])
+    inputs.div_(torch.from_numpy(std)[:, None, None])
+    spot_pixels = spot_pixel_map(st_map, px_per_bin)
+    device = torch.device(device)
+    heldout = np.zeros((n_spots, n_genes))
+    maps = np.zeros((n_genes, *st_map.grid.shape), dtype=np.float64)
+    for k in range(FOLDS):
+        torch.manual_seed(seed + k)
+        encoder = HistologyEncoder(width=width, n_genes=n_genes)
+        pretrain_encoder(
+            encoder,
+            inputs,
+            spot_pixels,
+            st_map.values,
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=3e-3,
+            device=device,
+            seed=seed + k,
+            spots=np.flatnonzero(fold != k),
+            show_progress_bar=show_progress_bar,
+        )
+        fold_maps = _bin_maps(encoder, inputs, px_per_bin, device=device)
+        predicted = spot_means(fold_maps, spot_pixels, n_spots, px_per_bin)
+        heldout[fold == k] = predicted[fold == k]
+        maps += fold_maps / FOLDS
+    spots = spot_means(maps, spot_pixels, n_spots, px_per_bin)
+    return LearnedDetail(heldout=heldout, spots=spots, maps=maps.astype(np.float32))
+
+
+def _bin_maps(encoder, inputs: torch.Tensor, px_per_bin: int, *, device: torch.device) -> np.ndarray:
+    """The encoder's expression per bin over the whole slide, ``(n_genes, height, width)``, in rows of bins.
+
+    The encoder has no normalisation layer, so rows processed apart agree with the whole slide except within
+    its receptive field (8 pixels) of a cut; each chunk is read with that margin and trimmed.
+    """
+    margin_bins = -(-8 // px_per_bin)
+    height = inputs.shape[-2] // px_per_bin
+    # Rows of bins at a time keep the full-resolution activations (width channels per pixel) near 128 MiB.
+    rows = max(1, 2**25 // max(inputs.shape[-1] * px_per_bin * encoder.body[0].out_channels * 4, 1))
+    out = np.empty((encoder.out_channels, height, inputs.shape[-1] // px_per_bin), dtype=np.float64)
+    encoder = encoder.eval().to(device)
+    with torch.no_grad():
+        for start in range(0, height, rows):
+            lo, hi = max(start - margin_bins, 0), min(start + rows + margin_bins, height)
+            chunk = inputs[:, lo * px_per_bin : hi * px_per_bin][None].to(device)
+            bins = encoder.bin_maps(chunk, px_per_bin)[0][0].float().cpu().numpy()
+            out[:, start : start + rows] = bins[:, start - lo : start - lo + rows]
+    return out

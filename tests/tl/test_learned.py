@@ -1,0 +1,87 @@
+"""The learned encoder of ``method="histology"``: cross-fitted honestly, weighted by held-out spots."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import IMAGE_KEY
+
+import sr_spatial
+from sr_spatial.model._regression import fit_detail_model
+from sr_spatial.tl._learned import FOLDS, MIN_SPOTS_PER_FOLD, fit_learned_detail
+
+SCALE = 2
+STEPS = 300
+
+
+@pytest.fixture(scope="module")
+def noisy_map(demo_sdata):
+    """The demo at scale 2 with its last gene shuffled across spots: no histology can predict that gene."""
+    st_map = sr_spatial.pp.build_st_map(demo_sdata, IMAGE_KEY, scale=SCALE)
+    values = st_map.values.copy()
+    values[:, -1] = np.random.default_rng(0).permutation(values[:, -1])
+    return dataclasses.replace(st_map, values=values)
+
+
+@pytest.fixture(scope="module")
+def learned(noisy_map):
+    return fit_learned_detail(noisy_map, scale=SCALE, px_per_bin=8, width=16, steps=STEPS, batch_size=32, seed=0)
+
+
+def test_shapes(noisy_map, learned):
+    n_spots, n_genes = noisy_map.values.shape
+    assert learned.heldout.shape == learned.spots.shape == (n_spots, n_genes)
+    assert learned.maps.shape == (n_genes, *noisy_map.grid.shape)
+    assert np.isfinite(learned.maps).all() and np.isfinite(learned.heldout).all()
+
+
+def test_heldout_prediction_never_sees_its_spot(noisy_map):
+    """Changing one spot's measurement leaves its held-out prediction bit for bit, and moves the other fold's."""
+    kwargs = {"scale": SCALE, "px_per_bin": 8, "width": 8, "steps": 20, "batch_size": 16, "seed": 0}
+    before = fit_learned_detail(noisy_map, **kwargs)
+    values = noisy_map.values.copy()
+    values[7] += 3.0
+    after = fit_learned_detail(dataclasses.replace(noisy_map, values=values), **kwargs)
+    np.testing.assert_array_equal(after.heldout[7], before.heldout[7])
+    assert not np.allclose(after.heldout, before.heldout)
+
+
+def test_weights_follow_heldout_evidence(noisy_map, learned):
+    """The shuffled gene gets no learned detail; histology-driven genes of the demo get a large share."""
+    from sr_spatial.tl._histology import spot_features
+
+    features = np.stack([noisy_map.nearest.mean(axis=0)])  # one weak feature; the learned predictor must carry it
+    per_spot = spot_features(features, noisy_map.footprint, noisy_map.grid.index_of(noisy_map.centres))
+    model = fit_detail_model(
+        per_spot, noisy_map.values, noisy_map.centres, pitch=noisy_map.pitch, scale=SCALE, learned=learned.heldout
+    )
+    assert model.learned_weight[-1] < 0.1
+    assert np.max(model.learned_weight) > 0.5
+    assert np.all((model.learned_weight >= 0) & (model.learned_weight <= 1))
+
+
+def test_too_few_spots_learns_nothing(noisy_map):
+    keep = np.arange(FOLDS * MIN_SPOTS_PER_FOLD - 1)
+    small = dataclasses.replace(noisy_map, values=noisy_map.values[keep], centres=noisy_map.centres[keep])
+    assert fit_learned_detail(small, scale=SCALE, px_per_bin=8, width=8, steps=5, batch_size=8, seed=0) is None
+
+
+def test_superresolve_records_learned_weights(demo_sdata):
+    """Through the public call: weights in ``uns``, the spots' means kept, and the learned detail is used."""
+    out = sr_spatial.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, config="tiny", learned_encoder=True, inplace=False,
+        key_added="learned", show_progress_bar=False,
+    )  # fmt: skip
+    uns = out.tables["learned_table"].uns["learned"]
+    assert uns["params"]["learned_encoder"] is True
+    weights = uns["histology"]["learned_weight"]
+    assert weights.shape == (len(out.tables["learned_table"].var_names),)
+    assert (weights > 0.2).sum() >= 5
+    assert np.all(uns["histology"]["learned_detail_cap"] <= 1.0)
+
+
+def test_learned_encoder_must_be_a_bool(demo_sdata):
+    with pytest.raises(TypeError, match="learned_encoder"):
+        sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, learned_encoder="yes", inplace=False)
