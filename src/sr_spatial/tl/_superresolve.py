@@ -234,7 +234,7 @@ def superresolve(
         For ``"histology"``: also train small convolutional encoders on this slide's spots (two, each on half
         of the spots, so every spot is predicted by one that never saw it) and add their within-spot detail as
         a third predictor, weighted per gene on held-out spots like the ridge's. It tells cell types apart where
-        the morphology features only average what a bin holds: on the demo r 0.361 -> 0.399, on her2st level
+        the morphology features only average what a bin holds: on the demo r 0.361 -> 0.402, on her2st level
         (:doc:`/benchmarks`), and costs the encoder's training (``config.encoder_steps`` twice; about 30 s on
         a small slide on 2 CPU cores). Worth it on slides with many spots and distinctive cells.
     model
