@@ -15,7 +15,8 @@ sampling (the diffusion draws, or the baseline's maps) and writing (building the
 ``SpatialData.write``). Peak RSS is the child's ``ru_maxrss`` before scoring; with CUDA, the peak GPU memory
 too. Accuracy is the mean over genes of the Pearson r against the demo's hidden truth on the tissue bins
 (:func:`sr_spatial.tl.evaluate`). Methods: ``"histology"`` (morphology features and the spot-supervised
-predictor, the default without a model), ``"diffusion"`` (trained on the slide with ``--config``), and the
+predictor, the default without a model), ``"histology_learned"`` (the same with ``learned_encoder=True``, its
+encoders sized by ``--config``), ``"diffusion"`` (trained on the slide with ``--config``), and the
 baselines ``"nearest"`` and ``"bicubic"``.
 
 ``--quick`` runs a 14 x 12-spot slide with 10 genes, ``config="tiny"``, 20 training steps and 2 draws: a check
@@ -88,17 +89,19 @@ def _run(slide: Path, method: str, settings: dict, out: Path) -> dict:
     sdata = sd.read_zarr(slide)
     read_s = time.perf_counter() - start
     key = f"sr_{method}"
+    learned = method == "histology_learned"
     result = sr.tl.superresolve(
         sdata,
         IMAGE,
         scale=4,
-        method=method,
+        method="histology" if learned else method,
         inplace=False,
         key_added=key,
         seed=settings["seed"],
         client=None,
         show_progress_bar=False,
-        **({k: v for k, v in settings.items() if k != "seed"} if method == "diffusion" else {}),
+        **({k: v for k, v in settings.items() if k != "seed"} if method == "diffusion" or learned else {}),
+        **({"learned_encoder": True} if learned else {}),
     )
     write_start = time.perf_counter()
     if out.exists():
