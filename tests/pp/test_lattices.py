@@ -134,6 +134,43 @@ def test_pseudo_spots_at_their_members_mean_keep_every_member_in_its_own_bins(ji
     assert (nearest_spot(centres, grid)[rows, cols] == group).all()
 
 
+def _interior_mask(centres: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tissue mask of ``centres`` at ``scale``, and each bin's centre."""
+    pitch = spot_pitch(centres)
+    renderer = SpotRenderer(centres, np.ones((len(centres), 1)), pitch=pitch)
+    grid = make_grid(centres, bin_size=pitch / scale, pitch=pitch, reach=float(renderer.reach.max()))
+    _, _, mask, _ = renderer.render(grid)
+    return mask.ravel(), grid.centres().reshape(-1, 2)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_a_heavily_jittered_lattice_has_no_holes_inside(scale):
+    """Spots jittered by up to 0.3 pitch leave bins farther than any spot's reach although spots surround them.
+
+    Those bins were outside the mask (written as no tissue: 2-42 per slide of 144 spots); the spots' Delaunay
+    triangles whose corners lie within their local spacings of each other fill them.
+    """
+    rng = np.random.default_rng(0)
+    centres = _lattice("square") + rng.uniform(-0.3 * PITCH, 0.3 * PITCH, (144, 2))
+    mask, xy = _interior_mask(centres, scale)
+    interior = ((xy > 1.5 * PITCH) & (xy < 9.5 * PITCH)).all(axis=1)
+    assert mask[interior].all()
+
+
+def test_one_missing_spot_is_tissue_and_a_wider_gap_is_not():
+    """A single spot missing inside the tissue (dropped by quality control) is filled; a tear two spots wide is not."""
+    centres = _lattice("square", n=14)
+    array = np.round(centres / PITCH).astype(int)
+    single = (array == [3, 3]).all(axis=1)
+    band = np.isin(array[:, 0], [9, 10])  # two missing columns of spots
+    centres = centres[~single & ~band]
+    mask, xy = _interior_mask(centres, 4)
+    at_single = np.linalg.norm(xy - 3 * PITCH, axis=1) < 0.2 * PITCH
+    in_band = (np.abs(xy[:, 0] - 9.5 * PITCH) < 0.2 * PITCH) & (xy[:, 1] > 2 * PITCH) & (xy[:, 1] < 11 * PITCH)
+    assert at_single.any() and mask[at_single].all()
+    assert in_band.any() and not mask[in_band].any()
+
+
 def test_bin_grid_is_a_plain_value():
     grid = BinGrid(x0=0.0, y0=0.0, size=1.0, height=2, width=3)
     assert grid.shape == (2, 3)

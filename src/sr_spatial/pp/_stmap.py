@@ -14,7 +14,7 @@ from sr_spatial._adapter._read import read_spots
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._groups import group_means, lattice_groups
 from sr_spatial.pp._genes import select_genes
-from sr_spatial.pp._lattice import make_grid, spot_pitch, spot_reach
+from sr_spatial.pp._lattice import TISSUE_REACH, make_grid, spot_pitch, spot_reach
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,6 +30,7 @@ __all__ = [
     "nearest_spot",
     "render_spots",
     "spot_pixel_map",
+    "tissue_triangles",
 ]
 
 
@@ -54,7 +55,9 @@ class STMap:
     smooth
         Cubic (Clough-Tocher) interpolation of the spots, ``nearest`` where it is undefined.
     mask
-        Bins in the tissue (within ``0.75 * pitch`` of a spot).
+        Bins in the tissue: within a spot's reach (``0.75`` local lattice spacings,
+        :func:`~sr_spatial.pp._lattice.spot_reach`), or inside a triangle of spots that lie within their local
+        spacings of each other (:func:`tissue_triangles`).
     footprint
         Index of the spot whose disk holds the bin centre, ``-1`` for none; the bins each spot averages over.
     spots
@@ -74,6 +77,31 @@ class STMap:
     spots: SpotData | None = None
 
 
+def tissue_triangles(centres: np.ndarray, reach: np.ndarray):
+    """The spots' Delaunay triangulation and which of its triangles lie in the tissue, or ``None``.
+
+    A triangle is tissue when the reaches of every two of its corners meet along their edge (edge length at most
+    the sum of both reaches): between spots whose tissue touches, the tissue continues. On a jittered or irregular
+    lattice, a bin can lie farther than its nearest spot's reach although spots surround it on every side (a hole
+    in the mask, written as no tissue); the triangles fill it. Gaps wider than two reaches (a tear, a missing
+    region) stay outside, as do bins beyond the outer spots' reach.
+    """
+    from scipy.spatial import Delaunay, QhullError
+
+    if len(centres) < 3:
+        return None
+    try:
+        triangulation = Delaunay(centres)
+    except (QhullError, ValueError):
+        return None
+    corners = triangulation.simplices
+    tissue = np.ones(len(corners), dtype=bool)
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        length = np.linalg.norm(centres[corners[:, a]] - centres[corners[:, b]], axis=1)
+        tissue &= length <= (reach[corners[:, a]] + reach[corners[:, b]]) / TISSUE_REACH
+    return triangulation, tissue
+
+
 class SpotRenderer:
     """Renders one set of spots onto any grid of bins, e.g. block by block of a large output grid.
 
@@ -90,6 +118,7 @@ class SpotRenderer:
         self.radius = radius
         self.reach = spot_reach(centres, pitch=pitch, radius=radius)
         self._tree = cKDTree(centres)
+        self._triangles = tissue_triangles(centres, self.reach)
         self._cubic = None
         self._cubic_built = False
 
@@ -110,6 +139,10 @@ class SpotRenderer:
         xy = grid.centres().reshape(-1, 2)
         distance, owner = self._tree.query(xy)
         mask = distance <= self.reach[owner]
+        if self._triangles is not None:
+            triangulation, tissue = self._triangles
+            simplex = triangulation.find_simplex(xy)
+            mask |= (simplex >= 0) & tissue[np.maximum(simplex, 0)]
         n_genes = self.values.shape[1]
         nearest = np.zeros((len(xy), n_genes), dtype=np.float32)
         nearest[mask] = self.values[owner[mask]]
