@@ -91,6 +91,13 @@ def fit_learned_detail(
     device = torch.device(device)
     heldout = np.zeros((n_spots, n_genes))
     maps = np.zeros((n_genes, *st_map.grid.shape), dtype=np.float64)
+    logger.info(
+        "Cross-fitting %d learned encoders (%d steps each), each on the spots of %d of %d folds of spot groups.",
+        FOLDS,
+        steps,
+        FOLDS - 1,
+        FOLDS,
+    )
     for k in range(FOLDS):
         torch.manual_seed(seed + k)
         encoder = HistologyEncoder(width=width, n_genes=n_genes)
