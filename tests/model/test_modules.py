@@ -328,3 +328,71 @@ def test_histology_inputs_in_row_chunks_equal_the_whole_image():
     inputs = histology_inputs(rgb)
     assert inputs.shape == (HISTOLOGY_INPUTS, *rgb.shape[1:])
     np.testing.assert_array_equal(inputs, whole)
+
+
+# --- histology encoder over a whole slide ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def encoder_scene():
+    """An untrained tiny model with fitted input statistics, and a tall random slide of 37 x 5 bins at 4 px/bin."""
+    from sr_spatial.model import DiffST, Scene
+    from sr_spatial.model.module._fitted import input_statistics
+
+    torch.manual_seed(SEED)
+    model = DiffST(["a", "b", "c"], config="tiny", device="cpu", seed=SEED)
+    rng = np.random.default_rng(SEED)
+    k, height, width = 4, 37, 5
+    blank = np.zeros((3, height, width), dtype=np.float32)
+    histology = rng.uniform(0.05, 1.0, size=(3, height * k, width * k)).astype(np.float32)
+    scene = Scene(nearest=blank, smooth=blank, mask=np.ones((height, width), bool), histology=histology, px_per_bin=k)
+    mean, std = input_statistics(model.network.encoder, histology)
+    model.network.histology_mean.copy_(torch.from_numpy(mean))
+    model.network.histology_std.copy_(torch.from_numpy(std))
+    return model, scene
+
+
+def test_input_statistics_in_row_chunks_match_the_whole_image(encoder_scene, monkeypatch):
+    from sr_spatial.model.module import _fitted
+
+    model, scene = encoder_scene
+    monkeypatch.setattr(_fitted, "STATISTICS_ROWS", 7)
+    mean, std = _fitted.input_statistics(model.network.encoder, scene.histology)
+    whole = model.network.encoder.prepare(scene.histology).reshape(HISTOLOGY_INPUTS, -1).astype(np.float64)
+    np.testing.assert_allclose(mean, whole.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(std, whole.std(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cells", [False, True])
+def test_histology_maps_in_row_chunks_equal_the_whole_slide(encoder_scene, monkeypatch, cells):
+    """Chunks read with the receptive field's margin give the whole slide's maps, cut or not."""
+    from sr_spatial.model.module import _condition
+
+    model, scene = encoder_scene
+    encoder = model.network.encoder
+    with torch.no_grad():
+        inputs = _condition.standardised_histology(model, scene)[None]
+        whole, whole_cells = encoder.bin_maps(inputs, scene.px_per_bin, cells=cells)
+    # A budget of 32 pixel rows: chunks of 8 bins (the fewest, four margins), each read with 8 pixels of context.
+    monkeypatch.setattr(_condition, "CHUNK_ACTIVATIONS", 32 * scene.shape[1] * 4 * model.config.histology_width)
+    expression, features = _condition.histology_maps(model, scene, cells=cells)
+    np.testing.assert_allclose(expression, whole[0].numpy(), rtol=1e-6, atol=1e-6)
+    if cells:
+        np.testing.assert_allclose(features, whole_cells[0].numpy(), rtol=1e-6, atol=1e-6)
+    else:
+        assert features is None
+
+
+def test_histology_crops_are_crops_of_the_whole_slides_inputs(encoder_scene):
+    from sr_spatial.model.module._condition import histology_crops, standardised_histology
+    from sr_spatial.model.nn._histology import window
+
+    model, scene = encoder_scene
+    whole = standardised_histology(model, scene)
+    crop = histology_crops(model, scene)
+    height, width = scene.histology.shape[1:]
+    padded = torch.nn.functional.pad(whole, (24, 24, 24, 24))
+    for top, left in [(0, 0), (-5, -7), (height - 6, width - 3), (40, 2), (-20, width - 1)]:
+        expected = padded[:, top + 24 : top + 36, left + 24 : left + 36]
+        torch.testing.assert_close(crop(top, left, 12), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(window(whole, top, left, 12), expected, rtol=0, atol=0)

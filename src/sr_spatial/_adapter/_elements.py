@@ -107,16 +107,17 @@ def _element_transformations(element) -> dict[str, BaseTransformation]:
     return dict(get_transformation(element, get_all=True))
 
 
-def _to_unit_rgb(crop: np.ndarray, white: float, *, inverted: bool = False) -> np.ndarray:
+def _to_unit_rgb(crop: np.ndarray, white: float, *, inverted: bool = False, grey_to_rgb: bool = True) -> np.ndarray:
     """Pixels divided by the image's ``white`` into ``[0, 1]`` RGB; NaN and ``+inf`` read as white glass.
 
-    One grey channel is repeated into RGB; an RGBA image's alpha is dropped. ``inverted`` (a fluorescence image)
-    turns bright-on-dark into dark-on-white, as a brightfield H&E reads.
+    One grey channel is repeated into RGB (unless ``grey_to_rgb`` is false: then any one channel stays one); an
+    RGBA image's alpha is dropped. ``inverted`` (a fluorescence image) turns bright-on-dark into dark-on-white,
+    as a brightfield H&E reads.
     """
     # In place on the one float copy: a crop of a whole slide is large, and each step would copy it again.
     crop = crop[:3].astype(np.float32)
     crop /= np.float32(white)
-    if crop.shape[0] == 1:
+    if crop.shape[0] == 1 and grey_to_rgb:
         crop = np.repeat(crop, 3, axis=0)
     if inverted:
         np.subtract(np.float32(1.0), crop, out=crop)

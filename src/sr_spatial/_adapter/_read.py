@@ -282,15 +282,8 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     out_shape = (grid.height * px_per_bin, grid.width * px_per_bin)
     if x_hi <= x_lo or y_hi <= y_lo:
         return np.ones((3, *out_shape), dtype=np.float32)
-    crop = np.asarray(chosen.isel(x=slice(x_lo, x_hi), y=slice(y_lo, y_hi)).values)
-    crop = _to_unit_rgb(crop, spots.white, inverted=spots.inverted)
-
-    # Area-average first, so resampling to the output pixel does not alias nuclei away.
+    region = chosen.isel(x=slice(x_lo, x_hi), y=slice(y_lo, y_hi))
     pool = max(int(np.floor(out_pixel / factor)), 1)
-    if pool > 1:
-        # Edge-pad to whole pooling blocks: downscale_local_mean would pad with zeros and darken the last row.
-        extra = [(0, 0), (0, (-crop.shape[1]) % pool), (0, (-crop.shape[2]) % pool)]
-        crop = downscale_local_mean(np.pad(crop, extra, mode="edge"), (1, pool, pool))
     crop_pixel = factor * pool  # full-res pixels per crop pixel
     # warp maps output (col, row) to input (col, row); both are pixel centres.
     out_to_full = AffineTransform(scale=out_pixel, translation=(grid.x0 + 0.5 * out_pixel, grid.y0 + 0.5 * out_pixel))
@@ -298,10 +291,22 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
         scale=1 / crop_pixel, translation=(-(x_lo * factor) / crop_pixel - 0.5, -(y_lo * factor) / crop_pixel - 0.5)
     )
     tf = AffineTransform(matrix=full_to_crop.params @ out_to_full.params)
-    out = np.empty((len(crop), *out_shape), dtype=np.float32)
-    for channel, values in enumerate(crop):
-        # Each channel goes to float32 as it is resampled, not after all three are held in float64.
-        out[channel] = warp(values, tf, output_shape=out_shape, order=1, cval=1.0)
+    out = np.empty((3, *out_shape), dtype=np.float32)
+    for channel in range(3):
+        if channel >= region.sizes["c"]:  # a grey image: its one channel is repeated into RGB
+            out[channel] = out[0]
+            continue
+        # One channel at a time, read, scaled and resampled: the whole crop in float32 (and the resampling's
+        # copies of it) is several times the output on a large slide. Each pixel is computed as for all three.
+        values = np.asarray(region.isel(c=[channel]).values)
+        values = _to_unit_rgb(values, spots.white, inverted=spots.inverted, grey_to_rgb=False)
+        # Area-average first, so resampling to the output pixel does not alias nuclei away.
+        if pool > 1:
+            # Edge-pad to whole pooling blocks: downscale_local_mean would pad with zeros and darken the last row.
+            extra = [(0, 0), (0, (-values.shape[1]) % pool), (0, (-values.shape[2]) % pool)]
+            values = downscale_local_mean(np.pad(values, extra, mode="edge"), (1, pool, pool))
+        out[channel] = warp(values[0], tf, output_shape=out_shape, order=1, cval=1.0)
+        del values
     return out
 
 

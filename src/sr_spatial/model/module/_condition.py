@@ -10,10 +10,12 @@ import torch
 from sr_spatial._groups import group_means
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sr_spatial.model._scene import Scene
     from sr_spatial.model.module._parts import ModelParts
 
-__all__ = ["condition", "histology_maps", "standardised_histology", "within_measurement"]
+__all__ = ["condition", "histology_crops", "histology_maps", "standardised_histology", "within_measurement"]
 
 
 def within_measurement(values: np.ndarray, owner: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
@@ -56,43 +58,86 @@ def condition(
     return torch.from_numpy(cond), cells, base.astype(np.float32)
 
 
+#: Hidden activations (pixels times the encoder's width) in one row chunk of :func:`histology_maps`, margins
+#: included: 8 MiB per layer in float32; the chunk's per-gene rates are ``n_genes / width`` times that.
+CHUNK_ACTIVATIONS = 2**21
+
+
 @torch.no_grad()
 def histology_maps(
     model: ModelParts, scene: Scene, *, cells: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-bin expression estimate and (unstandardised) cell-level features of ``scene``'s histology.
 
-    ``cells`` defaults to whether the network reads them.
+    ``cells`` defaults to whether the network reads them. The slide is run in rows of bins, each read with the
+    encoder's receptive field of context above and below (:attr:`~sr_spatial.model.nn._encoder.Encoder.context_px`)
+    and prepared on its own, so the result is the whole slide's and neither the slide's inputs nor its
+    activations are ever held whole.
     """
     if cells is None:
         cells = model.network.needs_cells
     encoder = model.network.encoder.eval().to(model.device)
-    inputs = standardised_histology(model, scene)
     k = scene.px_per_bin
-    # Rows of bins at a time bound the memory of the full-resolution activations on large slides.
-    rows = max(1, 2**21 // max(inputs.shape[-1] * k * model.config.histology_width, 1))
+    height, width = scene.shape
+    margin = encoder.context_px
+    if margin is None:
+        rows, margin = height, 0
+    else:
+        pixel_rows = CHUNK_ACTIVATIONS // max(width * k * model.config.histology_width, 1)
+        rows = max(1, (pixel_rows - 2 * margin) // k)
+        # At least four margins of rows kept per chunk, so the context read twice costs at most half again.
+        rows = max(rows, -(-4 * margin // k))
     # The outputs are allocated before the chunks' large temporaries: small results kept between those would
     # pin the freed memory below them in the heap, which then is not given back to the system.
-    height, width = scene.shape
     expression = np.empty((encoder.out_channels, height, width), dtype=np.float32)
     features = np.empty((encoder.cell_channels, 2 * height, 2 * width), dtype=np.float32) if cells else None
     for start in range(0, height, rows):
-        chunk = inputs[:, start * k : (start + rows) * k][None].to(model.device)
-        bins, cell_features = encoder.bin_maps(chunk, k, cells=cells)
-        expression[:, start : start + rows] = bins[0].float().cpu().numpy()
+        stop = min(start + rows, height)
+        top, bottom = max(start * k - margin, 0), min(stop * k + margin, height * k)
+        chunk = standardised_histology(model, scene, rows=slice(top, bottom))[None].to(model.device)
+        trim = (start * k - top, bottom - stop * k)
+        bins, cell_features = encoder.bin_maps(chunk, k, cells=cells, trim=trim)
+        expression[:, start:stop] = bins[0].float().cpu().numpy()
         if cells:
-            features[:, 2 * start : 2 * (start + rows)] = cell_features[0].float().cpu().numpy()
+            features[:, 2 * start : 2 * stop] = cell_features[0].float().cpu().numpy()
         del chunk, bins, cell_features
     return expression, features
 
 
-def standardised_histology(model: ModelParts, scene: Scene) -> torch.Tensor:
-    """The encoder's inputs for ``scene``, standardised with the statistics fitted on the reference."""
-    prepared = model.network.encoder.prepare(scene.histology)
+def standardised_histology(
+    model: ModelParts, scene: Scene, *, rows: slice = slice(None), cols: slice = slice(None)
+) -> torch.Tensor:
+    """The encoder's inputs for ``scene``, standardised with the statistics fitted on the reference.
+
+    ``rows`` and ``cols`` select a region of the histology's pixels; only that region is prepared.
+    """
+    histology = scene.histology[:, rows, cols]
+    prepared = model.network.encoder.prepare(histology)
     if np.may_share_memory(prepared, scene.histology):
         prepared = prepared.copy()  # standardised in place below; the scene's image must stay as it is
     inputs = torch.from_numpy(prepared)
     mean = model.network.histology_mean.cpu()[:, None, None]
     std = model.network.histology_std.cpu()[:, None, None]
-    # In place: the inputs are a fresh whole-slide array, and a copy per operation doubles its footprint.
+    # In place: the inputs are a fresh array, and a copy per operation doubles its footprint.
     return inputs.sub_(mean).div_(std)
+
+
+def histology_crops(model: ModelParts, scene: Scene) -> Callable[[int, int, int], torch.Tensor]:
+    """A function ``(top, left, size)`` to the standardised inputs of that square of ``scene``'s histology.
+
+    Zeros outside the image, as around the whole slide's inputs padded with zeros; for
+    :func:`~sr_spatial.model.nn._histology.pretrain_encoder`, which reads only the spots' crops.
+    """
+    height, width = scene.histology.shape[1:]
+    channels = model.network.encoder.in_channels
+
+    def crop(top: int, left: int, size: int) -> torch.Tensor:
+        out = torch.zeros((channels, size, size))
+        r0, r1, c0, c1 = max(top, 0), min(top + size, height), max(left, 0), min(left + size, width)
+        if r1 > r0 and c1 > c0:
+            out[:, r0 - top : r1 - top, c0 - left : c1 - left] = standardised_histology(
+                model, scene, rows=slice(r0, r1), cols=slice(c0, c1)
+            )
+        return out
+
+    return crop

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from sr_spatial.model._scene import Scene
     from sr_spatial.model.module._network import DiffSTNetwork
+    from sr_spatial.model.nn._encoder import Encoder
 
 __all__ = [
     "CALIBRATION_DRAWS",
@@ -27,6 +28,7 @@ __all__ = [
     "fit_spread_scale",
     "fit_statistics",
     "held_out_bins",
+    "input_statistics",
     "nonnegative_ridge",
     "split_spots",
 ]
@@ -80,14 +82,41 @@ def held_out_bins(shape: tuple[int, int], seed: int, *, block: int = 4, held_out
     return np.kron(squares, np.ones((block, block), dtype=bool))[: shape[0], : shape[1]]
 
 
+#: Image rows prepared at once by :func:`input_statistics`.
+STATISTICS_ROWS = 256
+
+
+def input_statistics(encoder: Encoder, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``encoder.prepare(rgb)``, float64, prepared in row chunks.
+
+    Chunks' means and squared deviations are combined exactly as one pass over the whole image would give them
+    (Chan et al.'s pairwise update, in float64), so the image's inputs are never held whole.
+    """
+    n = 0
+    mean = np.zeros(encoder.in_channels)
+    squares = np.zeros(encoder.in_channels)
+    for start in range(0, rgb.shape[1], STATISTICS_ROWS):
+        chunk = encoder.prepare(rgb[:, start : start + STATISTICS_ROWS]).reshape(encoder.in_channels, -1)
+        chunk = chunk.astype(np.float64)
+        m = chunk.shape[1]
+        chunk_mean = chunk.mean(axis=1)
+        chunk -= chunk_mean[:, None]
+        chunk_squares = np.einsum("ij,ij->i", chunk, chunk)
+        delta = chunk_mean - mean
+        mean += delta * (m / (n + m))
+        squares += chunk_squares + delta**2 * (n * m / (n + m))
+        n += m
+    return mean, np.sqrt(squares / max(n, 1))
+
+
 def fit_statistics(network: DiffSTNetwork, scenes: Sequence[Scene], reference: Scene) -> None:
     """Per-gene mean and spread of the targets, and per-channel ones of the reference's encoder inputs."""
     values = np.concatenate([s.target[:, s.mask] for s in scenes], axis=1)
-    inputs = network.encoder.prepare(reference.histology).reshape(network.encoder.in_channels, -1)
     network.gene_mean.copy_(torch.from_numpy(values.mean(axis=1)))
     network.gene_std.copy_(torch.from_numpy(np.maximum(values.std(axis=1), 1e-3)))
-    network.histology_mean.copy_(torch.from_numpy(inputs.mean(axis=1)))
-    network.histology_std.copy_(torch.from_numpy(np.maximum(inputs.std(axis=1), 1e-3)))
+    mean, std = input_statistics(network.encoder, reference.histology)
+    network.histology_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+    network.histology_std.copy_(torch.from_numpy(np.maximum(std, 1e-3).astype(np.float32)))
 
 
 def fit_cell_statistics(network: DiffSTNetwork, cells: np.ndarray) -> None:

@@ -39,21 +39,29 @@ class Encoder(nn.Module):
     um_per_px: ClassVar[float | None] = None
     estimates_expression: ClassVar[bool] = True
     learns_from_spots: ClassVar[bool] = False
+    #: Pixels of context each output pixel reads on every side (the receptive field's radius), so the slide can
+    #: be run in row chunks each read with that margin; ``None`` when unknown: the slide is run whole.
+    context_px: ClassVar[int | None] = None
     in_channels: int
     out_channels: int
     cell_channels: int
 
     @staticmethod
     def prepare(rgb: np.ndarray) -> np.ndarray:
-        """RGB in ``[0, 1]`` ``(3, h, w)`` to the unstandardised input channels ``(in_channels, h, w)``."""
+        """RGB in ``[0, 1]`` ``(3, h, w)`` to the unstandardised input channels ``(in_channels, h, w)``.
+
+        Each output pixel depends on its own input pixel only, so a region's inputs are the region of the
+        slide's inputs (row chunks and crops are prepared on their own).
+        """
         raise NotImplementedError
 
     def bin_maps(
-        self, image: torch.Tensor, px_per_bin: int, *, cells: bool = False
+        self, image: torch.Tensor, px_per_bin: int, *, cells: bool = False, trim: tuple[int, int] = (0, 0)
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Standardised inputs ``(b, in_channels, h * px_per_bin, w * px_per_bin)`` to an output per bin.
 
-        Returns ``(b, out_channels, h, w)`` and, if ``cells``, the cell-level features
-        ``(b, cell_channels, 2 * h, 2 * w)``, else ``None``.
+        ``trim`` is ``(top, bottom)``: pixel rows of ``image`` read as context only, dropped before pooling
+        (``h`` counts the rows kept). Returns ``(b, out_channels, h, w)`` and, if ``cells``, the cell-level
+        features ``(b, cell_channels, 2 * h, 2 * w)``, else ``None``.
         """
         raise NotImplementedError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,6 +13,9 @@ from sr_spatial._groups import group_means
 from sr_spatial._logging import logger, progress_bar
 from sr_spatial.model.nn._encoder import Encoder
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = [
     "HISTOLOGY_INPUTS",
     "HistologyEncoder",
@@ -19,21 +24,29 @@ __all__ = [
     "pretrain_encoder",
     "spot_crops",
     "spot_means",
+    "window",
 ]
 
 
 def spot_means(maps: np.ndarray, spot_pixels: np.ndarray, n_spots: int, px_per_bin: int) -> np.ndarray:
     """Log-normalised ``maps`` (per bin) averaged over each spot's pixels in linear space, ``(n_spots, n_genes)``."""
     rows, cols = np.nonzero(spot_pixels >= 0)
-    linear = np.expm1(maps.astype(np.float64))[:, rows // px_per_bin, cols // px_per_bin]
-    means, _ = group_means(linear, spot_pixels[rows, cols], n_spots)
-    return np.log1p(means).T
+    spots = spot_pixels[rows, cols]
+    rows //= px_per_bin
+    cols //= px_per_bin
+    means = np.empty((n_spots, len(maps)))
+    # One gene at a time: every spot pixel of every gene in float64 at once is the size of the slide times genes.
+    for gene, values in enumerate(maps):
+        means[:, gene] = group_means(np.expm1(values.astype(np.float64))[rows, cols], spots, n_spots)[0]
+    return np.log1p(means)
 
 
 #: Input channels: RGB plus haematoxylin and eosin from colour deconvolution.
 HISTOLOGY_INPUTS = 5
 #: Image rows deconvolved at once by :func:`histology_inputs`.
 HED_ROWS = 256
+#: Dilations of the encoder's 3 x 3 convolutions; their sum is its receptive field's radius in pixels.
+DILATIONS = (1, 1, 2, 4)
 
 
 def histology_inputs(rgb: np.ndarray) -> np.ndarray:
@@ -65,6 +78,7 @@ class HistologyEncoder(Encoder):
     """
 
     learns_from_spots = True
+    context_px = sum(DILATIONS)
     prepare = staticmethod(histology_inputs)
 
     def __init__(self, *, width: int, n_genes: int):
@@ -74,7 +88,7 @@ class HistologyEncoder(Encoder):
         self.cell_channels = cell_channels(width)
         layers = []
         channels = HISTOLOGY_INPUTS
-        for dilation in (1, 1, 2, 4):
+        for dilation in DILATIONS:
             layers += [nn.Conv2d(channels, width, 3, padding=dilation, dilation=dilation), nn.SiLU()]
             channels = width
         self.body = nn.Sequential(*layers)
@@ -85,15 +99,20 @@ class HistologyEncoder(Encoder):
         return self.head(self.body(image))
 
     def bin_maps(
-        self, image: torch.Tensor, px_per_bin: int, *, cells: bool = False
+        self, image: torch.Tensor, px_per_bin: int, *, cells: bool = False, trim: tuple[int, int] = (0, 0)
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Expression per bin and, if ``cells``, cell-level features on a grid twice as fine as the bins.
 
         The cell-level features of each quarter-bin are the mean and standard deviation of each input channel
         over its pixels (nuclear density and texture from the haematoxylin channel) and the mean of the
-        encoder's hidden features: ``(b, cell_channels(width), 2 * h, 2 * w)``.
+        encoder's hidden features: ``(b, cell_channels(width), 2 * h, 2 * w)``. ``trim`` (top, bottom) pixel
+        rows are context only, dropped after the convolutions (see :meth:`Encoder.bin_maps`).
         """
         features = self.body(image)
+        top, bottom = trim
+        if top or bottom:
+            kept = slice(top, image.shape[-2] - bottom)
+            features, image = features[..., kept, :], image[..., kept, :]
         # In place: one rate per gene and pixel is the largest array here, and each copy of it costs as much.
         rates = self.head(features).clamp_(max=20.0).exp_()
         expression = torch.log1p(F.avg_pool2d(rates, px_per_bin))
@@ -118,9 +137,28 @@ def spot_crops(spot_pixels: np.ndarray, n_spots: int, size: int) -> np.ndarray:
     return np.stack([np.round(centre_r - size / 2), np.round(centre_c - size / 2)], axis=1).astype(int)
 
 
+def window(array, top: int, left: int, size: int, fill=0):
+    """The ``size`` x ``size`` square of ``array`` ``(..., h, w)`` at ``(top, left)``, ``fill`` outside it.
+
+    A new array (or tensor), as a crop of ``array`` padded by ``size`` on every side would give, without the
+    padded copy of the whole slide.
+    """
+    height, width = array.shape[-2:]
+    r0, r1 = max(top, 0), min(top + size, height)
+    c0, c1 = max(left, 0), min(left + size, width)
+    shape = (*array.shape[:-2], size, size)
+    if isinstance(array, torch.Tensor):
+        out = torch.full(shape, fill, dtype=array.dtype)
+    else:
+        out = np.full(shape, fill, dtype=array.dtype)
+    if r1 > r0 and c1 > c0:
+        out[..., r0 - top : r1 - top, c0 - left : c1 - left] = array[..., r0:r1, c0:c1]
+    return out
+
+
 def pretrain_encoder(
     encoder: HistologyEncoder,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Callable[[int, int, int], torch.Tensor],
     spot_pixels: np.ndarray,
     spot_values: np.ndarray,
     *,
@@ -142,7 +180,9 @@ def pretrain_encoder(
     encoder
         The encoder, trained in place.
     inputs
-        Standardised histology inputs ``(5, h, w)`` on the CPU.
+        Standardised histology inputs ``(5, h, w)`` on the CPU, or a function ``(top, left, size)`` to the
+        ``(5, size, size)`` inputs of that square of the slide, zeros outside it: then only the spots' crops
+        are ever prepared, and the whole slide's inputs need not be held.
     spot_pixels
         Spot index of each pixel of ``inputs``, ``-1`` outside every spot, ``(h, w)``.
     spot_values
@@ -165,8 +205,7 @@ def pretrain_encoder(
     radius_px = int(np.sqrt(np.bincount(spot_pixels[spot_pixels >= 0]).max() / np.pi)) + 1
     size = min(2 * radius_px + 16, extent + 16)
     corners = spot_crops(spot_pixels, n_spots, size)
-    padded = F.pad(inputs, (size, size, size, size))
-    labels = np.pad(spot_pixels, size, constant_values=-1)
+    crop = inputs if callable(inputs) else lambda top, left, size: window(inputs, top, left, size)
     values = torch.from_numpy(spot_values.astype(np.float32))
     with torch.no_grad():
         # From the spots it learns from only: a held-out spot must not reach the encoder even through its mean.
@@ -181,9 +220,9 @@ def pretrain_encoder(
         chosen = rng.choice(present, size=min(batch_size, len(present)), replace=False)
         crops, masks = [], []
         for spot in chosen:
-            r, c = corners[spot] + size
-            crops.append(padded[:, r : r + size, c : c + size])
-            masks.append(torch.from_numpy(labels[r : r + size, c : c + size] == spot))
+            r, c = (int(x) for x in corners[spot])
+            crops.append(crop(r, c, size))
+            masks.append(torch.from_numpy(window(spot_pixels, r, c, size, fill=-1) == spot))
         turns = int(rng.integers(0, 4))
         crops = torch.rot90(torch.stack(crops), turns, dims=(-2, -1)).to(device)
         masks = torch.rot90(torch.stack(masks), turns, dims=(-2, -1)).to(device).float()[:, None]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from sr_spatial.model._persistence import refuse_non_finite
-from sr_spatial.model.module._condition import condition, histology_maps, standardised_histology
+from sr_spatial.model.module._condition import condition, histology_crops, histology_maps
 from sr_spatial.model.module._fitted import (
     CALIBRATION_DRAWS,
     MIN_HELD_OUT_BINS,
@@ -179,7 +179,7 @@ def fit_encoder(
     if encoder.learns_from_spots:
         encoder_losses = pretrain_encoder(
             encoder,
-            standardised_histology(model, reference),
+            histology_crops(model, reference),
             reference.spot_pixels,
             reference.spot_values,
             steps=cfg.encoder_steps,
