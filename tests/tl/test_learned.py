@@ -85,3 +85,20 @@ def test_superresolve_records_learned_weights(demo_sdata):
 def test_learned_encoder_must_be_a_bool(demo_sdata):
     with pytest.raises(TypeError, match="learned_encoder"):
         sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, learned_encoder="yes", inplace=False)
+
+
+def test_maps_in_row_chunks_equal_the_whole_slide(monkeypatch):
+    """The learned encoder's maps are computed in rows with its receptive field as margin: no seam at a cut."""
+    import torch
+
+    import sr_spatial.model.module._condition as condition
+    from sr_spatial.model.nn._histology import HistologyEncoder
+    from sr_spatial.tl._learned import _bin_maps
+
+    torch.manual_seed(0)
+    encoder = HistologyEncoder(width=8, n_genes=3)
+    inputs = torch.randn(5, 96, 40)
+    whole = _bin_maps(encoder, inputs, 4, device=torch.device("cpu"))
+    monkeypatch.setattr(condition, "CHUNK_ACTIVATIONS", 40 * 4 * 8 * 24)  # two chunks of rows (20 bins and 4) with margins
+    chunked = _bin_maps(encoder, inputs, 4, device=torch.device("cpu"))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)

@@ -126,18 +126,22 @@ def _bin_maps(encoder, inputs: torch.Tensor, px_per_bin: int, *, device: torch.d
     """The encoder's expression per bin over the whole slide, ``(n_genes, height, width)``, in rows of bins.
 
     The encoder has no normalisation layer, so rows processed apart agree with the whole slide except within
-    its receptive field (8 pixels) of a cut; each chunk is read with that margin and trimmed.
+    its receptive field (:attr:`~sr_spatial.model.nn._encoder.Encoder.context_px`) of a cut; each chunk is read
+    with that margin, which ``bin_maps`` trims after the convolutions.
     """
-    margin_bins = -(-8 // px_per_bin)
-    height = inputs.shape[-2] // px_per_bin
-    # Rows of bins at a time keep the full-resolution activations (width channels per pixel) near 128 MiB.
-    rows = max(1, 2**25 // max(inputs.shape[-1] * px_per_bin * encoder.body[0].out_channels * 4, 1))
-    out = np.empty((encoder.out_channels, height, inputs.shape[-1] // px_per_bin), dtype=np.float64)
+    from sr_spatial.model.module._condition import CHUNK_ACTIVATIONS
+
+    k = px_per_bin
+    margin = encoder.context_px
+    height, width = inputs.shape[-2] // k, inputs.shape[-1] // k
+    rows = max(1, (CHUNK_ACTIVATIONS // max(width * k * encoder.body[0].out_channels, 1) - 2 * margin) // k)
+    out = np.empty((encoder.out_channels, height, width), dtype=np.float64)
     encoder = encoder.eval().to(device)
     with torch.no_grad():
         for start in range(0, height, rows):
-            lo, hi = max(start - margin_bins, 0), min(start + rows + margin_bins, height)
-            chunk = inputs[:, lo * px_per_bin : hi * px_per_bin][None].to(device)
-            bins = encoder.bin_maps(chunk, px_per_bin)[0][0].float().cpu().numpy()
-            out[:, start : start + rows] = bins[:, start - lo : start - lo + rows]
+            stop = min(start + rows, height)
+            top, bottom = max(start * k - margin, 0), min(stop * k + margin, height * k)
+            chunk = inputs[:, top:bottom][None].to(device)
+            bins, _ = encoder.bin_maps(chunk, k, trim=(start * k - top, bottom - stop * k))
+            out[:, start:stop] = bins[0].float().cpu().numpy()
     return out
