@@ -99,6 +99,7 @@ def test_maps_in_row_chunks_equal_the_whole_slide(monkeypatch):
     encoder = HistologyEncoder(width=8, n_genes=3)
     inputs = torch.randn(5, 96, 40)
     whole = _bin_maps(encoder, inputs, 4, device=torch.device("cpu"))
-    monkeypatch.setattr(condition, "CHUNK_ACTIVATIONS", 40 * 4 * 8 * 24)  # two chunks of rows (20 bins and 4) with margins
+    # Two chunks of rows (20 bins and 4), each with its margins.
+    monkeypatch.setattr(condition, "CHUNK_ACTIVATIONS", 40 * 4 * 8 * 24)
     chunked = _bin_maps(encoder, inputs, 4, device=torch.device("cpu"))
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
