@@ -103,3 +103,8 @@ def test_maps_in_row_chunks_equal_the_whole_slide(monkeypatch):
     monkeypatch.setattr(condition, "CHUNK_ACTIVATIONS", 40 * 4 * 8 * 24)
     chunked = _bin_maps(encoder, inputs, 4, device=torch.device("cpu"))
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_learned_encoder_belongs_to_the_histology_method(demo_sdata):
+    with pytest.raises(ValueError, match="method='histology'"):
+        sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, method="nearest", learned_encoder=True, inplace=False)

@@ -329,6 +329,12 @@ def superresolve(
     if not isinstance(learned_encoder, bool | np.bool_):
         msg = f"`learned_encoder` must be True or False, got {learned_encoder!r}."
         raise TypeError(msg)
+    if learned_encoder and method != "histology":
+        msg = (
+            f"`learned_encoder=True` adds a predictor to method='histology'; method={method!r} does not use it "
+            "(the diffusion model learns its own encoder). Drop `learned_encoder`, or use method='histology'."
+        )
+        raise ValueError(msg)
     if not isinstance(n_samples, int | np.integer) or n_samples < 1:
         msg = f"`n_samples` must be a positive integer, got {n_samples!r}."
         raise ValueError(msg)
