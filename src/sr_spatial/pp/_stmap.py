@@ -80,10 +80,11 @@ class STMap:
 def tissue_triangles(centres: np.ndarray, reach: np.ndarray):
     """The spots' Delaunay triangulation and which of its triangles lie in the tissue, or ``None``.
 
-    A triangle is tissue when the reaches of every two of its corners meet along their edge (edge length at most
-    the sum of both reaches): between spots whose tissue touches, the tissue continues. On a jittered or irregular
-    lattice, a bin can lie farther than its nearest spot's reach although spots surround it on every side (a hole
-    in the mask, written as no tissue); the triangles fill it. Gaps wider than two reaches (a tear, a missing
+    A triangle is tissue when every two of its corners lie within their local lattice spacings of each other (edge
+    length at most the sum of both spacings, each reach over :data:`TISSUE_REACH`): between spots that are
+    lattice neighbours, the tissue continues. On a jittered or irregular lattice, a bin can lie farther than its
+    nearest spot's reach although spots surround it on every side (a hole in the mask, written as no tissue); the
+    triangles fill it, and a single spot missing inside the tissue with them. Wider gaps (a tear, a missing
     region) stay outside, as do bins beyond the outer spots' reach.
     """
     from scipy.spatial import Delaunay, QhullError

@@ -57,7 +57,7 @@ class HistologyDetail:
         flat = features.T
         learned = None
         if self.learned is not None and learned_maps is not None:
-            learned = learned_maps.T - self.learned.spots[owner]
+            learned = self.learned.detail(learned_maps, owner)
         detail = self.model.detail(flat, self.spot_prediction[owner], (smooth - nearest).T, learned)
         predictors = SpreadPredictors(
             gradient=((smooth - nearest) ** 2).T,
@@ -171,17 +171,16 @@ def fit_histology_detail(
         )
     model.weight = model.weight * cap
     learned_cap = None
+    learned_maps = None if learned is None else learned.maps[:, mask]
     if learned is not None:
-        learned_detail = learned.maps[:, mask].T - learned.spots[owner[mask]]
-        learned_cap = detail_cap(learned_detail.var(axis=0), model.group_learned_variance, model.finer_ratio)
+        learned_variance = learned.detail(learned_maps, owner[mask]).var(axis=0)
+        learned_cap = detail_cap(learned_variance, model.group_learned_variance, model.finer_ratio)
         model.learned_weight = model.learned_weight * learned_cap
-        del learned_detail
     std = calibrate_spread(model)
     detail = HistologyDetail(
         model=model, features=maps, spot_features=per_spot, spot_prediction=spot_prediction, learned=learned
     )
     # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
-    learned_maps = None if learned is None else learned.maps[:, mask]
     _, predictors = detail.bins(maps[:, mask], nearest[:, mask], smooth[:, mask], owner[mask], learned_maps)
     model.bin_means = predictors.means()
     helped = int((model.weight > 0.05).sum())

@@ -52,6 +52,10 @@ class LearnedDetail:
     spots: np.ndarray
     maps: np.ndarray
 
+    def detail(self, bin_maps: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        """Each bin's estimate minus its spot's, ``(n_bins, n_genes)``, from ``bin_maps`` ``(n_genes, n_bins)``."""
+        return bin_maps.T - self.spots[owner]
+
 
 def fit_learned_detail(
     st_map: STMap,
