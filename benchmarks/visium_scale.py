@@ -15,9 +15,9 @@ sampling (the diffusion draws, or the baseline's maps) and writing (building the
 ``SpatialData.write``). Peak RSS is the child's ``ru_maxrss`` before scoring; with CUDA, the peak GPU memory
 too. Accuracy is the mean over genes of the Pearson r against the demo's hidden truth on the tissue bins
 (:func:`sr_spatial.tl.evaluate`). Methods: ``"histology"`` (morphology features and the spot-supervised
-predictor, the default without a model), ``"histology_learned"`` (the same with ``learned_encoder=True``, its
-encoders sized by ``--config``), ``"diffusion"`` (trained on the slide with ``--config``), and the
-baselines ``"nearest"`` and ``"bicubic"``.
+predictor alone, ``learned_encoder=False``), ``"histology_learned"`` (the same with ``learned_encoder=True``, its
+encoders sized by ``--config``: the default without a model on slides of at least 1,000 spots, as these are),
+``"diffusion"`` (trained on the slide with ``--config``), and the baselines ``"nearest"`` and ``"bicubic"``.
 
 ``--quick`` runs a 14 x 12-spot slide with 10 genes, ``config="tiny"``, 20 training steps and 2 draws: a check
 that the script works, not a measurement; its page is ``results/visium_scale_quick.md``.
@@ -101,7 +101,7 @@ def _run(slide: Path, method: str, settings: dict, out: Path) -> dict:
         client=None,
         show_progress_bar=False,
         **({k: v for k, v in settings.items() if k != "seed"} if method == "diffusion" or learned else {}),
-        **({"learned_encoder": True} if learned else {}),
+        **({"learned_encoder": learned} if method == "histology" or learned else {}),
     )
     write_start = time.perf_counter()
     if out.exists():

@@ -339,7 +339,7 @@ def run_her2st(
     results, cache = [], {}
 
     def sr_map(method, **extra_kwargs):
-        key = method + "".join(f":{k}" for k in extra_kwargs)
+        key = method + "".join(f":{k}={v}" for k, v in extra_kwargs.items())
         if key not in cache:
             sdata = pseudo_spot_sdata(data, pseudo)
             start = time.perf_counter()
@@ -383,10 +383,11 @@ def run_her2st(
             start = time.perf_counter()
         elif method.startswith("sr_spatial_histology_learned"):
             pred, extra = sr_map("histology", learned_encoder=True)
-            std = cache["histology:learned_encoder:std"]
+            std = cache["histology:learned_encoder=True:std"]
         elif method.startswith("sr_spatial_histology"):
-            pred, extra = sr_map("histology")
-            std = cache["histology:std"]
+            # The morphology predictor alone, whatever the default decides for the slide's number of spots.
+            pred, extra = sr_map("histology", learned_encoder=False)
+            std = cache["histology:learned_encoder=False:std"]
             start = time.perf_counter()
         elif method == "nearest_ridge_detail":
             pred = own_plus_ridge_detail(patch_features(data, data.centres), pseudo.group, pooled)

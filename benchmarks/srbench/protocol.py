@@ -527,7 +527,7 @@ def run_methods(
 
     def sr_map(method, **extra_kwargs):
         # Keyed apart from the baselines: the package's method "nearest" is not the "nearest" family.
-        key = f"superresolve:{method}" + "".join(f":{k}" for k in extra_kwargs)
+        key = f"superresolve:{method}" + "".join(f":{k}={v}" for k, v in extra_kwargs.items())
         if key not in cache:
             sdata = task["sdata"]()
             start = time.perf_counter()
@@ -587,11 +587,12 @@ def run_methods(
         elif family == "sr_spatial_grid_nearest":
             pred, extra = sr_map("nearest")
         elif family == "sr_spatial_histology":
-            pred, extra = sr_map("histology")
-            std = cache["superresolve:histology:std"]
+            # The morphology predictor alone, whatever the default decides for the slide's number of spots.
+            pred, extra = sr_map("histology", learned_encoder=False)
+            std = cache["superresolve:histology:learned_encoder=False:std"]
         elif family == "sr_spatial_histology_learned":
             pred, extra = sr_map("histology", learned_encoder=True)
-            std = cache["superresolve:histology:learned_encoder:std"]
+            std = cache["superresolve:histology:learned_encoder=True:std"]
         else:
             if family not in cache:
                 start = time.perf_counter()

@@ -10,7 +10,7 @@ from conftest import IMAGE_KEY
 
 import sr_spatial
 from sr_spatial.model._regression import fit_detail_model
-from sr_spatial.tl._learned import FOLDS, MIN_SPOTS_PER_FOLD, fit_learned_detail
+from sr_spatial.tl._learned import AUTO_MIN_SPOTS, FOLDS, MIN_SPOTS_PER_FOLD, fit_learned_detail, use_learned_encoder
 
 SCALE = 2
 STEPS = 300
@@ -82,9 +82,35 @@ def test_superresolve_records_learned_weights(demo_sdata):
     assert np.all(uns["histology"]["learned_detail_cap"] <= 1.0)
 
 
-def test_learned_encoder_must_be_a_bool(demo_sdata):
-    with pytest.raises(TypeError, match="learned_encoder"):
+def test_learned_encoder_must_be_a_bool_or_auto(demo_sdata):
+    with pytest.raises(TypeError, match="True, False or 'auto'"):
         sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, learned_encoder="yes", inplace=False)
+
+
+def test_auto_learns_only_from_enough_spots():
+    assert use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS)
+    assert not use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS - 1)
+    # The other methods have no use for it, however large the slide.
+    assert not use_learned_encoder("auto", method="diffusion", n_spots=10 * AUTO_MIN_SPOTS)
+    assert use_learned_encoder(True, method="histology", n_spots=10)
+    assert not use_learned_encoder(False, method="histology", n_spots=10 * AUTO_MIN_SPOTS)
+
+
+def test_auto_default_follows_the_number_of_spots(demo_sdata, monkeypatch):
+    """The default trains the encoders once a slide has enough spots, and says so in ``uns``; the demo has not."""
+    import sr_spatial.tl._learned as learned_module
+
+    kwargs = {"scale": SCALE, "config": "tiny", "train_steps": 40, "inplace": False, "show_progress_bar": False}
+    small = sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, key_added="auto", **kwargs)
+    uns = small.tables["auto_table"].uns["auto"]
+    assert uns["params"]["learned_encoder"] is False
+    assert "learned_weight" not in uns["histology"]
+    n_spots = len(demo_sdata.tables["table"])
+    monkeypatch.setattr(learned_module, "AUTO_MIN_SPOTS", n_spots)
+    large = sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, key_added="auto", **kwargs)
+    uns = large.tables["auto_table"].uns["auto"]
+    assert uns["params"]["learned_encoder"] is True
+    assert uns["histology"]["learned_weight"].shape == (len(large.tables["auto_table"].var_names),)
 
 
 def test_maps_in_row_chunks_equal_the_whole_slide(monkeypatch):

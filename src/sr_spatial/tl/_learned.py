@@ -26,12 +26,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["LearnedDetail", "fit_learned_detail"]
+__all__ = ["AUTO_MIN_SPOTS", "LearnedDetail", "fit_learned_detail", "use_learned_encoder"]
 
 #: Encoders trained, each on the spots of the other folds.
 FOLDS = 2
 #: Fewer spots than this per fold, and no encoder is trained: it could not learn anything to weigh.
 MIN_SPOTS_PER_FOLD = 24
+#: ``learned_encoder="auto"`` trains the encoders on slides with at least this many spots. Below it the labels
+#: are few for a CNN and its training dominates the run (20x the morphology path's time on a 279-spot demo);
+#: above it, a whole Visium slide, the held-out weights find detail the morphology lacks (synthetic slides:
+#: r +0.017 at 3,220 spots, +0.052 at 12,902, for about twice the time) and stay near 0 where it has none.
+AUTO_MIN_SPOTS = 1000
+
+
+def use_learned_encoder(learned_encoder: bool | str, *, method: str, n_spots: int) -> bool:
+    """Whether ``learned_encoder`` (``True``, ``False`` or ``"auto"``) trains the encoders for this call.
+
+    ``"auto"``: with ``method="histology"`` on slides of at least :data:`AUTO_MIN_SPOTS` spots.
+    """
+    if learned_encoder == "auto":
+        return method == "histology" and n_spots >= AUTO_MIN_SPOTS
+    return bool(learned_encoder)
 
 
 @dataclass(frozen=True)

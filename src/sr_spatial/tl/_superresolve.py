@@ -30,6 +30,7 @@ from sr_spatial.tl._blocks import (
     plan_blocks,
 )
 from sr_spatial.tl._histology import fit_histology_detail
+from sr_spatial.tl._learned import AUTO_MIN_SPOTS, use_learned_encoder
 from sr_spatial.tl._store import check_image_store
 from sr_spatial.tl._train import _check_scale, config_for_steps, train_on_map
 
@@ -178,7 +179,7 @@ def superresolve(
     method: Method | None = None,
     features: str | HistologyFeatures | torch.nn.Module = "morphology",
     image_um_per_px: float | None = None,
-    learned_encoder: bool = False,
+    learned_encoder: bool | Literal["auto"] = "auto",
     model: DiffST | str | Path | None = None,
     config: str | ModelConfig | dict = "base",
     train_steps: int | None = None,
@@ -234,9 +235,11 @@ def superresolve(
         For ``"histology"``: also train small convolutional encoders on this slide's spots (two, each on half
         of the spots, so every spot is predicted by one that never saw it) and add their within-spot detail as
         a third predictor, weighted per gene on held-out spots like the ridge's. It tells cell types apart where
-        the morphology features only average what a bin holds: on the demo r 0.361 -> 0.402, on her2st level
-        (:doc:`/benchmarks`), and costs the encoder's training (``config.encoder_steps`` twice; about 30 s on
-        a small slide on 2 CPU cores). Worth it on slides with many spots and distinctive cells.
+        the morphology features only average what a bin holds: on the demo r 0.361 -> 0.402, on a synthetic
+        Visium-size slide 0.449 -> 0.466, on her2st level (:doc:`/benchmarks`), and costs the encoder's training
+        (``config.encoder_steps`` twice; about 30 s on a small slide, 70 s on a whole Visium slide, on 2 CPU
+        cores). ``"auto"`` (default) turns it on for slides of at least 1,000 spots, where there are labels
+        enough to learn from and the training is a small share of the run; ``True`` or ``False`` decide it.
     model
         A trained :class:`~sr_spatial.model.DiffST` or the directory of a saved one; default: train on this
         slide (:func:`sr_spatial.tl.train`).
@@ -326,10 +329,11 @@ def superresolve(
     if method not in METHODS:
         msg = f"Unknown method {method!r}; choose one of {list(METHODS)}."
         raise ValueError(msg)
-    if not isinstance(learned_encoder, bool | np.bool_):
-        msg = f"`learned_encoder` must be True or False, got {learned_encoder!r}."
+    auto_learned = isinstance(learned_encoder, str) and learned_encoder == "auto"
+    if not (auto_learned or isinstance(learned_encoder, bool | np.bool_)):
+        msg = f"`learned_encoder` must be True, False or 'auto', got {learned_encoder!r}."
         raise TypeError(msg)
-    if learned_encoder and method != "histology":
+    if not auto_learned and learned_encoder and method != "histology":
         msg = (
             f"`learned_encoder=True` adds a predictor to method='histology'; method={method!r} does not use it "
             "(the diffusion model learns its own encoder). Drop `learned_encoder`, or use method='histology'."
@@ -354,7 +358,8 @@ def superresolve(
         "method": method,
         "features": (features if isinstance(features, str) else repr(features)) if method == "histology" else None,
         "image_um_per_px": image_um_per_px if method == "histology" else None,
-        "learned_encoder": bool(learned_encoder) if method == "histology" else None,
+        # Resolved once the number of spots is known (``"auto"``).
+        "learned_encoder": None,
         "model": str(model) if isinstance(model, str | Path) else (None if model is None else repr(model)),
         "config": config if isinstance(config, str) else "custom",
         "train_steps": train_steps,
@@ -413,6 +418,16 @@ def superresolve(
         seconds,
         *st_map.grid.shape,
     )
+    learned = use_learned_encoder(learned_encoder, method=method, n_spots=len(st_map.values))
+    if method == "histology":
+        params["learned_encoder"] = learned
+        if learned and auto_learned:
+            logger.info(
+                "%d spots (at least %d): also cross-fitting the learned histology encoder; pass "
+                "`learned_encoder=False` to skip it.",
+                len(st_map.values),
+                AUTO_MIN_SPOTS,
+            )
     if train_here:
         loaded = train_on_map(
             st_map,
@@ -447,7 +462,7 @@ def superresolve(
             scale=scale,
             seed=seed,
             show_progress_bar=show_progress_bar,
-            learned_encoder=config_for_steps(model_config, train_steps) if learned_encoder else None,
+            learned_encoder=config_for_steps(model_config, train_steps) if learned else None,
             device=resolve_device(device),
         )
         job = replace(job, histology=detail)
