@@ -91,6 +91,7 @@ def fit_learned_detail(
     ``None`` (nothing learned) when a fold would hold fewer than :data:`MIN_SPOTS_PER_FOLD` spots.
     """
     from sr_spatial._adapter._read import read_histology
+    from sr_spatial.model.module._fitted import input_statistics
     from sr_spatial.model.nn._histology import HistologyEncoder, histology_inputs, pretrain_encoder, spot_means
 
     n_spots, n_genes = st_map.values.shape
@@ -100,12 +101,14 @@ def fit_learned_detail(
     group = lattice_groups(st_map.centres, side=factor * st_map.pitch)
     rng = np.random.default_rng(seed)
     fold = (rng.permutation(int(group.max()) + 1) % FOLDS)[group]
-    inputs = histology_inputs(read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin))
-    flat = inputs.reshape(len(inputs), -1)
-    mean, std = flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
+    rgb = read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin)
+    # Streamed in float64, as the diffusion model's encoder statistics are.
+    mean, std = input_statistics(HistologyEncoder(width=width, n_genes=n_genes), rgb)
+    inputs = torch.from_numpy(histology_inputs(rgb))
+    del rgb
     # In place: the inputs are a whole-slide array, and each copy costs as much again.
-    inputs = torch.from_numpy(inputs).sub_(torch.from_numpy(mean)[:, None, None])
-    inputs.div_(torch.from_numpy(std)[:, None, None])
+    inputs.sub_(torch.from_numpy(mean.astype(np.float32))[:, None, None])
+    inputs.div_(torch.from_numpy(np.maximum(std, 1e-3).astype(np.float32))[:, None, None])
     spot_pixels = spot_pixel_map(st_map, px_per_bin)
     device = torch.device(device)
     heldout = np.zeros((n_spots, n_genes))
@@ -148,19 +151,16 @@ def _bin_maps(encoder, inputs: torch.Tensor, px_per_bin: int, *, device: torch.d
     its receptive field (:attr:`~sr_spatial.model.nn._encoder.Encoder.context_px`) of a cut; each chunk is read
     with that margin, which ``bin_maps`` trims after the convolutions.
     """
-    from sr_spatial.model.module._condition import CHUNK_ACTIVATIONS
+    from sr_spatial.model.module._condition import row_chunks
 
     k = px_per_bin
-    margin = encoder.context_px
     height, width = inputs.shape[-2] // k, inputs.shape[-1] // k
-    rows = max(1, (CHUNK_ACTIVATIONS // max(width * k * encoder.body[0].out_channels, 1) - 2 * margin) // k)
     out = np.empty((encoder.out_channels, height, width), dtype=np.float64)
     encoder = encoder.eval().to(device)
+    chunks = row_chunks(height, width, px_per_bin=k, hidden=encoder.body[0].out_channels, margin=encoder.context_px)
     with torch.no_grad():
-        for start in range(0, height, rows):
-            stop = min(start + rows, height)
-            top, bottom = max(start * k - margin, 0), min(stop * k + margin, height * k)
+        for start, stop, top, bottom, trim in chunks:
             chunk = inputs[:, top:bottom][None].to(device)
-            bins, _ = encoder.bin_maps(chunk, k, trim=(start * k - top, bottom - stop * k))
+            bins, _ = encoder.bin_maps(chunk, k, trim=trim)
             out[:, start:stop] = bins[0].float().cpu().numpy()
     return out

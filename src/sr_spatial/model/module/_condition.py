@@ -63,6 +63,27 @@ def condition(
 CHUNK_ACTIVATIONS = 2**21
 
 
+def row_chunks(height: int, width: int, *, px_per_bin: int, hidden: int, margin: int | None):
+    """Rows of bins to run an encoder over in turn, each read with ``margin`` pixel rows of context.
+
+    Yields ``(start, stop, top, bottom, trim)``: the bin rows ``start:stop`` kept, the pixel rows ``top:bottom``
+    read, and ``trim`` (pixel rows of context above and below) for ``Encoder.bin_maps``. A chunk holds about
+    :data:`CHUNK_ACTIVATIONS` hidden activations (``hidden`` channels), margins included, and keeps at least four
+    margins of rows, so the context read twice costs at most half again. ``margin=None`` (an encoder whose
+    receptive field is the whole slide) gives one chunk.
+    """
+    k = px_per_bin
+    if margin is None:
+        rows, margin = height, 0
+    else:
+        pixel_rows = CHUNK_ACTIVATIONS // max(width * k * hidden, 1)
+        rows = max(1, (pixel_rows - 2 * margin) // k, -(-4 * margin // k))
+    for start in range(0, height, rows):
+        stop = min(start + rows, height)
+        top, bottom = max(start * k - margin, 0), min(stop * k + margin, height * k)
+        yield start, stop, top, bottom, (start * k - top, bottom - stop * k)
+
+
 @torch.no_grad()
 def histology_maps(
     model: ModelParts, scene: Scene, *, cells: bool | None = None
@@ -79,23 +100,13 @@ def histology_maps(
     encoder = model.network.encoder.eval().to(model.device)
     k = scene.px_per_bin
     height, width = scene.shape
-    margin = encoder.context_px
-    if margin is None:
-        rows, margin = height, 0
-    else:
-        pixel_rows = CHUNK_ACTIVATIONS // max(width * k * model.config.histology_width, 1)
-        rows = max(1, (pixel_rows - 2 * margin) // k)
-        # At least four margins of rows kept per chunk, so the context read twice costs at most half again.
-        rows = max(rows, -(-4 * margin // k))
     # The outputs are allocated before the chunks' large temporaries: small results kept between those would
     # pin the freed memory below them in the heap, which then is not given back to the system.
     expression = np.empty((encoder.out_channels, height, width), dtype=np.float32)
     features = np.empty((encoder.cell_channels, 2 * height, 2 * width), dtype=np.float32) if cells else None
-    for start in range(0, height, rows):
-        stop = min(start + rows, height)
-        top, bottom = max(start * k - margin, 0), min(stop * k + margin, height * k)
+    chunks = row_chunks(height, width, px_per_bin=k, hidden=model.config.histology_width, margin=encoder.context_px)
+    for start, stop, top, bottom, trim in chunks:
         chunk = standardised_histology(model, scene, rows=slice(top, bottom))[None].to(model.device)
-        trim = (start * k - top, bottom - stop * k)
         bins, cell_features = encoder.bin_maps(chunk, k, cells=cells, trim=trim)
         expression[:, start:stop] = bins[0].float().cpu().numpy()
         if cells:
