@@ -87,13 +87,17 @@ def test_learned_encoder_must_be_a_bool_or_auto(demo_sdata):
         sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, learned_encoder="yes", inplace=False)
 
 
-def test_auto_learns_only_from_enough_spots():
-    assert use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS)
-    assert not use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS - 1)
+def test_auto_learns_only_from_enough_spots_on_a_grid_it_can_hold():
+    visium = {"grid_shape": (230, 207), "px_per_bin": 8}  # a Visium slide at scale 4
+    assert use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS, **visium)
+    assert not use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS - 1, **visium)
     # The other methods have no use for it, however large the slide.
-    assert not use_learned_encoder("auto", method="diffusion", n_spots=10 * AUTO_MIN_SPOTS)
-    assert use_learned_encoder(True, method="histology", n_spots=10)
-    assert not use_learned_encoder(False, method="histology", n_spots=10 * AUTO_MIN_SPOTS)
+    assert not use_learned_encoder("auto", method="diffusion", n_spots=10 * AUTO_MIN_SPOTS, **visium)
+    # A Visium HD slide of 16 µm bins at scale 4: the encoders' whole-slide inputs would take several GiB.
+    hd = {"grid_shape": (1624, 1624), "px_per_bin": 8}
+    assert not use_learned_encoder("auto", method="histology", n_spots=165_000, **hd)
+    assert use_learned_encoder(True, method="histology", n_spots=10, **hd)
+    assert not use_learned_encoder(False, method="histology", n_spots=10 * AUTO_MIN_SPOTS, **visium)
 
 
 def test_auto_default_follows_the_number_of_spots(demo_sdata, monkeypatch):

@@ -37,15 +37,23 @@ MIN_SPOTS_PER_FOLD = 24
 #: above it, a whole Visium slide, the held-out weights find detail the morphology lacks (synthetic slides:
 #: r +0.017 at 3,220 spots, +0.052 at 12,902, for about twice the time) and stay near 0 where it has none.
 AUTO_MIN_SPOTS = 1000
+#: ``learned_encoder="auto"`` leaves the encoders off on grids of more H&E pixels than this (at the encoder's
+#: pixels per bin): their inputs are held whole, about 36 bytes a pixel (1.1 GiB here), which a Visium HD slide
+#: at scale 4 (millions of bins) would multiply. A whole Visium slide at scale 4 holds about 3 million.
+AUTO_MAX_PIXELS = 2**25
 
 
-def use_learned_encoder(learned_encoder: bool | str, *, method: str, n_spots: int) -> bool:
+def use_learned_encoder(
+    learned_encoder: bool | str, *, method: str, n_spots: int, grid_shape: tuple[int, int], px_per_bin: int
+) -> bool:
     """Whether ``learned_encoder`` (``True``, ``False`` or ``"auto"``) trains the encoders for this call.
 
-    ``"auto"``: with ``method="histology"`` on slides of at least :data:`AUTO_MIN_SPOTS` spots.
+    ``"auto"``: with ``method="histology"`` on slides of at least :data:`AUTO_MIN_SPOTS` spots whose output grid
+    holds at most :data:`AUTO_MAX_PIXELS` H&E pixels at ``px_per_bin`` pixels a bin side.
     """
     if learned_encoder == "auto":
-        return method == "histology" and n_spots >= AUTO_MIN_SPOTS
+        pixels = grid_shape[0] * grid_shape[1] * px_per_bin**2
+        return method == "histology" and n_spots >= AUTO_MIN_SPOTS and pixels <= AUTO_MAX_PIXELS
     return bool(learned_encoder)
 
 

@@ -239,7 +239,9 @@ def superresolve(
         Visium-size slide 0.449 -> 0.466, on her2st level (:doc:`/benchmarks`), and costs the encoder's training
         (``config.encoder_steps`` twice; about 30 s on a small slide, 70 s on a whole Visium slide, on 2 CPU
         cores). ``"auto"`` (default) turns it on for slides of at least 1,000 spots, where there are labels
-        enough to learn from and the training is a small share of the run; ``True`` or ``False`` decide it.
+        enough to learn from and the training is a small share of the run, unless the output grid is so large
+        (a Visium HD slide) that the encoders' whole-slide inputs would not fit in about a GiB; ``True`` or
+        ``False`` decide it.
     model
         A trained :class:`~sr_spatial.model.DiffST` or the directory of a saved one; default: train on this
         slide (:func:`sr_spatial.tl.train`).
@@ -418,15 +420,28 @@ def superresolve(
         seconds,
         *st_map.grid.shape,
     )
-    learned = use_learned_encoder(learned_encoder, method=method, n_spots=len(st_map.values))
+    learned = use_learned_encoder(
+        learned_encoder,
+        method=method,
+        n_spots=len(st_map.values),
+        grid_shape=st_map.grid.shape,
+        px_per_bin=model_config.px_per_bin,
+    )
     if method == "histology":
         params["learned_encoder"] = learned
-        if learned and auto_learned:
+        if auto_learned and learned:
             logger.info(
                 "%d spots (at least %d): also cross-fitting the learned histology encoder; pass "
                 "`learned_encoder=False` to skip it.",
                 len(st_map.values),
                 AUTO_MIN_SPOTS,
+            )
+        elif auto_learned and len(st_map.values) >= AUTO_MIN_SPOTS:
+            logger.info(
+                "The output grid (%d x %d bins) is too large for the learned histology encoder's whole-slide "
+                "inputs; the morphology features work alone (`learned_encoder=True` forces it, at that memory "
+                "cost).",
+                *st_map.grid.shape,
             )
     if train_here:
         loaded = train_on_map(
