@@ -31,13 +31,17 @@ def _run(method: str, config: str, seed: int, queue) -> None:
     image = "demo_full_image"
     start = time.perf_counter()
     model = None
-    if method == "diffusion":
+    if method == "diffusion_histology_base":
+        from srbench.protocol import histology_base_config
+
+        model = sr.tl.train(sdata, image, config=histology_base_config(config), seed=seed, show_progress_bar=False)
+    elif method == "diffusion":
         model = sr.tl.train(sdata, image, config=config, seed=seed, show_progress_bar=False)
     learned = method == "histology_learned"
     sr.tl.superresolve(
         sdata,
         image,
-        method="histology" if learned else method,
+        method={"histology_learned": "histology", "diffusion_histology_base": "diffusion"}.get(method, method),
         learned_encoder=learned,
         config=config,
         model=model,
@@ -49,7 +53,7 @@ def _run(method: str, config: str, seed: int, queue) -> None:
     scores = sr.tl.evaluate(sdata, "out", truth_key="demo_truth").mean()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put({"method": method, "seed": seed, "wall_s": wall, "peak_mib": peak_mib, **scores.to_dict()})
-    if model is not None:
+    if method == "diffusion":
         queue.put({"method": "guided base", "seed": seed, **_guided_base_scores(sdata, model)})
 
 
@@ -106,6 +110,7 @@ def main() -> None:
         "histology": "sr_spatial method='histology' (default)",
         "histology_learned": f"sr_spatial method='histology', learned_encoder=True ({args.config})",
         "diffusion": f"sr_spatial method='diffusion' ({args.config})",
+        "diffusion_histology_base": f"sr_spatial method='diffusion' around the histology predictor ({args.config})",
         "guided base": "ablation: diffusion's guided base, no sampling",
     }
     summary.index = [label.get(m, m) for m in summary.index]

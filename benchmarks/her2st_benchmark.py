@@ -39,6 +39,7 @@ FAMILIES = {
     "sr_spatial_grid_nearest": "grid",
     "sr_spatial_histology": "histology",
     "sr_spatial_histology_learned": "histology_learned",
+    "sr_spatial_histology_base": "histology_base",
     "nearest_ridge_detail": "ridge_detail",
     "tesla": "tesla",
     "tesla_proj": "tesla",

@@ -31,6 +31,7 @@ from srbench.protocol import (
     METHODS,
     PEERS_ENV,
     data_root,
+    histology_base_config,
     own_plus_ridge_detail,
     peer_python,
     ridge_fit_predict,
@@ -340,6 +341,7 @@ def run_her2st(
 
     def sr_map(method, **extra_kwargs):
         key = method + "".join(f":{k}={v}" for k, v in extra_kwargs.items())
+        model_config = extra_kwargs.pop("config", config)
         if key not in cache:
             sdata = pseudo_spot_sdata(data, pseudo)
             start = time.perf_counter()
@@ -350,7 +352,7 @@ def run_her2st(
                 genes=genes,
                 scale=2,
                 method=method,
-                config=config,
+                config=model_config,
                 seed=seed,
                 key_added="sr",
                 show_progress_bar=show_progress_bar,
@@ -381,6 +383,9 @@ def run_her2st(
         elif method.startswith("sr_spatial_grid_nearest"):
             pred, extra = sr_map("nearest")
             start = time.perf_counter()
+        elif method.startswith("sr_spatial_histology_base"):
+            pred, extra = sr_map("diffusion", config=histology_base_config(config))
+            std = cache[f"diffusion:config={histology_base_config(config)}:std"]
         elif method.startswith("sr_spatial_histology_learned"):
             pred, extra = sr_map("histology", learned_encoder=True)
             std = cache["histology:learned_encoder=True:std"]

@@ -468,6 +468,7 @@ METHODS = (
     "sr_spatial_grid_nearest",
     "sr_spatial_histology",
     "sr_spatial_histology_learned",
+    "sr_spatial_histology_base",
     "nearest_ridge_detail",
     "tesla",
     "tesla_proj",
@@ -483,10 +484,20 @@ LABELS = {
     "sr_spatial_grid_nearest": "sr_spatial grid, method='nearest'",
     "sr_spatial_histology": "sr_spatial method='histology' (predictor alone)",
     "sr_spatial_histology_learned": "sr_spatial method='histology', learned_encoder=True",
+    "sr_spatial_histology_base": "sr_spatial diffusion around the histology predictor (histology_base=True)",
     "nearest_ridge_detail": "own coarse spot + ridge detail (peer)",
     "tesla": "TESLA (teslaforst 1.2.2)",
     "tesla_proj": "TESLA + projection",
 }
+
+
+def histology_base_config(config):
+    """``config`` (a preset name, a ModelConfig or a dict) with the diffusion generating around the predictor."""
+    from dataclasses import replace
+
+    from sr_spatial.model._config import resolve_config
+
+    return replace(resolve_config(config), histology_base=True)
 
 
 def run_methods(
@@ -528,6 +539,7 @@ def run_methods(
     def sr_map(method, **extra_kwargs):
         # Keyed apart from the baselines: the package's method "nearest" is not the "nearest" family.
         key = f"superresolve:{method}" + "".join(f":{k}={v}" for k, v in extra_kwargs.items())
+        model_config = extra_kwargs.pop("config", config)
         if key not in cache:
             sdata = task["sdata"]()
             start = time.perf_counter()
@@ -537,7 +549,7 @@ def run_methods(
                 genes=genes,
                 scale=task["scale"],
                 method=method,
-                config=config,
+                config=model_config,
                 seed=seed,
                 key_added="sr",
                 show_progress_bar=show_progress_bar,
@@ -593,6 +605,9 @@ def run_methods(
         elif family == "sr_spatial_histology_learned":
             pred, extra = sr_map("histology", learned_encoder=True)
             std = cache["superresolve:histology:learned_encoder=True:std"]
+        elif family == "sr_spatial_histology_base":
+            pred, extra = sr_map("diffusion", config=histology_base_config(config))
+            std = cache[f"superresolve:diffusion:config={histology_base_config(config)}:std"]
         else:
             if family not in cache:
                 start = time.perf_counter()

@@ -22,6 +22,13 @@ class ModelConfig:
     histology_encoder
         The histology encoder, by name (:data:`sr_spatial.model.nn._registry.ENCODERS`): ``"cnn"``, a small
         convolutional net fitted to the slide's own spots.
+    histology_base
+        Generate the residual around the histology predictor of ``method="histology"`` (the measurement plus the
+        within-spot detail of a ridge on morphology features, weighted per gene on held-out spots) instead of
+        around the blend of the measurement and this model's own encoder: training scenes get the predictor's
+        held-out map at their spots as base, the output the predictor's map fitted on the slide it is applied
+        to, and the measurement channel of the condition carries that base. Off by default (see
+        :doc:`/benchmarks`).
     histology_width
         Width of the histology encoder's convolutions at image resolution.
     encoder_steps
@@ -84,6 +91,7 @@ class ModelConfig:
     channels: int = 24
     channel_mult: tuple[int, ...] = (1, 2)
     histology_encoder: str = "cnn"
+    histology_base: bool = False
     histology_width: int = 16
     encoder_steps: int = 600
     encoder_batch_size: int = 32

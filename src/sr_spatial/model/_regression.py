@@ -22,7 +22,7 @@ import numpy as np
 from sr_spatial._groups import deviation_from_group, group_means, lattice_groups
 from sr_spatial.model._spread import SpreadPredictors, finer_variance_ratio, fit_spread, smooth_at, spread_variance
 
-__all__ = ["DetailModel", "Ridge", "detail_cap", "detail_weights", "fit_detail_model"]
+__all__ = ["DetailModel", "Ridge", "detail_cap", "detail_weights", "fit_detail_model", "heldout_ridge"]
 
 #: Penalties tried, relative to the number of training rows; chosen per gene by leave-one-out error.
 ALPHAS = np.logspace(-2, 4, 19)
@@ -219,6 +219,29 @@ def detail_weights(*predicted: np.ndarray, measured: np.ndarray, n_groups: int) 
     return weights
 
 
+def heldout_ridge(
+    spot_features: np.ndarray, spot_values: np.ndarray, group: np.ndarray, *, rng: np.random.Generator
+) -> np.ndarray:
+    """Each spot's ridge prediction ``(n_spots, n_genes)`` from the spots of the other folds of whole groups.
+
+    Groups are assigned to :data:`FOLDS` folds at random; a spot's prediction comes from a ridge fitted on the
+    spots of the other folds, so neither it nor any spot of its group was seen. Spots of folds that leave fewer
+    than 3 spots to learn from are predicted as 0.
+    """
+    groups = int(group.max()) + 1
+    folds = rng.permutation(groups) % FOLDS
+    held = np.zeros_like(spot_values, dtype=np.float64)
+    for fold in range(FOLDS):
+        # Folds are groups, but the ridge learns from spots, as the final one does: the held-out error
+        # then reflects a model fitted on as many labels as the one applied to the bins.
+        train = folds[group] != fold
+        test = folds[group] == fold
+        if train.sum() < 3 or not test.any():
+            continue
+        held[test] = Ridge.fit(spot_features[train], spot_values[train]).predict(spot_features[test])
+    return held
+
+
 def fit_detail_model(
     spot_features: np.ndarray,
     spot_values: np.ndarray,
@@ -272,16 +295,7 @@ def fit_detail_model(
         # A group measures its spots pooled: the mean of their linear expression.
         linear, _ = group_means(np.expm1(spot_values.astype(np.float64)).T, group, groups)
         group_values = np.log1p(linear.T)
-        folds = rng.permutation(groups) % FOLDS
-        held = np.zeros_like(spot_values, dtype=np.float64)
-        for fold in range(FOLDS):
-            # Folds are groups, but the ridge learns from spots, as the final one does: the held-out error
-            # then reflects a model fitted on as many labels as the one applied to the bins.
-            train = folds[group] != fold
-            test = (folds[group] == fold) & multi
-            if train.sum() < 3 or not test.any():
-                continue
-            held[test] = Ridge.fit(spot_features[train], spot_values[train]).predict(spot_features[test])
+        held = heldout_ridge(spot_features, spot_values, group, rng=rng)
         predicted.append(deviation_from_group(held, group, groups)[multi])
         measured.append(deviation_from_group(spot_values.astype(np.float64), group, groups)[multi])
         group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)

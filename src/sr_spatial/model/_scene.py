@@ -39,6 +39,9 @@ class Scene:
     owner
         Index of the measurement (spot or pseudo-spot) nearest to each bin, ``(height, width)``: the bins whose
         average that measurement fixes. Lets the model see what histology adds *within* a measurement.
+    base
+        A deterministic map the denoiser generates the residual around, ``(n_genes, height, width)``; ``None``:
+        the model's own blend of the measurement and its histology estimate.
     """
 
     nearest: np.ndarray
@@ -51,6 +54,7 @@ class Scene:
     spot_values: np.ndarray | None = None
     spot_context: np.ndarray | None = None
     owner: np.ndarray | None = None
+    base: np.ndarray | None = None
 
     def __post_init__(self):
         n_genes, height, width = self.nearest.shape
@@ -63,6 +67,8 @@ class Scene:
             expected["target"] = (n_genes, height, width)
         if self.owner is not None:
             expected["owner"] = (height, width)
+        if self.base is not None:
+            expected["base"] = (n_genes, height, width)
         if self.spot_pixels is not None:
             expected["spot_pixels"] = expected["histology"][1:]
         for name, shape in expected.items():

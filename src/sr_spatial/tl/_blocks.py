@@ -161,13 +161,17 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
     owned, spots = _owned(block, footprint, job.spot_bins)
     residual_before = None
     if job.method == "diffusion":
+        owner = job.renderer.owner(grid)
+        # A model trained around the histology predictor gets that predictor's map of the block as its base.
+        base = None if job.histology is None else job.histology.block_maps(block, nearest, smooth, owner, mask)[0]
         scene = Scene(
             nearest=nearest,
             smooth=smooth,
             mask=mask,
             histology=read_histology(job.spots, grid, px_per_bin=job.px_per_bin),
             px_per_bin=job.px_per_bin,
-            owner=job.renderer.owner(grid),
+            owner=owner,
+            base=base,
         )
         samples, raw_mean = model.sample(
             scene,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["HistologyDetail", "fit_histology_detail"]
+__all__ = ["HistologyDetail", "fit_histology_detail", "histology_predictor"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,35 @@ class HistologyDetail:
             distance=self.model.ridge.feature_distance(flat, self.spot_features[owner]),
         )
         return detail, predictors
+
+    def training_base(
+        self,
+        spot_values: np.ndarray,
+        group: np.ndarray,
+        spot_of_bin: np.ndarray,
+        scene_maps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        *,
+        seed: int,
+    ) -> np.ndarray:
+        """The predictor's map on a scale-transfer training scene whose bins are spots, ``(n_genes, h, w)``.
+
+        The scene pools the spots by ``group``; ``scene_maps`` are its ``(nearest, smooth, mask, owner)``
+        (``owner``: each bin's pseudo-spot) and ``spot_of_bin`` each bin's spot. As on the output's bins, each
+        bin takes its measurement plus the weighted detail: the ridge's prediction of its spot minus the mean over
+        the pseudo-spot's spots, and the interpolation's deviation. The ridge's spot predictions are held out
+        (:func:`~sr_spatial.model._regression.heldout_ridge`), so a spot's own label never enters its base, as a
+        bin's truth never enters the output's.
+        """
+        from sr_spatial.model._regression import heldout_ridge
+
+        nearest, smooth, mask, owner = scene_maps
+        groups = int(group.max()) + 1
+        held = heldout_ridge(self.spot_features, spot_values, group, rng=np.random.default_rng(seed))
+        group_held, _ = group_means(held.T, group, groups)
+        histology = held[spot_of_bin].transpose(2, 0, 1) - group_held[:, owner]
+        weight, interpolation = self.model.weight[:, None, None], self.model.interpolation_weight[:, None, None]
+        detail = weight * histology + interpolation * (smooth - nearest)
+        return (np.clip(nearest + detail, 0.0, None) * mask).astype(np.float32)
 
     def block_maps(
         self, block: Block, nearest: np.ndarray, smooth: np.ndarray, owner: np.ndarray, mask: np.ndarray
@@ -216,3 +245,25 @@ def fit_histology_detail(
         record["learned_weight"] = model.learned_weight.astype(np.float32)
         record["learned_detail_cap"] = learned_cap.astype(np.float32)
     return detail, record
+
+
+def histology_predictor(st_map: STMap, *, scale: int, seed: int, show_progress_bar: bool) -> HistologyDetail:
+    """The morphology predictor of ``method="histology"`` fitted on a rendered map: a diffusion model's base.
+
+    A model trained with ``histology_base`` generates the residual around this predictor's map; it always uses
+    the offline morphology features, at training and when applied, so the two bases are made alike.
+    """
+    from sr_spatial.pp._stmap import nearest_spot
+
+    rendered = (st_map.nearest, st_map.smooth, st_map.mask, st_map.footprint)
+    detail, _ = fit_histology_detail(
+        st_map,
+        rendered,
+        nearest_spot(st_map.centres, st_map.grid),
+        features="morphology",
+        image_um_per_px=None,
+        scale=scale,
+        seed=seed,
+        show_progress_bar=show_progress_bar,
+    )
+    return detail

@@ -481,6 +481,19 @@ def superresolve(
             device=resolve_device(device),
         )
         job = replace(job, histology=detail)
+    elif loaded is not None and loaded.config.histology_base:
+        # The model generates the residual around the histology predictor: fitted here, on this slide's spots.
+        detail, histology_record = fit_histology_detail(
+            st_map,
+            job.renderer.render(st_map.grid),
+            job.renderer.owner(st_map.grid),
+            features="morphology",
+            image_um_per_px=None,
+            scale=scale,
+            seed=seed,
+            show_progress_bar=show_progress_bar,
+        )
+        job = replace(job, histology=detail)
     context = model_config.tile_overlap if method == "diffusion" else 0
     halo = block_halo(st_map, context=context)
     n_genes, shape = len(st_map.genes), st_map.grid.shape

@@ -10,12 +10,14 @@ import numpy as np
 
 from sr_spatial._adapter._read import read_histology
 from sr_spatial._docs import doc_params, doc_slide
+from sr_spatial._groups import lattice_groups
 from sr_spatial._logging import log_phase, logger
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._lattice import make_grid
 from sr_spatial.pp._stmap import build_st_map, coarsen_spots, nearest_spot, render_spots, spot_pixel_map
 from sr_spatial.tl import _checks
+from sr_spatial.tl._histology import histology_predictor
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
     from sr_spatial.model import ModelConfig
     from sr_spatial.pp._stmap import STMap
+    from sr_spatial.tl._histology import HistologyDetail
 
 __all__ = ["output_scene", "scale_transfer_scenes", "train"]
 
@@ -61,13 +64,23 @@ def output_scene(st_map: STMap, *, px_per_bin: int) -> Scene:
     )
 
 
-def scale_transfer_scenes(st_map: STMap, *, scale: int, px_per_bin: int, n_offsets: int, seed: int) -> list[Scene]:
+def scale_transfer_scenes(
+    st_map: STMap,
+    *,
+    scale: int,
+    px_per_bin: int,
+    n_offsets: int,
+    seed: int,
+    histology: HistologyDetail | None = None,
+) -> list[Scene]:
     """Training pairs from one slide: spots pooled ``scale``-fold (input) and the measured spots (target).
 
     The target grid has one bin per spot pitch, and the pooled input is ``scale`` pitches wide, so the pair
     has the same ratio of measurement to output as the real task (spots to bins ``pitch / scale`` wide). The
     H&E is resampled to ``scale * px_per_bin`` pixels per training bin: the same physical resolution as at
     inference. Each extra offset shifts the pooling lattice, giving a different pooling of the same slide.
+    With ``histology`` (the slide's fitted histology predictor), each scene's ``base`` is that predictor's
+    held-out map (:meth:`~sr_spatial.tl._histology.HistologyDetail.training_base`).
     """
     if st_map.spots is None:
         msg = "The ST map has no spots attached; build it with `sr_spatial.pp.build_st_map`."
@@ -76,10 +89,11 @@ def scale_transfer_scenes(st_map: STMap, *, scale: int, px_per_bin: int, n_offse
     pitch = st_map.pitch
     grid = make_grid(st_map.centres, bin_size=pitch, pitch=pitch)
     target, _, mask, _ = render_spots(st_map.centres, st_map.values, grid, pitch=pitch)
-    histology = read_histology(st_map.spots, grid, px_per_bin=scale * px_per_bin)
+    image = read_histology(st_map.spots, grid, px_per_bin=scale * px_per_bin)
     offsets = [(0.0, 0.0)] + [tuple(rng.uniform(0, scale * pitch, size=2)) for _ in range(max(n_offsets, 1) - 1)]
+    spot_of_bin = nearest_spot(st_map.centres, grid)
     scenes = []
-    for offset in offsets:
+    for index, offset in enumerate(offsets):
         pooled_xy, pooled = coarsen_spots(st_map.centres, st_map.values, factor=scale, pitch=pitch, offset=offset)
         if len(pooled_xy) < 3:
             msg = (
@@ -88,15 +102,22 @@ def scale_transfer_scenes(st_map: STMap, *, scale: int, px_per_bin: int, n_offse
             )
             raise ValueError(msg)
         nearest, smooth, _, _ = render_spots(pooled_xy, pooled, grid, pitch=scale * pitch)
+        nearest, smooth, owner = nearest * mask, smooth * mask, nearest_spot(pooled_xy, grid)
+        base = None
+        if histology is not None:
+            group = lattice_groups(st_map.centres, side=scale * pitch, offset=offset)
+            maps = (nearest, smooth, mask, owner)
+            base = histology.training_base(st_map.values, group, spot_of_bin, maps, seed=seed + index)
         scenes.append(
             Scene(
-                nearest=nearest * mask,
-                smooth=smooth * mask,
+                nearest=nearest,
+                smooth=smooth,
                 mask=mask,
-                histology=histology,
+                histology=image,
                 px_per_bin=scale * px_per_bin,
                 target=target,
-                owner=nearest_spot(pooled_xy, grid),
+                owner=owner,
+                base=base,
             )
         )
     return scenes
@@ -163,6 +184,12 @@ def train(
     _check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
+    if reference and resolve_config(config).histology_base:
+        msg = (
+            "`histology_base=True` trains by scale transfer on the slide's own spots; it cannot train on a "
+            "high-resolution reference. Use `reference=False`, or a configuration without `histology_base`."
+        )
+        raise ValueError(msg)
     if not reference:
         where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
         _checks.check_training_scale(sdata, image_key, scale=scale, **where)
@@ -222,8 +249,16 @@ def train_on_map(
     if reference is None:
         reference = output_scene(st_map, px_per_bin=cfg.px_per_bin)
     if scenes is None:
+        histology = None
+        if cfg.histology_base:
+            histology = histology_predictor(st_map, scale=scale, seed=seed, show_progress_bar=show_progress_bar)
         scenes = scale_transfer_scenes(
-            st_map, scale=scale, px_per_bin=cfg.px_per_bin, n_offsets=cfg.n_pool_offsets, seed=seed
+            st_map,
+            scale=scale,
+            px_per_bin=cfg.px_per_bin,
+            n_offsets=cfg.n_pool_offsets,
+            seed=seed,
+            histology=histology,
         )
     seconds = time.perf_counter() - start
     log_phase("features", seconds, "Prepared the training data (histology, spot pairs) in %.1f s.", seconds)

@@ -38,8 +38,9 @@ def condition(
     The condition is laid out by :class:`~sr_spatial.model.module._layout.ConditionLayout`,
     ``(4 * n_genes + 1, h, w)``; the cell-level features ``(cell_channels, 2h, 2w)`` or ``None`` when no module
     reads them. The base blends, per gene, the smooth measurement and the histology estimate with the fitted
-    blend weights; the denoiser generates the remaining residual, so an untrained denoiser returns it. ``maps``
-    is the scene's :func:`histology_maps` when already computed.
+    blend weights, or is the scene's own ``base`` (the histology predictor's map), which then also takes the
+    nearest measurement's place in the condition; the denoiser generates the remaining residual, so an
+    untrained denoiser returns the base. ``maps`` is the scene's :func:`histology_maps` when already computed.
     """
     network = model.network
     mean = network.gene_mean.cpu().numpy()[:, None, None]
@@ -48,9 +49,13 @@ def condition(
     mask = scene.mask.astype(np.float32)
     histology, cells = histology_maps(model, scene) if maps is None else maps
     detail = within_measurement(histology, scene.owner, scene.mask)
-    standardised = [(m - mean) / std * mask for m in (scene.nearest, scene.smooth, histology)]
+    measured = scene.nearest if scene.base is None else scene.base
+    standardised = [(m - mean) / std * mask for m in (measured, scene.smooth, histology)]
     cond = np.concatenate([*standardised, detail / std, mask[None]]).astype(np.float32)
-    base = (blend[:, 0] * scene.smooth + blend[:, 1] * histology + blend[:, 2]) * mask
+    if scene.base is None:
+        base = (blend[:, 0] * scene.smooth + blend[:, 1] * histology + blend[:, 2]) * mask
+    else:
+        base = scene.base * mask
     if cells is not None:
         cell_mean = network.cell_mean.cpu().numpy()[:, None, None]
         cell_std = network.cell_std.cpu().numpy()[:, None, None]
