@@ -25,7 +25,7 @@ def st_map2(demo_sdata):
 
 @pytest.fixture(scope="module")
 def predictor(st_map2):
-    return histology_predictor(st_map2, scale=SCALE, seed=SEED, show_progress_bar=False)
+    return histology_predictor(st_map2, scale=SCALE, seed=SEED, show_progress_bar=False)[0]
 
 
 @pytest.fixture(scope="module")

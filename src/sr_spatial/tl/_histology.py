@@ -247,23 +247,34 @@ def fit_histology_detail(
     return detail, record
 
 
-def histology_predictor(st_map: STMap, *, scale: int, seed: int, show_progress_bar: bool) -> HistologyDetail:
-    """The morphology predictor of ``method="histology"`` fitted on a rendered map: a diffusion model's base.
+def histology_predictor(
+    st_map: STMap,
+    *,
+    scale: int,
+    seed: int,
+    show_progress_bar: bool,
+    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    owner: np.ndarray | None = None,
+) -> tuple[HistologyDetail, dict]:
+    """The morphology predictor of ``method="histology"``: a diffusion model's base, and its ``uns`` record.
 
     A model trained with ``histology_base`` generates the residual around this predictor's map; it always uses
     the offline morphology features, at training and when applied, so the two bases are made alike.
+    ``rendered`` and ``owner`` are as for :func:`fit_histology_detail`; default: those of a rendered ``st_map``.
     """
     from sr_spatial.pp._stmap import nearest_spot
 
-    rendered = (st_map.nearest, st_map.smooth, st_map.mask, st_map.footprint)
-    detail, _ = fit_histology_detail(
+    if rendered is None:
+        rendered = (st_map.nearest, st_map.smooth, st_map.mask, st_map.footprint)
+    if owner is None:
+        owner = nearest_spot(st_map.centres, st_map.grid)
+    return fit_histology_detail(
         st_map,
         rendered,
-        nearest_spot(st_map.centres, st_map.grid),
+        owner,
         features="morphology",
         image_um_per_px=None,
         scale=scale,
         seed=seed,
         show_progress_bar=show_progress_bar,
     )
-    return detail

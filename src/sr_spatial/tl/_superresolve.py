@@ -29,7 +29,7 @@ from sr_spatial.tl._blocks import (
     iter_blocks,
     plan_blocks,
 )
-from sr_spatial.tl._histology import fit_histology_detail
+from sr_spatial.tl._histology import fit_histology_detail, histology_predictor
 from sr_spatial.tl._learned import AUTO_MIN_SPOTS, use_learned_encoder
 from sr_spatial.tl._store import check_image_store
 from sr_spatial.tl._train import _check_scale, config_for_steps, train_on_map
@@ -483,15 +483,13 @@ def superresolve(
         job = replace(job, histology=detail)
     elif loaded is not None and loaded.config.histology_base:
         # The model generates the residual around the histology predictor: fitted here, on this slide's spots.
-        detail, histology_record = fit_histology_detail(
+        detail, histology_record = histology_predictor(
             st_map,
-            job.renderer.render(st_map.grid),
-            job.renderer.owner(st_map.grid),
-            features="morphology",
-            image_um_per_px=None,
             scale=scale,
             seed=seed,
             show_progress_bar=show_progress_bar,
+            rendered=job.renderer.render(st_map.grid),
+            owner=job.renderer.owner(st_map.grid),
         )
         job = replace(job, histology=detail)
     context = model_config.tile_overlap if method == "diffusion" else 0

@@ -251,7 +251,7 @@ def train_on_map(
     if scenes is None:
         histology = None
         if cfg.histology_base:
-            histology = histology_predictor(st_map, scale=scale, seed=seed, show_progress_bar=show_progress_bar)
+            histology, _ = histology_predictor(st_map, scale=scale, seed=seed, show_progress_bar=show_progress_bar)
         scenes = scale_transfer_scenes(
             st_map,
             scale=scale,
