@@ -29,6 +29,10 @@ class ModelConfig:
         held-out map at their spots as base, the output the predictor's map fitted on the slide it is applied
         to, and the measurement channel of the condition carries that base. Off by default (see
         :doc:`/benchmarks`).
+    base_features
+        With ``histology_base``, the histology features of that predictor, by name: ``"morphology"`` (offline)
+        or a timm model id (see :func:`sr_spatial.tl.superresolve`'s ``features``); kept with the model, so the
+        predictor is refitted on the same features wherever it is applied.
     histology_width
         Width of the histology encoder's convolutions at image resolution.
     encoder_steps
@@ -92,6 +96,7 @@ class ModelConfig:
     channel_mult: tuple[int, ...] = (1, 2)
     histology_encoder: str = "cnn"
     histology_base: bool = False
+    base_features: str = "morphology"
     histology_width: int = 16
     encoder_steps: int = 600
     encoder_batch_size: int = 32
@@ -122,6 +127,12 @@ class ModelConfig:
     def __post_init__(self):
         if self.histology_encoder not in ENCODERS:
             msg = f"`histology_encoder` must be one of {sorted(ENCODERS)}, got {self.histology_encoder!r}."
+            raise ValueError(msg)
+        if not isinstance(self.base_features, str) or not self.base_features:
+            msg = (
+                f"`base_features` must name the features ('morphology' or a timm model id), got "
+                f"{self.base_features!r}."
+            )
             raise ValueError(msg)
         if self.prediction not in ("v", "epsilon"):
             msg = f"`prediction` must be 'v' or 'epsilon', got {self.prediction!r}."

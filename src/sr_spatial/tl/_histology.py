@@ -253,14 +253,17 @@ def histology_predictor(
     scale: int,
     seed: int,
     show_progress_bar: bool,
+    features: str = "morphology",
+    image_um_per_px: float | None = None,
     rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     owner: np.ndarray | None = None,
 ) -> tuple[HistologyDetail, dict]:
-    """The morphology predictor of ``method="histology"``: a diffusion model's base, and its ``uns`` record.
+    """The predictor of ``method="histology"`` (without the learned encoder): a diffusion model's base.
 
-    A model trained with ``histology_base`` generates the residual around this predictor's map; it always uses
-    the offline morphology features, at training and when applied, so the two bases are made alike.
+    A model trained with ``histology_base`` generates the residual around this predictor's map, on the
+    features its configuration names (``base_features``) at training and wherever it is applied.
     ``rendered`` and ``owner`` are as for :func:`fit_histology_detail`; default: those of a rendered ``st_map``.
+    Returns the predictor and its ``uns`` record.
     """
     from sr_spatial.pp._stmap import nearest_spot
 
@@ -272,8 +275,8 @@ def histology_predictor(
         st_map,
         rendered,
         owner,
-        features="morphology",
-        image_um_per_px=None,
+        features=features,
+        image_um_per_px=image_um_per_px,
         scale=scale,
         seed=seed,
         show_progress_bar=show_progress_bar,

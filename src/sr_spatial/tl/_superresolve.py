@@ -14,6 +14,7 @@ from sr_spatial._adapter._read import table_genes
 from sr_spatial._adapter._write import check_output_names, write_superres
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._logging import HINT, hide_sharding_notice, log_phase, logger
+from sr_spatial.features import resolve_features
 from sr_spatial.model import DiffST
 from sr_spatial.model._calibration import normal_quantiles
 from sr_spatial.model._config import resolve_config
@@ -394,6 +395,9 @@ def superresolve(
     # Resolve the configuration up front: a wrong name should fail before the slide is read.
     model_config = loaded.config if loaded is not None else resolve_config(config)
     _checks.check_sampling_steps(sampling_steps, model_config)
+    if method == "diffusion" and model_config.histology_base:
+        # The predictor's features must be computable here (an encoder needs the pixel size) before any work.
+        resolve_features(model_config.base_features, image_um_per_px=image_um_per_px)
     train_here = method == "diffusion" and loaded is None
     where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
     if train_here:
@@ -452,6 +456,7 @@ def superresolve(
             device=device,
             seed=seed,
             show_progress_bar=show_progress_bar,
+            image_um_per_px=image_um_per_px,
         )
     elif loaded is not None:
         loaded.check_genes(st_map.genes)
@@ -488,6 +493,8 @@ def superresolve(
             scale=scale,
             seed=seed,
             show_progress_bar=show_progress_bar,
+            features=loaded.config.base_features,
+            image_um_per_px=image_um_per_px,
             rendered=job.renderer.render(st_map.grid),
             owner=job.renderer.owner(st_map.grid),
         )

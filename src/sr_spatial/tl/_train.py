@@ -12,6 +12,7 @@ from sr_spatial._adapter._read import read_histology
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._groups import lattice_groups
 from sr_spatial._logging import log_phase, logger
+from sr_spatial.features import resolve_features
 from sr_spatial.model import DiffST, Scene
 from sr_spatial.model._config import resolve_config
 from sr_spatial.pp._lattice import make_grid
@@ -138,6 +139,8 @@ def train(
     device: str | torch.device = "auto",
     coordinate_system: str | None = None,
     reference: bool = False,
+    features: str | None = None,
+    image_um_per_px: float | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     show_progress_bar: bool = True,
@@ -169,6 +172,14 @@ def train(
         Treat the table's spots as high-resolution truth (bins) instead of the measurement to refine. Choose
         ``scale`` as the target spot pitch over the bin size (6 for 16 µm bins and Visium's 100 µm pitch), so
         that the model sees the histology at the resolution it will be applied at.
+    features
+        Only for a configuration with ``histology_base=True``: the histology features of the predictor the model
+        generates around, by name, ``"morphology"`` (default) or a timm model id as for
+        :func:`sr_spatial.tl.superresolve`; stored as the configuration's ``base_features`` and used again
+        wherever the model is applied. Models without a histology base read the H&E only through their own
+        learned encoder, so they refuse ``features``.
+    image_um_per_px
+        Micrometres per full-resolution H&E pixel; needed when ``features`` is an image encoder.
     seed
         Seeds initialisation, pooling offsets and training.
     checkpoint_dir
@@ -184,7 +195,25 @@ def train(
     _check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
-    if reference and resolve_config(config).histology_base:
+    config = resolve_config(config)
+    if features is not None:
+        if not isinstance(features, str):
+            msg = (
+                f"`features` of `train` names the features ('morphology' or a timm model id), so the saved model "
+                f"can compute them again; got {type(features).__name__}."
+            )
+            raise TypeError(msg)
+        if not config.histology_base:
+            msg = (
+                "`features` chooses the histology predictor a model generates around, which only a model with "
+                "`histology_base=True` has; pass `config={'histology_base': True, ...}` or drop `features`."
+            )
+            raise ValueError(msg)
+        config = replace(config, base_features=features)
+    if config.histology_base:
+        # An encoder without the H&E's pixel size fails here, before the slide is read.
+        resolve_features(config.base_features, image_um_per_px=image_um_per_px)
+    if reference and config.histology_base:
         msg = (
             "`histology_base=True` trains by scale transfer on the slide's own spots; it cannot train on a "
             "high-resolution reference. Use `reference=False`, or a configuration without `histology_base`."
@@ -224,6 +253,7 @@ def train(
         show_progress_bar=show_progress_bar,
         reference=output,
         scenes=scenes,
+        image_um_per_px=image_um_per_px,
     )
 
 
@@ -239,6 +269,7 @@ def train_on_map(
     reference: Scene | None = None,
     scenes: list[Scene] | None = None,
     checkpoint_dir: str | Path | None = None,
+    image_um_per_px: float | None = None,
 ) -> DiffST:
     """Train on an already built ST map (see :func:`train`); ``reference`` is its :func:`output_scene` if built.
 
@@ -251,7 +282,14 @@ def train_on_map(
     if scenes is None:
         histology = None
         if cfg.histology_base:
-            histology, _ = histology_predictor(st_map, scale=scale, seed=seed, show_progress_bar=show_progress_bar)
+            histology, _ = histology_predictor(
+                st_map,
+                scale=scale,
+                seed=seed,
+                show_progress_bar=show_progress_bar,
+                features=cfg.base_features,
+                image_um_per_px=image_um_per_px,
+            )
         scenes = scale_transfer_scenes(
             st_map,
             scale=scale,
