@@ -305,7 +305,8 @@ def superresolve(
       ``obs[["array_row", "array_col"]]``, ``obsm["spatial"]`` (full-resolution pixels), ``uns["spatial"]``
       (for :func:`squidpy.pl.spatial_scatter`) and ``uns[key]`` with ``"params"`` (this call), the bin size
       and spot pitch in image pixels, and the spot-consistency residual before and after projection; with
-      ``method="histology"`` also ``uns[key]["histology"]``: the features used and, per gene, the detail
+      ``method="histology"`` (or a model trained with ``histology_base``, whose base it describes) also
+      ``uns[key]["histology"]``: the features used and, per gene, the detail
       ``weight`` (0: the measurement itself), the ``interpolation_weight`` of the neighbouring spots' cubic
       interpolation, the ``detail_cap`` already applied to ``weight`` (below 1 where the detail swells from
       spots to bins), the histology detail's held-out correlation ``heldout_r``, the typical calibrated ``std``
