@@ -361,7 +361,7 @@ def superresolve(
         "scale": scale,
         "method": method,
         "features": (features if isinstance(features, str) else repr(features)) if method == "histology" else None,
-        "image_um_per_px": image_um_per_px if method == "histology" else None,
+        "image_um_per_px": image_um_per_px,
         # Resolved once the number of spots is known (``"auto"``).
         "learned_encoder": None,
         "model": str(model) if isinstance(model, str | Path) else (None if model is None else repr(model)),
