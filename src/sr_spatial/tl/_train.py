@@ -210,15 +210,15 @@ def train(
             )
             raise ValueError(msg)
         config = replace(config, base_features=features)
-    if config.histology_base:
-        # An encoder without the H&E's pixel size fails here, before the slide is read.
-        resolve_features(config.base_features, image_um_per_px=image_um_per_px)
     if reference and config.histology_base:
         msg = (
             "`histology_base=True` trains by scale transfer on the slide's own spots; it cannot train on a "
             "high-resolution reference. Use `reference=False`, or a configuration without `histology_base`."
         )
         raise ValueError(msg)
+    if config.histology_base:
+        # An encoder without the H&E's pixel size fails here, before the slide is read.
+        resolve_features(config.base_features, image_um_per_px=image_um_per_px)
     if not reference:
         where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
         _checks.check_training_scale(sdata, image_key, scale=scale, **where)
@@ -236,11 +236,10 @@ def train(
     if reference:
         from sr_spatial.tl._reference import bin_aligned_map, reference_scenes
 
-        cfg = resolve_config(config)
         st_map = bin_aligned_map(st_map)
-        output = output_scene(st_map, px_per_bin=cfg.px_per_bin)
+        output = output_scene(st_map, px_per_bin=config.px_per_bin)
         scenes = reference_scenes(
-            st_map, output, scale=scale, px_per_bin=cfg.px_per_bin, n_offsets=cfg.n_pool_offsets, seed=seed
+            st_map, output, scale=scale, px_per_bin=config.px_per_bin, n_offsets=config.n_pool_offsets, seed=seed
         )
     return train_on_map(
         st_map,

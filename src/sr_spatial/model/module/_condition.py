@@ -144,16 +144,17 @@ def histology_crops(model: ModelParts, scene: Scene) -> Callable[[int, int, int]
     Zeros outside the image, as around the whole slide's inputs padded with zeros; for
     :func:`~sr_spatial.model.nn._histology.pretrain_encoder`, which reads only the spots' crops.
     """
+    from sr_spatial.model.nn._histology import square_overlap
+
     height, width = scene.histology.shape[1:]
     channels = model.network.encoder.in_channels
 
     def crop(top: int, left: int, size: int) -> torch.Tensor:
         out = torch.zeros((channels, size, size))
-        r0, r1, c0, c1 = max(top, 0), min(top + size, height), max(left, 0), min(left + size, width)
-        if r1 > r0 and c1 > c0:
-            out[:, r0 - top : r1 - top, c0 - left : c1 - left] = standardised_histology(
-                model, scene, rows=slice(r0, r1), cols=slice(c0, c1)
-            )
+        overlap = square_overlap(top, left, size, height, width)
+        if overlap is not None:
+            (rows, cols), (in_rows, in_cols) = overlap
+            out[:, in_rows, in_cols] = standardised_histology(model, scene, rows=rows, cols=cols)
         return out
 
     return crop

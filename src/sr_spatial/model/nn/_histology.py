@@ -24,6 +24,7 @@ __all__ = [
     "pretrain_encoder",
     "spot_crops",
     "spot_means",
+    "square_overlap",
     "window",
 ]
 
@@ -137,22 +138,35 @@ def spot_crops(spot_pixels: np.ndarray, n_spots: int, size: int) -> np.ndarray:
     return np.stack([np.round(centre_r - size / 2), np.round(centre_c - size / 2)], axis=1).astype(int)
 
 
+def square_overlap(
+    top: int, left: int, size: int, height: int, width: int
+) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """Where the ``size`` x ``size`` square at ``(top, left)`` meets an image ``height`` x ``width``.
+
+    ``((rows, cols) of the image, (rows, cols) of the square)``, or ``None`` when they do not meet.
+    """
+    r0, r1 = max(top, 0), min(top + size, height)
+    c0, c1 = max(left, 0), min(left + size, width)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return (slice(r0, r1), slice(c0, c1)), (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+
+
 def window(array, top: int, left: int, size: int, fill=0):
     """The ``size`` x ``size`` square of ``array`` ``(..., h, w)`` at ``(top, left)``, ``fill`` outside it.
 
     A new array (or tensor), as a crop of ``array`` padded by ``size`` on every side would give, without the
     padded copy of the whole slide.
     """
-    height, width = array.shape[-2:]
-    r0, r1 = max(top, 0), min(top + size, height)
-    c0, c1 = max(left, 0), min(left + size, width)
     shape = (*array.shape[:-2], size, size)
     if isinstance(array, torch.Tensor):
         out = torch.full(shape, fill, dtype=array.dtype)
     else:
         out = np.full(shape, fill, dtype=array.dtype)
-    if r1 > r0 and c1 > c0:
-        out[..., r0 - top : r1 - top, c0 - left : c1 - left] = array[..., r0:r1, c0:c1]
+    overlap = square_overlap(top, left, size, *array.shape[-2:])
+    if overlap is not None:
+        (rows, cols), (in_rows, in_cols) = overlap
+        out[..., in_rows, in_cols] = array[..., rows, cols]
     return out
 
 
