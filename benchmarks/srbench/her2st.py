@@ -384,8 +384,9 @@ def run_her2st(
             pred, extra = sr_map("nearest")
             start = time.perf_counter()
         elif method.startswith("sr_spatial_histology_base"):
-            pred, extra = sr_map("diffusion", config=histology_base_config(config))
-            std = cache[f"diffusion:config={histology_base_config(config)}:std"]
+            base_config = histology_base_config(config)
+            pred, extra = sr_map("diffusion", config=base_config)
+            std = cache[f"diffusion:config={base_config}:std"]
         elif method.startswith("sr_spatial_histology_learned"):
             pred, extra = sr_map("histology", learned_encoder=True)
             std = cache["histology:learned_encoder=True:std"]

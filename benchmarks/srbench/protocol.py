@@ -606,8 +606,9 @@ def run_methods(
             pred, extra = sr_map("histology", learned_encoder=True)
             std = cache["superresolve:histology:learned_encoder=True:std"]
         elif family == "sr_spatial_histology_base":
-            pred, extra = sr_map("diffusion", config=histology_base_config(config))
-            std = cache[f"superresolve:diffusion:config={histology_base_config(config)}:std"]
+            base_config = histology_base_config(config)
+            pred, extra = sr_map("diffusion", config=base_config)
+            std = cache[f"superresolve:diffusion:config={base_config}:std"]
         else:
             if family not in cache:
                 start = time.perf_counter()
