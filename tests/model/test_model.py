@@ -290,6 +290,9 @@ def test_the_spread_is_calibrated_on_held_out_bins_at_training(tiny_model):
     assert scale.shape == (len(tiny_model.genes),)
     assert np.all(np.isfinite(scale)) and np.all(scale > 0)
     assert not np.allclose(scale, 1.0)
+    ratio = tiny_model.network.spread_error_ratio.cpu().numpy()
+    assert ratio.shape == scale.shape and np.all(np.isfinite(ratio)) and np.all(ratio > 0)
+    assert not np.allclose(ratio, 1.0)
 
 
 def test_spread_scale_brings_an_overconfident_spread_to_nominal_coverage():
@@ -320,6 +323,11 @@ def test_spread_scale_brings_an_overconfident_spread_to_nominal_coverage():
     mean = project_to_spots(nearest, footprint, measured)
     covered = interval_coverage(mean[:, mask].T, np.maximum(spread[:, mask].T, 0.05), target[:, mask].T)[0.9]
     assert np.all(np.abs(covered - 0.9) < 0.03)
+    # Kept for carrying the spread to finer bins: the held-out errors' mean square over the calibrated spread's.
+    # (The fit's mean is the projected mean of the draws: the network's residual weight is still 1.)
+    error = (target - project_to_spots(draws.mean(axis=0), footprint, measured))[:, mask]
+    expected = np.mean(error**2, axis=1) / np.mean(spread[:, mask] ** 2, axis=1)
+    np.testing.assert_allclose(network.spread_error_ratio.numpy(), expected, rtol=1e-4)
 
 
 def test_models_saved_before_the_weight_keep_the_plain_mean(tiny_model, saved, tmp_path):
@@ -328,6 +336,7 @@ def test_models_saved_before_the_weight_keep_the_plain_mean(tiny_model, saved, t
     state = torch.load(old / "model.pt", weights_only=True)
     del state["residual_weight"]
     del state["spread_scale"]
+    del state["spread_error_ratio"]
     torch.save(state, old / "model.pt")
     meta = json.loads((old / "config.json").read_text())
     del meta["checksum"]  # models of that time had no checksum either
@@ -335,6 +344,7 @@ def test_models_saved_before_the_weight_keep_the_plain_mean(tiny_model, saved, t
     loaded = DiffST.load(old, device="cpu")
     assert torch.equal(loaded.network.residual_weight.cpu(), torch.ones(len(tiny_model.genes)))
     assert torch.equal(loaded.network.spread_scale.cpu(), torch.ones(len(tiny_model.genes)))
+    assert torch.equal(loaded.network.spread_error_ratio.cpu(), torch.ones(len(tiny_model.genes)))
 
 
 def test_sample_checks_its_inputs(tiny_model, scene):

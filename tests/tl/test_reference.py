@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from spatialdata import deepcopy
 
 import sr_spatial as sr
@@ -73,6 +74,12 @@ def test_pairs_are_visium_like_spots_pooled_from_the_bins(visium_hd_sdata):
     inside = first.mask[cell[:, 0], cell[:, 1]]
     assert inside.sum() >= 5
     np.testing.assert_allclose(first.nearest[:, cell[inside, 0], cell[inside, 1]].T, values[inside], atol=1e-6)
+
+
+def test_a_reference_model_is_calibrated_at_the_output_size(hd_model):
+    # Its spread was calibrated on true bins of the output's size: nothing to carry to finer bins.
+    assert torch.equal(hd_model.network.spread_error_ratio.cpu(), torch.zeros(len(hd_model.genes)))
+    assert not torch.allclose(hd_model.network.spread_scale.cpu(), torch.ones(len(hd_model.genes)))
 
 
 def test_reference_model_super_resolves_a_visium_slide(hd_model, visium_sdata, tmp_path):

@@ -122,6 +122,39 @@ def test_same_seed_same_result_and_other_seed_differs(demo_sdata, tiny_model):
     assert not np.array_equal(outputs[0], outputs[2], equal_nan=True)  # NaN outside the tissue in both
 
 
+def test_the_spread_is_carried_from_spots_to_the_finer_bins(demo_sdata, tiny_model):
+    import copy
+
+    from sr_spatial.model._calibration import MIN_SD, finer_spread_factor
+
+    calibrated_on_bins = copy.deepcopy(tiny_model)
+    calibrated_on_bins.network.spread_error_ratio.zero_()
+    outputs = []
+    for model in (tiny_model, calibrated_on_bins):
+        result = sr.tl.superresolve(
+            demo_sdata, IMAGE, model=model, seed=SEED, n_samples=2, inplace=False, show_progress_bar=False
+        )
+        outputs.append(result)
+    info = outputs[0].tables[f"{IMAGE}_superres_table"].uns[f"{IMAGE}_superres"]
+    factor = np.asarray(info["finer_spread_factor"])
+    # The demo's expression varies more from bin to bin than from spot to spot: the intervals widen.
+    assert info["finer_ratio"] > 1 and np.all(factor >= 1) and np.any(factor > 1)
+    ratio = tiny_model.network.spread_error_ratio.cpu().numpy()
+    np.testing.assert_allclose(factor, finer_spread_factor(ratio, info["finer_ratio"]), rtol=1e-6)
+    plain = outputs[1].tables[f"{IMAGE}_superres_table"].uns[f"{IMAGE}_superres"]
+    np.testing.assert_array_equal(plain["finer_spread_factor"], np.ones_like(factor))
+    # Same draws, so the spread differs by exactly the factor wherever it is above the floor.
+    carried = np.asarray(outputs[0].images[f"{IMAGE}_superres_std"].values)
+    drawn = np.asarray(outputs[1].images[f"{IMAGE}_superres_std"].values)
+    np.testing.assert_array_equal(
+        np.asarray(outputs[0].images[f"{IMAGE}_superres"].values),
+        np.asarray(outputs[1].images[f"{IMAGE}_superres"].values),
+    )
+    above = np.isfinite(drawn) & (drawn > MIN_SD * 1.01)
+    expected = np.broadcast_to(factor[:, None, None], drawn.shape)
+    np.testing.assert_allclose(carried[above] / drawn[above], expected[above], rtol=1e-4)
+
+
 def test_inplace_false_leaves_the_object_alone(demo_sdata, tiny_model):
     before = _elements(demo_sdata)
     result = sr.tl.superresolve(

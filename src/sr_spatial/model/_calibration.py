@@ -17,6 +17,7 @@ __all__ = [
     "MIN_SD",
     "calibrate_spread",
     "conformal_scale",
+    "finer_spread_factor",
     "interval_coverage",
     "normal_quantiles",
     "sd_error_rank",
@@ -70,6 +71,21 @@ def calibrate_spread(model: DetailModel) -> np.ndarray:
     # Calibrated on spots around their groups; bins around their spots vary by the extrapolated finer ratio.
     model.coverage_scale = conformal_scale(residual, sd) * np.sqrt(model.finer_ratio)
     return np.maximum(np.sqrt(np.mean((sd * model.coverage_scale) ** 2, axis=0)), MIN_SD)
+
+
+def finer_spread_factor(error_ratio: np.ndarray, finer_ratio: float) -> np.ndarray:
+    """Per gene, the factor carrying a diffusion spread calibrated on spots to the output's bins, at least 1.
+
+    A model trained by scale transfer calibrates its draws' spread on spots held out from pseudo-spots, one level
+    coarser than its output. From spots to bins the errors' variance grows like the measurement's own variance
+    across scales (``finer_ratio``, :func:`~sr_spatial.model._spread.finer_variance_ratio`, which the histology
+    path's spread is carried by too), while the draws' spread barely grows (by 2-3 % on the demo and on protocol
+    2b's synthetic slide). ``error_ratio`` is, per gene, the held-out errors' mean square over the calibrated
+    spread's at training (``network.spread_error_ratio``; 0 for a model calibrated on bins of the output's
+    size, which needs no extrapolation). The factor ``sqrt(max(1, finer_ratio * error_ratio))`` raises the
+    spread's mean square to the errors' extrapolated one and never narrows the calibrated intervals.
+    """
+    return np.sqrt(np.maximum(finer_ratio * np.asarray(error_ratio, dtype=np.float64), 1.0))
 
 
 def normal_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: Sequence[float]) -> list[np.ndarray]:

@@ -130,6 +130,8 @@ def load_model(
     state.setdefault("residual_weight", torch.ones(len(meta["genes"])))
     # Models saved before the spread was calibrated report it as drawn.
     state.setdefault("spread_scale", torch.ones(len(meta["genes"])))
+    # Models saved before the spread was carried to finer bins: its full extrapolation (error ratio 1).
+    state.setdefault("spread_error_ratio", torch.ones(len(meta["genes"])))
     try:
         model.network.load_state_dict(state)
     except RuntimeError as err:

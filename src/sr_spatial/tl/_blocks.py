@@ -82,6 +82,7 @@ class BlockJob:
     seed: int = 0
     px_per_bin: int = 8
     histology: HistologyDetail | None = None
+    spread_factor: np.ndarray | None = None
     _renderer: SpotRenderer | None = field(default=None, repr=False)
 
     @classmethod
@@ -188,6 +189,9 @@ def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progres
         mean = project_to_spots(raw_mean, footprint, job.values)
         # The projected draws' spread, calibrated on held-out bins at training (see fit_spread_scale).
         scale = model.network.spread_scale.cpu().numpy()[:, None, None]
+        if job.spread_factor is not None:
+            # Carried from the spots it was calibrated on to the output's finer bins (finer_spread_factor).
+            scale = scale * job.spread_factor[:, None, None]
         # Projected in place: the raw draws are not needed again, and a block's draws are its largest array.
         spread = project_to_spots(samples, footprint, job.values, out=samples).std(axis=0) * scale
         std = (np.maximum(spread, MIN_SD) * mask).astype(np.float32)

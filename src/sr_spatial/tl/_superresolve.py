@@ -16,9 +16,10 @@ from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial._logging import HINT, hide_sharding_notice, log_phase, logger
 from sr_spatial.features import resolve_features
 from sr_spatial.model import DiffST
-from sr_spatial.model._calibration import normal_quantiles
+from sr_spatial.model._calibration import finer_spread_factor, normal_quantiles
 from sr_spatial.model._config import resolve_config
 from sr_spatial.model._device import resolve_device
+from sr_spatial.model._spread import finer_variance_ratio
 from sr_spatial.pp._stmap import spot_map
 from sr_spatial.tl import _checks
 from sr_spatial.tl._blocks import (
@@ -313,7 +314,9 @@ def superresolve(
       and its ``coverage_scale``, and with ``learned_encoder`` the learned encoder's ``learned_weight`` (after
       its ``learned_detail_cap``); with ``method="diffusion"``, ``uns[key]["coverage_scale"]``: per gene, the
       factor on the projected draws' spread fitted on held-out bins at training so that the reported ``std``
-      is calibrated.
+      is calibrated, ``uns[key]["finer_ratio"]``, how much more the measurement varies at the output's bins
+      than at the spots it was calibrated on, and ``uns[key]["finer_spread_factor"]``: per gene, the factor
+      (at least 1) that carries the calibrated spread to those bins (1 for a model trained on a reference).
     - ``layers[f"q{q}"]`` of that table for each of ``quantiles`` (e.g. ``"q0.05"``), if asked for.
 
     With ``image_store``, the two images are dask arrays over its arrays ``<key>/<n>/mean`` and ``.../std``.
@@ -500,6 +503,12 @@ def superresolve(
             owner=job.renderer.owner(st_map.grid),
         )
         job = replace(job, histology=detail)
+    finer_ratio = None
+    if loaded is not None:
+        # The draws' spread was calibrated on spots around pseudo-spots; the output's bins vary more.
+        finer_ratio = finer_variance_ratio(st_map.values, st_map.centres, pitch=st_map.pitch, scale=max(scale, 2))
+        spread_factor = finer_spread_factor(loaded.network.spread_error_ratio.cpu().numpy(), finer_ratio)
+        job = replace(job, spread_factor=spread_factor.astype(np.float32))
     context = model_config.tile_overlap if method == "diffusion" else 0
     halo = block_halo(st_map, context=context)
     n_genes, shape = len(st_map.genes), st_map.grid.shape
@@ -558,6 +567,8 @@ def superresolve(
             # Per gene, the factor bringing the draws' spread to a calibrated standard deviation (training time).
             spread_scale = loaded.network.spread_scale.cpu().numpy().astype(np.float32)
             uns["coverage_scale"] = spread_scale[idx] if requested is not None else spread_scale
+            uns["finer_ratio"] = float(finer_ratio)
+            uns["finer_spread_factor"] = job.spread_factor[idx] if requested is not None else job.spread_factor
 
         target = sdata if inplace else sd.SpatialData()
         writing = time.perf_counter()

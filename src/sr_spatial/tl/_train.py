@@ -241,7 +241,7 @@ def train(
         scenes = reference_scenes(
             st_map, output, scale=scale, px_per_bin=config.px_per_bin, n_offsets=config.n_pool_offsets, seed=seed
         )
-    return train_on_map(
+    model = train_on_map(
         st_map,
         scale=scale,
         config=config,
@@ -254,6 +254,10 @@ def train(
         scenes=scenes,
         image_um_per_px=image_um_per_px,
     )
+    if reference:
+        # Calibrated on true bins of the output's size: its spread needs no carrying to finer bins.
+        model.network.spread_error_ratio.zero_()
+    return model
 
 
 def train_on_map(

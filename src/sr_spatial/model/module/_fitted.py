@@ -190,8 +190,10 @@ def fit_spread_scale(
     :func:`sr_spatial.tl.superresolve` reports them: the draws and the posterior mean are projected onto the
     scene's measurements (each bin's ``owner``), the spread is the projected draws' standard deviation, and
     :func:`~sr_spatial.model._calibration.conformal_scale` brings the central 90 % interval to 90 % coverage of
-    the target there. (The spread of a few draws alone covered 81 % on the demo.) Without held-out bins (tiny
-    slides) the factor stays 1. Call after :func:`fit_residual_weight`.
+    the target there. (The spread of a few draws alone covered 81 % on the demo.) The held-out errors' mean square
+    over the calibrated spread's is kept as ``network.spread_error_ratio``, with which
+    :func:`~sr_spatial.model._calibration.finer_spread_factor` carries the spread to the output's finer bins.
+    Without held-out bins (tiny slides) the factor and the ratio stay 1. Call after :func:`fit_residual_weight`.
     """
     weight = network.residual_weight.cpu().numpy()[:, None, None]
     errors, spreads = [], []
@@ -209,9 +211,13 @@ def fit_spread_scale(
         return
     error, spread = np.concatenate(errors), np.concatenate(spreads)
     scale = np.ones(network.n_genes, dtype=np.float64)
+    error_ratio = np.ones(network.n_genes, dtype=np.float64)
     for gene in range(network.n_genes):
         # Bins drawn identically (a spot with zero counts) are reported at the floor whatever the factor.
         drawn = spread[:, gene] > MIN_SD * 1e-3
         if drawn.sum() >= 10:
             scale[gene] = conformal_scale(error[drawn, gene : gene + 1], spread[drawn, gene : gene + 1])[0]
+            calibrated = np.mean((scale[gene] * spread[drawn, gene]) ** 2)
+            error_ratio[gene] = np.mean(error[drawn, gene] ** 2) / max(calibrated, 1e-12)
     network.spread_scale.copy_(torch.from_numpy(scale.astype(np.float32)))
+    network.spread_error_ratio.copy_(torch.from_numpy(error_ratio.astype(np.float32)))

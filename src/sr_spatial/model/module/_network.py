@@ -83,6 +83,8 @@ class DiffSTNetwork(nn.Module):
         self.register_buffer("residual_weight", torch.ones(n_genes))
         # Per gene: the factor on the projected draws' spread that gives nominal coverage (see fit_spread_scale).
         self.register_buffer("spread_scale", torch.ones(n_genes))
+        # Per gene: held-out errors' mean square over the calibrated spread's (see finer_spread_factor).
+        self.register_buffer("spread_error_ratio", torch.ones(n_genes))
         # Per gene: weights of the smooth measurement and of the histology estimate in the base map, and offset.
         self.register_buffer("blend", torch.tensor([[1.0, 0.0, 0.0]]).repeat(n_genes, 1))
         self.register_buffer("histology_mean", torch.zeros(encoder.in_channels))
