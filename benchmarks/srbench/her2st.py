@@ -404,6 +404,7 @@ def run_her2st(
             start = time.perf_counter()
         else:
             pred, extra = sr_map("diffusion")
+            std = cache["diffusion:std"]
             start = time.perf_counter()
         if method.endswith("_proj"):
             pred = _project(pred, pseudo.group, pooled)
