@@ -346,7 +346,7 @@ def encoder_scene():
     blank = np.zeros((3, height, width), dtype=np.float32)
     histology = rng.uniform(0.05, 1.0, size=(3, height * k, width * k)).astype(np.float32)
     scene = Scene(nearest=blank, smooth=blank, mask=np.ones((height, width), bool), histology=histology, px_per_bin=k)
-    mean, std = input_statistics(model.network.encoder, histology)
+    mean, std = input_statistics(histology, prepare=model.network.encoder.prepare)
     model.network.histology_mean.copy_(torch.from_numpy(mean))
     model.network.histology_std.copy_(torch.from_numpy(std))
     return model, scene
@@ -357,7 +357,7 @@ def test_input_statistics_in_row_chunks_match_the_whole_image(encoder_scene, mon
 
     model, scene = encoder_scene
     monkeypatch.setattr(_fitted, "STATISTICS_ROWS", 7)
-    mean, std = _fitted.input_statistics(model.network.encoder, scene.histology)
+    mean, std = _fitted.input_statistics(scene.histology, prepare=model.network.encoder.prepare)
     whole = model.network.encoder.prepare(scene.histology).reshape(HISTOLOGY_INPUTS, -1).astype(np.float64)
     np.testing.assert_allclose(mean, whole.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(std, whole.std(axis=1), rtol=1e-12)

@@ -109,11 +109,10 @@ def fit_learned_detail(
     group = lattice_groups(st_map.centres, side=factor * st_map.pitch)
     rng = np.random.default_rng(seed)
     fold = (rng.permutation(int(group.max()) + 1) % FOLDS)[group]
-    rgb = read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin)
+    inputs = histology_inputs(read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin))
     # Streamed in float64, as the diffusion model's encoder statistics are.
-    mean, std = input_statistics(HistologyEncoder(width=width, n_genes=n_genes), rgb)
-    inputs = torch.from_numpy(histology_inputs(rgb))
-    del rgb
+    mean, std = input_statistics(inputs)
+    inputs = torch.from_numpy(inputs)
     # In place: the inputs are a whole-slide array, and each copy costs as much again.
     inputs.sub_(torch.from_numpy(mean.astype(np.float32))[:, None, None])
     inputs.div_(torch.from_numpy(np.maximum(std, 1e-3).astype(np.float32))[:, None, None])

@@ -12,11 +12,10 @@ from sr_spatial.model._calibration import MIN_SD, conformal_scale
 from sr_spatial.model.nn._histology import spot_means
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from sr_spatial.model._scene import Scene
     from sr_spatial.model.module._network import DiffSTNetwork
-    from sr_spatial.model.nn._encoder import Encoder
 
 __all__ = [
     "CALIBRATION_DRAWS",
@@ -86,25 +85,29 @@ def held_out_bins(shape: tuple[int, int], seed: int, *, block: int = 4, held_out
 STATISTICS_ROWS = 256
 
 
-def input_statistics(encoder: Encoder, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of ``encoder.prepare(rgb)``, float64, prepared in row chunks.
+def input_statistics(
+    image: np.ndarray, *, prepare: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``prepare(image)`` (or of ``image``), float64, in row chunks.
 
-    Chunks' means and squared deviations are combined exactly as one pass over the whole image would give them
-    (Chan et al.'s pairwise update, in float64), so the image's inputs are never held whole.
+    ``prepare`` (an encoder's :meth:`~sr_spatial.model.nn._encoder.Encoder.prepare`) is applied to each chunk of
+    rows on its own. Chunks' means and squared deviations are combined exactly as one pass over the whole image
+    would give them (Chan et al.'s pairwise update, in float64), so neither the prepared inputs nor a float64
+    copy of them are ever held whole.
     """
     n = 0
-    mean = np.zeros(encoder.in_channels)
-    squares = np.zeros(encoder.in_channels)
-    for start in range(0, rgb.shape[1], STATISTICS_ROWS):
-        chunk = encoder.prepare(rgb[:, start : start + STATISTICS_ROWS]).reshape(encoder.in_channels, -1)
-        chunk = chunk.astype(np.float64)
+    mean = squares = 0.0
+    for start in range(0, image.shape[1], STATISTICS_ROWS):
+        rows = image[:, start : start + STATISTICS_ROWS]
+        chunk = rows if prepare is None else prepare(rows)
+        chunk = chunk.reshape(len(chunk), -1).astype(np.float64)
         m = chunk.shape[1]
         chunk_mean = chunk.mean(axis=1)
         chunk -= chunk_mean[:, None]
         chunk_squares = np.einsum("ij,ij->i", chunk, chunk)
         delta = chunk_mean - mean
-        mean += delta * (m / (n + m))
-        squares += chunk_squares + delta**2 * (n * m / (n + m))
+        mean = mean + delta * (m / (n + m))
+        squares = squares + chunk_squares + delta**2 * (n * m / (n + m))
         n += m
     return mean, np.sqrt(squares / max(n, 1))
 
@@ -114,7 +117,7 @@ def fit_statistics(network: DiffSTNetwork, scenes: Sequence[Scene], reference: S
     values = np.concatenate([s.target[:, s.mask] for s in scenes], axis=1)
     network.gene_mean.copy_(torch.from_numpy(values.mean(axis=1)))
     network.gene_std.copy_(torch.from_numpy(np.maximum(values.std(axis=1), 1e-3)))
-    mean, std = input_statistics(network.encoder, reference.histology)
+    mean, std = input_statistics(reference.histology, prepare=network.encoder.prepare)
     network.histology_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
     network.histology_std.copy_(torch.from_numpy(np.maximum(std, 1e-3).astype(np.float32)))
 
