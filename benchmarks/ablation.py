@@ -39,10 +39,8 @@ def _run_demo(variant: str, config: str, seed: int, queue) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from srbench.internals import resolve_config
-
     import sr_spatial as sr
-    from sr_spatial.model import ABLATIONS
+    from sr_spatial.model import ABLATIONS, resolve_config
 
     sdata = sr.datasets.demo(seed=seed)
     start = time.perf_counter()
@@ -61,9 +59,8 @@ def _run_her2st(variant: str, config: str, seed: int, section: str, queue) -> No
     warnings.filterwarnings("ignore")
     sys.path.insert(0, str(Path(__file__).parent))
     from srbench.her2st import load_section, run_her2st
-    from srbench.internals import resolve_config
 
-    from sr_spatial.model import ABLATIONS
+    from sr_spatial.model import ABLATIONS, resolve_config
 
     data = load_section(section)
     start = time.perf_counter()

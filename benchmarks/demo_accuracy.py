@@ -60,12 +60,12 @@ def _run(method: str, config: str, seed: int, queue) -> None:
 def _guided_base_scores(sdata, model) -> dict:
     """Ablation: the denoiser's deterministic base (blend of measurement and histology), projected, no sampling."""
     import numpy as np
-    from srbench.internals import output_scene, regrid_to
 
     import sr_spatial as sr
+    from sr_spatial.tl import output_scene, regrid_to
 
     st_map = sr.pp.build_st_map(sdata, "demo_full_image", genes=model.genes, scale=model.scale)
-    *_, base = model._inputs(output_scene(st_map, px_per_bin=model.config.px_per_bin))
+    base = model.base_map(output_scene(st_map, px_per_bin=model.config.px_per_bin))
     maps = sr.tl.project_to_spots(base, st_map.footprint, st_map.values)
     truth = regrid_to(sdata, "demo_truth", "out", channels=model.genes)
     mask = st_map.mask

@@ -39,9 +39,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import numpy as np
     import torch
-    from srbench.internals import regrid_to
 
     import sr_spatial as sr
+    from sr_spatial.tl import regrid_to
 
     scale = 4
     image = "demo_full_image"

@@ -31,9 +31,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import numpy as np
     import torch
-    from srbench.internals import output_scene, regrid_to
 
     import sr_spatial as sr
+    from sr_spatial.tl import output_scene, regrid_to
 
     sdata = sr.datasets.demo(seed=args.seed)
     image = "demo_full_image"

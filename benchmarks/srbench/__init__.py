@@ -5,8 +5,8 @@
 - ``reference``: reference bins drawn from the demo slide's hidden truth.
 - ``report``: the Markdown table and machine line of every results page.
 - ``peer_worker``: run in the peers' environment as a script (never imports sr_spatial).
-- ``internals``: the only place the benchmarks reach past sr_spatial's public API, with the reason for each.
 
 The scripts ``benchmarks/*.py`` are thin command-line entry points; run as ``python benchmarks/x.py``, their folder
-is on ``sys.path`` and ``import srbench`` works. Tests import it through pytest's ``pythonpath``.
+is on ``sys.path`` and ``import srbench`` works. Tests import it through pytest's ``pythonpath``. Nothing here
+imports a private module of sr_spatial or calls a private method (``tests/test_structure.py`` checks it).
 """

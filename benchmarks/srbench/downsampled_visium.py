@@ -64,7 +64,7 @@ def read_visium(sdata, *, name: str) -> VisiumSlide:
     from scipy import sparse
     from spatialdata.transformations import get_transformation
 
-    from srbench.internals import single_scale
+    from sr_spatial.tl import full_resolution as single_scale
 
     table = sdata.tables["table"]
     attrs = table.uns["spatialdata_attrs"]

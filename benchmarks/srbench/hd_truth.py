@@ -14,7 +14,7 @@ transcripts counted in ``--bin-um`` squares by :func:`sr_spatial.pp.bin_transcri
 Poisson counts in 5 µm squares drawn from the demo's hidden truth (:func:`sr_spatial.datasets.demo`,
 0.5 UMIs/µm², as ``benchmarks/reference_training.py`` draws them).
 
-Aggregation: Visium-like spots (55 µm disks on a 100 µm hexagonal lattice, :func:`srbench.internals.
+Aggregation: Visium-like spots (55 µm disks on a 100 µm hexagonal lattice, :func:`sr_spatial.pp.
 visium_lattice`) each count the bins whose centre lies in their disk (raw counts summed); spots holding less
 than half a disk's worth of bins (tissue edge) are dropped. The spot slide is super-resolved ``--scale``-fold
 (default 4, 25 µm bins, for the demo-sized synthetic slide, whose ~300 spots are too few for scale-transfer
@@ -102,7 +102,7 @@ def _pyramid_level(image, *, bin_px: float, min_bin_px: float = 4.0):
     A registered full-resolution H&E (Xenium: ~0.2 µm pixels, tens of thousands wide) would not fit in memory;
     a few pixels per 8 µm bin is finer than the model's histology pixels.
     """
-    from srbench.internals import single_scale
+    from sr_spatial.tl import full_resolution as single_scale
 
     if not hasattr(image, "children") or not image.children:
         return single_scale(image), 1.0
@@ -170,7 +170,7 @@ def aggregate_visium(slide: BinnedSlide, *, min_fill: float = 0.5) -> VisiumLike
     """
     from scipy.spatial import cKDTree
 
-    from srbench.internals import visium_lattice
+    from sr_spatial.pp import visium_lattice
 
     pitch = SPOT_PITCH_UM / slide.um_per_px
     radius = SPOT_DIAMETER_UM / 2.0 / slide.um_per_px

@@ -372,7 +372,7 @@ def run_her2st(
             pred = _cubic_at(pseudo.centres, pooled, data.centres)
         elif method.startswith("ridge"):
             if "ridge" not in cache:
-                from srbench.internals import group_means
+                from sr_spatial.pp import group_means
 
                 feats = patch_features(data, data.centres)
                 # A pseudo-spot measures its member disks, so its features are their mean.

@@ -84,7 +84,7 @@ def project(pred: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarr
     function itself (``tests/benchmarks`` checks they agree): it returns float32 and clips items outside every spot
     at 0, which would change the benchmarks' numbers in their last digits.
     """
-    from srbench.internals import group_means
+    from sr_spatial.pp import group_means
 
     linear = np.expm1(np.clip(pred.astype(np.float64), 0, None))
     member = group >= 0
@@ -100,9 +100,9 @@ def cubic_at(points_from: np.ndarray, values: np.ndarray, points_to: np.ndarray)
     """Clough-Tocher interpolation clipped at 0, nearest where undefined: the package's own ``smooth`` rendering.
 
     No public function interpolates at arbitrary points, so this reuses the package's one implementation
-    (:data:`srbench.internals.smooth_at`) rather than a copy.
+    (:func:`sr_spatial.pp.interpolate_at`) rather than a copy.
     """
-    from srbench.internals import smooth_at
+    from sr_spatial.pp import interpolate_at as smooth_at
 
     return smooth_at(points_from, values, points_to)
 
@@ -173,7 +173,7 @@ def own_plus_ridge_detail(item_features: np.ndarray, group: np.ndarray, pooled: 
 
     Items outside every coarse spot (``group < 0``) take the ridge prediction itself.
     """
-    from srbench.internals import group_means
+    from sr_spatial.pp import group_means
 
     member = group >= 0
     g = np.where(member, group, 0)
@@ -194,7 +194,7 @@ def sample_disks(sdata, key: str, genes: list[str], centres: np.ndarray, radius:
     from scipy import ndimage
     from spatialdata.transformations import get_transformation
 
-    from srbench.internals import single_scale
+    from sr_spatial.tl import full_resolution as single_scale
 
     image = sdata.images[key]
     tf = get_transformation(image, to_coordinate_system=cs)
@@ -280,7 +280,8 @@ def score_per_gene(
     relative disagreement (linear units) of each pooled spot with the mean of the items it measured
     (``measured``: boolean mask, default every item with a group).
     """
-    from srbench.internals import group_means, masked_ssim
+    from sr_spatial.pp import group_means
+    from sr_spatial.tl import masked_ssim
 
     x, y = lattice[:, 0] - lattice[:, 0].min(), lattice[:, 1] - lattice[:, 1].min()
     mask = np.zeros((y.max() + 1, x.max() + 1), dtype=bool)
@@ -495,7 +496,7 @@ def histology_base_config(config):
     """``config`` (a preset name, a ModelConfig or a dict) with the diffusion generating around the predictor."""
     from dataclasses import replace
 
-    from sr_spatial.model._config import resolve_config
+    from sr_spatial.model import resolve_config
 
     return replace(resolve_config(config), histology_base=True)
 

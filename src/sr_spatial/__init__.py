@@ -1,12 +1,8 @@
 """sr_spatial: histology-guided diffusion super-resolution of spatial transcriptomics on SpatialData."""
 
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("sr-spatial")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from sr_spatial._version import __version__
 
 with warnings.catch_warnings():
     # spatialdata imports pooch, which imports tqdm.auto; in a Jupyter kernel without ipywidgets that warns

@@ -20,7 +20,7 @@ MARK = "sr_spatial"
 
 def mark_written(table: AnnData, *, writer: str, key: str, elements: dict[str, list[str]]) -> None:
     """Record in ``table`` that ``writer`` wrote ``elements`` (``{"images": [...], "tables": [...], ...}``)."""
-    from sr_spatial import __version__
+    from sr_spatial._version import __version__
 
     table.uns[MARK] = {
         "writer": writer,

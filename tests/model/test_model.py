@@ -16,7 +16,7 @@ from sr_spatial.model._diffusion import Schedule
 from sr_spatial.model.module._network import DiffSTNetwork
 from sr_spatial.model.nn._denoiser import UNet
 from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, HistologyEncoder
-from sr_spatial.tl._train import output_scene
+from sr_spatial.tl._scale_transfer import output_scene
 
 SEED = 0
 # An odd-sized window of the demo's output grid, in the tissue: sampling it must pad to the UNet's multiple.
@@ -297,7 +297,7 @@ def test_the_spread_is_calibrated_on_held_out_bins_at_training(tiny_model):
 
 def test_spread_scale_brings_an_overconfident_spread_to_nominal_coverage():
     from sr_spatial._consistency import project_to_spots
-    from sr_spatial.model._calibration import interval_coverage
+    from sr_spatial.model._uncertainty import interval_coverage
     from sr_spatial.model.module._fitted import fit_spread_scale
 
     rng = np.random.default_rng(0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sr_spatial.model._calibration import calibrate_spread, interval_coverage, sd_error_rank
+from sr_spatial.model._histology_detail import detail_at_bins
 from sr_spatial.model._regression import Ridge, detail_cap, fit_detail_model
+from sr_spatial.model._uncertainty import calibrated_spread, interval_coverage, sd_error_rank
 
 
 def _spots(seed=0, n=30):
@@ -36,7 +37,11 @@ def test_a_histology_driven_gene_gets_detail_and_a_gene_without_signal_stays_at_
     assert model.weight[1] < 0.15
     assert model.weight[2] < 0.15  # smooth across spots: nothing the histology can add within a spot
     # Weights of 0 mean the bins equal their spot's measurement exactly.
-    detail = model.detail(features[:5], model.spot_prediction(features[:5]) + 1.0, np.ones((5, 3)))
+    bins = features[:5]
+    nearest, smooth = np.zeros((3, 5)), np.ones((3, 5))
+    owner_prediction = model.spot_prediction(bins) + 1.0
+    args = (model.weight, model.learned_weight, bins.T, owner_prediction, bins, nearest, smooth, None)
+    detail, _ = detail_at_bins(model, *args)
     unused = (model.weight == 0) & (model.interpolation_weight == 0)
     assert unused.any()
     assert np.all(detail[:, unused] == 0)
@@ -88,22 +93,22 @@ def test_calibration_moves_an_overconfident_spread_to_nominal_and_is_never_zero(
     model = fit_detail_model(features, values, centres, pitch=10.0, scale=2)
     # Heavy tails: the root mean square alone would over-cover the bulk and under-cover the tails.
     rng = np.random.default_rng(0)
-    model.heldout_residual = rng.standard_t(3, size=model.heldout_residual.shape) * 0.3
-    model.heldout_variance = np.full(model.heldout_residual.shape, 0.1**2)  # over-confident
-    model.finer_ratio = 1.0
-    std = calibrate_spread(model)
-    z = np.abs(model.heldout_residual) / std
-    before = np.mean(np.abs(model.heldout_residual) / 0.1 <= 1.645, axis=0)
+    residual = rng.standard_t(3, size=(400, model.weight.shape[0])) * 0.3
+    variance = np.full(residual.shape, 0.1**2)  # over-confident
+    args = (model.residual_sd, model.spread)
+    scale, _, std = calibrated_spread(residual, variance, *args, finer_ratio=1.0)
+    z = np.abs(residual) / (0.1 * scale)
+    before = np.mean(np.abs(residual) / 0.1 <= 1.645, axis=0)
     after = np.mean(z <= 1.645, axis=0)
     assert np.all(before < 0.6)
     np.testing.assert_allclose(after, 0.9, atol=0.03)
     # Bins vary more around their spots than spots around their groups: the spread grows with that ratio.
-    model.finer_ratio = 4.0
-    np.testing.assert_allclose(calibrate_spread(model), 2 * std, rtol=1e-6)
+    np.testing.assert_allclose(calibrated_spread(residual, variance, *args, finer_ratio=4.0)[2], 2 * std, rtol=1e-6)
     # Nothing is ever certain, not even where every held-out residual was 0 (e.g. zero-count spots).
-    model.heldout_variance = np.zeros_like(model.heldout_variance)
-    model.heldout_residual = np.zeros_like(model.heldout_residual)
-    assert np.all(calibrate_spread(model) > 0)
+    zeros = np.zeros_like(residual)
+    assert np.all(calibrated_spread(zeros, zeros, *args, finer_ratio=1.0)[2] > 0)
+    # The fitted model is calibrated by the same function at fit: its typical spread is never below the floor.
+    assert np.all(model.typical_sd >= 0.05) and model.coverage_scale.shape == model.weight.shape
 
 
 def test_the_spread_varies_over_bins_with_what_predicts_the_error():

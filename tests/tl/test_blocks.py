@@ -40,7 +40,7 @@ def small_blocks(demo_sdata, tiny_model):
 
 
 def test_blocks_render_like_the_whole_grid_and_own_every_bin_once(st_map):
-    job = BlockJob.from_map(st_map, method="nearest")
+    job = BlockJob.from_map(st_map)
     blocks = plan_blocks(st_map.grid.shape, block_bins=16, halo=block_halo(st_map, context=0))
     height, width = st_map.grid.shape
     assert len(blocks) == -(-height // 16) * -(-width // 16)
@@ -149,14 +149,14 @@ def test_a_failed_call_removes_the_store_it_created(demo_sdata, tmp_path):
 
 def test_a_local_dask_cluster_gives_the_single_process_result(demo_sdata, tiny_model, small_blocks):
     distributed = pytest.importorskip("distributed")
-    from sr_spatial.tl._superresolve import _resolve_client
+    from sr_spatial.tl._pipeline import resolve_client
 
     sdata = copy.deepcopy(demo_sdata)
     with (
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         distributed.Client(cluster) as client,
     ):
-        assert _resolve_client("auto") is client
+        assert resolve_client("auto") is client
         with distributed.get_task_stream(client) as stream:
             sr.tl.superresolve(
                 sdata, IMAGE, model=tiny_model, n_samples=2, block_bins=32, key_added="blocks", client=client,

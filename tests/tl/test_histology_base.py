@@ -9,10 +9,10 @@ import pytest
 from conftest import IMAGE_KEY, SEED
 
 import sr_spatial
-from sr_spatial.model import DiffST
+from sr_spatial.model import DiffST, HistologyConfig
 from sr_spatial.model._config import PRESETS
+from sr_spatial.model._histology import fit_on_slide
 from sr_spatial.pp._stmap import coarsen_spots, nearest_spot, render_spots
-from sr_spatial.tl._histology import histology_predictor
 
 SCALE = 2
 CONFIG = dataclasses.replace(PRESETS["tiny"], histology_base=True)
@@ -25,7 +25,10 @@ def st_map2(demo_sdata):
 
 @pytest.fixture(scope="module")
 def predictor(st_map2):
-    return histology_predictor(st_map2, scale=SCALE, seed=SEED, show_progress_bar=False)[0]
+    config = HistologyConfig(learned_encoder=False)
+    return fit_on_slide(
+        st_map2, config=config, scale=SCALE, seed=SEED, image_um_per_px=None, device="cpu", show_progress_bar=False
+    )[1]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_training_bases_follow_the_weights(st_map2, predictor):
 
 
 def test_condition_generates_around_a_given_base(model, st_map2):
-    from sr_spatial.tl._train import output_scene
+    from sr_spatial.tl._scale_transfer import output_scene
 
     scene = output_scene(st_map2, px_per_bin=model.config.px_per_bin)
     base = np.full_like(scene.nearest, 1.5)

@@ -18,9 +18,8 @@ from sr_spatial.tl._reference import (
     bin_aligned_map,
     pool_bins,
     reference_scenes,
-    visium_lattice,
 )
-from sr_spatial.tl._train import output_scene
+from sr_spatial.tl._scale_transfer import output_scene
 
 SEED = 0
 #: The "tiny" network with fewer optimiser steps: the tests check the plumbing, not the fit.
@@ -62,7 +61,8 @@ def test_pairs_are_visium_like_spots_pooled_from_the_bins(visium_hd_sdata):
     pitch = SCALE * st_map.pitch
     lo, hi = st_map.centres.min(axis=0), st_map.centres.max(axis=0)
     radius = SPOT_DIAMETER_RATIO * pitch / 2
-    xy, pooled = pool_bins(st_map.centres, st_map.values, visium_lattice(lo, hi, pitch=pitch, offset=lo), radius=radius)
+    lattice = sr.pp.visium_lattice(lo, hi, pitch=pitch, offset=lo)
+    xy, pooled = pool_bins(st_map.centres, st_map.values, lattice, radius=radius)
     assert len(xy) >= 10
     under = np.linalg.norm(st_map.centres - xy[0], axis=1) <= radius
     by_hand = np.log1p(np.expm1(st_map.values[under].astype(float)).mean(axis=0))

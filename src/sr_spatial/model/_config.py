@@ -130,8 +130,7 @@ class ModelConfig:
             raise ValueError(msg)
         if not isinstance(self.base_features, str) or not self.base_features:
             msg = (
-                f"`base_features` must name the features ('morphology' or a timm model id), got "
-                f"{self.base_features!r}."
+                f"`base_features` must name the features ('morphology' or a timm model id), got {self.base_features!r}."
             )
             raise ValueError(msg)
         if self.prediction not in ("v", "epsilon"):

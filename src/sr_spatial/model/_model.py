@@ -89,6 +89,14 @@ class DiffST:
         """The denoiser's condition, the cell-level histology and the base map (see ``module._condition``)."""
         return condition(self, scene, maps)
 
+    def base_map(self, scene: Scene) -> np.ndarray:
+        """The deterministic base map the denoiser generates the residual around, ``(n_genes, h, w)``.
+
+        The per-gene blend of the measurement and the histology encoder's estimate (or a histology predictor's map,
+        for a model trained with ``histology_base``), before any draw; not projected onto the spots.
+        """
+        return self._inputs(scene)[2]
+
     # --- training ------------------------------------------------------------------------------------------
     def train(
         self,
@@ -229,7 +237,7 @@ class DiffST:
         -------
         The directory.
         """
-        from sr_spatial import __version__
+        from sr_spatial._version import __version__
 
         return save_model(self, path, scale=self.scale, version=__version__, overwrite=overwrite)
 

@@ -26,6 +26,7 @@ __all__ = [
     "FORMAT_VERSION",
     "WEIGHTS_FILE",
     "check_genes",
+    "check_saved_meta",
     "load_model",
     "non_finite_weights",
     "refuse_non_finite",
@@ -113,13 +114,7 @@ def load_model(
     except Exception as err:
         msg = f"Could not read the model in {path} ({type(err).__name__}: {err}). Re-save or re-train it."
         raise ValueError(msg) from err
-    _check_saved_meta(meta, path)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        msg = (
-            f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format; "
-            "upgrade sr_spatial to load it."
-        )
-        raise ValueError(msg)
+    check_saved_meta(meta, path, format_version=FORMAT_VERSION)
     config = meta["config"]
     if meta.get("format_version", 1) < 2:
         # Models saved before the paper's modules existed are the first version: all modules off.
@@ -162,8 +157,11 @@ def check_genes(model_genes: Sequence[str], genes: Sequence[str]) -> None:
     raise ValueError(msg)
 
 
-def _check_saved_meta(meta, path: Path) -> None:
-    """Refuse a ``config.json`` that lacks what a model needs or holds values of the wrong type."""
+def check_saved_meta(meta, path: Path, *, format_version: int) -> None:
+    """Refuse a ``config.json`` that is incomplete, holds values of the wrong type or is in too new a format.
+
+    ``format_version`` is the newest format this version of sr_spatial reads.
+    """
     if not isinstance(meta, dict):
         msg = f"{path / CONFIG_FILE} does not hold a saved model's settings. Re-save or re-train the model."
         raise ValueError(msg)
@@ -172,6 +170,12 @@ def _check_saved_meta(meta, path: Path) -> None:
         msg = (
             f"{path / CONFIG_FILE} has `format_version` {version!r}, not an integer; the file was edited or written "
             "by another program. Re-save the model with `DiffST.save`, or re-train it."
+        )
+        raise ValueError(msg)
+    if version > format_version:
+        msg = (
+            f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format; "
+            "upgrade sr_spatial to load it."
         )
         raise ValueError(msg)
     missing = [key for key in ("config", "genes", "scale", "seed") if key not in meta]

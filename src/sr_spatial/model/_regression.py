@@ -7,7 +7,7 @@ weight, plus the cubic interpolation's deviation from the spot, times a second w
 one level coarser, where a truth exists: spots are pooled into groups as the slide's bins pool into spots, the
 ridge is refitted on the spots of the other folds of groups, and the held-out spots' measured deviations from
 their group are regressed on both predicted deviations (:func:`detail_weights`); a learned encoder's detail,
-cross-fitted so that each spot's prediction comes from an encoder that never saw it (:mod:`sr_spatial.tl._learned`),
+cross-fitted so that each spot's prediction comes from an encoder that never saw it (:mod:`sr_spatial.model._learned`),
 can enter as a third. A gene no predictor helps gets weights 0 and equals the measurement. The held-out residuals
 also give each gene's predictive spread, which varies over the slide with what predicts the error
 (:class:`SpreadPredictors`).
@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sr_spatial._groups import deviation_from_group, group_means, lattice_groups
-from sr_spatial.model._spread import SpreadPredictors, finer_variance_ratio, fit_spread, smooth_at, spread_variance
+from sr_spatial.model._uncertainty import (
+    MIN_SD,
+    SpreadPredictors,
+    calibrated_spread,
+    finer_variance_ratio,
+    fit_spread,
+    spread_variance,
+)
+from sr_spatial.pp._interpolate import interpolate_at
 
 __all__ = ["DetailModel", "Ridge", "detail_cap", "detail_weights", "fit_detail_model", "heldout_ridge"]
 
@@ -78,89 +86,73 @@ class Ridge:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetailModel:
-    """The fitted histology predictor and how far to trust its within-spot detail, per gene.
+    """The fitted histology predictor and how far to trust its within-spot detail, per gene; complete once fitted.
+
+    What depends on the slide it is applied to (the caps on the weights, the spread predictors' means over its
+    bins) is computed where it is applied (:meth:`sr_spatial.model.HistologyModel.apply`), not stored here.
 
     Attributes
     ----------
     ridge
         Spot features to log-normalised expression.
     weight
-        Per gene, the share of the predicted within-spot deviation added to the measurement (0: none).
+        Per gene, the share of the predicted within-spot deviation added to the measurement (0: none), before the
+        slide's :func:`detail_cap`.
     interpolation_weight
         Per gene, the share of the cubic interpolation's deviation from the measurement added (0: none): where
         neighbouring spots predict a spot's detail (smooth gradients), the map follows them.
+    learned_weight
+        Per gene, the share of the learned encoder's detail added (0 without one), before its cap.
     heldout_r
         Per gene, the correlation of predicted and measured deviations from the group on held-out groups
         (NaN where it could not be measured).
     residual_sd
         Per gene, the standard deviation of held-out measured deviations around the weighted prediction.
-    spread
-        Per gene, the coefficients of the variance on 1 and the relative :class:`SpreadPredictors`
-        (:func:`fit_spread`).
-    bin_means
-        The spread predictors' means over the output's bins, ``(4, n_genes)``.
-    finer_ratio
-        How much more a bin varies around its spot than a spot around its group (:func:`finer_variance_ratio`);
-        the calibrated spread is scaled by its square root, and the histology detail may vary at most that much
-        more at bins than at held-out spots (:func:`detail_cap`).
-    coverage_scale
-        Per gene, the factor that brings the held-out residuals' central 90 % interval to nominal coverage
-        (see :mod:`sr_spatial.model._calibration`).
     n_groups
         Groups of at least two spots the weights were fitted on.
-    group_detail_variance
-        Per gene, the variance of the held-out spots' predicted histology deviation from their group.
+    spread
+        Per gene, the coefficients of the variance on 1 and the relative :class:`SpreadPredictors`
+        (:func:`~sr_spatial.model._uncertainty.fit_spread`).
+    coverage_scale
+        Per gene, the factor that brings the held-out residuals' central 90 % interval to nominal coverage,
+        carried to bins by ``finer_ratio`` (:func:`~sr_spatial.model._uncertainty.calibrated_spread`).
+    typical_sd
+        Per gene, the calibrated standard deviation of a typical held-out spot.
+    finer_ratio
+        How much more a bin varies around its spot than a spot around its group
+        (:func:`~sr_spatial.model._uncertainty.finer_variance_ratio`); the histology detail may vary at most that
+        much more at bins than at held-out spots (:func:`detail_cap`).
+    group_detail_variance, group_learned_variance
+        Per gene, the variance of the held-out spots' predicted histology (learned) deviation from their group.
     """
 
     ridge: Ridge
     weight: np.ndarray
     interpolation_weight: np.ndarray
+    learned_weight: np.ndarray
     heldout_r: np.ndarray
     residual_sd: np.ndarray
     n_groups: int
-    spread: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
-    bin_means: np.ndarray = field(default_factory=lambda: np.ones((4, 0)))
-    coverage_scale: np.ndarray = field(default_factory=lambda: np.ones(0))
-    heldout_residual: np.ndarray | None = field(default=None, repr=False)
-    heldout_variance: np.ndarray | None = field(default=None, repr=False)
+    spread: np.ndarray
+    coverage_scale: np.ndarray
+    typical_sd: np.ndarray
     finer_ratio: float = 1.0
     group_detail_variance: np.ndarray | None = field(default=None, repr=False)
-    learned_weight: np.ndarray | None = None
     group_learned_variance: np.ndarray | None = field(default=None, repr=False)
 
     def spot_prediction(self, spot_features: np.ndarray) -> np.ndarray:
         """Predicted expression of each spot from its features ``(n_spots, n_features)``."""
         return self.ridge.predict(spot_features)
 
-    def detail(
-        self,
-        bin_features: np.ndarray,
-        spot_prediction_of_owner: np.ndarray,
-        interpolated: np.ndarray,
-        learned: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Weighted predicted deviation of each bin from its spot, ``(n_bins, n_genes)``.
-
-        ``bin_features`` is ``(n_bins, n_features)``, ``interpolated`` the cubic interpolation's deviation from
-        the measurement at each bin ``(n_bins, n_genes)``, ``learned`` the learned encoder's (or ``None``).
-        """
-        histology = self.ridge.predict(bin_features) - spot_prediction_of_owner
-        detail = self.weight * histology + self.interpolation_weight * interpolated
-        if learned is not None and self.learned_weight is not None:
-            detail += self.learned_weight * learned
-        return detail
-
-    def std(self, predictors: SpreadPredictors) -> np.ndarray:
+    def std(self, predictors: SpreadPredictors, bin_means: np.ndarray) -> np.ndarray:
         """Calibrated standard deviation of bins ``(n_bins, n_genes)``, never below ``MIN_SD``.
 
-        ``bin_means`` (the predictors' means over all bins of the slide, set when the map is fitted) make the
+        ``bin_means`` (the predictors' means over all bins of the slide the map is written for) make the
         predictors relative, as they were when the spread was fitted.
         """
-        from sr_spatial.model._calibration import MIN_SD
-
-        variance = spread_variance(self.spread, predictors.relative(self.bin_means))
+        variance = spread_variance(self.spread, predictors.relative(bin_means))
         return np.maximum(np.sqrt(np.maximum(variance, 0.0)) * self.coverage_scale, MIN_SD)
 
 
@@ -173,7 +165,7 @@ def detail_cap(bin_variance: np.ndarray, group_variance: np.ndarray | None, fine
     spots span, the prediction swells at bins (27 times on the demo's H&E read as a negative, whose per-bin
     predictions then lowered the map below the measurement although the held-out weights were high). The
     measured expression itself varies ``finer_ratio`` times more around spots than around groups
-    (:func:`~sr_spatial.model._spread.finer_variance_ratio`); the predicted detail is scaled down to that, per
+    (:func:`~sr_spatial.model._uncertainty.finer_variance_ratio`); the predicted detail is scaled down to that, per
     gene: ``min(1, sqrt(finer_ratio * group_variance / bin_variance))``.
     """
     if group_variance is None:
@@ -270,12 +262,12 @@ def fit_detail_model(
     seed
         Seeds the assignment of groups to folds.
     learned
-        Each spot's held-out expression predicted by the learned encoder (:mod:`sr_spatial.tl._learned`),
+        Each spot's held-out expression predicted by the learned encoder (:mod:`sr_spatial.model._learned`),
         ``(n_spots, n_genes)``; its deviations from the group become a third detail predictor.
 
     Returns
     -------
-    The fitted :class:`DetailModel`.
+    The fitted :class:`DetailModel`, its spread calibrated on the held-out residuals.
     """
     n_genes = spot_values.shape[1]
     ridge = Ridge.fit(spot_features, spot_values)
@@ -299,7 +291,7 @@ def fit_detail_model(
         predicted.append(deviation_from_group(held, group, groups)[multi])
         measured.append(deviation_from_group(spot_values.astype(np.float64), group, groups)[multi])
         group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)
-        smooth = smooth_at(group_centres.T, group_values, centres)
+        smooth = interpolate_at(group_centres.T, group_values, centres)
         gradient.append(((smooth - group_values[group]) ** 2)[multi])
         # Centred in its group like the measured deviations, as the map is projected onto its spots.
         interpolated.append(deviation_from_group(smooth - group_values[group], group, groups)[multi])
@@ -325,6 +317,10 @@ def fit_detail_model(
         gradient=h, detail=(weight * dp + interpolation_weight * ds + learned_weight * de) ** 2, level=at, distance=dist
     )
     spread = fit_spread(residual, predictors)
+    heldout_variance = spread_variance(spread, predictors.relative(predictors.means()))
+    coverage_scale, spread, typical_sd = calibrated_spread(
+        residual, heldout_variance, residual_sd, spread, finer_ratio=ratio
+    )
     return DetailModel(
         ridge=ridge,
         weight=weight,
@@ -334,8 +330,8 @@ def fit_detail_model(
         residual_sd=residual_sd,
         n_groups=n_groups,
         spread=spread,
-        heldout_residual=residual,
-        heldout_variance=spread_variance(spread, predictors.relative(predictors.means())),
+        coverage_scale=coverage_scale,
+        typical_sd=typical_sd,
         finer_ratio=ratio,
         group_detail_variance=dp.var(axis=0) if len(dp) > 2 else None,
         group_learned_variance=de.var(axis=0) if len(de) > 2 else None,

@@ -11,7 +11,7 @@ from scipy.spatial import cKDTree
 
 from sr_spatial._adapter._elements import BinGrid
 
-__all__ = ["TISSUE_REACH", "lattice_phase", "make_grid", "spot_pitch", "spot_reach"]
+__all__ = ["TISSUE_REACH", "lattice_phase", "make_grid", "spot_pitch", "spot_reach", "visium_lattice"]
 
 #: Bins farther than this many local lattice spacings from every spot are outside the tissue. 0.75 covers the
 #: whole Voronoi cell of square (0.71) and hexagonal (0.58) lattices without reaching far past the outer spots.
@@ -128,3 +128,14 @@ def make_grid(centres: np.ndarray, *, bin_size: float, pitch: float, reach: floa
     hi = centres.max(axis=0) + reach
     width, height = np.ceil((hi - lo) / bin_size).astype(int)
     return BinGrid(x0=float(lo[0]), y0=float(lo[1]), size=float(bin_size), height=int(height), width=int(width))
+
+
+def visium_lattice(lo: np.ndarray, hi: np.ndarray, *, pitch: float, offset: np.ndarray) -> np.ndarray:
+    """Centres ``(x, y)`` of a hexagonal lattice of the given pitch covering ``[lo, hi]``, shifted by ``offset``."""
+    row_step = pitch * np.sqrt(3.0) / 2.0
+    rows = np.arange(np.floor((lo[1] - offset[1]) / row_step) - 1, np.ceil((hi[1] - offset[1]) / row_step) + 2)
+    cols = np.arange(np.floor((lo[0] - offset[0]) / pitch) - 1, np.ceil((hi[0] - offset[0]) / pitch) + 2)
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    x = offset[0] + (c + 0.5 * (r % 2)) * pitch
+    y = offset[1] + r * row_step
+    return np.column_stack([x.ravel(), y.ravel()])

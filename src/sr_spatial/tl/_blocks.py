@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
 
 from sr_spatial._adapter._elements import BinGrid
-from sr_spatial._adapter._read import read_histology
-from sr_spatial._consistency import project_to_spots, residual_sums
-from sr_spatial.model import Scene
-from sr_spatial.model._calibration import MIN_SD
+from sr_spatial._consistency import residual_sums
 from sr_spatial.pp._lattice import spot_reach
 from sr_spatial.pp._stmap import SpotRenderer
 from sr_spatial.tl._plan import Block, plan_blocks
@@ -31,12 +28,12 @@ if TYPE_CHECKING:
     from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST
     from sr_spatial.pp._stmap import STMap
-    from sr_spatial.tl._histology import HistologyDetail
 
 __all__ = [
     "Block",
     "BlockJob",
     "BlockResult",
+    "BlockView",
     "MemorySink",
     "ZarrSink",
     "block_halo",
@@ -67,7 +64,8 @@ def default_block_bins(n_genes: int, n_draws: int, *, halo: int, largest: int = 
 class BlockJob:
     """Everything a block needs besides the model; small and picklable, so it can be sent to dask workers.
 
-    ``spots`` carries the H&E (lazy where the slide was read from zarr) but not the counts.
+    ``spots`` carries the H&E (lazy where the slide was read from zarr) but not the counts; ``method`` is the
+    fitted method's computation of a block.
     """
 
     spots: SpotData
@@ -76,13 +74,8 @@ class BlockJob:
     centres: np.ndarray
     radius: np.ndarray
     pitch: float
-    method: str
-    n_samples: int = 1
-    sampling_steps: int | None = None
-    seed: int = 0
-    px_per_bin: int = 8
-    histology: HistologyDetail | None = None
-    spread_factor: np.ndarray | None = None
+    #: The fitted method's computation of a block (a :class:`~sr_spatial.tl._methods.BlockMethod`).
+    method: Any = None
     _renderer: SpotRenderer | None = field(default=None, repr=False)
 
     @classmethod
@@ -127,6 +120,28 @@ class BlockJob:
 
 
 @dataclass
+class BlockView:
+    """One block of the output grid, rendered: the maps a method starts from and the spots it owns.
+
+    ``job`` is the slide's :class:`~sr_spatial.tl._blocks.BlockJob` (spots, their values and the H&E); ``in_block``
+    marks the slide's spots whose bins this block writes.
+    """
+
+    job: BlockJob
+    block: Block
+    grid: BinGrid
+    nearest: np.ndarray
+    smooth: np.ndarray
+    mask: np.ndarray
+    footprint: np.ndarray
+    in_block: np.ndarray
+
+    def owner(self) -> np.ndarray:
+        """Each bin's nearest spot."""
+        return self.job.renderer.owner(self.grid)
+
+
+@dataclass
 class BlockResult:
     """A computed block: maps over its padded region, the bins it owns there, and its spots' residual sums."""
 
@@ -156,52 +171,12 @@ def _owned(block: Block, footprint: np.ndarray, spot_bins: np.ndarray) -> tuple[
 
 
 def run_block(job: BlockJob, block: Block, model: DiffST | None, *, show_progress_bar: bool = False) -> BlockResult:
-    """Compute one block with ``job.method``; the model is only read for ``"diffusion"``."""
+    """Compute one block with ``job.method``; ``model`` is the one the fitted method reads, if any."""
     grid = job.sub_grid(block)
     nearest, smooth, mask, footprint = job.renderer.render(grid)
     owned, spots = _owned(block, footprint, job.spot_bins)
-    residual_before = None
-    if job.method == "diffusion":
-        owner = job.renderer.owner(grid)
-        # A model trained around the histology predictor gets that predictor's map of the block as its base.
-        base = None if job.histology is None else job.histology.block_maps(block, nearest, smooth, owner, mask)[0]
-        scene = Scene(
-            nearest=nearest,
-            smooth=smooth,
-            mask=mask,
-            histology=read_histology(job.spots, grid, px_per_bin=job.px_per_bin),
-            px_per_bin=job.px_per_bin,
-            owner=owner,
-            base=base,
-        )
-        samples, raw_mean = model.sample(
-            scene,
-            n_samples=job.n_samples,
-            steps=job.sampling_steps,
-            seed=job.seed,
-            offset=(block.pad_top, block.pad_left),
-            return_mean=True,
-            show_progress_bar=show_progress_bar,
-        )
-        residual_before = residual_sums(raw_mean, footprint, job.values, spots=spots)
-        # The model's posterior mean (its residual shrunk toward the base where it predicts little), projected
-        # like each draw; the spread of the projected draws is the uncertainty.
-        mean = project_to_spots(raw_mean, footprint, job.values)
-        # The projected draws' spread, calibrated on held-out bins at training (see fit_spread_scale).
-        scale = model.network.spread_scale.cpu().numpy()[:, None, None]
-        if job.spread_factor is not None:
-            # Carried from the spots it was calibrated on to the output's finer bins (finer_spread_factor).
-            scale = scale * job.spread_factor[:, None, None]
-        # Projected in place: the raw draws are not needed again, and a block's draws are its largest array.
-        spread = project_to_spots(samples, footprint, job.values, out=samples).std(axis=0) * scale
-        std = (np.maximum(spread, MIN_SD) * mask).astype(np.float32)
-    elif job.method == "histology":
-        raw, std = job.histology.block_maps(block, nearest, smooth, job.renderer.owner(grid), mask)
-        residual_before = residual_sums(raw, footprint, job.values, spots=spots)
-        mean = project_to_spots(raw, footprint, job.values) * mask
-    else:
-        mean = smooth if job.method == "bicubic" else nearest
-        std = np.zeros_like(mean)
+    view = BlockView(job, block, grid, nearest, smooth, mask, footprint, in_block=spots)
+    mean, std, residual_before = job.method.maps(view, model, show_progress_bar=show_progress_bar)
     residual = residual_sums(mean, footprint, job.values, spots=spots)
     return BlockResult(block, mean, std, mask, owned, residual, residual_before)
 

@@ -21,6 +21,7 @@ __all__ = [
     "check_arguments",
     "check_finite",
     "check_sampling_steps",
+    "check_scale",
     "check_training_scale",
     "move_to_device",
     "normalise_genes",
@@ -51,6 +52,13 @@ def normalise_genes(genes) -> list[str] | None:
         msg = f"`genes` must hold gene names (strings), got {not_names[:5]}. Pass e.g. `genes=['ERBB2', 'CD8A']`."
         raise TypeError(msg)
     return [str(g) for g in names]
+
+
+def check_scale(scale) -> None:
+    """Refuse a ``scale`` that is not an integer of at least 2 (bins per spot pitch)."""
+    if not _is_integer(scale) or scale < 2:
+        msg = f"`scale` must be an integer of at least 2 (bins per spot pitch), got {scale!r}."
+        raise ValueError(msg)
 
 
 def _positive_integer(name: str, value, *, allow_none: bool, hint: str) -> None:

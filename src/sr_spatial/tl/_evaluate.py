@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from spatialdata import SpatialData
 
-__all__ = ["bin_values", "evaluate", "regrid_to"]
+__all__ = ["bin_values", "evaluate", "full_resolution", "masked_ssim", "regrid_to"]
 
 
 def _affine(element, cs: str) -> np.ndarray:
@@ -22,7 +22,8 @@ def _affine(element, cs: str) -> np.ndarray:
     return np.asarray(tf.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
 
 
-def _single_scale(image):
+def full_resolution(image):
+    """The full-resolution level of an image element, multiscale or not, as a ``(c, y, x)`` DataArray."""
     from sr_spatial._adapter._elements import _scale0
 
     return _scale0(image)
@@ -51,8 +52,8 @@ def regrid_to(sdata: SpatialData, source_key: str, target_key: str, *, channels:
     if abs(target_to_source[0, 1]) > 1e-9 or abs(target_to_source[1, 0]) > 1e-9:
         msg = "Comparing images that are rotated against each other is not supported."
         raise ValueError(msg)
-    src = _single_scale(source)
-    tgt = _single_scale(target)
+    src = full_resolution(source)
+    tgt = full_resolution(target)
     missing = [c for c in channels if c not in list(src.coords["c"].values)]
     if missing:
         msg = f"Image {source_key!r} lacks channels {missing[:10]}."
@@ -85,7 +86,12 @@ def regrid_to(sdata: SpatialData, source_key: str, target_key: str, *, channels:
     return out
 
 
-def _ssim(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+def masked_ssim(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """SSIM of ``prediction`` against ``truth`` (2D maps) averaged over the bins of ``mask`` only.
+
+    The maps are cropped to the mask's bounding box with 0 outside it, and the SSIM map is averaged over the tissue,
+    so empty glass does not count as perfect agreement; ``NaN`` where the box is smaller than 3 x 3 bins.
+    """
     from skimage.metrics import structural_similarity
 
     rows, cols = np.nonzero(mask)
@@ -115,8 +121,8 @@ def bin_values(
     genes = table.var_names.astype(str).tolist() if genes is None else list(genes)
     rows, cols = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
     truth = regrid_to(sdata, truth_key, key, channels=genes)[:, rows, cols].T
-    mean = np.asarray(_single_scale(sdata.images[key]).sel(c=genes).values)[:, rows, cols].T
-    std = np.asarray(_single_scale(sdata.images[f"{key}_std"]).sel(c=genes).values)[:, rows, cols].T
+    mean = np.asarray(full_resolution(sdata.images[key]).sel(c=genes).values)[:, rows, cols].T
+    std = np.asarray(full_resolution(sdata.images[f"{key}_std"]).sel(c=genes).values)[:, rows, cols].T
     return genes, mean.astype(np.float64), std.astype(np.float64), truth.astype(np.float64)
 
 
@@ -148,7 +154,7 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     of the reported standard deviation with the absolute error; NaN where the spread is constant).
     """
     from sr_spatial._adapter._write import output_names
-    from sr_spatial.model._calibration import LEVELS, interval_coverage, sd_error_rank
+    from sr_spatial.model._uncertainty import LEVELS, interval_coverage, sd_error_rank
 
     table_key = output_names(key)["table"]
     for name, kind in ((key, "images"), (truth_key, "images"), (table_key, "tables")):
@@ -162,12 +168,12 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     if missing:
         msg = f"Genes {missing[:10]} were not super-resolved under {key!r}."
         raise KeyError(msg)
-    prediction = _single_scale(sdata.images[key])
+    prediction = full_resolution(sdata.images[key])
     truth = regrid_to(sdata, truth_key, key, channels=genes)
     mask = np.zeros((prediction.sizes["y"], prediction.sizes["x"]), dtype=bool)
     mask[table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()] = True
     per_gene_residual = dict(zip(all_genes, np.asarray(table.uns[key].get("spot_residual_per_gene")), strict=False))
-    spread = _single_scale(sdata.images[f"{key}_std"]) if f"{key}_std" in sdata.images else None
+    spread = full_resolution(sdata.images[f"{key}_std"]) if f"{key}_std" in sdata.images else None
     rows = []
     for index, gene in enumerate(genes):
         p = np.asarray(prediction.sel(c=gene).values, dtype=np.float64)
@@ -178,7 +184,7 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
             {
                 "gene": gene,
                 "pearson": float(r),
-                "ssim": _ssim(p, t, mask),
+                "ssim": masked_ssim(p, t, mask),
                 "rmse": float(np.sqrt(np.mean((pm - tm) ** 2))),
                 "spot_residual": float(per_gene_residual.get(gene, np.nan)),
             }

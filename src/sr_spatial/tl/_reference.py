@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._groups import group_means
 from sr_spatial.model import Scene
-from sr_spatial.pp._lattice import TISSUE_REACH
+from sr_spatial.pp._lattice import TISSUE_REACH, visium_lattice
 from sr_spatial.pp._stmap import nearest_spot, render_spots
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["SPOT_DIAMETER_RATIO", "bin_aligned_map", "reference_scenes", "visium_lattice"]
+__all__ = ["SPOT_DIAMETER_RATIO", "bin_aligned_map", "reference_scenes"]
 
 #: Visium's spot diameter over its centre-to-centre pitch (55 µm / 100 µm).
 SPOT_DIAMETER_RATIO = 0.55
@@ -43,17 +43,6 @@ def bin_aligned_map(st_map: STMap) -> STMap:
         st_map.centres, st_map.values, grid, pitch=pitch, radius=st_map.radius
     )
     return replace(st_map, grid=grid, nearest=nearest, smooth=smooth, mask=mask, footprint=footprint)
-
-
-def visium_lattice(lo: np.ndarray, hi: np.ndarray, *, pitch: float, offset: np.ndarray) -> np.ndarray:
-    """Centres ``(x, y)`` of a hexagonal lattice of the given pitch covering ``[lo, hi]``, shifted by ``offset``."""
-    row_step = pitch * np.sqrt(3.0) / 2.0
-    rows = np.arange(np.floor((lo[1] - offset[1]) / row_step) - 1, np.ceil((hi[1] - offset[1]) / row_step) + 2)
-    cols = np.arange(np.floor((lo[0] - offset[0]) / pitch) - 1, np.ceil((hi[0] - offset[0]) / pitch) + 2)
-    r, c = np.meshgrid(rows, cols, indexing="ij")
-    x = offset[0] + (c + 0.5 * (r % 2)) * pitch
-    y = offset[1] + r * row_step
-    return np.column_stack([x.ravel(), y.ravel()])
 
 
 def pool_bins(

@@ -109,7 +109,7 @@ class ImageStore:
     def __init__(self, store, key: str) -> None:
         import zarr
 
-        from sr_spatial import __version__
+        from sr_spatial._version import __version__
 
         path = _as_path(store)
         self._store = store

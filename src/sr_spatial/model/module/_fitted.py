@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from sr_spatial._consistency import project_to_spots
-from sr_spatial.model._calibration import MIN_SD, conformal_scale
+from sr_spatial.model._uncertainty import MIN_SD, conformal_scale
 from sr_spatial.model.nn._histology import spot_means
 
 if TYPE_CHECKING:
@@ -192,10 +192,10 @@ def fit_spread_scale(
     ``held_out`` is as for :func:`fit_residual_weight`. On those bins, as
     :func:`sr_spatial.tl.superresolve` reports them: the draws and the posterior mean are projected onto the
     scene's measurements (each bin's ``owner``), the spread is the projected draws' standard deviation, and
-    :func:`~sr_spatial.model._calibration.conformal_scale` brings the central 90 % interval to 90 % coverage of
+    :func:`~sr_spatial.model._uncertainty.conformal_scale` brings the central 90 % interval to 90 % coverage of
     the target there. (The spread of a few draws alone covered 81 % on the demo.) The held-out errors' mean square
     over the calibrated spread's is kept as ``network.spread_error_ratio``, with which
-    :func:`~sr_spatial.model._calibration.finer_spread_factor` carries the spread to the output's finer bins.
+    :func:`~sr_spatial.model._uncertainty.finer_spread_factor` carries the spread to the output's finer bins.
     Without held-out bins (tiny slides) the factor and the ratio stay 1. Call after :func:`fit_residual_weight`.
     """
     weight = network.residual_weight.cpu().numpy()[:, None, None]

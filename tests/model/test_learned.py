@@ -9,8 +9,8 @@ import pytest
 from conftest import IMAGE_KEY
 
 import sr_spatial
+from sr_spatial.model._learned import AUTO_MIN_SPOTS, FOLDS, MIN_SPOTS_PER_FOLD, fit_learned_detail, use_learned_encoder
 from sr_spatial.model._regression import fit_detail_model
-from sr_spatial.tl._learned import AUTO_MIN_SPOTS, FOLDS, MIN_SPOTS_PER_FOLD, fit_learned_detail, use_learned_encoder
 
 SCALE = 2
 STEPS = 300
@@ -50,7 +50,7 @@ def test_heldout_prediction_never_sees_its_spot(noisy_map):
 
 def test_weights_follow_heldout_evidence(noisy_map, learned):
     """The shuffled gene gets no learned detail; histology-driven genes of the demo get a large share."""
-    from sr_spatial.tl._histology import spot_features
+    from sr_spatial.model._histology_detail import spot_features
 
     features = np.stack([noisy_map.nearest.mean(axis=0)])  # one weak feature; the learned predictor must carry it
     per_spot = spot_features(features, noisy_map.footprint, noisy_map.grid.index_of(noisy_map.centres))
@@ -89,20 +89,19 @@ def test_learned_encoder_must_be_a_bool_or_auto(demo_sdata):
 
 def test_auto_learns_only_from_enough_spots_on_a_grid_it_can_hold():
     visium = {"grid_shape": (230, 207), "px_per_bin": 8}  # a Visium slide at scale 4
-    assert use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS, **visium)
-    assert not use_learned_encoder("auto", method="histology", n_spots=AUTO_MIN_SPOTS - 1, **visium)
+    assert use_learned_encoder("auto", n_spots=AUTO_MIN_SPOTS, **visium)
+    assert not use_learned_encoder("auto", n_spots=AUTO_MIN_SPOTS - 1, **visium)
     # The other methods have no use for it, however large the slide.
-    assert not use_learned_encoder("auto", method="diffusion", n_spots=10 * AUTO_MIN_SPOTS, **visium)
     # A Visium HD slide of 16 µm bins at scale 4: the encoders' whole-slide inputs would take several GiB.
     hd = {"grid_shape": (1624, 1624), "px_per_bin": 8}
-    assert not use_learned_encoder("auto", method="histology", n_spots=165_000, **hd)
-    assert use_learned_encoder(True, method="histology", n_spots=10, **hd)
-    assert not use_learned_encoder(False, method="histology", n_spots=10 * AUTO_MIN_SPOTS, **visium)
+    assert not use_learned_encoder("auto", n_spots=165_000, **hd)
+    assert use_learned_encoder(True, n_spots=10, **hd)
+    assert not use_learned_encoder(False, n_spots=10 * AUTO_MIN_SPOTS, **visium)
 
 
 def test_auto_default_follows_the_number_of_spots(demo_sdata, monkeypatch):
     """The default trains the encoders once a slide has enough spots, and says so in ``uns``; the demo has not."""
-    import sr_spatial.tl._learned as learned_module
+    import sr_spatial.model._learned as learned_module
 
     kwargs = {"scale": SCALE, "config": "tiny", "train_steps": 40, "inplace": False, "show_progress_bar": False}
     small = sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, key_added="auto", **kwargs)
@@ -122,8 +121,8 @@ def test_maps_in_row_chunks_equal_the_whole_slide(monkeypatch):
     import torch
 
     import sr_spatial.model.module._condition as condition
+    from sr_spatial.model._learned import _bin_maps
     from sr_spatial.model.nn._histology import HistologyEncoder
-    from sr_spatial.tl._learned import _bin_maps
 
     torch.manual_seed(0)
     encoder = HistologyEncoder(width=8, n_genes=3)

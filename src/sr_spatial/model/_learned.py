@@ -6,7 +6,9 @@ learns per-pixel expression from the spots and can, where spots are many and the
 look. With a few hundred labels it also overfits, so it only ever enters as one more detail predictor whose
 weight is fitted on spots it never saw: the spots are split into folds of whole groups (the groups the detail
 weights are fitted on), one encoder is trained per fold on the other folds' spots, and each spot's held-out
-prediction comes from the encoder that did not see it. The map uses the mean of the fold encoders' maps.
+prediction comes from the encoder that did not see it. The map uses the mean of the fold encoders' maps. The
+encoders' weights and their input statistics are kept (:class:`LearnedDetail`), so a saved
+:class:`~sr_spatial.model.HistologyModel` computes the same maps on any slide (:func:`learned_maps`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["AUTO_MIN_SPOTS", "LearnedDetail", "fit_learned_detail", "use_learned_encoder"]
+__all__ = ["AUTO_MIN_SPOTS", "LearnedDetail", "fit_learned_detail", "learned_maps", "use_learned_encoder"]
 
 #: Encoders trained, each on the spots of the other folds.
 FOLDS = 2
@@ -44,16 +46,16 @@ AUTO_MAX_PIXELS = 2**25
 
 
 def use_learned_encoder(
-    learned_encoder: bool | str, *, method: str, n_spots: int, grid_shape: tuple[int, int], px_per_bin: int
+    learned_encoder: bool | str, *, n_spots: int, grid_shape: tuple[int, int], px_per_bin: int
 ) -> bool:
-    """Whether ``learned_encoder`` (``True``, ``False`` or ``"auto"``) trains the encoders for this call.
+    """Whether ``learned_encoder`` (``True``, ``False`` or ``"auto"``) trains the encoders for this fit.
 
-    ``"auto"``: with ``method="histology"`` on slides of at least :data:`AUTO_MIN_SPOTS` spots whose output grid
-    holds at most :data:`AUTO_MAX_PIXELS` H&E pixels at ``px_per_bin`` pixels a bin side.
+    ``"auto"``: on slides of at least :data:`AUTO_MIN_SPOTS` spots whose output grid holds at most
+    :data:`AUTO_MAX_PIXELS` H&E pixels at ``px_per_bin`` pixels a bin side.
     """
-    if learned_encoder == "auto":
+    if isinstance(learned_encoder, str):
         pixels = grid_shape[0] * grid_shape[1] * px_per_bin**2
-        return method == "histology" and n_spots >= AUTO_MIN_SPOTS and pixels <= AUTO_MAX_PIXELS
+        return n_spots >= AUTO_MIN_SPOTS and pixels <= AUTO_MAX_PIXELS
     return bool(learned_encoder)
 
 
@@ -69,11 +71,22 @@ class LearnedDetail:
         Each spot's expression from the averaged maps (the reference its bins' detail is taken from).
     maps
         Per-bin expression from the averaged maps, ``(n_genes, height, width)``.
+    encoders
+        The fold encoders' weights (CPU tensors), in fold order.
+    input_mean, input_std
+        The per-channel statistics the encoders' inputs were standardised with, on the slide they learned from.
+    width, px_per_bin
+        The encoders' width and the H&E pixels per bin side they read.
     """
 
     heldout: np.ndarray
     spots: np.ndarray
     maps: np.ndarray
+    encoders: tuple[dict[str, torch.Tensor], ...] = ()
+    input_mean: np.ndarray | None = None
+    input_std: np.ndarray | None = None
+    width: int = 16
+    px_per_bin: int = 8
 
     def detail(self, bin_maps: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Each bin's estimate minus its spot's, ``(n_bins, n_genes)``, from ``bin_maps`` ``(n_genes, n_bins)``."""
@@ -98,9 +111,7 @@ def fit_learned_detail(
     pools spots into, so no spot's held-out prediction comes from an encoder that saw its group. Returns
     ``None`` (nothing learned) when a fold would hold fewer than :data:`MIN_SPOTS_PER_FOLD` spots.
     """
-    from sr_spatial._adapter._read import read_histology
-    from sr_spatial.model.module._fitted import input_statistics
-    from sr_spatial.model.nn._histology import HistologyEncoder, histology_inputs, pretrain_encoder, spot_means
+    from sr_spatial.model.nn._histology import HistologyEncoder, pretrain_encoder, spot_means
 
     n_spots, n_genes = st_map.values.shape
     if n_spots < FOLDS * MIN_SPOTS_PER_FOLD:
@@ -109,17 +120,12 @@ def fit_learned_detail(
     group = lattice_groups(st_map.centres, side=factor * st_map.pitch)
     rng = np.random.default_rng(seed)
     fold = (rng.permutation(int(group.max()) + 1) % FOLDS)[group]
-    inputs = histology_inputs(read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin))
-    # Streamed in float64, as the diffusion model's encoder statistics are.
-    mean, std = input_statistics(inputs)
-    inputs = torch.from_numpy(inputs)
-    # In place: the inputs are a whole-slide array, and each copy costs as much again.
-    inputs.sub_(torch.from_numpy(mean.astype(np.float32))[:, None, None])
-    inputs.div_(torch.from_numpy(np.maximum(std, 1e-3).astype(np.float32))[:, None, None])
+    inputs, mean, std = _standardised_inputs(st_map, px_per_bin)
     spot_pixels = spot_pixel_map(st_map, px_per_bin)
     device = torch.device(device)
     heldout = np.zeros((n_spots, n_genes))
     maps = np.zeros((n_genes, *st_map.grid.shape), dtype=np.float64)
+    encoders = []
     logger.info(
         "Cross-fitting %d learned encoders (%d steps each), each on the spots of %d of %d folds of spot groups.",
         FOLDS,
@@ -147,8 +153,67 @@ def fit_learned_detail(
         predicted = spot_means(fold_maps, spot_pixels, n_spots, px_per_bin)
         heldout[fold == k] = predicted[fold == k]
         maps += fold_maps / FOLDS
+        encoders.append({name: value.detach().cpu().clone() for name, value in encoder.state_dict().items()})
     spots = spot_means(maps, spot_pixels, n_spots, px_per_bin)
-    return LearnedDetail(heldout=heldout, spots=spots, maps=maps.astype(np.float32))
+    return LearnedDetail(
+        heldout=heldout,
+        spots=spots,
+        maps=maps.astype(np.float32),
+        encoders=tuple(encoders),
+        input_mean=mean,
+        input_std=std,
+        width=width,
+        px_per_bin=px_per_bin,
+    )
+
+
+def learned_maps(learned: LearnedDetail, st_map: STMap, *, device: torch.device | str = "cpu") -> LearnedDetail:
+    """The fold encoders of ``learned`` applied to another slide: its maps and spot values, nothing held out.
+
+    The slide's H&E is standardised with the statistics of the slide the encoders learned from, so a slide
+    seen at fit gives exactly the maps the fit gave.
+    """
+    from sr_spatial.model.nn._histology import HistologyEncoder, spot_means
+
+    n_spots = len(st_map.values)
+    n_genes = len(learned.spots[0]) if len(learned.spots) else st_map.values.shape[1]
+    inputs, _, _ = _standardised_inputs(st_map, learned.px_per_bin, learned.input_mean, learned.input_std)
+    maps = np.zeros((n_genes, *st_map.grid.shape), dtype=np.float64)
+    for state in learned.encoders:
+        encoder = HistologyEncoder(width=learned.width, n_genes=n_genes)
+        encoder.load_state_dict(state)
+        maps += _bin_maps(encoder, inputs, learned.px_per_bin, device=torch.device(device)) / len(learned.encoders)
+    spots = spot_means(maps, spot_pixel_map(st_map, learned.px_per_bin), n_spots, learned.px_per_bin)
+    empty = np.zeros((0, n_genes))
+    return LearnedDetail(
+        heldout=empty,
+        spots=spots,
+        maps=maps.astype(np.float32),
+        encoders=learned.encoders,
+        input_mean=learned.input_mean,
+        input_std=learned.input_std,
+        width=learned.width,
+        px_per_bin=learned.px_per_bin,
+    )
+
+
+def _standardised_inputs(
+    st_map: STMap, px_per_bin: int, mean: np.ndarray | None = None, std: np.ndarray | None = None
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The encoders' whole-slide inputs, standardised per channel (by the slide's own statistics by default)."""
+    from sr_spatial._adapter._read import read_histology
+    from sr_spatial.model.module._fitted import input_statistics
+    from sr_spatial.model.nn._histology import histology_inputs
+
+    inputs = histology_inputs(read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin))
+    if mean is None or std is None:
+        # Streamed in float64, as the diffusion model's encoder statistics are.
+        mean, std = input_statistics(inputs)
+    inputs = torch.from_numpy(inputs)
+    # In place: the inputs are a whole-slide array, and each copy costs as much again.
+    inputs.sub_(torch.from_numpy(mean.astype(np.float32))[:, None, None])
+    inputs.div_(torch.from_numpy(np.maximum(std, 1e-3).astype(np.float32))[:, None, None])
+    return inputs, mean, std
 
 
 def _bin_maps(encoder, inputs: torch.Tensor, px_per_bin: int, *, device: torch.device) -> np.ndarray:

@@ -1,0 +1,382 @@
+"""HistologyModel: the histology predictor of ``method="histology"`` as a model fitted once, saved, loaded, applied.
+
+Fitting learns, from a slide's spots, a ridge from histology features to expression and per-gene weights of its
+within-spot detail on held-out groups of spots (:mod:`sr_spatial.model._regression`), optionally with learned
+encoders (:mod:`sr_spatial.model._learned`), and calibrates the spread (:mod:`sr_spatial.model._uncertainty`). The
+fitted model holds nothing of the slide; applying it to a slide (the one it was fitted on or another) computes that
+slide's features and caps the weights to what its measurement allows (:class:`HistologyDetail`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sr_spatial._logging import log_phase
+from sr_spatial.model._histology_config import HistologyConfig, resolve_histology_config
+from sr_spatial.model._histology_detail import HistologyDetail, detail_at_bins, spot_features
+from sr_spatial.model._histology_io import load_histology, save_histology
+from sr_spatial.model._learned import (
+    AUTO_MIN_SPOTS,
+    LearnedDetail,
+    fit_learned_detail,
+    learned_maps,
+    use_learned_encoder,
+)
+from sr_spatial.model._persistence import check_genes
+from sr_spatial.model._regression import DetailModel, detail_cap, fit_detail_model
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    import torch
+
+    from sr_spatial.pp._stmap import STMap
+
+logger = logging.getLogger("sr_spatial")
+
+__all__ = ["HistologyModel", "fit_on_slide"]
+
+
+class HistologyModel:
+    """The histology predictor: measured spots plus the within-spot detail their H&E demonstrably predicts.
+
+    Each bin takes its spot's measurement plus, per gene, a weighted sum of the within-spot deviations predicted
+    by a ridge on histology features, by the neighbouring spots' cubic interpolation and (optionally) by learned
+    encoders; the weights are fitted on held-out groups of spots, one level coarser than the output, and are 0
+    where nothing predicts. Build it with :meth:`fit` (or :func:`sr_spatial.tl.train` with
+    ``method="histology"``), apply it with :func:`sr_spatial.tl.superresolve` ``(model=...)``, keep it with
+    :meth:`save` / :meth:`load`.
+
+    Attributes
+    ----------
+    genes
+        Genes it predicts, in order.
+    config
+        Its :class:`~sr_spatial.model.HistologyConfig`.
+    scale
+        The super-resolution factor it was fitted for.
+    seed
+        The seed of its fit.
+    predictor
+        The fitted ridge and per-gene weights and spread.
+    learned
+        The learned encoders (weights and input statistics), or ``None``.
+    uses_learned_encoder
+        Whether the fit decided to train learned encoders (they may still be absent on too few spots).
+    """
+
+    def __init__(
+        self,
+        genes: Sequence[str],
+        predictor: DetailModel,
+        *,
+        config: HistologyConfig,
+        scale: int,
+        seed: int = 0,
+        learned: LearnedDetail | None = None,
+        uses_learned_encoder: bool = False,
+        features_repr: str | None = None,
+    ):
+        self.genes = [str(g) for g in genes]
+        self.predictor = predictor
+        self.config = config
+        self.scale = int(scale)
+        self.seed = int(seed)
+        self.learned = learned
+        self.uses_learned_encoder = bool(uses_learned_encoder)
+        self.features_repr = features_repr or str(config.to_dict()["features"])
+
+    def __repr__(self) -> str:
+        helped = int((self.predictor.weight > 0.05).sum())
+        learned = f", {len(self.learned.encoders)} learned encoders" if self.learned is not None else ""
+        return (
+            f"HistologyModel({len(self.genes)} genes, scale={self.scale}, features={self.features_repr}, "
+            f"detail for {helped} genes{learned})"
+        )
+
+    # --- fit and apply -------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        st_map: STMap,
+        *,
+        scale: int,
+        config: str | HistologyConfig | dict = "base",
+        seed: int = 0,
+        image_um_per_px: float | None = None,
+        device: str | torch.device = "cpu",
+        show_progress_bar: bool = False,
+    ) -> HistologyModel:
+        """Fit the predictor on the spots of ``st_map`` (:func:`sr_spatial.pp.build_st_map`) for ``scale``.
+
+        Parameters
+        ----------
+        st_map
+            The slide, read at the output's ``scale``.
+        scale
+            Bins per spot pitch of the output.
+        config
+            A preset name (``"tiny"``, ``"base"``, ``"large"``), a :class:`~sr_spatial.model.HistologyConfig` or
+            a dict.
+        seed
+            Seeds the folds of held-out groups and the learned encoders.
+        image_um_per_px
+            Micrometres per full-resolution H&E pixel, for image encoders as features.
+        device
+            Where the learned encoders train.
+        show_progress_bar
+            Show progress bars.
+
+        Returns
+        -------
+        The fitted model.
+        """
+        return fit_on_slide(
+            st_map,
+            config=resolve_histology_config(config),
+            scale=scale,
+            seed=seed,
+            image_um_per_px=image_um_per_px,
+            device=device,
+            show_progress_bar=show_progress_bar,
+        )[0]
+
+    def apply(
+        self,
+        st_map: STMap,
+        *,
+        image_um_per_px: float | None = None,
+        device: str | torch.device = "cpu",
+        show_progress_bar: bool = False,
+        rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+        owner: np.ndarray | None = None,
+    ) -> tuple[HistologyDetail, dict]:
+        """The predictor on the slide of ``st_map``: its features and the weights capped for its bins.
+
+        ``rendered`` (the grid's ``nearest, smooth, mask, footprint``) and ``owner`` (each bin's nearest spot)
+        default to those of ``st_map``. Returns the slide's :class:`HistologyDetail` and the record written to
+        ``uns[key]["histology"]`` (see :func:`sr_spatial.tl.superresolve`).
+        """
+        check_genes(self.genes, st_map.genes)
+        rendered, owner = _rendered(st_map, rendered, owner)
+        start = time.perf_counter()
+        maps, extractor = _features(st_map, self.config, image_um_per_px, show_progress_bar)
+        per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
+        learned = None if self.learned is None else learned_maps(self.learned, st_map, device=device)
+        detail, record = self._on_slide(maps, per_spot, rendered, owner, learned, extractor)
+        seconds = time.perf_counter() - start
+        log_phase("training", seconds, "Applied the histology predictor in %.1f s.", seconds)
+        return detail, record
+
+    def _on_slide(self, maps, per_spot, rendered, owner, learned, extractor) -> tuple[HistologyDetail, dict]:
+        """The slide's :class:`HistologyDetail` (weights capped for its bins) and its ``uns`` record."""
+        predictor = self.predictor
+        nearest, smooth, mask, _ = rendered
+        spot_prediction = predictor.spot_prediction(per_spot)
+        bin_detail = predictor.ridge.predict(maps[:, mask].T) - spot_prediction[owner[mask]]
+        cap = detail_cap(bin_detail.var(axis=0), predictor.group_detail_variance, predictor.finer_ratio)
+        del bin_detail
+        if (cap < 1.0).any():
+            logger.info(
+                "The histology detail swells from held-out spots to bins for %d of %d genes; their weights are "
+                "scaled down to what the measurement's own variance across scales allows (median factor %.2f).",
+                int((cap < 1.0).sum()),
+                len(cap),
+                float(np.median(cap[cap < 1.0])),
+            )
+        weight = predictor.weight * cap
+        learned_weight, learned_cap = predictor.learned_weight, None
+        learned_at_mask = None if learned is None else learned.maps[:, mask]
+        if learned is not None:
+            learned_variance = learned.detail(learned_at_mask, owner[mask]).var(axis=0)
+            learned_cap = detail_cap(learned_variance, predictor.group_learned_variance, predictor.finer_ratio)
+            learned_weight = learned_weight * learned_cap
+        # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
+        learned_detail = None if learned is None else learned.detail(learned_at_mask, owner[mask])
+        _, predictors = detail_at_bins(
+            predictor,
+            weight,
+            learned_weight,
+            maps[:, mask],
+            spot_prediction[owner[mask]],
+            per_spot[owner[mask]],
+            nearest[:, mask],
+            smooth[:, mask],
+            learned_detail,
+        )
+        detail = HistologyDetail(
+            model=predictor,
+            features=maps,
+            spot_features=per_spot,
+            spot_prediction=spot_prediction,
+            weight=weight,
+            learned_weight=learned_weight,
+            bin_means=predictors.means(),
+            learned=learned,
+        )
+        logger.info(
+            "Histology (%s, %d features) adds within-spot detail to %d of %d genes (median weight %.2f).",
+            extractor.name,
+            len(maps),
+            int((weight > 0.05).sum()),
+            len(weight),
+            float(np.median(weight)),
+        )
+        record = {
+            "features": repr(extractor),
+            "n_features": len(maps),
+            "n_groups": predictor.n_groups,
+            "weight": weight.astype(np.float32),
+            "interpolation_weight": predictor.interpolation_weight.astype(np.float32),
+            "detail_cap": cap.astype(np.float32),
+            "heldout_r": predictor.heldout_r.astype(np.float32),
+            "std": predictor.typical_sd.astype(np.float32),
+            "coverage_scale": predictor.coverage_scale.astype(np.float32),
+        }
+        if learned is not None:
+            logger.info(
+                "The learned encoder adds detail to %d of %d genes (median weight %.2f).",
+                int((learned_weight > 0.05).sum()),
+                len(learned_weight),
+                float(np.median(learned_weight)),
+            )
+            record["learned_weight"] = learned_weight.astype(np.float32)
+            record["learned_detail_cap"] = learned_cap.astype(np.float32)
+        return detail, record
+
+    # --- persistence ---------------------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save the fitted model in a directory: ``config.json``, ``histology.npz`` and the learned encoders' weights.
+
+        Parameters
+        ----------
+        path
+            Directory to create (or an empty one).
+        overwrite
+            Replace the files of a model saved there before.
+
+        Returns
+        -------
+        The directory.
+        """
+        return save_histology(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, *, genes: Sequence[str] | None = None) -> HistologyModel:
+        """Load a model saved with :meth:`save`, checking its files, version and (with ``genes``) its genes.
+
+        Returns
+        -------
+        The model.
+        """
+        model = cls(**load_histology(path))
+        if genes is not None:
+            check_genes(model.genes, genes)
+        return model
+
+    def check_genes(self, genes: Sequence[str]) -> None:
+        """Raise a clear error unless ``genes`` are exactly the model's genes, in order."""
+        check_genes(self.genes, genes)
+
+
+def _rendered(st_map: STMap, rendered, owner):
+    from sr_spatial.pp._stmap import nearest_spot
+
+    if rendered is None:
+        rendered = (st_map.nearest, st_map.smooth, st_map.mask, st_map.footprint)
+    if owner is None:
+        owner = nearest_spot(st_map.centres, st_map.grid)
+    return rendered, owner
+
+
+def _features(st_map: STMap, config: HistologyConfig, image_um_per_px, show_progress_bar):
+    from sr_spatial.features import bin_features, resolve_features
+
+    start = time.perf_counter()
+    extractor = resolve_features(config.features, image_um_per_px=image_um_per_px)
+    maps = bin_features(st_map.spots, st_map.grid, extractor, show_progress_bar=show_progress_bar)
+    seconds = time.perf_counter() - start
+    log_phase("features", seconds, "Computed %d histology features per bin in %.1f s.", len(maps), seconds)
+    return maps, extractor
+
+
+def fit_on_slide(
+    st_map: STMap,
+    *,
+    config: HistologyConfig,
+    scale: int,
+    seed: int,
+    image_um_per_px: float | None,
+    device: str | torch.device,
+    show_progress_bar: bool,
+    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    owner: np.ndarray | None = None,
+) -> tuple[HistologyModel, HistologyDetail, dict]:
+    """Fit a :class:`HistologyModel` on a slide and apply it there, computing the slide's features once.
+
+    Returns the model, the slide's :class:`HistologyDetail` and its ``uns`` record.
+    """
+    rendered, owner = _rendered(st_map, rendered, owner)
+    maps, extractor = _features(st_map, config, image_um_per_px, show_progress_bar)
+    start = time.perf_counter()
+    per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
+    n_spots = len(st_map.values)
+    use_learned = use_learned_encoder(
+        config.learned_encoder, n_spots=n_spots, grid_shape=st_map.grid.shape, px_per_bin=config.px_per_bin
+    )
+    if isinstance(config.learned_encoder, str) and use_learned:
+        logger.info(
+            "%d spots (at least %d): also cross-fitting the learned histology encoder; pass "
+            "`learned_encoder=False` to skip it.",
+            n_spots,
+            AUTO_MIN_SPOTS,
+        )
+    elif isinstance(config.learned_encoder, str) and n_spots >= AUTO_MIN_SPOTS:
+        logger.info(
+            "The output grid (%d x %d bins) is too large for the learned histology encoder's whole-slide inputs; "
+            "the morphology features work alone (`learned_encoder=True` forces it, at that memory cost).",
+            *st_map.grid.shape,
+        )
+    learned = None
+    if use_learned:
+        learned = fit_learned_detail(
+            st_map,
+            scale=scale,
+            px_per_bin=config.px_per_bin,
+            width=config.encoder_width,
+            steps=config.encoder_steps,
+            batch_size=config.encoder_batch_size,
+            seed=seed,
+            device=device,
+            show_progress_bar=show_progress_bar,
+        )
+        if learned is None:
+            logger.info("Too few spots to cross-fit the learned encoder on; the morphology features work alone.")
+    predictor = fit_detail_model(
+        per_spot,
+        st_map.values,
+        st_map.centres,
+        pitch=st_map.pitch,
+        scale=scale,
+        seed=seed,
+        learned=None if learned is None else learned.heldout,
+    )
+    model = HistologyModel(
+        st_map.genes,
+        predictor,
+        config=config,
+        scale=scale,
+        seed=seed,
+        learned=learned,
+        uses_learned_encoder=use_learned,
+        features_repr=repr(extractor),
+    )
+    detail, record = model._on_slide(maps, per_spot, rendered, owner, learned, extractor)
+    seconds = time.perf_counter() - start
+    log_phase("training", seconds, "Fitted the histology predictor in %.1f s.", seconds)
+    return model, detail, record

@@ -1,0 +1,188 @@
+"""``method="diffusion"``: the Diff-ST diffusion model's draws, projected onto the spots.
+
+Their spread is the uncertainty. Trains a :class:`~sr_spatial.model.DiffST` on the slide by scale transfer, or
+applies a trained one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sr_spatial._adapter._read import read_histology
+from sr_spatial._consistency import project_to_spots, residual_sums
+from sr_spatial._logging import logger
+from sr_spatial.model import DiffST, Scene
+from sr_spatial.model._config import resolve_config
+from sr_spatial.model._histology import fit_on_slide
+from sr_spatial.model._histology_config import HistologyConfig
+from sr_spatial.model._uncertainty import MIN_SD, finer_spread_factor, finer_variance_ratio
+from sr_spatial.tl import _checks
+from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
+from sr_spatial.tl._scale_transfer import train_diffusion, train_on_map
+
+if TYPE_CHECKING:
+    from sr_spatial.model._histology_detail import HistologyDetail
+
+__all__ = ["DiffusionMethod"]
+
+
+@dataclass(frozen=True)
+class DiffusionBlocks(BlockMethod):
+    """Sampling one block: the draws and their mean projected onto the spots, the spread calibrated."""
+
+    n_samples: int
+    sampling_steps: int | None
+    seed: int
+    px_per_bin: int
+    spread_factor: np.ndarray
+    histology: HistologyDetail | None = None
+
+    @property
+    def n_draws(self) -> int:
+        return self.n_samples
+
+    def describe(self) -> str:
+        return f"Sampling {self.n_samples} draws"
+
+    def maps(self, view, model, *, show_progress_bar):
+        values = view.job.values
+        owner = view.owner()
+        nearest, smooth, mask, footprint = view.nearest, view.smooth, view.mask, view.footprint
+        # A model trained around the histology predictor gets that predictor's map of the block as its base.
+        base = None
+        if self.histology is not None:
+            base = self.histology.block_maps(view.block.region, nearest, smooth, owner, mask)[0]
+        scene = Scene(
+            nearest=nearest,
+            smooth=smooth,
+            mask=mask,
+            histology=read_histology(view.job.spots, view.grid, px_per_bin=self.px_per_bin),
+            px_per_bin=self.px_per_bin,
+            owner=owner,
+            base=base,
+        )
+        block = view.block
+        samples, raw_mean = model.sample(
+            scene,
+            n_samples=self.n_samples,
+            steps=self.sampling_steps,
+            seed=self.seed,
+            offset=(block.pad_top, block.pad_left),
+            return_mean=True,
+            show_progress_bar=show_progress_bar,
+        )
+        residual_before = residual_sums(raw_mean, footprint, values, spots=view.in_block)
+        # The model's posterior mean (its residual shrunk toward the base where it predicts little), projected
+        # like each draw; the spread of the projected draws is the uncertainty.
+        mean = project_to_spots(raw_mean, footprint, values)
+        # The projected draws' spread, calibrated on held-out bins at training (see fit_spread_scale), carried
+        # from the spots it was calibrated on to the output's finer bins (finer_spread_factor).
+        scale = model.network.spread_scale.cpu().numpy()[:, None, None] * self.spread_factor[:, None, None]
+        # Projected in place: the raw draws are not needed again, and a block's draws are its largest array.
+        spread = project_to_spots(samples, footprint, values, out=samples).std(axis=0) * scale
+        std = (np.maximum(spread, MIN_SD) * mask).astype(np.float32)
+        return mean, std, residual_before
+
+
+class DiffusionMethod(Method):
+    """Train (or apply) the diffusion model; see :class:`~sr_spatial.model.DiffST`."""
+
+    name = "diffusion"
+    model_class = DiffST
+
+    def _config(self, call: Call):
+        return call.model.config if call.model is not None else resolve_config(call.config)
+
+    def check(self, call: Call) -> None:
+        super().check(call)
+        from sr_spatial.features import resolve_features
+
+        config = self._config(call)
+        _checks.check_sampling_steps(call.options.sampling_steps, config)
+        if config.histology_base:
+            # The predictor's features must be computable here (an encoder needs the pixel size) before any work.
+            resolve_features(config.base_features, image_um_per_px=call.options.image_um_per_px)
+        if call.model is None:
+            where = asdict(call.slide)
+            _checks.check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
+
+    def reads_whole_slide(self, call: Call) -> bool:
+        # Training reads the whole slide anyway; applying a model renders block by block.
+        return call.model is None
+
+    def fit(self, st_map, renderer, call: Call) -> Fitted:
+        options = call.options
+        model = call.model
+        if model is None:
+            model = train_on_map(
+                st_map,
+                scale=call.scale,
+                config=self._config(call),
+                train_steps=options.train_steps,
+                device=call.device,
+                seed=call.seed,
+                show_progress_bar=call.show_progress_bar,
+                image_um_per_px=options.image_um_per_px,
+            )
+        else:
+            model.check_genes(st_map.genes)
+            if model.scale != call.scale:
+                logger.warning(
+                    "The model was trained for scale %d and is applied at scale %d.", model.scale, call.scale
+                )
+        uns, histology = {}, None
+        if model.config.histology_base:
+            # The model generates the residual around the histology predictor: fitted here, on this slide's spots.
+            _, histology, uns["histology"] = fit_on_slide(
+                st_map,
+                config=HistologyConfig(features=model.config.base_features, learned_encoder=False),
+                scale=call.scale,
+                seed=call.seed,
+                image_um_per_px=options.image_um_per_px,
+                device="cpu",
+                show_progress_bar=call.show_progress_bar,
+                rendered=renderer.render(st_map.grid),
+                owner=renderer.owner(st_map.grid),
+            )
+        # The draws' spread was calibrated on spots around pseudo-spots; the output's bins vary more.
+        finer_ratio = finer_variance_ratio(st_map.values, st_map.centres, pitch=st_map.pitch, scale=max(call.scale, 2))
+        spread_factor = finer_spread_factor(model.network.spread_error_ratio.cpu().numpy(), finer_ratio)
+        blocks = DiffusionBlocks(
+            n_samples=int(options.n_samples),
+            sampling_steps=options.sampling_steps,
+            seed=call.seed,
+            px_per_bin=model.config.px_per_bin,
+            spread_factor=spread_factor.astype(np.float32),
+            histology=histology,
+        )
+        # Per gene, the factor bringing the draws' spread to a calibrated standard deviation (training time).
+        uns["coverage_scale"] = model.network.spread_scale.cpu().numpy().astype(np.float32)
+        uns["finer_ratio"] = float(finer_ratio)
+        uns["finer_spread_factor"] = blocks.spread_factor
+        return Fitted(blocks=blocks, model=model, context=model.config.tile_overlap, uns=uns)
+
+    def train(self, request: TrainRequest) -> DiffST:
+        if len(request.slides) != 1:
+            msg = (
+                "The diffusion model trains on one slide here; pass one SpatialData (several references come with "
+                "`target=`)."
+            )
+            raise ValueError(msg)
+        return train_diffusion(
+            request.slides[0],
+            request.image_keys[0],
+            **request.where(),
+            scale=request.scale,
+            config=request.config,
+            train_steps=request.train_steps,
+            device=request.device,
+            reference=request.reference,
+            features=request.features,
+            image_um_per_px=request.image_um_per_px,
+            seed=request.seed,
+            checkpoint_dir=request.checkpoint_dir,
+            show_progress_bar=request.show_progress_bar,
+        )

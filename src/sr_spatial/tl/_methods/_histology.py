@@ -1,0 +1,140 @@
+"""``method="histology"`` (the default): the measurement plus the within-spot detail histology predicts.
+
+Fits a :class:`~sr_spatial.model.HistologyModel` on the slide, or applies a fitted one, and computes each block's
+map, projected exactly onto the spots, with its calibrated spread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sr_spatial._consistency import project_to_spots, residual_sums
+from sr_spatial.model import HistologyModel, ModelConfig
+from sr_spatial.model._device import resolve_device
+from sr_spatial.model._histology import fit_on_slide
+from sr_spatial.model._histology_config import HistologyConfig, resolve_histology_config
+from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
+
+if TYPE_CHECKING:
+    from sr_spatial.model._histology_detail import HistologyDetail
+
+__all__ = ["HistologyMethod", "histology_config"]
+
+
+@dataclass(frozen=True)
+class HistologyBlocks(BlockMethod):
+    detail: HistologyDetail
+
+    def describe(self) -> str:
+        return "Computing the histology maps"
+
+    def maps(self, view, model, *, show_progress_bar):
+        raw, std = self.detail.block_maps(view.block.region, view.nearest, view.smooth, view.owner(), view.mask)
+        values = view.job.values
+        residual_before = residual_sums(raw, view.footprint, values, spots=view.in_block)
+        return project_to_spots(raw, view.footprint, values) * view.mask, std, residual_before
+
+
+def histology_config(config, options) -> HistologyConfig:
+    """The :class:`~sr_spatial.model.HistologyConfig` of a call: ``config`` with the call's options applied.
+
+    ``config`` may also be a :class:`~sr_spatial.model.ModelConfig` (or a dict of its fields), whose encoder
+    settings the histology method read before it had its own configuration; ``train_steps`` sets the learned
+    encoders' steps.
+    """
+    if isinstance(config, dict) and not set(config) <= set(HistologyConfig.__dataclass_fields__):
+        config = ModelConfig.from_dict(config)
+    if isinstance(config, ModelConfig):
+        config = HistologyConfig(
+            encoder_width=config.histology_width,
+            encoder_steps=config.encoder_steps,
+            encoder_batch_size=config.encoder_batch_size,
+            px_per_bin=config.px_per_bin,
+        )
+    return resolve_histology_config(
+        config,
+        features=options.features,
+        learned_encoder=options.learned_encoder,
+        encoder_steps=options.train_steps,
+    )
+
+
+class HistologyMethod(Method):
+    """Fit (or apply) the histology predictor; see :class:`~sr_spatial.model.HistologyModel`."""
+
+    name = "histology"
+    model_class = HistologyModel
+    takes_learned_encoder = True
+
+    def check(self, call: Call) -> None:
+        super().check(call)
+        if call.model is not None:
+            if call.options.features is not None or call.options.learned_encoder is not None:
+                msg = (
+                    "`features` and `learned_encoder` choose how a histology model is fitted; a fitted model "
+                    "(`model=`) brings its own. Drop them, or fit a new model without `model=`."
+                )
+                raise ValueError(msg)
+            return
+        from sr_spatial.features import resolve_features
+
+        config = histology_config(call.config, call.options)
+        # An encoder without the H&E's pixel size fails here, before the slide is read.
+        resolve_features(config.features, image_um_per_px=call.options.image_um_per_px)
+
+    def fit(self, st_map, renderer, call: Call) -> Fitted:
+        where = {
+            "image_um_per_px": call.options.image_um_per_px,
+            "device": resolve_device(call.device),
+            "show_progress_bar": call.show_progress_bar,
+            "rendered": renderer.render(st_map.grid),
+            "owner": renderer.owner(st_map.grid),
+        }
+        if call.model is not None:
+            model = call.model
+            detail, record = model.apply(st_map, **where)
+        else:
+            config = histology_config(call.config, call.options)
+            model, detail, record = fit_on_slide(st_map, config=config, scale=call.scale, seed=call.seed, **where)
+        features = model.config.features
+        params = {
+            "features": features if isinstance(features, str) else repr(features),
+            "learned_encoder": model.uses_learned_encoder,
+        }
+        return Fitted(blocks=HistologyBlocks(detail), uns={"histology": record}, params=params)
+
+    def train(self, request: TrainRequest) -> HistologyModel:
+        from sr_spatial.features import resolve_features
+        from sr_spatial.pp._stmap import build_st_map
+        from sr_spatial.tl._options import MethodOptions
+
+        if request.reference:
+            msg = "Training the histology method on references needs `target=`: the slide it will be applied to."
+            raise NotImplementedError(msg)
+        if request.checkpoint_dir is not None:
+            msg = "`checkpoint_dir` keeps a diffusion model's training state; the histology method has none. Drop it."
+            raise ValueError(msg)
+        if len(request.slides) != 1:
+            msg = "The histology method fits on one slide here; pass one SpatialData (several come with `target=`)."
+            raise ValueError(msg)
+        options = MethodOptions(
+            features=request.features, image_um_per_px=request.image_um_per_px, train_steps=request.train_steps
+        )
+        config = histology_config(request.config, options)
+        resolve_features(config.features, image_um_per_px=request.image_um_per_px)
+        st_map = build_st_map(
+            request.slides[0],
+            request.image_keys[0],
+            **request.where(),
+            scale=request.scale,
+        )
+        return HistologyModel.fit(
+            st_map,
+            scale=request.scale,
+            config=config,
+            seed=request.seed,
+            image_um_per_px=request.image_um_per_px,
+            device=resolve_device(request.device),
+            show_progress_bar=request.show_progress_bar,
+        )

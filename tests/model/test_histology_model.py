@@ -1,0 +1,133 @@
+"""HistologyModel: fitted complete, saved and loaded exactly, applied through superresolve(model=...)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from conftest import IMAGE_KEY, SEED
+
+import sr_spatial as sr
+from sr_spatial.model import HistologyConfig, HistologyModel
+
+SCALE = 4
+
+
+def _maps(sdata, key):
+    table = sdata.tables[f"{key}_table"]
+    return np.asarray(table.X), np.asarray(table.layers["std"]), np.asarray(sdata.images[key].values)
+
+
+@pytest.fixture(scope="module")
+def default_run(demo_sdata):
+    """The default call, which fits the histology predictor inside."""
+    sdata = copy.deepcopy(demo_sdata)
+    sr.tl.superresolve(sdata, IMAGE_KEY, scale=SCALE, key_added="own", seed=SEED, show_progress_bar=False)
+    return sdata
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_sdata):
+    return sr.tl.train(demo_sdata, IMAGE_KEY, method="histology", scale=SCALE, seed=SEED, show_progress_bar=False)
+
+
+def test_train_fits_a_complete_model(fitted, demo_sdata):
+    assert isinstance(fitted, HistologyModel)
+    assert fitted.genes == sr.pp.build_st_map(demo_sdata, IMAGE_KEY, scale=SCALE).genes
+    predictor = fitted.predictor
+    for name in ("weight", "interpolation_weight", "learned_weight", "coverage_scale", "typical_sd", "heldout_r"):
+        assert getattr(predictor, name).shape == (len(fitted.genes),), name
+    assert np.all(predictor.coverage_scale > 0) and np.all(predictor.typical_sd >= 0.05)
+    assert (predictor.weight > 0.05).any()  # the demo's H&E predicts some genes' detail
+    with pytest.raises(AttributeError):  # frozen: nothing is patched after the fit
+        predictor.weight = np.zeros_like(predictor.weight)
+    text = repr(fitted)
+    assert f"{len(fitted.genes)} genes" in text and "scale=4" in text and "Morphology" in text
+
+
+def test_saved_loaded_and_applied_gives_the_default_call_bit_for_bit(fitted, default_run, demo_sdata, tmp_path):
+    fitted.save(tmp_path / "histology")
+    loaded = sr.model.load(tmp_path / "histology")
+    assert isinstance(loaded, HistologyModel) and loaded.genes == fitted.genes
+    sdata = copy.deepcopy(demo_sdata)
+    sr.tl.superresolve(sdata, IMAGE_KEY, scale=SCALE, model=loaded, key_added="loaded", show_progress_bar=False)
+    for own, applied in zip(_maps(default_run, "own"), _maps(sdata, "loaded"), strict=True):
+        np.testing.assert_array_equal(own, applied)
+    uns = sdata.tables["loaded_table"].uns["loaded"]
+    assert uns["params"]["method"] == "histology"
+    own_record = default_run.tables["own_table"].uns["own"]["histology"]
+    np.testing.assert_array_equal(uns["histology"]["weight"], own_record["weight"])
+    # A path works too, and a subset of the model's genes keeps their maps.
+    genes = fitted.genes[3:6][::-1]
+    out = sr.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, model=tmp_path / "histology", genes=genes, inplace=False,
+        show_progress_bar=False,
+    )  # fmt: skip
+    table = out.tables[f"{IMAGE_KEY}_superres_table"]
+    assert list(table.var_names) == genes
+    idx = [fitted.genes.index(g) for g in genes]
+    np.testing.assert_array_equal(np.asarray(table.X), _maps(default_run, "own")[0][:, idx])
+    weights = table.uns[f"{IMAGE_KEY}_superres"]["histology"]["weight"]
+    np.testing.assert_array_equal(weights, own_record["weight"][idx])
+
+
+def test_a_model_with_learned_encoders_round_trips_exactly(demo_sdata, tmp_path):
+    model = sr.tl.train(
+        demo_sdata, IMAGE_KEY, method="histology", scale=SCALE, config=HistologyConfig(learned_encoder=True),
+        train_steps=10, seed=SEED, show_progress_bar=False,
+    )  # fmt: skip
+    assert model.learned is not None and len(model.learned.encoders) == 2
+    model.save(tmp_path / "learned")
+    loaded = HistologyModel.load(tmp_path / "learned", genes=model.genes)
+    outs = [
+        sr.tl.superresolve(
+            demo_sdata, IMAGE_KEY, scale=SCALE, model=m, key_added="x", inplace=False, show_progress_bar=False
+        ).tables["x_table"]
+        for m in (model, loaded)
+    ]
+    np.testing.assert_array_equal(outs[0].X, outs[1].X)
+    np.testing.assert_array_equal(outs[0].layers["std"], outs[1].layers["std"])
+    assert "learned_weight" in outs[1].uns["x"]["histology"]
+
+
+def test_load_checks_genes_files_and_versions(fitted, tmp_path):
+    path = fitted.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="differ"):
+        HistologyModel.load(path, genes=fitted.genes[:-1])
+    meta = json.loads((path / "config.json").read_text())
+    meta["genes"] = meta["genes"][::-1]
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="checksum"):
+        HistologyModel.load(path)
+    meta["genes"] = meta["genes"][::-1]
+    meta["format_version"] = 99
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="newer format"):
+        HistologyModel.load(path)
+    with pytest.raises(FileNotFoundError, match="not a saved histology model"):
+        HistologyModel.load(tmp_path)
+
+
+def test_save_never_replaces_files_it_did_not_write(fitted, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"my": "settings"}')
+    with pytest.raises(FileExistsError, match="overwrite"):
+        fitted.save(folder)
+    with pytest.raises(FileExistsError, match="not written by"):
+        fitted.save(folder, overwrite=True)
+    assert json.loads((folder / "config.json").read_text()) == {"my": "settings"}
+    fitted.save(tmp_path / "ours")
+    fitted.save(tmp_path / "ours", overwrite=True)  # its own files may be replaced when asked
+
+
+def test_a_model_is_used_only_by_its_method(fitted, tiny_model, demo_sdata):
+    for model, method in ((fitted, "diffusion"), (fitted, "nearest"), (tiny_model, "histology")):
+        with pytest.raises(ValueError, match="cannot use"):
+            sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=model, method=method, inplace=False)
+    with pytest.raises(ValueError, match="a fitted model"):
+        sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=fitted, features="morphology", inplace=False)
+    with pytest.raises(ValueError, match="no model to train"):
+        sr.tl.train(demo_sdata, IMAGE_KEY, method="bicubic")
