@@ -40,7 +40,8 @@ def test_a_histology_driven_gene_gets_detail_and_a_gene_without_signal_stays_at_
     bins = features[:5]
     nearest, smooth = np.zeros((3, 5)), np.ones((3, 5))
     owner_prediction = model.spot_prediction(bins) + 1.0
-    args = (model.weight, model.learned_weight, bins.T, owner_prediction, bins, nearest, smooth, None)
+    weights = (model.weight, model.interpolation_weight, model.learned_weight)
+    args = (weights, bins.T, owner_prediction, bins, nearest, smooth, None)
     detail, _ = detail_at_bins(model, *args)
     unused = (model.weight == 0) & (model.interpolation_weight == 0)
     assert unused.any()

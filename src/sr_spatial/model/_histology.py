@@ -17,7 +17,7 @@ import numpy as np
 
 from sr_spatial._logging import log_phase
 from sr_spatial.model._histology_config import HistologyConfig, resolve_histology_config
-from sr_spatial.model._histology_detail import HistologyDetail, detail_at_bins, spot_features
+from sr_spatial.model._histology_detail import HistologyDetail, on_slide, spot_features
 from sr_spatial.model._histology_io import load_histology, save_histology
 from sr_spatial.model._learned import (
     AUTO_MIN_SPOTS,
@@ -27,7 +27,8 @@ from sr_spatial.model._learned import (
     use_learned_encoder,
 )
 from sr_spatial.model._persistence import check_genes
-from sr_spatial.model._regression import DetailModel, detail_cap, fit_detail_model
+from sr_spatial.model._reference import guard, standardise
+from sr_spatial.model._regression import DetailModel, fit_detail_model
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -68,6 +69,10 @@ class HistologyModel:
         The learned encoders (weights and input statistics), or ``None``.
     uses_learned_encoder
         Whether the fit decided to train learned encoders (they may still be absent on too few spots).
+    reference
+        For a model fitted on reference slides (:func:`sr_spatial.tl.train` with ``reference=True``): how many, and
+        the prior of the guard that checks its detail on each target (:func:`~sr_spatial.model._reference.guard`);
+        ``None`` for a model fitted on a slide's own spots.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class HistologyModel:
         learned: LearnedDetail | None = None,
         uses_learned_encoder: bool = False,
         features_repr: str | None = None,
+        reference: dict | None = None,
     ):
         self.genes = [str(g) for g in genes]
         self.predictor = predictor
@@ -90,13 +96,15 @@ class HistologyModel:
         self.learned = learned
         self.uses_learned_encoder = bool(uses_learned_encoder)
         self.features_repr = features_repr or str(config.to_dict()["features"])
+        self.reference = None if reference is None else dict(reference)
 
     def __repr__(self) -> str:
         helped = int((self.predictor.weight > 0.05).sum())
         learned = f", {len(self.learned.encoders)} learned encoders" if self.learned is not None else ""
+        source = "" if self.reference is None else f", fitted on {self.reference['n_references']} reference slides"
         return (
             f"HistologyModel({len(self.genes)} genes, scale={self.scale}, features={self.features_repr}, "
-            f"detail for {helped} genes{learned})"
+            f"detail for {helped} genes{learned}{source})"
         )
 
     # --- fit and apply -------------------------------------------------------------------------------------
@@ -166,88 +174,36 @@ class HistologyModel:
         rendered, owner = _rendered(st_map, rendered, owner)
         start = time.perf_counter()
         maps, extractor = _features(st_map, self.config, image_um_per_px, show_progress_bar)
+        guarded = None
+        if self.reference is not None:
+            maps = standardise(maps, rendered[2])
         per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
+        if self.reference is not None:
+            guarded = guard(
+                self.predictor,
+                per_spot,
+                st_map.values,
+                st_map.centres,
+                pitch=st_map.pitch,
+                scale=self.scale,
+                prior_sd=self.reference["prior_sd"],
+            )
+            logger.info(
+                "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median "
+                "factor %.2f; 1: as the references say, 0: the measurement).",
+                int((guarded["factor"] > 0.5).sum()),
+                len(self.genes),
+                float(np.median(guarded["factor"])),
+            )
         learned = None if self.learned is None else learned_maps(self.learned, st_map, device=device)
-        detail, record = self._on_slide(maps, per_spot, rendered, owner, learned, extractor)
+        detail, record = self._on_slide(maps, per_spot, rendered, owner, learned, extractor, guarded)
         seconds = time.perf_counter() - start
         log_phase("training", seconds, "Applied the histology predictor in %.1f s.", seconds)
         return detail, record
 
-    def _on_slide(self, maps, per_spot, rendered, owner, learned, extractor) -> tuple[HistologyDetail, dict]:
-        """The slide's :class:`HistologyDetail` (weights capped for its bins) and its ``uns`` record."""
-        predictor = self.predictor
-        nearest, smooth, mask, _ = rendered
-        spot_prediction = predictor.spot_prediction(per_spot)
-        bin_detail = predictor.ridge.predict(maps[:, mask].T) - spot_prediction[owner[mask]]
-        cap = detail_cap(bin_detail.var(axis=0), predictor.group_detail_variance, predictor.finer_ratio)
-        del bin_detail
-        if (cap < 1.0).any():
-            logger.info(
-                "The histology detail swells from held-out spots to bins for %d of %d genes; their weights are "
-                "scaled down to what the measurement's own variance across scales allows (median factor %.2f).",
-                int((cap < 1.0).sum()),
-                len(cap),
-                float(np.median(cap[cap < 1.0])),
-            )
-        weight = predictor.weight * cap
-        learned_weight, learned_cap = predictor.learned_weight, None
-        learned_at_mask = None if learned is None else learned.maps[:, mask]
-        if learned is not None:
-            learned_variance = learned.detail(learned_at_mask, owner[mask]).var(axis=0)
-            learned_cap = detail_cap(learned_variance, predictor.group_learned_variance, predictor.finer_ratio)
-            learned_weight = learned_weight * learned_cap
-        # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
-        learned_detail = None if learned is None else learned.detail(learned_at_mask, owner[mask])
-        _, predictors = detail_at_bins(
-            predictor,
-            weight,
-            learned_weight,
-            maps[:, mask],
-            spot_prediction[owner[mask]],
-            per_spot[owner[mask]],
-            nearest[:, mask],
-            smooth[:, mask],
-            learned_detail,
-        )
-        detail = HistologyDetail(
-            model=predictor,
-            features=maps,
-            spot_features=per_spot,
-            spot_prediction=spot_prediction,
-            weight=weight,
-            learned_weight=learned_weight,
-            bin_means=predictors.means(),
-            learned=learned,
-        )
-        logger.info(
-            "Histology (%s, %d features) adds within-spot detail to %d of %d genes (median weight %.2f).",
-            extractor.name,
-            len(maps),
-            int((weight > 0.05).sum()),
-            len(weight),
-            float(np.median(weight)),
-        )
-        record = {
-            "features": repr(extractor),
-            "n_features": len(maps),
-            "n_groups": predictor.n_groups,
-            "weight": weight.astype(np.float32),
-            "interpolation_weight": predictor.interpolation_weight.astype(np.float32),
-            "detail_cap": cap.astype(np.float32),
-            "heldout_r": predictor.heldout_r.astype(np.float32),
-            "std": predictor.typical_sd.astype(np.float32),
-            "coverage_scale": predictor.coverage_scale.astype(np.float32),
-        }
-        if learned is not None:
-            logger.info(
-                "The learned encoder adds detail to %d of %d genes (median weight %.2f).",
-                int((learned_weight > 0.05).sum()),
-                len(learned_weight),
-                float(np.median(learned_weight)),
-            )
-            record["learned_weight"] = learned_weight.astype(np.float32)
-            record["learned_detail_cap"] = learned_cap.astype(np.float32)
-        return detail, record
+    def _on_slide(self, maps, per_spot, rendered, owner, learned, extractor, guarded=None):
+        """The slide's :class:`HistologyDetail` (weights capped for its bins, and guarded) and its ``uns`` record."""
+        return on_slide(self.predictor, maps, per_spot, rendered, owner, learned, extractor, guarded, self.reference)
 
     # --- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -78,6 +78,7 @@ def save_histology(model: Any, path: str | Path, *, overwrite: bool) -> Path:
         "finer_ratio": model.predictor.finer_ratio,
         "uses_learned_encoder": model.uses_learned_encoder,
         "features_repr": model.features_repr,
+        "reference": model.reference,
         "learned_width": None if model.learned is None else model.learned.width,
         "learned_px_per_bin": None if model.learned is None else model.learned.px_per_bin,
         "checksum": _checksum(arrays, model.genes),
@@ -138,6 +139,7 @@ def load_histology(path: str | Path) -> dict:
         "learned": learned,
         "uses_learned_encoder": bool(meta.get("uses_learned_encoder", False)),
         "features_repr": meta.get("features_repr"),
+        "reference": meta.get("reference"),
     }
 
 

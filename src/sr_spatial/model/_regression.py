@@ -15,6 +15,7 @@ also give each gene's predictive spread, which varies over the slide with what p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -212,22 +213,31 @@ def detail_weights(*predicted: np.ndarray, measured: np.ndarray, n_groups: int) 
 
 
 def heldout_ridge(
-    spot_features: np.ndarray, spot_values: np.ndarray, group: np.ndarray, *, rng: np.random.Generator
+    spot_features: np.ndarray,
+    spot_values: np.ndarray,
+    group: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    sections: np.ndarray | None = None,
 ) -> np.ndarray:
     """Each spot's ridge prediction ``(n_spots, n_genes)`` from the spots of the other folds of whole groups.
 
     Groups are assigned to :data:`FOLDS` folds at random; a spot's prediction comes from a ridge fitted on the
     spots of the other folds, so neither it nor any spot of its group was seen. Spots of folds that leave fewer
-    than 3 spots to learn from are predicted as 0.
+    than 3 spots to learn from are predicted as 0. With ``sections`` (each spot's slide, several slides), each
+    slide is a fold: its spots are predicted by a ridge that saw only the other slides, as a new slide will be.
     """
     groups = int(group.max()) + 1
     folds = rng.permutation(groups) % FOLDS
+    fold_of = folds[group]
+    if sections is not None and len(np.unique(sections)) > 1:
+        fold_of = np.unique(sections, return_inverse=True)[1].ravel()
     held = np.zeros_like(spot_values, dtype=np.float64)
-    for fold in range(FOLDS):
+    for fold in range(int(fold_of.max()) + 1):
         # Folds are groups, but the ridge learns from spots, as the final one does: the held-out error
         # then reflects a model fitted on as many labels as the one applied to the bins.
-        train = folds[group] != fold
-        test = folds[group] == fold
+        train = fold_of != fold
+        test = fold_of == fold
         if train.sum() < 3 or not test.any():
             continue
         held[test] = Ridge.fit(spot_features[train], spot_values[train]).predict(spot_features[test])
@@ -243,6 +253,8 @@ def fit_detail_model(
     scale: int,
     seed: int = 0,
     learned: np.ndarray | None = None,
+    groupings: Sequence[np.ndarray] | None = None,
+    sections: np.ndarray | None = None,
 ) -> DetailModel:
     """Fit the predictor on all spots and its per-gene detail weights on held-out groups of spots.
 
@@ -264,6 +276,14 @@ def fit_detail_model(
     learned
         Each spot's held-out expression predicted by the learned encoder (:mod:`sr_spatial.model._learned`),
         ``(n_spots, n_genes)``; its deviations from the group become a third detail predictor.
+    groupings
+        Reference training: each "spot" is a unit at the output's scale (a reference slide's spot or bin), and
+        each array gives every unit's pseudo-spot for one pooling offset (``-1`` outside every pseudo-spot), so
+        the weights are fitted on the true within-pseudo-spot deviations, at the output's own level (the spread
+        is not carried to finer bins). Default: square groups ``scale`` pitches wide at two phases.
+    sections
+        Each unit's reference slide; the held-out predictions then leave each slide out
+        (:func:`heldout_ridge`), and the interpolation runs within each slide.
 
     Returns
     -------
@@ -275,9 +295,12 @@ def fit_detail_model(
     predicted, measured, gradient, level, distance, interpolated, encoded = [], [], [], [], [], [], []
     n_groups = n_held_groups = 0
     factor = max(int(scale), 2)
-    # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
-    for phase in (0.0, 0.5):
-        group = lattice_groups(centres, side=factor * pitch, offset=phase * factor * pitch)
+    same_level = groupings is not None
+    if groupings is None:
+        # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
+        groupings = [lattice_groups(centres, side=factor * pitch, offset=phase * factor * pitch) for phase in (0, 0.5)]
+    for group in groupings:
+        group = _singletons_outside(group)
         groups = int(group.max()) + 1
         size = np.bincount(group, minlength=groups)
         multi = size[group] >= 2
@@ -287,11 +310,11 @@ def fit_detail_model(
         # A group measures its spots pooled: the mean of their linear expression.
         linear, _ = group_means(np.expm1(spot_values.astype(np.float64)).T, group, groups)
         group_values = np.log1p(linear.T)
-        held = heldout_ridge(spot_features, spot_values, group, rng=rng)
+        held = heldout_ridge(spot_features, spot_values, group, rng=rng, sections=sections)
         predicted.append(deviation_from_group(held, group, groups)[multi])
         measured.append(deviation_from_group(spot_values.astype(np.float64), group, groups)[multi])
         group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)
-        smooth = interpolate_at(group_centres.T, group_values, centres)
+        smooth = _interpolate_within(group_centres.T, group_values, centres, group, sections)
         gradient.append(((smooth - group_values[group]) ** 2)[multi])
         # Centred in its group like the measured deviations, as the map is projected onto its spots.
         interpolated.append(deviation_from_group(smooth - group_values[group], group, groups)[multi])
@@ -311,7 +334,7 @@ def fit_detail_model(
             heldout_r = np.array([np.corrcoef(dp[:, g], dy[:, g])[0, 1] for g in range(n_genes)])
         weight, interpolation_weight, learned_weight = detail_weights(dp, ds, de, measured=dy, n_groups=n_held_groups)
     residual = dy - weight * dp - interpolation_weight * ds - learned_weight * de
-    ratio = finer_variance_ratio(spot_values, centres, pitch=pitch, scale=factor)
+    ratio = 1.0 if same_level else finer_variance_ratio(spot_values, centres, pitch=pitch, scale=factor)
     residual_sd = np.sqrt(np.mean(residual**2, axis=0)) if len(residual) else np.zeros(n_genes)
     predictors = SpreadPredictors(
         gradient=h, detail=(weight * dp + interpolation_weight * ds + learned_weight * de) ** 2, level=at, distance=dist
@@ -336,3 +359,27 @@ def fit_detail_model(
         group_detail_variance=dp.var(axis=0) if len(dp) > 2 else None,
         group_learned_variance=de.var(axis=0) if len(de) > 2 else None,
     )
+
+
+def _singletons_outside(group: np.ndarray) -> np.ndarray:
+    """``group`` with each unit outside every pseudo-spot (``-1``) in a group of its own (left out as size 1)."""
+    outside = group < 0
+    if not outside.any():
+        return group
+    group = group.copy()
+    group[outside] = int(group.max()) + 1 + np.arange(int(outside.sum()))
+    return group
+
+
+def _interpolate_within(
+    group_centres: np.ndarray, group_values: np.ndarray, centres: np.ndarray, group: np.ndarray, sections
+) -> np.ndarray:
+    """Cubic interpolation of the groups at ``centres``; with ``sections``, of each slide's groups on its own."""
+    if sections is None:
+        return interpolate_at(group_centres, group_values, centres)
+    out = np.empty((len(centres), group_values.shape[1]))
+    for section in np.unique(sections):
+        units = sections == section
+        own = np.unique(group[units])
+        out[units] = interpolate_at(group_centres[own], group_values[own], centres[units])
+    return out

@@ -22,6 +22,7 @@ __all__ = [
     "check_finite",
     "check_sampling_steps",
     "check_scale",
+    "slides_and_keys",
     "check_training_scale",
     "move_to_device",
     "normalise_genes",
@@ -52,6 +53,24 @@ def normalise_genes(genes) -> list[str] | None:
         msg = f"`genes` must hold gene names (strings), got {not_names[:5]}. Pass e.g. `genes=['ERBB2', 'CD8A']`."
         raise TypeError(msg)
     return [str(g) for g in names]
+
+
+def slides_and_keys(sdata, image_key) -> tuple[tuple, tuple[str, ...]]:
+    """One slide or several (references), and one image key for all or one per slide."""
+    from spatialdata import SpatialData
+
+    slides = (sdata,) if isinstance(sdata, SpatialData) else tuple(sdata) if isinstance(sdata, list | tuple) else None
+    if not slides or not all(isinstance(s, SpatialData) for s in slides):
+        msg = (
+            f"Pass a SpatialData (e.g. from `spatialdata_io.visium`), or a list of them as references; got "
+            f"{type(sdata).__name__}. Read a zarr store with `spatialdata.read_zarr(path)`."
+        )
+        raise TypeError(msg)
+    keys = (image_key,) * len(slides) if isinstance(image_key, str) else tuple(image_key)
+    if len(keys) != len(slides) or not all(isinstance(k, str) for k in keys):
+        msg = f"`image_key` must be one image name, or one per slide ({len(slides)}); got {image_key!r}."
+        raise ValueError(msg)
+    return slides, keys
 
 
 def check_scale(scale) -> None:

@@ -25,10 +25,11 @@ __all__ = ["output_scene", "train"]
 
 @doc_params(doc_slide=doc_slide)
 def train(
-    sdata: SpatialData,
-    image_key: str,
+    sdata: SpatialData | Sequence[SpatialData],
+    image_key: str | Sequence[str],
     *,
     method: str = "diffusion",
+    target: SpatialData | None = None,
     table_key: str = "table",
     shapes_key: str | None = None,
     genes: Sequence[str] | None = None,
@@ -101,9 +102,14 @@ def train(
     _checks.check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
+    slides, image_keys = _checks.slides_and_keys(sdata, image_key)
+    if target is not None and not reference:
+        msg = "`target` is the slide a model trained on references will be applied to; pass `reference=True` too."
+        raise ValueError(msg)
     request = TrainRequest(
-        slides=(sdata,),
-        image_keys=(image_key,),
+        slides=slides,
+        image_keys=image_keys,
+        target=target,
         slide=SlideKeys(table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system),
         genes=genes,
         n_top_genes=n_top_genes,

@@ -6,8 +6,10 @@ map, projected exactly onto the spots, with its calibrated spread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from sr_spatial._consistency import project_to_spots, residual_sums
 from sr_spatial.model import HistologyModel, ModelConfig
@@ -109,32 +111,88 @@ class HistologyMethod(Method):
         from sr_spatial.pp._stmap import build_st_map
         from sr_spatial.tl._options import MethodOptions
 
-        if request.reference:
-            msg = "Training the histology method on references needs `target=`: the slide it will be applied to."
-            raise NotImplementedError(msg)
         if request.checkpoint_dir is not None:
             msg = "`checkpoint_dir` keeps a diffusion model's training state; the histology method has none. Drop it."
-            raise ValueError(msg)
-        if len(request.slides) != 1:
-            msg = "The histology method fits on one slide here; pass one SpatialData (several come with `target=`)."
             raise ValueError(msg)
         options = MethodOptions(
             features=request.features, image_um_per_px=request.image_um_per_px, train_steps=request.train_steps
         )
         config = histology_config(request.config, options)
-        resolve_features(config.features, image_um_per_px=request.image_um_per_px)
-        st_map = build_st_map(
-            request.slides[0],
-            request.image_keys[0],
-            **request.where(),
-            scale=request.scale,
-        )
+        extractor = resolve_features(config.features, image_um_per_px=request.image_um_per_px)
+        device = resolve_device(request.device)
+        if request.reference:
+            return _fit_on_references(request, config, extractor)
+        if len(request.slides) != 1:
+            msg = "Several slides are references: pass `reference=True` (and `target=`, the slide to apply it to)."
+            raise ValueError(msg)
+        st_map = build_st_map(request.slides[0], request.image_keys[0], **request.where(), scale=request.scale)
         return HistologyModel.fit(
             st_map,
             scale=request.scale,
             config=config,
             seed=request.seed,
             image_um_per_px=request.image_um_per_px,
-            device=resolve_device(request.device),
+            device=device,
             show_progress_bar=request.show_progress_bar,
         )
+
+
+def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor) -> HistologyModel:
+    """A :class:`~sr_spatial.model.HistologyModel` fitted on the references' true within-pseudo-spot deviations."""
+    import time
+
+    from sr_spatial._logging import log_phase, logger
+    from sr_spatial.model._reference import PRIOR_SD, fit_on_references
+    from sr_spatial.tl._references import reference_units, shared_genes, target_geometry
+
+    if config.learned_encoder is True:
+        msg = "Learned encoders are not fitted on references yet; pass `config={'learned_encoder': False}`."
+        raise NotImplementedError(msg)
+    config = replace(config, learned_encoder=False)
+    start = time.perf_counter()
+    geometry = target_geometry(request.target, request.slide)
+    genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
+    units = []
+    for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
+        unit_set, genes = reference_units(
+            slide,
+            image_key,
+            slide=request.slide,
+            genes=genes,
+            n_top_genes=request.n_top_genes,
+            scale=request.scale,
+            geometry=geometry,
+            features=extractor,
+            seed=request.seed + index,
+            show_progress_bar=request.show_progress_bar,
+        )
+        units.append(unit_set)
+    seconds = time.perf_counter() - start
+    log_phase(
+        "features",
+        seconds,
+        "Read %d references (%d units) in %.1f s.",
+        len(units),
+        sum(len(u.values) for u in units),
+        seconds,
+    )
+    predictor = fit_on_references(units, scale=request.scale, seed=request.seed)
+    logger.info(
+        "Fitted on %d references' units pooled into %s pseudo-spots (radius %.2f pitches): within-spot detail for %d "
+        "of %d genes (median weight %.2f).",
+        len(units),
+        geometry.lattice,
+        geometry.radius_ratio,
+        int((predictor.weight > 0.05).sum()),
+        len(genes),
+        float(np.median(predictor.weight)),
+    )
+    return HistologyModel(
+        genes,
+        predictor,
+        config=config,
+        scale=request.scale,
+        seed=request.seed,
+        features_repr=repr(extractor),
+        reference={"n_references": len(units), "prior_sd": PRIOR_SD, "lattice": geometry.lattice},
+    )
