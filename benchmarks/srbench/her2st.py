@@ -61,6 +61,7 @@ __all__ = [
     "ridge_fit_predict",
     "run_her2st",
     "run_peer",
+    "select_genes",
     "to_spatialdata",
 ]
 
@@ -265,6 +266,29 @@ def _scores(pred, truth, section: Her2stSection, pseudo: PseudoSpots, pooled, ge
     )
 
 
+def select_genes(
+    section: Her2stSection, pseudo: PseudoSpots, *, n_genes: int = 50, gene_selection: str = "mean"
+) -> list[str]:
+    """The genes :func:`run_her2st` scores, chosen from the pooled measurement alone.
+
+    ``"mean"``: highest mean log-normalised expression over the pseudo-spots; ``"hvg"``:
+    :func:`sr_spatial.pp.select_genes` on the pseudo-spots.
+    """
+    if gene_selection == "mean":
+        pooled = _lognorm(pseudo.counts.astype(np.float64))
+        return section.genes[np.argsort(-pooled.mean(axis=0), kind="stable")[:n_genes]].tolist()
+    if gene_selection == "hvg":
+        import anndata as ad
+
+        import sr_spatial as sr
+
+        view = ad.AnnData(X=pseudo.counts)
+        view.var_names = section.genes
+        return sr.pp.select_genes(view, n_top_genes=n_genes)
+    msg = f"`gene_selection` must be 'mean' or 'hvg', got {gene_selection!r}."
+    raise ValueError(msg)
+
+
 def run_her2st(
     section: str | Her2stSection,
     *,
@@ -320,18 +344,7 @@ def run_her2st(
     data = section if isinstance(section, Her2stSection) else load_section(section, root=root)
     pseudo = pool_2x2(data)
     pooled_all = _lognorm(pseudo.counts.astype(np.float64))
-    if gene_selection == "mean":
-        order = np.argsort(-pooled_all.mean(axis=0), kind="stable")[:n_genes]
-        genes = data.genes[order].tolist()
-    elif gene_selection == "hvg":
-        import anndata as ad
-
-        view = ad.AnnData(X=pseudo.counts)
-        view.var_names = data.genes
-        genes = sr.pp.select_genes(view, n_top_genes=n_genes)
-    else:
-        msg = f"`gene_selection` must be 'mean' or 'hvg', got {gene_selection!r}."
-        raise ValueError(msg)
+    genes = select_genes(data, pseudo, n_genes=n_genes, gene_selection=gene_selection)
     idx = data.genes.get_indexer(genes)
     truth = _lognorm(data.counts.astype(np.float64))[:, idx]
     pooled = pooled_all[:, idx]

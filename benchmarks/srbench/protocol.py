@@ -141,10 +141,11 @@ def patch_features(image: np.ndarray, centres: np.ndarray, *, radius_px: float, 
     return np.asarray(feats, dtype=np.float64)
 
 
-def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, clip: bool = True) -> np.ndarray:
     """Ridge regression (standardised features, intercept) with the penalty picked by leave-one-out error.
 
-    Closed form through the SVD; one penalty shared by all genes, chosen from a log grid.
+    Closed form through the SVD; one penalty shared by all genes, chosen from a log grid. The prediction is clipped
+    at 0 (log-normalised expression) unless ``clip=False`` (targets that may be negative, such as deviations).
     """
     mu, sd = x_train.mean(axis=0), x_train.std(axis=0) + 1e-9
     xt, xs = (x_train - mu) / sd, (x_test - mu) / sd
@@ -164,7 +165,8 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
             best, best_err = alpha, err
     d = s / (s**2 + best)
     coef = vt.T @ (d[:, None] * uty)
-    return np.clip(xs @ coef + ym, 0.0, None)
+    pred = xs @ coef + ym
+    return np.clip(pred, 0.0, None) if clip else pred
 
 
 def own_plus_ridge_detail(item_features: np.ndarray, group: np.ndarray, pooled: np.ndarray) -> np.ndarray:

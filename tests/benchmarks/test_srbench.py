@@ -61,3 +61,21 @@ def test_cubic_interpolates_the_spots_and_clips_at_zero():
     far = protocol.cubic_at(points, values, np.array([[100.0, 100.0]]))
     nearest = np.argmin(np.linalg.norm(points - 100.0, axis=1))
     np.testing.assert_array_equal(far[0], values[nearest])
+
+
+def test_reference_spots_at_the_output_scale_read_as_a_slide():
+    from srbench.reference import reference_slide
+
+    import sr_spatial as sr
+
+    demo = sr.datasets.demo(seed=1, n_rows=6, n_cols=6, n_genes=8)
+    ref = reference_slide(demo, bin_um=25.0, split_px=None, umis_per_um2=0.5, seed=1, footprint="disk")
+    circles = ref.shapes["spots"]
+    np.testing.assert_allclose(circles["radius"], 12.5)  # the spots' true radius in 1 µm pixels
+    table = ref.tables["table"]
+    assert table.n_obs == len(circles)
+    st_map = sr.pp.build_st_map(ref, "he", genes=table.var_names[:2].tolist(), scale=1)
+    assert st_map.pitch == pytest.approx(25.0)
+    # The square footprint is what reference_training.py always used: same bins, at least as many counts.
+    squares = reference_slide(demo, bin_um=25.0, split_px=None, umis_per_um2=0.5, seed=1)
+    assert squares.tables["t"].X.sum() > table.X.sum()
