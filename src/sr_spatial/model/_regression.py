@@ -255,6 +255,7 @@ def fit_detail_model(
     learned: np.ndarray | None = None,
     groupings: Sequence[np.ndarray] | None = None,
     sections: np.ndarray | None = None,
+    leave_sections_out: bool = True,
 ) -> DetailModel:
     """Fit the predictor on all spots and its per-gene detail weights on held-out groups of spots.
 
@@ -282,8 +283,8 @@ def fit_detail_model(
         the weights are fitted on the true within-pseudo-spot deviations, at the output's own level (the spread
         is not carried to finer bins). Default: square groups ``scale`` pitches wide at two phases.
     sections
-        Each unit's reference slide; the held-out predictions then leave each slide out
-        (:func:`heldout_ridge`), and the interpolation runs within each slide.
+        Each unit's reference slide: the interpolation runs within each slide, and with ``leave_sections_out``
+        the held-out predictions leave each slide out (:func:`heldout_ridge`); otherwise folds of groups.
 
     Returns
     -------
@@ -310,7 +311,8 @@ def fit_detail_model(
         # A group measures its spots pooled: the mean of their linear expression.
         linear, _ = group_means(np.expm1(spot_values.astype(np.float64)).T, group, groups)
         group_values = np.log1p(linear.T)
-        held = heldout_ridge(spot_features, spot_values, group, rng=rng, sections=sections)
+        folds = sections if leave_sections_out else None
+        held = heldout_ridge(spot_features, spot_values, group, rng=rng, sections=folds)
         predicted.append(deviation_from_group(held, group, groups)[multi])
         measured.append(deviation_from_group(spot_values.astype(np.float64), group, groups)[multi])
         group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)

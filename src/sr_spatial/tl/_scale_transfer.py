@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from sr_spatial.model._histology_detail import HistologyDetail
     from sr_spatial.pp._stmap import STMap
 
-__all__ = ["config_for_steps", "output_scene", "scale_transfer_scenes", "train_diffusion", "train_on_map"]
+__all__ = [
+    "config_for_steps",
+    "output_scene",
+    "scale_transfer_scenes",
+    "train_diffusion",
+    "train_diffusion_on_references",
+    "train_on_map",
+]
 
 
 def neighbour_context(st_map: STMap, *, reach: float = 1.2) -> np.ndarray:
@@ -278,3 +285,52 @@ def config_for_steps(config: ModelConfig, train_steps: int | None) -> ModelConfi
     train_steps = int(train_steps)
     encoder_steps = max(1, round(config.encoder_steps * train_steps / max(config.train_steps, 1)))
     return replace(config, train_steps=train_steps, encoder_steps=encoder_steps)
+
+
+def train_diffusion_on_references(request) -> DiffST:
+    """:func:`sr_spatial.tl.train` with ``method="diffusion"`` on references pooled with the target's geometry.
+
+    Each reference gives true pairs (:func:`~sr_spatial.tl._reference.reference_scenes`) on its own grid of
+    units; the histology encoder learns from the spots of the reference with the most units.
+    """
+    from sr_spatial.tl._reference import bin_aligned_map, reference_scenes, shared_genes, target_geometry
+
+    config = resolve_config(request.config)
+    if config.histology_base:
+        msg = "`histology_base=True` trains by scale transfer on the slide's own spots; drop it to train on references."
+        raise ValueError(msg)
+    geometry = target_geometry(request.target, request.slide)
+    genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
+    where = {**request.where(), "genes": genes}
+    maps, outputs, scenes = [], [], []
+    for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
+        st_map = bin_aligned_map(build_st_map(slide, image_key, **where, scale=1))
+        where["genes"] = st_map.genes
+        output = output_scene(st_map, px_per_bin=config.px_per_bin)
+        scenes += reference_scenes(
+            st_map,
+            output,
+            scale=request.scale,
+            px_per_bin=config.px_per_bin,
+            n_offsets=config.n_pool_offsets,
+            seed=request.seed + index,
+            geometry=geometry,
+        )
+        maps.append(st_map)
+        outputs.append(output)
+    largest = int(np.argmax([len(m.values) for m in maps]))
+    model = train_on_map(
+        maps[largest],
+        scale=request.scale,
+        config=config,
+        train_steps=request.train_steps,
+        device=request.device,
+        seed=request.seed,
+        checkpoint_dir=request.checkpoint_dir,
+        show_progress_bar=request.show_progress_bar,
+        reference=outputs[largest],
+        scenes=scenes,
+    )
+    # Calibrated on true units of the output's size: its spread needs no carrying to finer bins.
+    model.network.spread_error_ratio.zero_()
+    return model

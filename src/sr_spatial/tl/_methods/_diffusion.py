@@ -21,7 +21,7 @@ from sr_spatial.model._histology_config import HistologyConfig
 from sr_spatial.model._uncertainty import MIN_SD, finer_spread_factor, finer_variance_ratio
 from sr_spatial.tl import _checks
 from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
-from sr_spatial.tl._scale_transfer import train_diffusion, train_on_map
+from sr_spatial.tl._scale_transfer import train_diffusion, train_diffusion_on_references, train_on_map
 
 if TYPE_CHECKING:
     from sr_spatial.model._histology_detail import HistologyDetail
@@ -165,11 +165,10 @@ class DiffusionMethod(Method):
         return Fitted(blocks=blocks, model=model, context=model.config.tile_overlap, uns=uns)
 
     def train(self, request: TrainRequest) -> DiffST:
+        if request.reference and (request.target is not None or len(request.slides) > 1):
+            return train_diffusion_on_references(request)
         if len(request.slides) != 1:
-            msg = (
-                "The diffusion model trains on one slide here; pass one SpatialData (several references come with "
-                "`target=`)."
-            )
+            msg = "Several slides are references: pass `reference=True` (and `target=`, the slide to apply it to)."
             raise ValueError(msg)
         return train_diffusion(
             request.slides[0],

@@ -143,7 +143,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
 
     from sr_spatial._logging import log_phase, logger
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
-    from sr_spatial.tl._references import reference_units, shared_genes, target_geometry
+    from sr_spatial.tl._reference import reference_units, shared_genes, target_geometry
 
     if config.learned_encoder is True:
         msg = "Learned encoders are not fitted on references yet; pass `config={'learned_encoder': False}`."
