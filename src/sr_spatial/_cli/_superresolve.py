@@ -1,29 +1,18 @@
-"""The ``sr-spatial`` command: super-resolve your own slide, or the bundled demo slide, without writing Python."""
+"""``sr-spatial superresolve``: super-resolve a slide stored as SpatialData zarr, or read from Space Ranger."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import sys
 import textwrap
 import time
-import warnings
 from pathlib import Path
+
+from sr_spatial._cli._common import Formatter, UserError, check_out, is_zarr, replace_store, zarr_notice_hidden
 
 logger = logging.getLogger("sr_spatial")
 
 DESCRIPTION = """\
-Histology-guided super-resolution of spatial transcriptomics, on SpatialData.
-
-  sr-spatial superresolve SLIDE.zarr          super-resolve your own slide, written into its zarr store
-  sr-spatial superresolve SPACERANGER/outs --out SLIDE.zarr
-                                              read a Visium Space Ranger folder, write slide and result
-  sr-spatial demo --out demo.zarr             run every method on the synthetic demo slide and score them
-
-Run `sr-spatial COMMAND --help` for a command's options."""
-
-SUPERRESOLVE_DESCRIPTION = """\
 Super-resolve the spot expression of a slide onto bins SCALE times finer than the spot pitch, guided by its
 H&E, and write the result next to the slide: an image whose channels are genes, its per-bin standard
 deviation, square bins and an AnnData table with one row per bin (for scanpy and squidpy).
@@ -33,7 +22,7 @@ Space Ranger output folder (`outs/`, read with spatialdata-io). A zarr store is 
 new elements are added, and existing ones are never changed (elements of an earlier run with the same
 --key-added are replaced only with --overwrite). A Space Ranger folder is never written into: pass --out."""
 
-SUPERRESOLVE_EPILOG = """\
+EPILOG = """\
 examples:
   sr-spatial superresolve slide.zarr --image-key slide1_hires_image
   sr-spatial superresolve slide.zarr --genes ERBB2,CD74,KRT8 --scale 4 --key-added erbb2_4x
@@ -42,48 +31,19 @@ examples:
 
 In Python: sr_spatial.tl.superresolve(sdata, image_key, ...) with the same options."""
 
-DEMO_DESCRIPTION = """\
-Generate the synthetic Visium-like demo slide (55 µm spots on a 100 µm lattice, 30 genes, with its hidden
-high-resolution truth), super-resolve it 4x with the default histology method, the diffusion model and the
-nearest-spot and bicubic baselines, score all four against the truth, and write everything to a zarr store."""
-
 # Images named as spatialdata-io names a Visium slide's H&E, best first: the bins are the finest on the
 # full-resolution image.
 _IMAGE_SUFFIXES = ("_full_image", "_hires_image")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("sr-spatial")
-    except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
-        return "0.0.0+unknown"
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions kept as written (line breaks, examples); a default, where there is one, after the help."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        help_text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in help_text:
-            help_text += " (default: %(default)s)"
-        return help_text
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sr-spatial", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parser(sub) -> None:
+    """Add the command and its options to the ``sr-spatial`` parser's subcommands."""
     sr = sub.add_parser(
         "superresolve",
         help="super-resolve your own slide (a SpatialData zarr store or a Space Ranger folder)",
-        description=SUPERRESOLVE_DESCRIPTION,
-        epilog=SUPERRESOLVE_EPILOG,
-        formatter_class=_Formatter,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=Formatter,
     )
     sr.add_argument("slide", type=Path, metavar="SLIDE", help="SpatialData zarr store or Space Ranger outs/ folder")
     sr.add_argument(
@@ -129,31 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     sr.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run with this key")
     sr.add_argument("--quiet", action="store_true", help="no progress bars and no log lines, only the summary")
 
-    demo = sub.add_parser(
-        "demo",
-        help="super-resolve the bundled demo slide with every method and score them against its known truth",
-        description=DEMO_DESCRIPTION,
-        formatter_class=_Formatter,
-    )
-    demo.add_argument("--out", type=Path, default=Path("demo.zarr"), help="zarr store to write")
-    demo.add_argument("--config", default="base", help="diffusion model size: base or tiny (seconds, less accurate)")
-    demo.add_argument("--scale", type=int, default=4, help="bins per spot pitch (4: 25 µm bins)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    demo.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
-
-
-class _UserError(Exception):
-    """A problem with the command's arguments or files: printed as one line, exit status 2."""
-
-
-# --- superresolve --------------------------------------------------------------------------------------------
-
 
 def _is_space_ranger(path: Path) -> bool:
-    if not path.is_dir() or _is_zarr(path):
+    if not path.is_dir() or is_zarr(path):
         return False
     return (path / "spatial").is_dir() or any(path.glob("*filtered_feature_bc_matrix.h5"))
 
@@ -165,14 +103,14 @@ def _read_slide(args: argparse.Namespace):
     path = args.slide
     if not path.exists():
         msg = f"{path} does not exist; pass a SpatialData zarr store or a Space Ranger outs/ folder."
-        raise _UserError(msg)
+        raise UserError(msg)
     if _is_space_ranger(path):
         if args.out is None:
             msg = (
                 f"{path} is a Space Ranger folder, which is not written into; pass --out SLIDE.zarr to write the "
                 "slide with the result to a new zarr store."
             )
-            raise _UserError(msg)
+            raise UserError(msg)
         import spatialdata_io
 
         kwargs = {"dataset_id": args.dataset_id, "fullres_image_file": args.fullres_image}
@@ -180,7 +118,7 @@ def _read_slide(args: argparse.Namespace):
         return spatialdata_io.visium(path, **{k: v for k, v in kwargs.items() if v is not None}), True
     if args.dataset_id is not None or args.fullres_image is not None:
         msg = "--dataset-id and --fullres-image are for a Space Ranger folder; SLIDE is read as a zarr store."
-        raise _UserError(msg)
+        raise UserError(msg)
     try:
         sdata = sd.read_zarr(path)
     except Exception as error:  # any reader failure means the same to the user
@@ -188,7 +126,7 @@ def _read_slide(args: argparse.Namespace):
             f"Could not read {path} as a SpatialData zarr store ({type(error).__name__}: {error}). Pass a store "
             "written by SpatialData.write, or a Space Ranger outs/ folder."
         )
-        raise _UserError(msg) from error
+        raise UserError(msg) from error
     return sdata, False
 
 
@@ -197,7 +135,7 @@ def _choose_image(sdata, image_key: str | None) -> str:
     if image_key is not None:
         if image_key not in sdata.images:
             msg = f"Image {image_key!r} is not in the slide; its images: {images}. Pass one with --image-key."
-            raise _UserError(msg)
+            raise UserError(msg)
         return image_key
     for suffix in _IMAGE_SUFFIXES:
         found = [name for name in images if name.endswith(suffix)]
@@ -206,7 +144,7 @@ def _choose_image(sdata, image_key: str | None) -> str:
     if len(images) == 1:
         return images[0]
     msg = f"Choose the H&E image with --image-key; the slide's images: {images or 'none'}."
-    raise _UserError(msg)
+    raise UserError(msg)
 
 
 def _output_names(key: str) -> dict[str, str]:
@@ -242,7 +180,8 @@ def _write_into_store(sdata, names: list[str], *, replace: list[str]) -> None:
         raise
 
 
-def _superresolve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run the command; 0 on success."""
     import sr_spatial as sr
 
     start = time.perf_counter()
@@ -251,8 +190,8 @@ def _superresolve(args: argparse.Namespace) -> int:
     if args.out is not None:
         if args.out.resolve() == args.slide.resolve():
             msg = "--out is the slide itself; leave --out out to write into the slide's zarr store."
-            raise _UserError(msg)
-        _check_out(args.out, overwrite=args.overwrite)
+            raise UserError(msg)
+        check_out(args.out, overwrite=args.overwrite)
     sdata, from_space_ranger = _read_slide(args)
     image_key = _choose_image(sdata, args.image_key)
     key = args.key_added or f"{image_key}_superres"
@@ -264,7 +203,7 @@ def _superresolve(args: argparse.Namespace) -> int:
             f"{args.slide} already holds {existing} from an earlier run; pass --overwrite to replace them or "
             "--key-added to write under another name."
         )
-        raise _UserError(msg)
+        raise UserError(msg)
 
     kwargs = {
         "image_key": image_key,
@@ -287,14 +226,12 @@ def _superresolve(args: argparse.Namespace) -> int:
     image_key = kwargs.pop("image_key")
     sr.tl.superresolve(sdata, image_key, **kwargs)
 
-    with warnings.catch_warnings():
-        # zarr announces a future default on every array written; it says nothing about this store.
-        warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+    with zarr_notice_hidden():
         if into_store:
             _write_into_store(sdata, list(names.values()), replace=existing)
             target = args.slide
         else:
-            _replace_store(args.out)
+            replace_store(args.out)
             sdata.write(args.out)
             target = args.out
     _summary(sdata, key, target, time.perf_counter() - start, whole_slide=not into_store or from_space_ranger)
@@ -327,112 +264,3 @@ def _summary(sdata, key: str, target: Path, seconds: float, *, whole_slide: bool
         lines = textwrap.wrap(", ".join(per_gene), width=100, break_on_hyphens=False)
         print(f"  {'':<{width}}  and var, per gene: " + f"\n  {'':<{width}}    ".join(lines))
     print(f"Open it with: import spatialdata as sd; sdata = sd.read_zarr({str(target)!r})")
-
-
-def _is_zarr(path: Path) -> bool:
-    return (path / ".zgroup").exists() or (path / "zarr.json").exists()
-
-
-def _check_out(path: Path, *, overwrite: bool) -> None:
-    """Before any work: --out must be new, or a zarr store that --overwrite may replace."""
-    if not path.exists():
-        return
-    if not overwrite:
-        msg = f"{path} exists; pass --overwrite to replace it or choose another --out."
-        raise _UserError(msg)
-    if not _is_zarr(path):
-        msg = f"{path} exists and is not a zarr store, so it is not replaced; choose another --out."
-        raise _UserError(msg)
-
-
-def _replace_store(path: Path) -> None:
-    """Remove the zarr store that --overwrite replaces (checked by `_check_out`)."""
-    if path.exists():
-        shutil.rmtree(path)
-
-
-# --- demo ----------------------------------------------------------------------------------------------------
-
-
-def _demo(args: argparse.Namespace) -> int:
-    import sr_spatial as sr
-
-    _check_out(args.out, overwrite=args.overwrite)
-    start = time.perf_counter()
-    print("Generating the demo slide (synthetic Visium, 55 µm spots on a 100 µm hexagonal lattice) ...")
-    sdata = sr.datasets.demo(seed=args.seed)
-    image = "demo_full_image"
-    scores = {}
-    for method in ("nearest", "bicubic", "histology", "diffusion"):
-        key = f"superres_{method}"
-        if method == "histology":
-            print("Fitting the histology predictor (morphology features, weights on held-out spots) ...")
-        if method == "diffusion":
-            print(f"Training the diffusion model ({args.config}) on the slide and sampling ...")
-        sr.tl.superresolve(
-            sdata,
-            image,
-            method=method,
-            scale=args.scale,
-            config=args.config,
-            device=args.device,
-            seed=args.seed,
-            key_added=key,
-            show_progress_bar=not args.quiet,
-        )
-        scores[method] = sr.tl.evaluate(sdata, key, truth_key="demo_truth").mean()
-    _replace_store(args.out)
-    with warnings.catch_warnings():
-        # zarr announces a future default on every array written; it says nothing about this store.
-        warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
-        sdata.write(args.out)
-    elapsed = time.perf_counter() - start
-
-    table = sdata.tables["superres_diffusion_table"]
-    info = table.uns["superres_diffusion"]
-    bin_um = info["bin_size_px"] * sdata.tables["table"].uns["demo"]["microns_per_pixel"]
-    print()
-    print(f"Accuracy against the demo's true {bin_um:.0f} µm expression map (mean over {table.n_vars} genes):")
-    print(f"  {'method':<10} {'pearson r':>10} {'SSIM':>8} {'RMSE':>8} {'spot residual':>14}")
-    for method, row in scores.items():
-        print(
-            f"  {method:<10} {row['pearson']:>10.3f} {row['ssim']:>8.3f} {row['rmse']:>8.3f} "
-            f"{row['spot_residual']:>14.2e}"
-        )
-    print()
-    print(
-        f"Wrote {args.out.resolve()} in {elapsed:.0f} s. It holds the demo slide and, per method M in "
-        f"{'/'.join(scores)}:"
-    )
-    print(
-        f"  images['superres_M']        genes x bins expression map ({table.n_vars} channels) over the H&E, "
-        "NaN outside the tissue"
-    )
-    print("  images['superres_M_std']    per-bin standard deviation (the uncertainty), NaN outside the tissue")
-    print(f"  shapes['superres_M_bins']   {table.n_obs} square bins in the tissue")
-    print("  tables['superres_M_table']  AnnData, one row per bin (X, layers['std'], obsm['spatial'])")
-    print("Open it with: import spatialdata as sd; sdata = sd.read_zarr(" + repr(str(args.out)) + ")")
-    print("Your own slide: sr-spatial superresolve SLIDE.zarr (see sr-spatial superresolve --help)")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``sr-spatial`` command; returns the exit status (2 for a problem with the input)."""
-    args = _parser().parse_args(argv)
-    run = {"demo": _demo, "superresolve": _superresolve}[args.command]
-    try:
-        return run(args)
-    except _UserError as error:
-        print(f"sr-spatial {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
-        # sr_spatial's own messages say what to do next; a traceback would bury them.
-        if logger.isEnabledFor(logging.DEBUG):
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"sr-spatial {args.command}: error: {message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
