@@ -140,3 +140,18 @@ def test_the_docs_figures_are_made_by_the_committed_script():
     for image in re.findall(r"!\[[^\]]*\]\((docs/_static/[^)]+)\)", README):
         assert (ROOT / image).is_file(), image
     assert json.loads(NOTEBOOK.read_text())["nbformat"] == 4
+
+
+def test_the_readme_notebook_example_runs_as_written():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    demo = next(block for block in blocks if "sr.datasets.demo()" in block)
+    namespace: dict = {}
+    exec(compile(demo, "README.md", "exec"), namespace)  # the README's own example
+    adata = namespace["adata"]
+    assert adata.var["histology_weight"].index.equals(adata.var_names)
+    plt.close("all")
