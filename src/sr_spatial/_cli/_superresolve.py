@@ -97,7 +97,7 @@ def _is_space_ranger(path: Path) -> bool:
 
 
 def _read_slide(args: argparse.Namespace):
-    """The slide in memory (elements of a zarr store read lazily), and whether it is a Space Ranger folder."""
+    """The slide: a zarr store (its elements read lazily) or a Space Ranger folder read with spatialdata-io."""
     import spatialdata as sd
 
     path = args.slide
@@ -115,7 +115,7 @@ def _read_slide(args: argparse.Namespace):
 
         kwargs = {"dataset_id": args.dataset_id, "fullres_image_file": args.fullres_image}
         print(f"Reading the Space Ranger folder {path} with spatialdata_io.visium ...", flush=True)
-        return spatialdata_io.visium(path, **{k: v for k, v in kwargs.items() if v is not None}), True
+        return spatialdata_io.visium(path, **{k: v for k, v in kwargs.items() if v is not None})
     if args.dataset_id is not None or args.fullres_image is not None:
         msg = "--dataset-id and --fullres-image are for a Space Ranger folder; SLIDE is read as a zarr store."
         raise UserError(msg)
@@ -127,7 +127,7 @@ def _read_slide(args: argparse.Namespace):
             "written by SpatialData.write, or a Space Ranger outs/ folder."
         )
         raise UserError(msg) from error
-    return sdata, False
+    return sdata
 
 
 def _choose_image(sdata, image_key: str | None) -> str:
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             msg = "--out is the slide itself; leave --out out to write into the slide's zarr store."
             raise UserError(msg)
         check_out(args.out, overwrite=args.overwrite)
-    sdata, from_space_ranger = _read_slide(args)
+    sdata = _read_slide(args)
     image_key = _choose_image(sdata, args.image_key)
     key = args.key_added or f"{image_key}_superres"
     names = _output_names(key)
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             replace_store(args.out)
             sdata.write(args.out)
             target = args.out
-    _summary(sdata, key, target, time.perf_counter() - start, whole_slide=not into_store or from_space_ranger)
+    _summary(sdata, key, target, time.perf_counter() - start, whole_slide=not into_store)
     return 0
 
 
