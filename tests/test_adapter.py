@@ -382,3 +382,24 @@ def test_read_histology_translated_crop_matches_full_image(demo_sdata, st_map):
     a = read_histology(read_spots(demo_sdata, IMAGE_KEY), grid_full, px_per_bin=k)
     b = read_histology(crop_spots, grid_crop, px_per_bin=k)
     np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+def test_per_gene_results_become_var_columns_labelled_by_gene():
+    from sr_spatial._adapter._write import per_gene_columns
+
+    genes = ["a", "b", "c"]
+    uns = {
+        "params": {"genes": genes, "n_top_genes": np.array([1.0, 2.0, 3.0])},
+        "genes": genes,  # names, not a result
+        "spot_residual": 0.1,
+        "spot_residual_per_gene": np.array([0.1, 0.2, 0.3]),
+        "coverage_scale": np.array([1.0, 1.5, 2.0], dtype=np.float32),
+        "histology": {"features": "morphology", "weight": np.array([0.0, 0.5, 1.0]), "n_groups": 3},
+        "per_feature": np.arange(5.0),  # another length: not per gene
+    }
+    var = per_gene_columns(uns, genes)
+    assert list(var.index) == genes and var.index.name == "gene"
+    assert list(var.columns) == ["spot_residual", "coverage_scale", "histology_weight"]
+    assert var.loc["b", "histology_weight"] == 0.5
+    # uns keeps its arrays.
+    assert isinstance(uns["histology"]["weight"], np.ndarray) and "spot_residual_per_gene" in uns

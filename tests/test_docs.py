@@ -49,8 +49,10 @@ def test_api_reference_has_a_page_per_public_function(built_docs):
 def test_tutorial_ran_and_shows_its_figures(built_docs):
     html = (built_docs / "notebooks" / "tutorial.html").read_text()
     assert "Traceback" not in html
-    # spatialdata-plot x2, pl.superres, pl.benchmark, squidpy: every figure cell produced an image.
-    assert html.count('<img alt="_images/') + html.count('<img alt="../_images/') >= 5
+    # spatialdata-plot x3, pl.superres, pl.benchmark, pl.calibration, squidpy: every figure cell produced an image.
+    assert html.count('<img alt="_images/') + html.count('<img alt="../_images/') >= 7
+    # The default method first, with its per-gene results labelled by gene.
+    assert "histology_weight" in html
     assert "demo_superres.zarr" in html  # the last cell (saving) ran
     # The log has a plain line per phase (no ETA that could contradict the bars) and says how long training took.
     assert "Fitting the histology encoder: " in html and "Trained in " in html
@@ -58,7 +60,7 @@ def test_tutorial_ran_and_shows_its_figures(built_docs):
 
 
 def test_pages_link_up(built_docs):
-    for page in ("index", "installation", "quickstart", "model", "api", "benchmarks", "changelog"):
+    for page in ("index", "installation", "quickstart", "visium", "model", "api", "benchmarks", "changelog"):
         assert (built_docs / f"{page}.html").is_file()
     # Titles such as "H&E" are HTML-escaped on the page.
     benchmarks = html.unescape((built_docs / "benchmarks.html").read_text())

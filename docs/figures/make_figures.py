@@ -1,10 +1,14 @@
-"""Make the figures of the docs and README (committed under docs/_static/).
+"""Make the figures of the docs and README, and the executed tutorial, from the current code.
 
-    python docs/figures/make_figures.py            # both figures
-    python docs/figures/make_figures.py architecture
+    python docs/figures/make_figures.py                # all three
+    python docs/figures/make_figures.py architecture   # one of them
 
-``architecture`` draws the model diagram (no data needed); ``demo`` super-resolves the demo slide with the
-default model (about 1-2 minutes on 2 CPU cores) and plots it with ``sr_spatial.pl.superres``.
+``architecture`` draws the model diagram (no data needed; ``docs/_static/architecture.png``); ``demo``
+super-resolves the demo slide with the default method and plots it with ``sr_spatial.pl.superres``
+(``docs/_static/demo_superres.png``, the README's figure; seconds); ``tutorial`` executes
+``notebooks/tutorial.ipynb`` top to bottom and stores it with its outputs and figures (about 2 minutes on 2 CPU
+cores), recording a hash of its code cells so that ``tests/test_docs.py`` can tell when a code cell was changed
+without executing it again.
 """
 
 from __future__ import annotations
@@ -194,7 +198,35 @@ def demo(path: Path = STATIC / "demo_superres.png") -> Path:
     return path
 
 
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "tutorial.ipynb"
+
+
+def code_hash(notebook) -> str:
+    """SHA-256 of a notebook's code cells, in order: what its stored outputs were computed from."""
+    import hashlib
+
+    sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    return hashlib.sha256("\n\x00".join(sources).encode()).hexdigest()
+
+
+def tutorial(path: Path = NOTEBOOK) -> Path:
+    """Execute the tutorial in place, keeping its outputs (figures included) in the stored notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{index:02d}"  # stable ids, so a re-run changes only outputs
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+            cell.metadata.pop("execution", None)
+    NotebookClient(notebook, timeout=900, kernel_name="python3", record_timing=False).execute(cwd=str(path.parent))
+    notebook.metadata["sr_spatial"] = {"executed_code_sha256": code_hash(notebook)}
+    nbformat.write(notebook, path)
+    return path
+
+
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or ["architecture", "demo"]
+    wanted = sys.argv[1:] or ["architecture", "demo", "tutorial"]
     for name in wanted:
         print(globals()[name]())

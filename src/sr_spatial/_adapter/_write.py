@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
     from sr_spatial._adapter._elements import BinGrid, SpotData
 
-__all__ = ["check_output_names", "output_names", "write_superres"]
+__all__ = ["check_output_names", "output_names", "per_gene_columns", "write_superres"]
+
+# Records of ``uns[key]`` that are not results per gene, though they may hold lists as long as the genes.
+_NOT_PER_GENE = {"params", "spatial", "sr_spatial"}
 
 
 def _output_transformations(spots: SpotData, grid: BinGrid) -> dict[str, BaseTransformation]:
@@ -81,7 +84,7 @@ def write_superres(
             },
             index=bin_ids.to_numpy(),
         ),
-        var=pd.DataFrame(index=pd.Index(list(genes), name="gene")),
+        var=per_gene_columns(uns, list(genes)),
     )
     adata.layers["std"] = np.ascontiguousarray(bins[1], dtype=np.float32)
     adata.obsm["spatial"] = centres_px.astype(np.float64)
@@ -102,6 +105,38 @@ def write_superres(
         ("tables", names["table"]): table,
     }
     _add_elements(sdata, elements)
+
+
+def per_gene_columns(uns: dict, genes: list[str]) -> pd.DataFrame:
+    """The output table's ``var``: one row per gene, a column per per-gene result recorded in ``uns``.
+
+    Every 1-D numeric array of ``uns`` (or of a record one level down, such as ``uns["histology"]``) as long as
+    ``genes`` becomes a column, named after its key, prefixed by its record's name one level down and without a
+    ``_per_gene`` suffix: ``uns["histology"]["weight"]`` -> ``var["histology_weight"]``,
+    ``uns["coverage_scale"]`` -> ``var["coverage_scale"]``, ``uns["spot_residual_per_gene"]`` ->
+    ``var["spot_residual"]``. ``uns`` itself is left as it is, so the arrays stay where they were.
+    """
+    n_genes = len(genes)
+
+    def is_per_gene(value) -> bool:
+        return (
+            isinstance(value, np.ndarray)
+            and value.ndim == 1
+            and len(value) == n_genes
+            and (np.issubdtype(value.dtype, np.number) or value.dtype == bool)
+        )
+
+    columns = {}
+    for name, value in uns.items():
+        if name in _NOT_PER_GENE:
+            continue
+        if is_per_gene(value):
+            columns[name.removesuffix("_per_gene")] = value
+        elif isinstance(value, dict):
+            for inner, item in value.items():
+                if is_per_gene(item):
+                    columns[f"{name}_{inner.removesuffix('_per_gene')}"] = item
+    return pd.DataFrame(columns, index=pd.Index(list(genes), name="gene"))
 
 
 def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> dict:

@@ -1,44 +1,41 @@
-"""Command line: ``sr-spatial demo --out demo.zarr``."""
+"""``sr-spatial demo``: every method on the synthetic demo slide, scored against its known truth."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import shutil
-import sys
 import time
-import warnings
 from pathlib import Path
 
-logger = logging.getLogger("sr_spatial")
+from sr_spatial._cli._common import Formatter, check_out, replace_store, zarr_notice_hidden
+
+DEMO_DESCRIPTION = """\
+Generate the synthetic Visium-like demo slide (55 µm spots on a 100 µm lattice, 30 genes, with its hidden
+high-resolution truth), super-resolve it 4x with the default histology method, the diffusion model and the
+nearest-spot and bicubic baselines, score all four against the truth, and write everything to a zarr store."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sr-spatial", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_parser(sub) -> None:
+    """Add the command and its options to the ``sr-spatial`` parser's subcommands."""
     demo = sub.add_parser(
         "demo",
-        help="Super-resolve the bundled demo slide and score it against its known truth.",
-        description="Generate the synthetic Visium-like demo slide, super-resolve it with the diffusion model "
-        "(and the bicubic and nearest baselines), score all three against the hidden high-resolution truth, "
-        "and write everything to a zarr store.",
+        help="super-resolve the bundled demo slide with every method and score them against its known truth",
+        description=DEMO_DESCRIPTION,
+        formatter_class=Formatter,
     )
-    demo.add_argument("--out", type=Path, default=Path("demo.zarr"), help="zarr store to write (default demo.zarr)")
-    demo.add_argument("--config", default="base", help="model size: base (default) or tiny")
-    demo.add_argument("--scale", type=int, default=4, help="bins per spot pitch (default 4: 25 µm bins)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    demo.add_argument("--out", type=Path, default=Path("demo.zarr"), help="zarr store to write")
+    demo.add_argument("--config", default="base", help="diffusion model size: base or tiny (seconds, less accurate)")
+    demo.add_argument("--scale", type=int, default=4, help="bins per spot pitch (4: 25 µm bins)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     demo.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
 
 
-def _demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run the command; 0 on success."""
     import sr_spatial as sr
 
-    if args.out.exists() and not args.overwrite:
-        print(f"{args.out} exists; pass --overwrite to replace it or choose another --out.", file=sys.stderr)
-        return 2
+    check_out(args.out, overwrite=args.overwrite)
     start = time.perf_counter()
     print("Generating the demo slide (synthetic Visium, 55 µm spots on a 100 µm hexagonal lattice) ...")
     sdata = sr.datasets.demo(seed=args.seed)
@@ -62,11 +59,8 @@ def _demo(args: argparse.Namespace) -> int:
             show_progress_bar=not args.quiet,
         )
         scores[method] = sr.tl.evaluate(sdata, key, truth_key="demo_truth").mean()
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    with warnings.catch_warnings():
-        # zarr announces a future default on every array written; it says nothing about this store.
-        warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+    replace_store(args.out)
+    with zarr_notice_hidden():
         sdata.write(args.out)
     elapsed = time.perf_counter() - start
 
@@ -94,16 +88,5 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  shapes['superres_M_bins']   {table.n_obs} square bins in the tissue")
     print("  tables['superres_M_table']  AnnData, one row per bin (X, layers['std'], obsm['spatial'])")
     print("Open it with: import spatialdata as sd; sdata = sd.read_zarr(" + repr(str(args.out)) + ")")
+    print("Your own slide: sr-spatial superresolve SLIDE.zarr (see sr-spatial superresolve --help)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``sr-spatial`` command."""
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
-    return 1  # pragma: no cover - argparse rejects unknown commands
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

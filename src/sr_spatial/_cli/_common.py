@@ -1,0 +1,53 @@
+"""What the commands share: input errors, the help formatter, replacing an output store."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with the command's arguments or files: printed as one line, exit status 2."""
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written (line breaks, examples); a default, where there is one, after the help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in help_text:
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
+@contextmanager
+def zarr_notice_hidden():
+    """Hide the notice zarr gives on every array written about a future default; it says nothing about the store."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+        yield
+
+
+def is_zarr(path: Path) -> bool:
+    return (path / ".zgroup").exists() or (path / "zarr.json").exists()
+
+
+def check_out(path: Path, *, overwrite: bool) -> None:
+    """Before any work: --out must be new, or a zarr store that --overwrite may replace."""
+    if not path.exists():
+        return
+    if not overwrite:
+        msg = f"{path} exists; pass --overwrite to replace it or choose another --out."
+        raise UserError(msg)
+    if not is_zarr(path):
+        msg = f"{path} exists and is not a zarr store, so it is not replaced; choose another --out."
+        raise UserError(msg)
+
+
+def replace_store(path: Path) -> None:
+    """Remove the zarr store that --overwrite replaces (checked by `check_out`)."""
+    if path.exists():
+        shutil.rmtree(path)
