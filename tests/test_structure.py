@@ -27,7 +27,7 @@ MAX_PARAMETERS = 15
 MAX_BODY_LINES = 120
 #: The methods' names; compared to a value in one module only, the registry (the CLI's demo list aside).
 METHOD_NAMES = {"histology", "diffusion", "bicubic", "nearest"}
-NAMES_COMPARED_IN = {"tl/_methods/_registry.py", "_cli.py"}
+NAMES_COMPARED_IN = {"tl/_methods/_registry.py", "_cli/_demo.py"}
 BENCHMARKS = SRC.parents[1] / "benchmarks"
 #: Pairs of files allowed to share a block of ``DUPLICATE_LINES`` lines for now, each with what removes it.
 PENDING_DUPLICATES = {
