@@ -1,0 +1,142 @@
+"""Training on reference slides with finer truth and applying the model to a target (issue 25)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from conftest import IMAGE_KEY, SEED
+
+import sr_spatial as sr
+from sr_spatial.model import HistologyModel
+from sr_spatial.model._reference import guard
+from sr_spatial.tl._options import SlideKeys
+from sr_spatial.tl._reference import PseudoSpots, pool_groups, target_geometry
+
+SCALE = 2
+#: The demo's spot pitch is 100 µm: at scale 2 the output's bins, and the references' spots, are 50 µm apart.
+UNIT_UM = 50.0
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Another demo slide (seed 1) measured by 50 µm spots on a 50 µm square lattice: spots at the output's scale."""
+    from srbench.reference import reference_slide
+
+    other = sr.datasets.demo(seed=1)
+    return reference_slide(other, bin_um=UNIT_UM, split_px=None, umis_per_um2=0.5, seed=1, footprint="disk"), other
+
+
+@pytest.fixture(scope="module")
+def genes(demo_sdata):
+    return list(sr.pp.build_st_map(demo_sdata, IMAGE_KEY, scale=SCALE, n_top_genes=12).genes)
+
+
+@pytest.fixture(scope="module")
+def histology_model(reference, demo_sdata, genes):
+    ref, _ = reference
+    return sr.tl.train(
+        [ref], image_key=["he"], reference=True, target=demo_sdata, scale=SCALE, genes=genes, seed=SEED,
+        method="histology", show_progress_bar=False,
+    )  # fmt: skip
+
+
+def test_the_target_geometry_is_read_off_its_shapes(demo_sdata, reference):
+    geometry = target_geometry(demo_sdata, SlideKeys())
+    assert geometry.lattice == "hexagonal"
+    assert geometry.radius_ratio == pytest.approx(0.275, rel=0.05)  # Visium: 55 µm disks 100 µm apart
+    ref, _ = reference
+    square = target_geometry(ref, SlideKeys())
+    assert square.lattice == "square" and square.radius_ratio == pytest.approx(0.5, rel=0.05)
+
+
+def test_units_are_pooled_into_the_targets_pseudo_spots():
+    # A square lattice of units, pseudo-spots 2 units apart whose disks just enclose a 2 x 2 block (her2st).
+    ys, xs = np.mgrid[0:20, 0:20]
+    centres = np.column_stack([xs.ravel(), ys.ravel()]).astype(float) * 10
+    groupings = pool_groups(centres, pitch=10.0, scale=2, geometry=PseudoSpots("square", 0.48), n_offsets=3, seed=0)
+    assert len(groupings) == 3
+    first = groupings[0]
+    sizes = np.bincount(first[first >= 0])
+    assert np.median(sizes) == 4 and sizes.max() == 4  # centred between units: every interior disk holds 2 x 2
+    assert all(((g >= -1) & (g < len(centres))).all() for g in groupings)
+
+
+def test_a_histology_model_trained_on_a_reference_applies_exactly_to_the_target(
+    histology_model, demo_sdata, genes, tmp_path
+):
+    model = histology_model
+    assert isinstance(model, HistologyModel) and model.genes == genes
+    assert model.reference["n_references"] == 1 and "reference slides" in repr(model)
+    # Fitted at the output's own level: nothing to carry to finer bins.
+    assert model.predictor.finer_ratio == 1.0
+    sdata = copy.deepcopy(demo_sdata)
+    sr.tl.superresolve(sdata, IMAGE_KEY, scale=SCALE, model=model, genes=genes, seed=SEED, key_added="sr")
+    uns = sdata.tables["sr_table"].uns["sr"]
+    assert uns["spot_residual"] < 1e-6  # still exactly consistent with the target's own spots
+    record = uns["histology"]
+    for name in ("guard_factor", "guard_slope", "reference_weight"):
+        assert np.asarray(record[name]).shape == (len(genes),)
+    factor = np.asarray(record["guard_factor"])
+    assert np.all((factor >= 0) & (factor <= 1))
+    np.testing.assert_allclose(record["weight"], record["reference_weight"] * record["detail_cap"] * factor, rtol=1e-5)
+    # Saved and loaded, it is the same model on the target.
+    loaded = sr.model.load(model.save(tmp_path / "ref"))
+    assert loaded.reference == model.reference
+    again = sr.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, model=loaded, genes=genes, seed=SEED, key_added="sr", inplace=False
+    )
+    np.testing.assert_array_equal(again.tables["sr_table"].X, sdata.tables["sr_table"].X)
+
+
+def test_the_reference_beats_the_measurement_on_the_demo(histology_model, demo_sdata, genes):
+    """The demo's expression follows its H&E; a reference of the same kind carries that into its detail."""
+    sdata = copy.deepcopy(demo_sdata)
+    scores = {}
+    for name, model in (("nearest", None), ("reference", histology_model)):
+        sr.tl.superresolve(
+            sdata, IMAGE_KEY, scale=SCALE, model=model, method="nearest" if model is None else None, genes=genes,
+            seed=SEED, key_added=name, show_progress_bar=False,
+        )  # fmt: skip
+        scores[name] = sr.tl.evaluate(sdata, name, truth_key="demo_truth")["pearson"].mean()
+    assert scores["reference"] > scores["nearest"]
+
+
+def test_the_guard_keeps_detail_the_target_confirms_and_drops_detail_it_contradicts(histology_model, demo_sdata):
+    st_map = sr.pp.build_st_map(demo_sdata, IMAGE_KEY, scale=SCALE, genes=histology_model.genes)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(len(st_map.values), histology_model.predictor.ridge.coef.shape[0]))
+    predicted = histology_model.predictor.ridge.predict(features)
+    args = {"pitch": st_map.pitch, "scale": SCALE}
+    agree = guard(histology_model.predictor, features, predicted, st_map.centres, **args)
+    contradict = guard(histology_model.predictor, features, -predicted, st_map.centres, **args)
+    helped = histology_model.predictor.weight > 0.2
+    assert helped.any()
+    assert np.all(agree["factor"][helped] > contradict["factor"][helped])
+    assert np.median(contradict["factor"][helped]) < 0.5
+
+
+def test_a_gene_missing_from_a_reference_is_reported(reference, demo_sdata, genes):
+    ref, _ = reference
+    with pytest.raises(KeyError, match="reference 0 lacks"):
+        sr.tl.train([ref], image_key="he", reference=True, target=demo_sdata, genes=[*genes, "NOT_A_GENE"])
+    with pytest.raises(ValueError, match="reference=True"):
+        sr.tl.train([ref, ref], image_key="he", genes=genes)
+    with pytest.raises(ValueError, match="one per slide"):
+        sr.tl.train([ref, ref], image_key=["he"], reference=True, genes=genes)
+
+
+def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(reference, demo_sdata, genes):
+    ref, _ = reference
+    model = sr.tl.train(
+        [ref, ref], image_key="he", reference=True, target=demo_sdata, scale=SCALE, genes=genes, seed=SEED,
+        method="diffusion", config="tiny", train_steps=20, show_progress_bar=False,
+    )  # fmt: skip
+    assert isinstance(model, sr.model.DiffST) and model.genes == genes and model.is_trained
+    assert float(model.network.spread_error_ratio.abs().max()) == 0.0
+    out = sr.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, model=model, n_samples=2, seed=SEED, key_added="d", inplace=False,
+        show_progress_bar=False,
+    )  # fmt: skip
+    assert out.tables["d_table"].uns["d"]["spot_residual"] < 1e-6
