@@ -22,10 +22,8 @@ UNIT_UM = 50.0
 @pytest.fixture(scope="module")
 def reference():
     """Another demo slide (seed 1) measured by 50 µm spots on a 50 µm square lattice: spots at the output's scale."""
-    from srbench.reference import reference_slide
-
     other = sr.datasets.demo(seed=1)
-    return reference_slide(other, bin_um=UNIT_UM, split_px=None, umis_per_um2=0.5, seed=1, footprint="disk"), other
+    return sr.datasets.measure_demo_truth(other, bin_um=UNIT_UM, seed=1, footprint="disk"), other
 
 
 @pytest.fixture(scope="module")

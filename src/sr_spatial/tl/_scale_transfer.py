@@ -291,7 +291,8 @@ def train_diffusion_on_references(request) -> DiffST:
     """:func:`sr_spatial.tl.train` with ``method="diffusion"`` on references pooled with the target's geometry.
 
     Each reference gives true pairs (:func:`~sr_spatial.tl._reference.reference_scenes`) on its own grid of
-    units; the histology encoder learns from the spots of the reference with the most units.
+    units; the histology encoder learns from the spots of the reference with the most counts in all (units times
+    depth: the most labels and the least counting noise).
     """
     from sr_spatial.tl._reference import bin_aligned_map, reference_scenes, shared_genes, target_geometry
 
@@ -302,7 +303,7 @@ def train_diffusion_on_references(request) -> DiffST:
     geometry = target_geometry(request.target, request.slide)
     genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
     where = {**request.where(), "genes": genes}
-    maps, outputs, scenes = [], [], []
+    maps, outputs, scenes, counts = [], [], [], []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
         st_map = bin_aligned_map(build_st_map(slide, image_key, **where, scale=1))
         where["genes"] = st_map.genes
@@ -318,7 +319,8 @@ def train_diffusion_on_references(request) -> DiffST:
         )
         maps.append(st_map)
         outputs.append(output)
-    largest = int(np.argmax([len(m.values) for m in maps]))
+        counts.append(float(st_map.spots.counts.sum()))
+    largest = int(np.argmax(counts))
     model = train_on_map(
         maps[largest],
         scale=request.scale,
