@@ -192,6 +192,7 @@ def superresolve(
     image_store: str | Path | zarr.abc.store.Store | None = None,
     client: Client | Literal["auto"] | None = "auto",
     coordinate_system: str | None = None,
+    stain: Literal["auto", "brightfield", "fluorescence"] = "auto",
     key_added: str | None = None,
     overwrite: bool = False,
     inplace: bool = True,
@@ -325,6 +326,7 @@ def superresolve(
     import spatialdata as sd
 
     start = time.perf_counter()
+    _checks.check_call(sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain, image_um_per_px=image_um_per_px, n_samples=n_samples, quantiles=quantiles, features=features if method in (None, "histology") and model is None else None, overwrite=overwrite, inplace=inplace, show_progress_bar=show_progress_bar)  # fmt: skip
     _check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(
@@ -354,7 +356,9 @@ def superresolve(
         msg = f"`key_added` {key!r} is not a valid element name; use letters, digits, '_', '.' and '-' only."
         raise ValueError(msg)
     if inplace:
-        check_output_names(sdata, key, overwrite=overwrite)
+        check_output_names(
+            sdata, key, overwrite=overwrite, image_key=image_key, table_key=table_key, shapes_key=shapes_key
+        )
     params = {
         "image_key": image_key,
         "table_key": table_key,
@@ -374,6 +378,7 @@ def superresolve(
         "sampling_steps": sampling_steps,
         "device": str(device),
         "coordinate_system": coordinate_system,
+        "stain": stain,
         "key_added": key,
         "seed": seed,
         "quantiles": None if quantiles is None else [float(q) for q in np.atleast_1d(quantiles)],
@@ -417,6 +422,7 @@ def superresolve(
         coordinate_system=coordinate_system,
         # Training reads the whole slide anyway; inference renders block by block.
         render=train_here,
+        stain=stain,
     )
     seconds = time.perf_counter() - start
     log_phase(

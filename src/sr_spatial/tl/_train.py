@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -138,6 +138,7 @@ def train(
     train_steps: int | None = None,
     device: str | torch.device = "auto",
     coordinate_system: str | None = None,
+    stain: Literal["auto", "brightfield", "fluorescence"] = "auto",
     reference: bool = False,
     features: str | None = None,
     image_um_per_px: float | None = None,
@@ -192,6 +193,7 @@ def train(
     -------
     The trained model; keep it with :meth:`~sr_spatial.model.DiffST.save`.
     """
+    _checks.check_call(sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain, image_um_per_px=image_um_per_px, checkpoint_dir=checkpoint_dir, reference=reference, show_progress_bar=show_progress_bar)  # fmt: skip
     _check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
@@ -231,6 +233,7 @@ def train(
         n_top_genes=n_top_genes,
         scale=1 if reference else scale,
         coordinate_system=coordinate_system,
+        stain=stain,
     )
     scenes = output = None
     if reference:
