@@ -113,7 +113,13 @@ def check_name(key_added) -> None:
 
 
 #: What each kind of element is called in messages.
-_KINDS = {"images": "an image", "labels": "labels", "points": "points", "shapes": "shapes", "tables": "a table"}
+_KINDS = {
+    "images": "an image",
+    "labels": "a labels element",
+    "points": "a points element",
+    "shapes": "a shapes element",
+    "tables": "a table",
+}
 
 
 def _kind_of(sdata, name) -> str | None:
@@ -132,7 +138,7 @@ def _check_element(sdata, name, *, kind: str, argument: str, hint: str = "") -> 
     if found is not None and found != kind:
         available = sorted(getattr(sdata, kind).keys())
         msg = (
-            f"`{argument}={name!r}` names {_KINDS[found]} element, not {_KINDS[kind]}. {hint}"
+            f"`{argument}={name!r}` names an element of `sdata.{found}`, not of `sdata.{kind}`. {hint}"
             f"Available {kind}: {available}."
         )
         raise ValueError(msg)
