@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-
 if TYPE_CHECKING:
     from collections.abc import Mapping
 

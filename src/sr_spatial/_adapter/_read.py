@@ -21,9 +21,9 @@ from sr_spatial._adapter._elements import (
 )
 from sr_spatial._validate import (
     check_counts_informative,
+    check_spot_geometry,
     check_stain,
     check_table_x,
-    check_spot_geometry,
     dark_background,
     in_tissue,
     intensity_white,
@@ -318,9 +318,7 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
         # One channel at a time, read, scaled and resampled: the whole crop in float32 (and the resampling's
         # copies of it) is several times the output on a large slide. Each pixel is computed as for all three.
         values, native[channel] = native[channel], None
-        values = _to_unit_rgb(
-            values, spots.white, inverted=spots.inverted, grey_to_rgb=False, alpha=alpha, blank=blank
-        )
+        values = _to_unit_rgb(values, spots.white, inverted=spots.inverted, grey_to_rgb=False, alpha=alpha, blank=blank)
         # Area-average first, so resampling to the output pixel does not alias nuclei away.
         if pool > 1:
             # Edge-pad to whole pooling blocks: downscale_local_mean would pad with zeros and darken the last row.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numbers
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -159,10 +158,11 @@ def check_call(
     features=None,
     **flags,
 ) -> None:
-    """Refuse, before any work, a slide that is not a SpatialData, keys that name the wrong kind of element, a
-    table without counts in ``X``, and arguments of the wrong type or range; ``flags`` must be booleans.
+    """Refuse, before any work, what :func:`superresolve` or :func:`train` cannot read, with what to pass instead.
 
-    Every check is cheap (no pixel, no count is read) and raises sr_spatial's own message saying what to pass.
+    A slide that is not a SpatialData, keys that name the wrong kind of element, a table without counts in
+    ``X``, and arguments of the wrong type or range; ``flags`` must be booleans. Every check is cheap (no pixel,
+    no count is read) and raises sr_spatial's own message saying what to pass.
     """
     from spatialdata import SpatialData
 
@@ -187,7 +187,9 @@ def check_call(
     if shapes_key is not None:
         hint = (
             "Transcripts (points) are counted into square spots first with `sr.pp.bin_transcripts(sdata, "
-            f"{shapes_key!r}, bin_size=...)`. " if _kind_of(sdata, shapes_key) == "points" else ""
+            f"{shapes_key!r}, bin_size=...)`. "
+            if _kind_of(sdata, shapes_key) == "points"
+            else ""
         )
         _check_element(sdata, shapes_key, kind="shapes", argument="shapes_key", hint=hint)
     if coordinate_system is not None and not isinstance(coordinate_system, str):

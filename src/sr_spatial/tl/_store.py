@@ -250,5 +250,10 @@ def guarded_dask(array, *, key: str, store) -> da.Array:
     guarded = _Guarded(array, key=key, where=where)
     name = f"sr-spatial-{key}-{array.store_path.path.replace('/', '-')}-{uuid.uuid4().hex}"
     return da.from_array(
-        guarded, chunks=array.chunks, name=name, lock=False, asarray=True, meta=np.empty((0,) * guarded.ndim, array.dtype)
+        guarded,
+        chunks=array.chunks,
+        name=name,
+        lock=False,
+        asarray=True,
+        meta=np.empty((0,) * guarded.ndim, array.dtype),
     )

@@ -326,7 +326,12 @@ def superresolve(
     import spatialdata as sd
 
     start = time.perf_counter()
-    _checks.check_call(sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain, image_um_per_px=image_um_per_px, n_samples=n_samples, quantiles=quantiles, features=features if method in (None, "histology") and model is None else None, overwrite=overwrite, inplace=inplace, show_progress_bar=show_progress_bar)  # fmt: skip
+    _checks.check_call(
+        sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system,
+        stain=stain, image_um_per_px=image_um_per_px, n_samples=n_samples, quantiles=quantiles,
+        features=features if method in (None, "histology") else None, overwrite=overwrite, inplace=inplace,
+        show_progress_bar=show_progress_bar,
+    )  # fmt: skip
     _check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(

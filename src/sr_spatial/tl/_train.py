@@ -193,7 +193,11 @@ def train(
     -------
     The trained model; keep it with :meth:`~sr_spatial.model.DiffST.save`.
     """
-    _checks.check_call(sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain, image_um_per_px=image_um_per_px, checkpoint_dir=checkpoint_dir, reference=reference, show_progress_bar=show_progress_bar)  # fmt: skip
+    _checks.check_call(
+        sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system,
+        stain=stain, image_um_per_px=image_um_per_px, checkpoint_dir=checkpoint_dir, reference=reference,
+        show_progress_bar=show_progress_bar,
+    )  # fmt: skip
     _check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
