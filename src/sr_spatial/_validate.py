@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ __all__ = [
     "STAINS",
     "check_stain",
     "check_counts_informative",
+    "check_name",
     "check_spot_geometry",
     "check_table_x",
     "dark_background",
@@ -105,6 +107,23 @@ def check_stain(stain) -> None:
             f"`stain` must be one of {list(STAINS)}, got {stain!r}: 'brightfield' for an H&E (dark tissue on light "
             "glass), 'fluorescence' for bright tissue on a dark background, 'auto' to decide from the image."
         )
+        raise ValueError(msg)
+
+
+def check_name(key_added) -> None:
+    """Refuse a ``key_added`` that spatialdata or zarr would refuse only once the outputs are written."""
+    if not isinstance(key_added, str) or not key_added:
+        msg = f"`key_added` must be a non-empty name, got {key_added!r}; pass a name, or None for the default."
+        raise ValueError(msg)
+    reason = None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", key_added):
+        reason = "use letters, digits, '_', '.' and '-' only"
+    elif key_added in (".", ".."):
+        reason = "'.' and '..' name folders of a zarr store, not elements"
+    elif key_added.startswith("__"):
+        reason = "names starting with '__' are reserved by spatialdata and zarr"
+    if reason is not None:
+        msg = f"`key_added` {key_added!r} is not a valid element name: {reason}. Pass e.g. `key_added='superres'`."
         raise ValueError(msg)
 
 

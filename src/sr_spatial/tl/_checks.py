@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = [
     "check_arguments",
     "check_call",
-    "check_name",
     "check_finite",
     "check_sampling_steps",
     "check_training_scale",
@@ -90,25 +88,10 @@ def check_arguments(
         msg = f"`seed` must be a non-negative integer, got {seed!r}. Pass e.g. `seed=0`."
         raise ValueError(msg)
     if key_added is not None:
+        from sr_spatial._validate import check_name
+
         check_name(key_added)
     resolve_device(device)
-
-
-def check_name(key_added) -> None:
-    """Refuse a ``key_added`` that spatialdata or zarr would refuse only once the outputs are written."""
-    if not isinstance(key_added, str) or not key_added:
-        msg = f"`key_added` must be a non-empty name, got {key_added!r}; pass a name, or None for the default."
-        raise ValueError(msg)
-    reason = None
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", key_added):
-        reason = "use letters, digits, '_', '.' and '-' only"
-    elif key_added in (".", ".."):
-        reason = "'.' and '..' name folders of a zarr store, not elements"
-    elif key_added.startswith("__"):
-        reason = "names starting with '__' are reserved by spatialdata and zarr"
-    if reason is not None:
-        msg = f"`key_added` {key_added!r} is not a valid element name: {reason}. Pass e.g. `key_added='superres'`."
-        raise ValueError(msg)
 
 
 #: What each kind of element is called in messages.
