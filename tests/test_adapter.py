@@ -403,3 +403,90 @@ def test_per_gene_results_become_var_columns_labelled_by_gene():
     assert var.loc["b", "histology_weight"] == 0.5
     # uns keeps its arrays.
     assert isinstance(uns["histology"]["weight"], np.ndarray) and "spot_residual_per_gene" in uns
+
+
+# --- brightfield or fluorescence, on the demo slide (issue 26) ---------------------------------------------------
+
+DEMO_IMAGE = "demo_full_image"
+
+
+def _demo_variant(demo_sdata, name, pixels, channels=None):
+    """``demo_sdata`` with its H&E's full-resolution pixels replaced by ``pixels`` as image ``name``."""
+    from spatialdata import deepcopy
+    from spatialdata.transformations import get_transformation
+
+    sdata = deepcopy(demo_sdata)
+    sdata.images[name] = Image2DModel.parse(
+        pixels, dims=("c", "y", "x"), c_coords=channels, scale_factors=[2, 2],
+        transformations=dict(get_transformation(demo_sdata.images[DEMO_IMAGE], get_all=True)),
+    )  # fmt: skip
+    return sdata
+
+
+def _demo_pixels(demo_sdata) -> np.ndarray:
+    image = demo_sdata.images[DEMO_IMAGE]
+    return np.asarray(image[sorted(image.children)[0]]["image"].values)
+
+
+def black_padded(pixels: np.ndarray, share: float = 0.06) -> np.ndarray:
+    """A black frame over ``share`` of each side, as a scanner or a registration pads a brightfield slide."""
+    padded = pixels.copy()
+    dy, dx = int(share * pixels.shape[1]), int(share * pixels.shape[2])
+    padded[:, :dy], padded[:, -dy:], padded[:, :, :dx], padded[:, :, -dx:] = 0, 0, 0, 0
+    return padded
+
+
+def transparent_glass(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGBA whose glass is transparent black, and the RGB it shows over white."""
+    glass = pixels.mean(axis=0) > 0.9 * 255
+    rgba = np.concatenate([pixels, np.full_like(pixels[:1], 255)])
+    rgba[:, glass] = 0
+    shown = pixels.copy()
+    shown[:, glass] = 255
+    return rgba, shown
+
+
+def test_black_padding_does_not_make_a_brightfield_he_fluorescence(demo_sdata):
+    """The decision compares the tissue with the glass around it, not with the image's (padded) border."""
+    sdata = _demo_variant(demo_sdata, "padded", black_padded(_demo_pixels(demo_sdata)))
+    spots = read_spots(sdata, "padded")
+    assert not spots.inverted
+    # The padding reads as glass, not as the darkest tissue.
+    histology = read_histology(spots, BinGrid(x0=0.0, y0=0.0, size=20.0, height=4, width=4), px_per_bin=4)
+    np.testing.assert_array_equal(histology, 1.0)
+
+
+def test_transparent_black_glass_reads_as_white_glass(demo_sdata):
+    rgba, shown = transparent_glass(_demo_pixels(demo_sdata))
+    sdata = _demo_variant(demo_sdata, "rgba", rgba, channels=["r", "g", "b", "a"])
+    sdata.images["shown"] = _demo_variant(demo_sdata, "shown", shown).images["shown"]
+    rgba_spots, shown_spots = read_spots(sdata, "rgba"), read_spots(sdata, "shown")
+    assert not rgba_spots.inverted
+    # At full resolution: a coarser level averages opacity and colour, which blends the glass's edge differently.
+    grid = BinGrid(x0=100.0, y0=100.0, size=4.0, height=150, width=150)
+    np.testing.assert_allclose(
+        read_histology(rgba_spots, grid, px_per_bin=4), read_histology(shown_spots, grid, px_per_bin=4), atol=1e-6
+    )
+
+
+def test_stain_says_how_to_read_the_image(demo_sdata, caplog):
+    pixels = _demo_pixels(demo_sdata)
+    sdata = _demo_variant(demo_sdata, "negative", (255 - pixels).astype(np.uint8))
+    assert read_spots(sdata, "negative").inverted  # decided from the image
+    with caplog.at_level("INFO", logger="sr_spatial"):
+        caplog.clear()
+        assert not read_spots(sdata, "negative", stain="brightfield").inverted
+        assert read_spots(sdata, DEMO_IMAGE, stain="fluorescence").inverted
+    assert "brightness" not in caplog.text  # stated, not decided: nothing to report
+    with pytest.raises(ValueError, match=r"`stain` must be one of \['auto', 'brightfield', 'fluorescence'\]"):
+        read_spots(sdata, DEMO_IMAGE, stain="H&E")
+
+
+def test_a_reading_it_cannot_tell_is_a_warning(demo_sdata, caplog):
+    """Dim tissue on a background just like it: neither glass nor a dark background in sight."""
+    grey = np.full_like(_demo_pixels(demo_sdata), 70)
+    sdata = _demo_variant(demo_sdata, "grey", grey)
+    with caplog.at_level("WARNING", logger="sr_spatial"):
+        assert not read_spots(sdata, "grey").inverted
+    assert "cannot tell brightfield from fluorescence" in caplog.text
+    assert "stain='brightfield'" in caplog.text

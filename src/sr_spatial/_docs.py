@@ -20,7 +20,12 @@ n_top_genes
 scale
     Bins per spot pitch along each axis (4 turns Visium's 100 µm pitch into 25 µm bins).
 coordinate_system
-    Coordinate system shared by image and spots; default: the first they share."""
+    Coordinate system shared by image and spots; default: the first they share.
+stain
+    How the image shows the tissue: ``"brightfield"`` (an H&E, dark tissue on light glass), ``"fluorescence"``
+    (bright tissue on a dark background, read inverted so nuclei read dark on white as in an H&E), or
+    ``"auto"`` (default): decided from the tissue under the spots against the glass around it, with a warning
+    where it cannot tell (e.g. no background in sight). Black padding or transparent corners do not count."""
 
 doc_show_save = """\
 show

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,19 +19,30 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["check_counts_informative", "check_spot_geometry", "dark_background", "in_tissue", "intensity_white"]
+__all__ = [
+    "STAINS",
+    "check_stain",
+    "check_counts_informative",
+    "check_name",
+    "check_spot_geometry",
+    "check_table_x",
+    "dark_background",
+    "in_tissue",
+    "intensity_white",
+]
 
 _TRUE = {"1", "1.0", "true", "yes", "in_tissue"}
 _FALSE = {"0", "0.0", "false", "no", "out_of_tissue"}
 
 #: Values sampled from the coarsest pyramid level to decide an image's intensity range.
 SAMPLE_VALUES = 2**20
-#: Share of the image's width and height, on each side, whose pixels show its background.
-BORDER = 0.05
 #: A background darker than this (0 black, 1 white) is a fluorescence image's, not glass under brightfield...
 DARK_BACKGROUND = 0.35
-#: ...when the tissue under the spots is also brighter than it by at least this much.
+#: ...when the tissue under the spots is also brighter than it by at least this much (and glass brighter than the
+#: tissue by this much is brightfield's).
 DARK_MARGIN = 0.05
+#: Tissue brighter than this is brightfield's: a fluorescence image's tissue is dim (signal on black).
+BRIGHT_TISSUE = 0.5
 
 
 def in_tissue(column: pd.Series, table_key: str) -> np.ndarray:
@@ -80,6 +92,49 @@ def check_spot_geometry(centres: np.ndarray, radius: np.ndarray, names: pd.Index
             f"{int(shared.sum())} spots of shapes {shapes_key!r} share their position with another spot (e.g. "
             f"{names[shared][:4].tolist()}). Each spot needs its own position: drop the duplicated spots from the "
             "shapes and the table, or check the shapes' geometry."
+        )
+        raise ValueError(msg)
+
+
+#: The values of ``stain``: how the H&E's intensities are read.
+STAINS = ("auto", "brightfield", "fluorescence")
+
+
+def check_stain(stain) -> None:
+    """Refuse a ``stain`` other than ``"auto"``, ``"brightfield"`` or ``"fluorescence"``."""
+    if not isinstance(stain, str) or stain not in STAINS:
+        msg = (
+            f"`stain` must be one of {list(STAINS)}, got {stain!r}: 'brightfield' for an H&E (dark tissue on light "
+            "glass), 'fluorescence' for bright tissue on a dark background, 'auto' to decide from the image."
+        )
+        raise ValueError(msg)
+
+
+def check_name(key_added) -> None:
+    """Refuse a ``key_added`` that spatialdata or zarr would refuse only once the outputs are written."""
+    if not isinstance(key_added, str) or not key_added:
+        msg = f"`key_added` must be a non-empty name, got {key_added!r}; pass a name, or None for the default."
+        raise ValueError(msg)
+    reason = None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", key_added):
+        reason = "use letters, digits, '_', '.' and '-' only"
+    elif key_added in (".", ".."):
+        reason = "'.' and '..' name folders of a zarr store, not elements"
+    elif key_added.startswith("__"):
+        reason = "names starting with '__' are reserved by spatialdata and zarr"
+    if reason is not None:
+        msg = f"`key_added` {key_added!r} is not a valid element name: {reason}. Pass e.g. `key_added='superres'`."
+        raise ValueError(msg)
+
+
+def check_table_x(table, table_key: str) -> None:
+    """Refuse a table whose ``X`` holds no matrix (the counts kept only in a layer)."""
+    if table.X is None:
+        layers = sorted(table.layers.keys())
+        where = f"e.g. `table.X = table.layers[{layers[0]!r}]`" if layers else "e.g. `table.X = counts`"
+        msg = (
+            f"Table {table_key!r} has no `X`; the raw counts per spot and gene are read from `X`. Put them there, "
+            f"{where}" + (f" (its layers: {layers})." if layers else ".")
         )
         raise ValueError(msg)
 
@@ -165,32 +220,79 @@ def intensity_white(level: xr.DataArray, image_key: str, spots: np.ndarray, spot
     return white
 
 
-def dark_background(level: xr.DataArray, image_key: str, spots: np.ndarray, white: float) -> bool:
+def _unit_brightness(pixels: np.ndarray, white: float, *, alpha: bool) -> np.ndarray:
+    """Mean RGB brightness in ``[0, 1]`` of ``(c, ...)`` pixels; transparent pixels read as white glass."""
+    rgb = np.nan_to_num(pixels[:3].astype(np.float64) / white, nan=1.0, posinf=1.0, neginf=0.0).clip(0, 1)
+    if alpha and pixels.shape[0] == 4:
+        opacity = np.nan_to_num(pixels[3].astype(np.float64) / white, nan=1.0).clip(0, 1)
+        rgb = rgb * opacity + (1.0 - opacity)
+    return rgb.mean(axis=0)
+
+
+def dark_background(
+    level: xr.DataArray, image_key: str, spots: np.ndarray, white: float, *, stain: str = "auto", alpha: bool = False
+) -> bool:
     """Whether the image shows tissue bright on a dark background (fluorescence) rather than dark on glass.
 
     ``level`` is the image's coarsest pyramid level, ``spots`` the spot centres ``(x, y)`` in units of its width,
-    ``white`` what its values are divided by (:func:`intensity_white`). The background is the median brightness of
-    the image's outer :data:`BORDER` frame, the tissue that of the pixels under the spots. A fully covered crop
-    (no background) of a brightfield H&E stays brightfield: its border is tissue, brighter than
-    :data:`DARK_BACKGROUND`.
+    ``white`` what its values are divided by (:func:`intensity_white`), ``alpha`` whether its 4th channel is
+    opacity (transparent pixels read as white glass). ``stain`` ``"brightfield"`` or ``"fluorescence"`` says
+    it; ``"auto"`` decides from the tissue against its background: the tissue is the pixels within half a spot
+    pitch of a spot, the background those 1 to 3 pitches from every spot (the glass around the tissue, not the
+    image's border, which black padding or transparent corners fill). Glass brighter than the tissue is
+    brightfield; a dark background with tissue brighter than it, fluorescence. A call that cannot tell (no
+    background in sight, or dim tissue on a background like it) reads brightfield and logs a warning that says
+    how to state it.
     """
-    sample = _coarse_sample(level).astype(np.float64)
-    brightness = np.nan_to_num(sample[:3].mean(axis=0) / white, nan=1.0, posinf=1.0, neginf=0.0)
+    if stain != "auto":
+        return stain == "fluorescence"
+    from scipy.spatial import cKDTree
+
+    sample = _coarse_sample(level)
+    brightness = _unit_brightness(sample, white, alpha=alpha)
     rows, cols = brightness.shape
-    dr, dc = max(1, int(BORDER * rows)), max(1, int(BORDER * cols))
-    frame = np.ones_like(brightness, dtype=bool)
-    frame[dr:-dr, dc:-dc] = False
-    background = float(np.median(brightness[frame]))
-    under = _under_spots(level, spots).astype(np.float64)
-    tissue = float(np.median(np.nan_to_num(under[:3].mean(axis=0) / white, nan=1.0)))
-    dark = background < DARK_BACKGROUND and tissue > background + DARK_MARGIN
-    if dark:
+    # The sample's pixel centres and the spots, in units of the sample's columns.
+    step_x = level.sizes["x"] / cols
+    centres = spots * level.sizes["x"] / step_x
+    tree = cKDTree(centres)
+    pitch = float(np.median(tree.query(centres, k=2)[0][:, 1])) if len(centres) > 1 else max(rows, cols) / 10
+    pitch = max(pitch, 1.0)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    distance = tree.query(np.column_stack([xx.ravel() + 0.5, yy.ravel() + 0.5]))[0].reshape(rows, cols) / pitch
+    under = brightness[distance <= 0.5]
+    if under.size == 0:
+        under = _unit_brightness(_under_spots(level, spots), white, alpha=alpha)
+    tissue = float(np.median(under))
+    ring = brightness[(distance >= 1.0) & (distance <= 3.0)]
+    bright_tissue = tissue > BRIGHT_TISSUE
+    if ring.size < 16:
+        dark, sure, background = False, bright_tissue, float("nan")
+    else:
+        background, upper = float(np.median(ring)), float(np.quantile(ring, 0.75))
+        if upper >= tissue + DARK_MARGIN:
+            dark, sure = False, True
+        elif background < DARK_BACKGROUND and upper <= tissue - DARK_MARGIN:
+            dark, sure = True, not bright_tissue
+        else:
+            dark, sure = False, bright_tissue
+    reading = (
+        "fluorescence (tissue bright on a dark background): its intensities are inverted for the histology, so "
+        "that nuclei and tissue read dark on white as in a brightfield H&E"
+        if dark
+        else "brightfield (tissue dark on light glass)"
+    )
+    around = "no background in sight" if np.isnan(background) else f"the glass around it {background:.2f}"
+    if sure:
         logger.info(
-            "Image %r shows tissue (median brightness %.2f under the spots) on a dark background (%.2f), as a "
-            "fluorescence image does: its intensities are inverted for the histology, so that nuclei and tissue "
-            "read dark on white as in a brightfield H&E.",
+            "Image %r: median brightness %.2f under the spots, %s; read as %s.", image_key, tissue, around, reading
+        )
+    else:
+        logger.warning(
+            "Image %r: median brightness %.2f under the spots, %s; cannot tell brightfield from fluorescence, read "
+            "as %s. Pass `stain='brightfield'` or `stain='fluorescence'` to say which it is.",
             image_key,
             tissue,
-            background,
+            around,
+            reading,
         )
     return dark

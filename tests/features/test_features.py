@@ -94,9 +94,7 @@ def test_a_torch_module_gives_principal_components_per_bin(st_map):
 
 def test_a_random_weight_timm_vit_runs_through_the_same_path(st_map):
     timm = pytest.importorskip("timm")
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=2
-    )
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=2)
     extractor = EncoderFeatures(vit, image_um_per_px=2.0, um_per_px=4.0, patch_px=32, n_components=4)
     _extract._cache.clear()
     features = bin_features(st_map.spots, st_map.grid, extractor, show_progress_bar=False)
@@ -118,3 +116,29 @@ def test_a_pretrained_encoder_that_cannot_be_downloaded_says_what_to_do(monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises((RuntimeError, ImportError), match="pass the loaded module|pip install"):
         resolve_features("hf-hub:MahmoodLab/uni", image_um_per_px=0.5)
+
+
+def test_an_image_replaced_on_disk_gets_its_own_features(tmp_path):
+    """The cache is keyed by the pixels, not by a name: dask's name of a zarr-backed image survives its pixels
+    being replaced on disk, and the rerun used to reuse the old image's features with an info line only."""
+    import zarr
+    from spatialdata import read_zarr
+
+    import sr_spatial as sr
+
+    path = tmp_path / "slide.zarr"
+    sr.datasets.demo(n_rows=8, n_cols=10, seed=1).write(path)
+    sdata = read_zarr(path)
+    _extract._cache.clear()
+    spots = build_st_map(sdata, IMAGE, n_top_genes=5, scale=4)
+    first = bin_features(spots.spots, spots.grid, MorphologyFeatures(), show_progress_bar=False)
+    # The same element and dask arrays, other pixels: the H&E's levels written over with their mirror image.
+    for _, level in zarr.open_group(path / "images" / IMAGE, mode="r+").arrays():
+        level[:] = np.asarray(level[:])[:, :, ::-1]
+    again = bin_features(spots.spots, spots.grid, MorphologyFeatures(), show_progress_bar=False)
+    assert len(_extract._cache) == 2
+    assert not np.allclose(first, again)
+    _extract._cache.clear()
+    fresh = build_st_map(read_zarr(path), IMAGE, n_top_genes=5, scale=4)
+    recomputed = bin_features(fresh.spots, fresh.grid, MorphologyFeatures(), show_progress_bar=False)
+    np.testing.assert_allclose(recomputed, again, rtol=1e-5, atol=1e-6)

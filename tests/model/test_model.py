@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -183,6 +184,16 @@ def test_resolve_device():
     assert resolve_device(device) is device
     with pytest.raises(ValueError, match="nonsense"):
         resolve_device("nonsense")
+    with pytest.raises(TypeError, match="`device` must be 'auto', a device name"):
+        resolve_device(0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
+def test_a_torch_device_for_missing_cuda_is_refused_like_its_name():
+    """``torch.device("cuda")`` used to pass through and fail deep inside PyTorch."""
+    for device in (torch.device("cuda"), torch.device("cuda", 0)):
+        with pytest.raises(ValueError, match="sees no CUDA GPU; use device='auto' or 'cpu'"):
+            resolve_device(device)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
@@ -229,6 +240,28 @@ def test_config_validation(kwargs, match):
         ModelConfig(**kwargs)
     with pytest.raises(ValueError, match="patch_bins"):
         ModelConfig(channel_mult=(1, 2, 2), patch_bins=18)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"train_steps": "30"}, TypeError, r"`train_steps` must be of type int, got '30'"),
+        ({"channels": True}, TypeError, r"`channels` must be of type int, got True"),
+        ({"use_cmam": 1}, TypeError, r"`use_cmam` must be of type bool"),
+        ({"learning_rate": float("nan")}, TypeError, r"`learning_rate` must be of type float"),
+        ({"learning_rate": -1e-3}, ValueError, r"`learning_rate` must be positive"),
+        ({"batch_size": 0}, ValueError, r"`batch_size` must be positive, got 0"),
+        ({"tile_overlap": -1}, ValueError, r"`tile_overlap` must be 0 or more"),
+        ({"ema_decay": 1.0}, ValueError, r"`ema_decay` must lie in \[0, 1\)"),
+        ({"channel_mult": (1, 0)}, TypeError, r"`channel_mult` must be of type"),
+    ],
+)
+def test_config_fields_of_the_wrong_type_or_range_are_refused(kwargs, error, match):
+    """These used to pass and fail inside training (``'>' not supported between 'int' and 'str'``) or train silently."""
+    with pytest.raises(error, match=match):
+        ModelConfig(**kwargs)
+    with pytest.raises(error, match=match):
+        resolve_config({**PRESETS["tiny"].to_dict(), **kwargs})
 
 
 def test_model_arguments():
@@ -424,6 +457,27 @@ def test_save_does_not_overwrite(tiny_model, tmp_path):
         tiny_model.save(path)
     assert tiny_model.save(path, overwrite=True) == path
     assert DiffST.load(path, device="cpu").genes == tiny_model.genes
+
+
+@pytest.mark.parametrize("present", ["config.json", "model.pt"])
+def test_save_never_replaces_a_file_it_did_not_write(tmp_path, present):
+    """A folder holding the user's own ``config.json`` (or ``model.pt``) is refused: nothing is written there."""
+    model = DiffST(["a", "b"], config="tiny", device="cpu")
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / present).write_text("the user's own file")
+    with pytest.raises(FileExistsError, match=rf"already holds {re.escape(present)} that sr_spatial did not write"):
+        model.save(folder)
+    assert (folder / present).read_text() == "the user's own file"
+    assert sorted(p.name for p in folder.iterdir()) == [present]
+    assert model.save(folder, overwrite=True) == folder  # unless told
+    assert DiffST.load(folder, device="cpu").genes == ["a", "b"]
+
+
+def test_save_to_a_file_says_so(tmp_path):
+    (tmp_path / "model").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file; a model is saved as a directory"):
+        DiffST(["a"], config="tiny", device="cpu").save(tmp_path / "model")
 
 
 def test_positional_noise_depends_only_on_the_position():

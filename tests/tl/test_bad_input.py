@@ -237,6 +237,44 @@ def earlier_result_in_slide_and_store(sdata, folder):
     return _earlier_result(sdata, folder)
 
 
+def counts_only_in_a_layer(sdata):
+    table = _table(sdata)
+    table.layers["counts"] = table.X
+    table.X = None
+
+
+def transcripts(sdata):
+    """Transcripts over the tissue, registered like the H&E (as ``spatialdata_io.xenium`` gives them)."""
+    import pandas as pd
+    from spatialdata.models import PointsModel
+
+    rng = np.random.default_rng(0)
+    n, (height, width) = 5000, sdata.images[IMAGE]["scale0"]["image"].shape[1:]
+    frame = pd.DataFrame({"x": rng.uniform(0, width, n), "y": rng.uniform(0, height, n)})
+    frame["gene"] = pd.Categorical(rng.choice(["g1", "g2", "g3"], n))
+    sdata.points["tx"] = PointsModel.parse(frame, feature_key="gene", transformations=_tf(sdata))
+
+
+def binned_transcripts(sdata):
+    """``bin_transcripts(key_added="xen_bins")``: shapes 'xen_bins', the name `key_added="xen"` gives its bins."""
+    transcripts(sdata)
+    sr.pp.bin_transcripts(sdata, "tx", bin_size=60.0, min_qv=None, key_added="xen_bins")
+
+
+def earlier_result_in_memory(sdata):
+    sr.tl.superresolve(sdata, IMAGE, method="nearest", key_added="first", show_progress_bar=False)
+
+
+def new_store(sdata, folder):
+    return {"image_store": folder / "superres.zarr"}
+
+
+def a_file_as_store(sdata, folder):
+    path = folder / "results.txt"
+    path.write_text("the user's own file")
+    return {"image_store": path}
+
+
 # --- the table ---------------------------------------------------------------------------------------------------
 
 #: (id, how to break the slide, keyword arguments, error, message fragment that says what to do)
@@ -356,6 +394,56 @@ CASES = [
      r"lacks \['genes'\]; it is not a complete saved model"),
     ("scale too coarse to train on", None, {"method": "diffusion", "scale": 64}, ValueError,
      r"Pooling \d+ spots 64-fold leaves \d pseudo-spots, too few to learn from\. Use a smaller `scale`"),
+    # 11. issue 26: what failed late, in another library, or replaced what the user owns
+    ("key_added starting with '__'", None, {"key_added": "__tmp", "method": "nearest"}, ValueError,
+     r"`key_added` '__tmp' is not a valid element name: names starting with '__' are reserved"),
+    ("key_added '.' into an image store", new_store, {"key_added": ".", "method": "nearest"}, ValueError,
+     r"`key_added` '\.' is not a valid element name: '\.' and '\.\.' name folders"),
+    ("key_added naming the input bins", binned_transcripts,
+     {"table_key": "xen_bins_table", "key_added": "xen", "overwrite": True, "method": "nearest"}, ValueError,
+     r"shapes\['xen_bins'\] \(written by `bin_transcripts`\) not an output of an earlier `superresolve` call"),
+    ("key_added naming the input bins, without overwrite", binned_transcripts,
+     {"table_key": "xen_bins_table", "key_added": "xen", "method": "nearest"}, ValueError,
+     r"The output names are taken: shapes\['xen_bins'\]\. Pass another `key_added=`\.$"),
+    ("key_added naming an earlier result this call reads", earlier_result_in_memory,
+     {"image_key": "first", "key_added": "first", "overwrite": True}, ValueError,
+     r"would replace images\['first'\], which this call reads; an input is never replaced"),
+    ("image store is a file", a_file_as_store, {"method": "nearest"}, ValueError,
+     r"`image_store` '.*results\.txt' is a file\. Pass a new folder"),
+    ("CUDA asked for as a torch.device", None, {"device": torch.device("cuda")}, ValueError,
+     r"Device device\(type='cuda'\) was asked for but this PyTorch sees no CUDA GPU"),
+    ("device not a name", None, {"device": 0}, TypeError, r"`device` must be 'auto', a device name"),
+    ("counts only in a layer", counts_only_in_a_layer, {"method": "nearest"}, ValueError,
+     r"Table 'table' has no `X`.*`table\.X = table\.layers\['counts'\]`"),
+    ("image_key naming shapes", None, {"image_key": SHAPES}, ValueError,
+     r"`image_key='tiny'` names an element of `sdata\.shapes`, not of `sdata\.images`\. Available images"),
+    ("image_key not a name", None, {"image_key": 3}, TypeError, r"`image_key` must be the name of an image"),
+    ("table_key naming an image", None, {"table_key": IMAGE}, ValueError,
+     r"`table_key='tiny_full_image'` names an element of `sdata\.images`, not of `sdata\.tables`"),
+    ("shapes_key naming transcripts", transcripts, {"shapes_key": "tx"}, ValueError,
+     r"names an element of `sdata\.points`, not of `sdata\.shapes`\. Transcripts \(points\) are counted "
+     r".*sr\.pp\.bin_transcripts"),
+    ("coordinate_system not a name", None, {"coordinate_system": 3}, TypeError,
+     r"`coordinate_system` must be a name"),
+    ("overwrite not a boolean", None, {"overwrite": "no"}, TypeError, r"`overwrite` must be True or False, got 'no'"),
+    ("inplace not a boolean", None, {"inplace": "no"}, TypeError, r"`inplace` must be True or False"),
+    ("n_samples True", None, {"n_samples": True}, ValueError, r"`n_samples` must be a positive integer, got True"),
+    ("n_samples zero", None, {"n_samples": 0}, ValueError, r"`n_samples` must be a positive integer, got 0"),
+    ("quantiles not numbers", None, {"quantiles": ["0.05", "x"]}, ValueError,
+     r"`quantiles` must be numbers strictly between 0 and 1"),
+    ("image_um_per_px zero", None, {"image_um_per_px": 0}, ValueError,
+     r"`image_um_per_px` must be a positive number of micrometres per pixel"),
+    ("unknown stain", None, {"stain": "H&E"}, ValueError,
+     r"`stain` must be one of \['auto', 'brightfield', 'fluorescence'\]"),
+    ("genes listed twice", None, {"genes": ["gene_00", "gene_00"], "method": "nearest"}, ValueError,
+     r"`genes` lists a gene more than once \(\['gene_00'\]\); pass each gene once"),
+    ("genes listed twice, with a model", None, {"model": "two_genes", "genes": ["gene_00", "gene_00"]}, ValueError,
+     r"`genes` lists a gene more than once"),
+    ("configuration with a number as text", None, {"method": "diffusion", "config": {**FAST, "train_steps": "30"}},
+     TypeError, r"Model configuration `train_steps` must be of type int, got '30'"),
+    ("configuration with a negative learning rate", None,
+     {"method": "diffusion", "config": {**FAST, "learning_rate": -1.0}}, ValueError,
+     r"Model configuration `learning_rate` must be positive, got -1\.0"),
 ]  # fmt: skip
 
 
@@ -436,7 +524,7 @@ def test_snapshot_sees_every_kind_of_change(visium_sdata):
 def test_bad_input_raises_a_clear_error_and_changes_nothing(
     visium_sdata, model_paths, tmp_path, name, breaks, kwargs, error, message
 ):
-    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+    if str(kwargs.get("device")) == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     sdata = deepcopy(visium_sdata)
     kwargs = {"image_key": IMAGE, "config": FAST, "n_samples": 1, "show_progress_bar": False, **kwargs}
@@ -522,6 +610,46 @@ def test_train_refuses_the_same_arguments_before_reading(visium_sdata, kwargs, m
     with pytest.raises(ValueError, match=message):
         sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs)
     assert snapshot(sdata) == before
+
+
+@pytest.mark.parametrize("function", ["superresolve", "train"])
+@pytest.mark.parametrize(
+    ("slide", "message"),
+    [("table", r"got AnnData\. An AnnData holds the counts but not the H&E"), ("path", r"spatialdata\.read_zarr\(")],
+)
+def test_a_slide_that_is_not_a_spatialdata_is_refused(visium_sdata, tmp_path, function, slide, message):
+    path = tmp_path / "slide.zarr"
+    deepcopy(visium_sdata).write(path)
+    given = deepcopy(visium_sdata).tables["table"] if slide == "table" else str(path)
+    with pytest.raises(TypeError, match=r"`sdata` must be a SpatialData, .*" + message):
+        getattr(sr.tl, function)(given, IMAGE, config=FAST, show_progress_bar=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"device": torch.device("cuda")}, ValueError, r"sees no CUDA GPU"),
+        ({"checkpoint_dir": "file"}, ValueError, r"`checkpoint_dir` '.*file' is not a folder \('.*file' is a file\)"),
+        ({"checkpoint_dir": "file/below"}, ValueError, r"is not a folder \('.*file' is a file\)"),
+        ({"reference": "no"}, TypeError, r"`reference` must be True or False"),
+        ({"stain": "dark"}, ValueError, r"`stain` must be one of"),
+        ({"genes": ["gene_00", "gene_00"]}, ValueError, r"lists a gene more than once"),
+    ],
+    ids=["torch.device", "checkpoint_dir a file", "checkpoint_dir below a file", "reference", "stain", "genes"],
+)
+def test_train_refuses_before_training(visium_sdata, tmp_path, kwargs, error, message):
+    """Each used to fail late: at the first checkpoint, after the encoder had trained, or inside PyTorch."""
+    if str(kwargs.get("device")) == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "file").write_text("the user's own file")
+    if "checkpoint_dir" in kwargs:
+        kwargs = {**kwargs, "checkpoint_dir": tmp_path / kwargs["checkpoint_dir"]}
+    sdata = deepcopy(visium_sdata)
+    before, files = snapshot(sdata), _files(tmp_path)
+    with pytest.raises(error, match=message):
+        sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs)
+    assert snapshot(sdata) == before
+    assert _files(tmp_path) == files
 
 
 def test_overwrite_replaces_an_earlier_result_after_a_round_trip(visium_sdata, tmp_path):

@@ -62,7 +62,13 @@ def bin_points(
         )
         raise ValueError(msg)
     table_key = f"{key}_table"
-    _check_free(sdata, {"bins": key, "table": table_key}, overwrite=overwrite)
+    _check_free(
+        sdata,
+        {"bins": key, "table": table_key},
+        overwrite=overwrite,
+        writer="bin_transcripts",
+        inputs={("points", points_key)},
+    )
 
     features = points[feature_key]
     if hasattr(features, "cat") and features.cat.known:

@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from sr_spatial._ownership import written_by_sr_spatial
-
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -72,6 +70,8 @@ class SpotData:
     white: float = 1.0
     #: A fluorescence image (tissue bright on dark), read inverted (:func:`sr_spatial._validate.dark_background`).
     inverted: bool = False
+    #: An RGBA image: its 4th channel is opacity, and transparent pixels read as the background.
+    alpha: bool = False
 
 
 def _available(kind: str, names) -> str:
@@ -107,49 +107,114 @@ def _element_transformations(element) -> dict[str, BaseTransformation]:
     return dict(get_transformation(element, get_all=True))
 
 
-def _to_unit_rgb(crop: np.ndarray, white: float, *, inverted: bool = False, grey_to_rgb: bool = True) -> np.ndarray:
+def _to_unit_rgb(
+    crop: np.ndarray,
+    white: float,
+    *,
+    inverted: bool = False,
+    grey_to_rgb: bool = True,
+    alpha: np.ndarray | None = None,
+    blank: np.ndarray | None = None,
+) -> np.ndarray:
     """Pixels divided by the image's ``white`` into ``[0, 1]`` RGB; NaN and ``+inf`` read as white glass.
 
-    One grey channel is repeated into RGB (unless ``grey_to_rgb`` is false: then any one channel stays one); an
-    RGBA image's alpha is dropped. ``inverted`` (a fluorescence image) turns bright-on-dark into dark-on-white,
-    as a brightfield H&E reads.
+    One grey channel is repeated into RGB (unless ``grey_to_rgb`` is false: then any one channel stays one). An
+    RGBA image (4 channels, or ``alpha`` given: its opacity, on the scale of ``white``) is laid over its
+    background, so transparent pixels read as glass whatever colour they hold. ``inverted`` (a fluorescence
+    image) turns bright-on-dark into dark-on-white, as a brightfield H&E reads. In a brightfield image, pixels
+    that are 0 in every colour channel (``blank``, default: found in ``crop``) are padding, not tissue: they read
+    as glass too (no stain makes a pixel exactly black).
     """
+    if alpha is None and crop.shape[0] == 4:
+        alpha = crop[3]
+    if blank is None and not inverted:
+        blank = padding(crop)
     # In place on the one float copy: a crop of a whole slide is large, and each step would copy it again.
     crop = crop[:3].astype(np.float32)
     crop /= np.float32(white)
     if crop.shape[0] == 1 and grey_to_rgb:
         crop = np.repeat(crop, 3, axis=0)
+    if alpha is not None:
+        opacity = np.nan_to_num(np.asarray(alpha, dtype=np.float32) / np.float32(white), nan=1.0).clip(0.0, 1.0)
+        np.nan_to_num(crop, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
+        np.clip(crop, 0.0, 1.0, out=crop)
+        # The background is glass: white under brightfield, black under fluorescence (white once inverted).
+        crop *= opacity
+        if not inverted:
+            crop += 1.0 - opacity
     if inverted:
         np.subtract(np.float32(1.0), crop, out=crop)
+    elif blank is not None and blank.any():
+        crop[:, blank] = 1.0
     np.nan_to_num(crop, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
     return np.clip(crop, 0.0, 1.0, out=crop)
 
 
-def _check_free(sdata: SpatialData, names: dict, *, overwrite: bool) -> None:
+def padding(pixels: np.ndarray) -> np.ndarray:
+    """Pixels ``(c, ...)`` that are exactly 0 in every colour channel: a brightfield image's black padding."""
+    return ~np.any(pixels[:3] != 0, axis=0)
+
+
+def _check_free(
+    sdata: SpatialData,
+    names: dict,
+    *,
+    overwrite: bool,
+    writer: str | None = None,
+    inputs: set[tuple[str, str]] = frozenset(),
+) -> None:
+    """Raise unless every output name of ``names`` (role -> name) is free, or replaceable with ``overwrite``.
+
+    Replaceable: an element of the kind the role writes that an earlier call of ``writer`` recorded as its own,
+    and that this call does not read (``inputs``, ``(kind, name)``): an input is never replaced, whoever wrote it.
+    """
+    from sr_spatial._ownership import writers_of
+
     existing = {}
     for kind in ("images", "labels", "points", "shapes", "tables"):
         for name in getattr(sdata, kind).keys():
             existing[name.lower()] = (kind, name)
     ours = {"image": "images", "std": "images", "bins": "shapes", "table": "tables"}
-    owned = written_by_sr_spatial(sdata) if overwrite else set()
-    clashes, foreign = [], []
+    writers = writers_of(sdata)
+    read = {(kind, name.lower()) for kind, name in inputs}
+    taken, clashes, foreign, others, own_inputs = [], [], [], [], []
     for role, name in names.items():
         if name.lower() not in existing:
             continue
         kind, found = existing[name.lower()]
-        if not overwrite or kind != ours[role] or found != name:
-            clashes.append(f"{kind}[{found!r}]")
-        elif (kind, found) not in owned:
-            foreign.append(f"{kind}[{found!r}]")
-    if foreign and not clashes:
+        label = f"{kind}[{found!r}]"
+        taken.append(label)
+        by = writers.get((kind, found))
+        if kind != ours[role] or found != name:
+            clashes.append(label)
+        elif by is None:
+            foreign.append(label)
+        elif writer is not None and by != writer:
+            others.append(f"{label} (written by `{by}`)")
+        elif (kind, found.lower()) in read:
+            own_inputs.append(label)
+    if taken and (not overwrite or clashes):
+        replaceable = not (clashes or foreign or others or own_inputs)
+        msg = f"The output names are taken: {', '.join(taken)}. Pass another `key_added=`" + (
+            " or `overwrite=True` to replace the outputs of an earlier call." if replaceable and not overwrite else "."
+        )
+        raise ValueError(msg)
+    if foreign:
         msg = (
             f"{', '.join(foreign)} not written by sr_spatial; `overwrite=True` replaces only the outputs of an "
             "earlier call, never the slide's own elements. Pass another `key_added=`."
         )
         raise ValueError(msg)
-    if clashes:
-        msg = f"The output names are taken: {', '.join(clashes)}. Pass another `key_added=`" + (
-            " or `overwrite=True` to replace the outputs of an earlier call." if not overwrite else "."
+    if others:
+        msg = (
+            f"{', '.join(others)} not an output of an earlier `{writer}` call; `overwrite=True` replaces only "
+            f"those. Pass another `key_added=`."
+        )
+        raise ValueError(msg)
+    if own_inputs:
+        msg = (
+            f"The output names would replace {', '.join(own_inputs)}, which this call reads; an input is never "
+            "replaced, even with `overwrite=True`. Pass another `key_added=`."
         )
         raise ValueError(msg)
 

@@ -17,10 +17,13 @@ from sr_spatial._adapter._elements import (
     _image_levels,
     _scale0,
     _to_unit_rgb,
+    padding,
 )
 from sr_spatial._validate import (
     check_counts_informative,
     check_spot_geometry,
+    check_stain,
+    check_table_x,
     dark_background,
     in_tissue,
     intensity_white,
@@ -119,11 +122,15 @@ def read_spots(
     table_key: str = "table",
     shapes_key: str | None = None,
     coordinate_system: str | None = None,
+    stain: str = "auto",
 ) -> SpotData:
     """Read spot positions, counts and the image they lie on, in the image's full-resolution pixel space.
 
-    Raises clear errors naming what exists when a key is missing or the elements do not fit together.
+    Raises clear errors naming what exists when a key is missing or the elements do not fit together. ``stain``
+    (``"auto"``, ``"brightfield"``, ``"fluorescence"``) says how the image's intensities read
+    (:func:`sr_spatial._validate.dark_background`).
     """
+    check_stain(stain)
     if image_key not in sdata.images:
         msg = f"Image {image_key!r} not found. {_available('images', sdata.images.keys())}"
         raise KeyError(msg)
@@ -206,13 +213,14 @@ def read_spots(
         logger.warning("%d of %d spots lie outside image %r and are ignored.", (~inside).sum(), len(inside), image_key)
     rows, centres, radius = rows[inside], centres[inside], radius[inside]
 
+    check_table_x(table, table_key)
     counts = table.X[rows]
     counts = sparse.csr_matrix(counts, dtype=np.float32)
     _check_counts(counts, table_key)
     check_counts_informative(counts, table_key)
     coarsest = _image_levels(image)[-1]
     white = intensity_white(coarsest, image_key, centres / width, pd.Index(table.obs_names[rows]))
-    inverted = dark_background(coarsest, image_key, centres / width, white)
+    inverted = dark_background(coarsest, image_key, centres / width, white, stain=stain, alpha=rgba)
     return SpotData(
         centres=centres,
         radius=radius,
@@ -228,6 +236,7 @@ def read_spots(
         shapes_key=shapes_key,
         white=white,
         inverted=inverted,
+        alpha=rgba,
     )
 
 
@@ -292,14 +301,24 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     )
     tf = AffineTransform(matrix=full_to_crop.params @ out_to_full.params)
     out = np.empty((3, *out_shape), dtype=np.float32)
+    # An RGBA image's opacity: transparent pixels read as the background (white glass), not as their colour.
+    alpha = np.asarray(region.isel(c=3).values) if spots.alpha else None
+    # Each channel is read once, in its own dtype (a uint8 channel is a quarter of its float32 copy below).
+    native = [np.asarray(region.isel(c=[channel]).values) for channel in range(min(3, region.sizes["c"]))]
+    # Black padding of a brightfield image reads as glass (:func:`_to_unit_rgb`); a mask of it over all channels.
+    blank = None
+    if not spots.inverted:
+        blank = padding(native[0])
+        for values in native[1:]:
+            blank &= padding(values)
     for channel in range(3):
         if channel >= region.sizes["c"]:  # a grey image: its one channel is repeated into RGB
             out[channel] = out[0]
             continue
         # One channel at a time, read, scaled and resampled: the whole crop in float32 (and the resampling's
         # copies of it) is several times the output on a large slide. Each pixel is computed as for all three.
-        values = np.asarray(region.isel(c=[channel]).values)
-        values = _to_unit_rgb(values, spots.white, inverted=spots.inverted, grey_to_rgb=False)
+        values, native[channel] = native[channel], None
+        values = _to_unit_rgb(values, spots.white, inverted=spots.inverted, grey_to_rgb=False, alpha=alpha, blank=blank)
         # Area-average first, so resampling to the output pixel does not alias nuclei away.
         if pool > 1:
             # Edge-pad to whole pooling blocks: downscale_local_mean would pad with zeros and darken the last row.

@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 
     from sr_spatial._adapter._elements import BinGrid, SpotData
 
-__all__ = ["check_output_names", "output_names", "per_gene_columns", "write_superres"]
+__all__ = ["WRITER", "check_output_names", "input_elements", "output_names", "per_gene_columns", "write_superres"]
 
 # Records of ``uns[key]`` that are not results per gene, though they may hold lists as long as the genes.
 _NOT_PER_GENE = {"params", "spatial", "sr_spatial"}
+#: The writer recorded with the outputs; ``overwrite=True`` replaces only elements it wrote.
+WRITER = "superresolve"
 
 
 def _output_transformations(spots: SpotData, grid: BinGrid) -> dict[str, BaseTransformation]:
@@ -56,7 +58,7 @@ def write_superres(
     from spatialdata.models import Image2DModel, TableModel
 
     names = output_names(key)
-    _check_free(sdata, names, overwrite=overwrite)
+    _check_free(sdata, names, overwrite=overwrite, writer=WRITER)
 
     transformations = _output_transformations(spots, grid)
     rows, cols = np.nonzero(mask)
@@ -92,7 +94,7 @@ def write_superres(
     adata.uns[key] = uns
     mark_written(
         adata,
-        writer="superresolve",
+        writer=WRITER,
         key=key,
         elements={"images": [names["image"], names["std"]], "shapes": [names["bins"]], "tables": [names["table"]]},
     )
@@ -167,6 +169,38 @@ def output_names(key: str) -> dict[str, str]:
     return {"image": key, "std": f"{key}_std", "bins": f"{key}_bins", "table": f"{key}_table"}
 
 
-def check_output_names(sdata: SpatialData, key: str, *, overwrite: bool) -> None:
-    """Raise before any work if the elements for ``key`` cannot be written into ``sdata``."""
-    _check_free(sdata, output_names(key), overwrite=overwrite)
+def input_elements(
+    sdata: SpatialData, *, image_key: str | None, table_key: str | None, shapes_key: str | None
+) -> set[tuple[str, str]]:
+    """``(kind, name)`` of the elements a call reads: the image, the table and the shapes it annotates."""
+    inputs = set()
+    if isinstance(image_key, str):
+        inputs.add(("images", image_key))
+    if isinstance(table_key, str):
+        inputs.add(("tables", table_key))
+        table = sdata.tables.get(table_key) if hasattr(sdata, "tables") else None
+        attrs = table.uns.get("spatialdata_attrs", {}) if table is not None else {}
+        region = attrs.get("region") if isinstance(attrs, dict) else None
+        regions = [region] if isinstance(region, str) else list(region) if region is not None else []
+        inputs.update(("shapes", str(r)) for r in regions)
+    if isinstance(shapes_key, str):
+        inputs.add(("shapes", shapes_key))
+    return inputs
+
+
+def check_output_names(
+    sdata: SpatialData,
+    key: str,
+    *,
+    overwrite: bool,
+    image_key: str | None = None,
+    table_key: str | None = None,
+    shapes_key: str | None = None,
+) -> None:
+    """Raise before any work if the elements for ``key`` cannot be written into ``sdata``.
+
+    ``overwrite`` replaces only the outputs of an earlier ``superresolve`` call, and never an element this call
+    reads (the image, the table and the shapes it annotates), whoever wrote it.
+    """
+    inputs = input_elements(sdata, image_key=image_key, table_key=table_key, shapes_key=shapes_key)
+    _check_free(sdata, output_names(key), overwrite=overwrite, writer=WRITER, inputs=inputs)

@@ -53,16 +53,33 @@ def resolve_features(features, *, image_um_per_px: float | None = None) -> Histo
     raise TypeError(msg)
 
 
+#: Values of the coarsest pyramid level hashed whole into an image's fingerprint; larger levels are sampled.
+FINGERPRINT_VALUES = 2**24
+
+
 def _image_token(spots: SpotData) -> str:
-    """Identifies the H&E's content cheaply: dask's name for lazy images, else a digest of a strided sample."""
+    """A fingerprint of the H&E's content as it is read now: never a name that survives a change of the pixels.
+
+    The coarsest pyramid level is hashed (whole up to :data:`FINGERPRINT_VALUES` values, else a strided sample of
+    about that many), with every level's shape and dtype, the transformations and how the intensities are read
+    (``white``, ``inverted``, ``alpha``). An H&E replaced on disk under the same element, path or dask name
+    therefore gets features of its own; reading a small level costs milliseconds beside computing features.
+    """
     from sr_spatial._adapter._elements import _image_levels
 
-    data = _image_levels(spots.image)[0].data
-    name = getattr(data, "name", None)
-    if name is not None:
-        return str(name)
-    sample = np.ascontiguousarray(np.asarray(data)[:, ::97, ::89])
-    return hashlib.sha256(sample.tobytes()).hexdigest() + str(np.shape(data))
+    levels = _image_levels(spots.image)
+    coarsest = levels[-1]
+    size = int(np.prod(coarsest.shape))
+    step = max(1, int(np.ceil(np.sqrt(size / FINGERPRINT_VALUES))))
+    pixels = coarsest[:, ::step, ::step] if step > 1 else coarsest
+    # Read here even when a dask cluster is the default scheduler: a small level, or a sample of one.
+    values = np.ascontiguousarray(np.asarray(pixels.compute(scheduler="threads").values))
+    digest = hashlib.sha256(values.tobytes())
+    shapes = [(tuple(level.shape), str(level.dtype)) for level in levels]
+    transformations = sorted((cs, repr(tf)) for cs, tf in spots.image_transformations.items())
+    reading = (spots.white, spots.inverted, getattr(spots, "alpha", False))
+    digest.update(repr((shapes, transformations, reading, step)).encode())
+    return digest.hexdigest()
 
 
 def _tiles(grid: BinGrid, k: int, *, margin: int) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice], BinGrid]]:
@@ -100,7 +117,7 @@ def bin_features(
 
     The H&E is read in square tiles of bins (with the extractor's context as margin) at the extractor's
     :meth:`~HistologyFeatures.px_per_bin`, so memory does not grow with the slide. Results are cached in memory
-    by image content, grid and extractor settings.
+    by a fingerprint of the image's pixels (:func:`_image_token`), grid and extractor settings.
     """
     from sr_spatial._adapter._read import read_histology
 

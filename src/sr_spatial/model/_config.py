@@ -125,6 +125,7 @@ class ModelConfig:
     compile: bool = False
 
     def __post_init__(self):
+        _check_field_types(self)
         if self.histology_encoder not in ENCODERS:
             msg = f"`histology_encoder` must be one of {sorted(ENCODERS)}, got {self.histology_encoder!r}."
             raise ValueError(msg)
@@ -175,6 +176,44 @@ class ModelConfig:
         if "channel_mult" in d:
             d["channel_mult"] = tuple(d["channel_mult"])
         return cls(**d)
+
+
+#: Fields that may be 0 (every other number must be positive).
+_MAY_BE_ZERO = {"tile_overlap", "disentangle_weight", "ema_decay"}
+
+
+def _check_field_types(config: ModelConfig) -> None:
+    """Refuse a field of the wrong type (``"10"`` steps, ``True`` channels) or a number out of its range."""
+    import math
+    import numbers
+
+    for field in fields(config):
+        value, kind = getattr(config, field.name), field.type
+        name = f"`{field.name}`"
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        else:  # channel_mult: positive integers
+            ok = (
+                isinstance(value, tuple | list)
+                and len(value) > 0
+                and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in value)
+            )
+        if not ok:
+            msg = f"Model configuration {name} must be of type {kind}, got {value!r}."
+            raise TypeError(msg)
+        if kind in ("int", "float") and (value < 0 or (value == 0 and field.name not in _MAY_BE_ZERO)):
+            limit = "0 or more" if field.name in _MAY_BE_ZERO else "positive"
+            msg = f"Model configuration {name} must be {limit}, got {value!r}."
+            raise ValueError(msg)
+    if not config.ema_decay < 1:
+        msg = f"Model configuration `ema_decay` must lie in [0, 1), got {config.ema_decay!r}."
+        raise ValueError(msg)
 
 
 #: Named configurations, by size. ``"tiny"`` trains in seconds on a CPU (tests, CI); ``"base"`` is the default and

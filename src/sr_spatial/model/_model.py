@@ -16,6 +16,7 @@ from sr_spatial.model.module._condition import condition
 from sr_spatial.model.module._network import DiffSTNetwork
 from sr_spatial.model.module._sampler import sample
 from sr_spatial.model.nn._registry import build_encoder
+from sr_spatial.model.train._checkpoint import check_checkpoint_dir
 from sr_spatial.model.train._fit import train_model
 
 if TYPE_CHECKING:
@@ -135,6 +136,8 @@ class DiffST:
         -------
         The model itself, trained.
         """
+        if checkpoint_dir is not None:
+            check_checkpoint_dir(checkpoint_dir)
         scenes = list(scenes)
         if not scenes or any(s.target is None for s in scenes):
             msg = "Training needs at least one scene, each with a `target`."
@@ -229,9 +232,10 @@ class DiffST:
         Parameters
         ----------
         path
-            Directory to create.
+            Directory to create (or an existing one without a ``model.pt`` or ``config.json``).
         overwrite
-            Replace the model files if the directory already holds a model.
+            Replace ``model.pt`` and ``config.json`` if the directory already holds them; without it, either file
+            present (a model's, or a file of the same name the user put there) is never replaced.
 
         Returns
         -------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -72,12 +73,19 @@ def refuse_non_finite(state: dict[str, torch.Tensor]) -> None:
 def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str, overwrite: bool) -> Path:
     """Write ``model`` to the directory ``path``; see :meth:`~sr_spatial.model.DiffST.save`."""
     path = Path(path)
-    if (path / WEIGHTS_FILE).exists() and not overwrite:
-        msg = f"{path} already holds a model; pass `overwrite=True` to replace it."
+    if path.exists() and not path.is_dir():
+        msg = f"{path} is a file; a model is saved as a directory. Pass a new directory, e.g. 'my_model'."
+        raise NotADirectoryError(msg)
+    present = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if (path / name).exists()]
+    if present and not overwrite:
+        ours = (path / WEIGHTS_FILE).is_file() and _is_saved_config(path / CONFIG_FILE)
+        what = "a saved model" if ours else f"{' and '.join(present)} that sr_spatial did not write"
+        msg = (
+            f"{path} already holds {what}; nothing was written. Pass another directory, or `overwrite=True` to "
+            f"replace {', '.join(present)}."
+        )
         raise FileExistsError(msg)
-    path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
-    torch.save(state, path / WEIGHTS_FILE)
     meta = {
         "format_version": FORMAT_VERSION,
         "sr_spatial_version": version,
@@ -88,8 +96,28 @@ def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str,
         "is_trained": model.is_trained,
         "checksum": weights_checksum(state, model.genes),
     }
-    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # Each file is written next to its place and moved there at once: an interrupted save leaves no half file.
+        partial = path / f".{WEIGHTS_FILE}.partial"
+        torch.save(state, partial)
+        os.replace(partial, path / WEIGHTS_FILE)
+        partial = path / f".{CONFIG_FILE}.partial"
+        partial.write_text(json.dumps(meta, indent=2))
+        os.replace(partial, path / CONFIG_FILE)
+    except OSError as err:
+        msg = f"Cannot save the model in {path} ({err.strerror or err}). Pass a directory you can write to."
+        raise OSError(msg) from err
     return path
+
+
+def _is_saved_config(config_file: Path) -> bool:
+    """Whether ``config_file`` is the ``config.json`` of a model :func:`save_model` wrote."""
+    try:
+        meta = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "format_version" in meta and "genes" in meta
 
 
 def load_model(

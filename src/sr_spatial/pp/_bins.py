@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from sr_spatial._adapter._bins import bin_points
 from sr_spatial._adapter._elements import shallow_copy
+from sr_spatial._validate import check_name
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -61,9 +61,7 @@ def bin_transcripts(
       and ``uns[key]["params"]``.
     """
     key = key_added or f"{points_key}_bins"
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
-        msg = f"`key_added` {key!r} is not a valid element name; use letters, digits, '_', '.' and '-' only."
-        raise ValueError(msg)
+    check_name(key)
     target = sdata if inplace else shallow_copy(sdata)
     bin_points(target, points_key, bin_size=bin_size, key=key, min_qv=min_qv, overwrite=overwrite)
     return None if inplace else target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -240,6 +240,7 @@ def build_st_map(
     scale: int = 4,
     target_sum: float = 1e4,
     coordinate_system: str | None = None,
+    stain: Literal["auto", "brightfield", "fluorescence"] = "auto",
 ) -> STMap:
     """Build the ST map of a slide: its spots' normalised expression on bins ``scale`` times finer than the spots.
 
@@ -270,6 +271,7 @@ def build_st_map(
         target_sum=target_sum,
         coordinate_system=coordinate_system,
         render=True,
+        stain=stain,
     )
 
 
@@ -285,6 +287,7 @@ def spot_map(
     target_sum: float = 1e4,
     coordinate_system: str | None,
     render: bool,
+    stain: str = "auto",
 ) -> STMap:
     """:func:`build_st_map`, optionally without rendering the whole grid.
 
@@ -297,7 +300,7 @@ def spot_map(
         msg = f"`scale` must be a positive integer, got {scale}."
         raise ValueError(msg)
     spots = read_spots(
-        sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system
+        sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain
     )
     counts_view = ad.AnnData(X=spots.counts)
     counts_view.var_names = spots.var_names

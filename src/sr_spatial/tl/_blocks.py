@@ -20,7 +20,7 @@ from sr_spatial._consistency import residual_sums
 from sr_spatial.pp._lattice import spot_reach
 from sr_spatial.pp._stmap import SpotRenderer
 from sr_spatial.tl._plan import Block, plan_blocks
-from sr_spatial.tl._store import ImageStore
+from sr_spatial.tl._store import ImageStore, guarded_dask
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -302,17 +302,21 @@ class ZarrSink(_Sink):
 
     def __init__(self, store, n_genes: int, shape: tuple[int, int], *, chunk_bins: int, key: str) -> None:
         self._images = ImageStore(store, key)
+        self._store, self._key = store, key
         group = self._images.group
         chunks = (min(n_genes, 8), chunk_bins, chunk_bins)
         # Chunks no block writes (glass only) are never stored and read as the fill value, NaN like the glass.
         options = {"shape": (n_genes, *shape), "chunks": chunks, "dtype": "float32", "fill_value": np.nan}
-        self.mean = group.create_array("mean", **options)
-        self.std = group.create_array("std", **options)
+        try:
+            self.mean = group.create_array("mean", **options)
+            self.std = group.create_array("std", **options)
+        except BaseException:
+            self._images.discard()
+            raise
 
     def arrays(self):
-        import dask.array as da
-
-        return da.from_zarr(self.mean), da.from_zarr(self.std)
+        # Read through a guard: once a later overwrite removes this group, reading fails instead of giving NaN.
+        return tuple(guarded_dask(array, key=self._key, store=self._store) for array in (self.mean, self.std))
 
     def finish(self, *, replaced: bool) -> None:
         """The images are in place; ``replaced``: the elements that read earlier images of the key are gone."""

@@ -7,6 +7,7 @@ a second with a message that says what to pass instead, and leaves the SpatialDa
 from __future__ import annotations
 
 import numbers
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_arguments",
+    "check_call",
     "check_finite",
     "check_sampling_steps",
     "check_scale",
@@ -52,20 +54,21 @@ def normalise_genes(genes) -> list[str] | None:
     if not_names:
         msg = f"`genes` must hold gene names (strings), got {not_names[:5]}. Pass e.g. `genes=['ERBB2', 'CD8A']`."
         raise TypeError(msg)
-    return [str(g) for g in names]
+    names = [str(g) for g in names]
+    repeated = sorted({g for g in names if names.count(g) > 1})
+    if repeated:
+        msg = f"`genes` lists a gene more than once ({repeated[:5]}); pass each gene once."
+        raise ValueError(msg)
+    return names
 
 
 def slides_and_keys(sdata, image_key) -> tuple[tuple, tuple[str, ...]]:
     """One slide or several (references), and one image key for all or one per slide."""
-    from spatialdata import SpatialData
-
-    slides = (sdata,) if isinstance(sdata, SpatialData) else tuple(sdata) if isinstance(sdata, list | tuple) else None
-    if not slides or not all(isinstance(s, SpatialData) for s in slides):
-        msg = (
-            f"Pass a SpatialData (e.g. from `spatialdata_io.visium`), or a list of them as references; got "
-            f"{type(sdata).__name__}. Read a zarr store with `spatialdata.read_zarr(path)`."
-        )
-        raise TypeError(msg)
+    # A single slide of another type is refused by `check_call`, which says what to pass for it.
+    slides = tuple(sdata) if isinstance(sdata, list | tuple) else (sdata,)
+    if not slides:
+        msg = "`sdata` is an empty list; pass a SpatialData, or a list of them as references."
+        raise ValueError(msg)
     keys = (image_key,) * len(slides) if isinstance(image_key, str) else tuple(image_key)
     if len(keys) != len(slides) or not all(isinstance(k, str) for k in keys):
         msg = f"`image_key` must be one image name, or one per slide ({len(slides)}); got {image_key!r}."
@@ -107,10 +110,133 @@ def check_arguments(
     if not _is_integer(seed) or seed < 0:
         msg = f"`seed` must be a non-negative integer, got {seed!r}. Pass e.g. `seed=0`."
         raise ValueError(msg)
-    if key_added is not None and (not isinstance(key_added, str) or not key_added):
-        msg = f"`key_added` must be a non-empty name, got {key_added!r}; pass a name, or None for the default."
-        raise ValueError(msg)
+    if key_added is not None:
+        from sr_spatial._validate import check_name
+
+        check_name(key_added)
     resolve_device(device)
+
+
+#: What each kind of element is called in messages.
+_KINDS = {
+    "images": "an image",
+    "labels": "a labels element",
+    "points": "a points element",
+    "shapes": "a shapes element",
+    "tables": "a table",
+}
+
+
+def _kind_of(sdata, name) -> str | None:
+    for kind in _KINDS:
+        if name in getattr(sdata, kind, {}):
+            return kind
+    return None
+
+
+def _check_element(sdata, name, *, kind: str, argument: str, hint: str = "") -> None:
+    """Refuse ``name`` unless it is a string naming an element of ``kind``; say what it names instead."""
+    if not isinstance(name, str):
+        msg = f"`{argument}` must be the name of {_KINDS[kind]} of the SpatialData (a string), got {name!r}."
+        raise TypeError(msg)
+    found = _kind_of(sdata, name)
+    if found is not None and found != kind:
+        available = sorted(getattr(sdata, kind).keys())
+        msg = (
+            f"`{argument}={name!r}` names an element of `sdata.{found}`, not of `sdata.{kind}`. {hint}"
+            f"Available {kind}: {available}."
+        )
+        raise ValueError(msg)
+
+
+def check_call(
+    sdata,
+    image_key,
+    *,
+    table_key,
+    shapes_key=None,
+    coordinate_system=None,
+    stain="auto",
+    image_um_per_px=None,
+    checkpoint_dir=None,
+    n_samples=None,
+    quantiles=None,
+    features=None,
+    **flags,
+) -> None:
+    """Refuse, before any work, what :func:`superresolve` or :func:`train` cannot read, with what to pass instead.
+
+    A slide that is not a SpatialData, keys that name the wrong kind of element, a table without counts in
+    ``X``, and arguments of the wrong type or range; ``flags`` must be booleans. Every check is cheap (no pixel,
+    no count is read) and raises sr_spatial's own message saying what to pass.
+    """
+    from spatialdata import SpatialData
+
+    if not isinstance(sdata, SpatialData):
+        if type(sdata).__name__ == "AnnData":
+            hint = (
+                "An AnnData holds the counts but not the H&E and the spots' shapes; read the slide with "
+                "`spatialdata_io` (e.g. `spatialdata_io.visium(path)`), which gives all three."
+            )
+        elif isinstance(sdata, str | os.PathLike):
+            hint = f"To read a slide saved as zarr, pass `spatialdata.read_zarr({str(sdata)!r})`."
+        else:
+            hint = "Read the slide with `spatialdata_io` (e.g. `spatialdata_io.visium(path)`)."
+        msg = f"`sdata` must be a SpatialData, got {type(sdata).__name__}. {hint}"
+        raise TypeError(msg)
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            msg = f"`{name}` must be True or False, got {value!r}."
+            raise TypeError(msg)
+    _check_element(sdata, image_key, kind="images", argument="image_key")
+    _check_element(sdata, table_key, kind="tables", argument="table_key")
+    if shapes_key is not None:
+        hint = (
+            "Transcripts (points) are counted into square spots first with `sr.pp.bin_transcripts(sdata, "
+            f"{shapes_key!r}, bin_size=...)`. "
+            if _kind_of(sdata, shapes_key) == "points"
+            else ""
+        )
+        _check_element(sdata, shapes_key, kind="shapes", argument="shapes_key", hint=hint)
+    if coordinate_system is not None and not isinstance(coordinate_system, str):
+        msg = f"`coordinate_system` must be a name (a string) or None, got {coordinate_system!r}."
+        raise TypeError(msg)
+    if table_key in sdata.tables:
+        from sr_spatial._validate import check_table_x
+
+        check_table_x(sdata.tables[table_key], table_key)
+    from sr_spatial._validate import check_stain
+
+    check_stain(stain)
+    if image_um_per_px is not None and (
+        not isinstance(image_um_per_px, numbers.Real)
+        or isinstance(image_um_per_px, bool | np.bool_)
+        or not np.isfinite(image_um_per_px)
+        or image_um_per_px <= 0
+    ):
+        msg = f"`image_um_per_px` must be a positive number of micrometres per pixel, got {image_um_per_px!r}."
+        raise ValueError(msg)
+    if n_samples is not None and (not _is_integer(n_samples) or n_samples < 1):
+        msg = f"`n_samples` must be a positive integer, got {n_samples!r}."
+        raise ValueError(msg)
+    if quantiles is not None:
+        values = np.atleast_1d(np.asarray(quantiles, dtype=object)).ravel().tolist()
+        if not values or not all(isinstance(q, numbers.Real) and not isinstance(q, bool | np.bool_) for q in values):
+            msg = f"`quantiles` must be numbers strictly between 0 and 1, e.g. (0.05, 0.95); got {quantiles!r}."
+            raise ValueError(msg)
+    if isinstance(features, str) and features != "morphology":
+        import importlib.util
+
+        if importlib.util.find_spec("timm") is None:
+            msg = (
+                f"`features={features!r}` is not 'morphology', so it names a timm image encoder, which needs timm: "
+                "`pip install 'sr-spatial[encoders]'`. Pass `features='morphology'` for the offline features."
+            )
+            raise ImportError(msg)
+    if checkpoint_dir is not None:
+        from sr_spatial.model.train._checkpoint import check_checkpoint_dir
+
+        check_checkpoint_dir(checkpoint_dir)
 
 
 def check_sampling_steps(sampling_steps: int | None, config: ModelConfig) -> None:
@@ -132,7 +258,8 @@ def check_training_scale(sdata: SpatialData, image_key: str, *, scale: int, **wh
     from sr_spatial.pp._lattice import spot_pitch
     from sr_spatial.pp._stmap import coarsen_spots
 
-    centres = read_spots(sdata, image_key, **where).centres
+    # Only the spots' positions matter here: the image's reading (and its log lines) comes with the slide's.
+    centres = read_spots(sdata, image_key, stain="brightfield", **where).centres
     pooled, _ = coarsen_spots(
         centres, np.zeros((len(centres), 1), dtype=np.float32), factor=scale, pitch=spot_pitch(centres)
     )

@@ -31,11 +31,16 @@ class SlideKeys:
         Spots (circles or square bins); default: the shapes the table annotates.
     coordinate_system
         Coordinate system shared by image and spots; default: the first they share.
+    stain
+        How the image is read: ``"brightfield"`` (H&E: tissue dark on light glass), ``"fluorescence"`` (tissue bright
+        on a dark background, read inverted) or ``"auto"`` (decided from the tissue against the glass around it,
+        with a warning when it cannot tell).
     """
 
     table_key: str = "table"
     shapes_key: str | None = None
     coordinate_system: str | None = None
+    stain: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,25 @@ __all__ = [
 
 
 def check_call(
-    sdata: SpatialData, image_key: str, *, genes, n_top_genes, scale, seed, key_added, overwrite, options, run
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    genes,
+    n_top_genes,
+    scale,
+    seed,
+    key_added,
+    overwrite,
+    slide: SlideKeys,
+    options: MethodOptions,
+    run: RunOptions,
 ) -> tuple[list[str] | None, str, Any]:
     """Refuse wrong arguments before any work; the genes asked for, the output's key and the dask client."""
+    _checks.check_call(
+        sdata, image_key, **vars(slide), image_um_per_px=options.image_um_per_px, n_samples=options.n_samples,
+        quantiles=run.quantiles, features=options.features, overwrite=overwrite, inplace=run.inplace,
+        show_progress_bar=run.show_progress_bar,
+    )  # fmt: skip
     _checks.check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(
@@ -56,7 +72,9 @@ def check_call(
         msg = f"`key_added` {key!r} is not a valid element name; use letters, digits, '_', '.' and '-' only."
         raise ValueError(msg)
     if run.inplace:
-        check_output_names(sdata, key, overwrite=overwrite)
+        check_output_names(
+            sdata, key, overwrite=overwrite, image_key=image_key, table_key=slide.table_key, shapes_key=slide.shapes_key
+        )
     if run.quantiles is not None:
         quantiles = [float(q) for q in np.atleast_1d(run.quantiles)]
         if not all(0.0 < q < 1.0 for q in quantiles):
@@ -94,6 +112,7 @@ def record_params(
         "sampling_steps": options.sampling_steps,
         "device": str(run.device),
         "coordinate_system": slide.coordinate_system,
+        "stain": slide.stain,
         "key_added": key,
         "seed": call["seed"],
         "quantiles": None if run.quantiles is None else [float(q) for q in np.atleast_1d(run.quantiles)],

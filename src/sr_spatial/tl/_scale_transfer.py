@@ -142,6 +142,7 @@ def train_diffusion(
     train_steps: int | None,
     device,
     coordinate_system: str | None,
+    stain: str,
     reference: bool,
     features: str | None,
     image_um_per_px: float | None,
@@ -186,6 +187,7 @@ def train_diffusion(
         n_top_genes=n_top_genes,
         scale=1 if reference else scale,
         coordinate_system=coordinate_system,
+        stain=stain,
     )
     scenes = output = None
     if reference:

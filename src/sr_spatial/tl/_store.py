@@ -4,16 +4,21 @@ Nothing here writes over or deletes what sr_spatial did not write. The store's r
 sr_spatial's (attribute :data:`MARK`); a folder or store holding anything else, or the slide's own zarr store,
 is refused. Every call writes a new group ``<key_added>/<n>`` holding the arrays ``mean`` and ``std``, so calls
 with other keys share the store without touching each other's images; a call that fails removes only its own
-group, and a successful ``overwrite=True`` removes the earlier groups of its key once the new images are in place.
+group (and the store's root or folder only if it made them and nothing else is there), and a successful
+``overwrite=True`` removes the earlier complete groups of its key once the new images are in place; an element
+still reading a removed group then fails loudly instead of reading NaN.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["MARK", "ImageStore", "check_image_store"]
+if TYPE_CHECKING:
+    import dask.array as da
+
+__all__ = ["MARK", "ImageStore", "check_image_store", "guarded_dask"]
 
 #: Root-group attribute that marks a store as written by sr_spatial.
 MARK = "sr_spatial"
@@ -104,56 +109,151 @@ def check_image_store(store, key: str, *, overwrite: bool, slide_path: str | Pat
 
 
 class ImageStore:
-    """The group one :func:`~sr_spatial.tl.superresolve` call writes its images into: ``<key>/<n>``."""
+    """The group one :func:`~sr_spatial.tl.superresolve` call writes its images into: ``<key>/<n>``.
+
+    The call owns that group only. After a failure it removes the group, the group ``<key>`` if it made it and
+    nothing else is there, and the store's root (and folder) if it made them and nothing else is there: images
+    another call wrote meanwhile, and any file of the user's, stay.
+    """
 
     def __init__(self, store, key: str) -> None:
         import zarr
+        from zarr.errors import ContainsGroupError
 
         from sr_spatial._version import __version__
 
         path = _as_path(store)
         self._store = store
         self._path = path
-        # What to remove on failure: the whole store if this call made it (or found it empty), else its own group.
-        self._new_store = _is_empty(store)
-        self._folder_existed = path is not None and path.exists()
+        self.key = key
+        self.group = None
+        self._made_folder = path is not None and not path.exists()
+        self._made_root = False
+        self._made_key = False
         try:
             self.root = zarr.open_group(store, mode="a")
-            if self._new_store:
+            if MARK not in self.root.attrs:
+                self._made_root = True
                 self.root.attrs[MARK] = {"version": __version__}
+            self._made_key = key not in self.root
             group = self.root.require_group(key)
-            runs = [int(name) for name in group.group_keys() if name.isdigit()]
-            self.name = str(max(runs, default=0) + 1)
-            self.key = key
-            self.group = group.create_group(self.name)
+            # Another call may pick the same number meanwhile: the one that creates the group first owns it.
+            for _ in range(1000):
+                runs = [int(name) for name in group.group_keys() if name.isdigit()]
+                name = str(max(runs, default=0) + 1)
+                try:
+                    self.group = group.create_group(name)
+                except ContainsGroupError:
+                    continue
+                self.name = name
+                break
         except (PermissionError, OSError) as err:
             self.discard()
             msg = f"Cannot write the super-resolved images to {store!r} ({err}). Pass a folder you can write to."
             raise ValueError(msg) from err
+        except BaseException:
+            self.discard()
+            raise
 
     def finish(self, *, drop_earlier: bool) -> None:
-        """Mark this call's images complete; with ``drop_earlier``, remove the earlier groups of the same key."""
+        """Mark this call's images complete; with ``drop_earlier``, remove the complete earlier groups of the key.
+
+        Groups of calls still running (not complete) and of later calls are left alone.
+        """
         self.group.attrs["complete"] = True
         if not drop_earlier:
             return
         group = self.root[self.key]
         for name in list(group.group_keys()):
-            if name != self.name:
+            if name.isdigit() and int(name) < int(self.name) and group[name].attrs.get("complete", False):
                 del group[name]
 
     def discard(self) -> None:
-        """Remove what this call wrote, after a failure; an earlier call's images stay."""
-        if self._new_store:
-            if self._path is not None:
-                shutil.rmtree(self._path, ignore_errors=True)
-                if self._folder_existed:
-                    self._path.mkdir(exist_ok=True)
-            else:
-                from zarr.core.sync import sync
-
-                sync(self._store.clear())
+        """Remove what this call wrote, after a failure; what other calls and the user put there stays."""
+        root = getattr(self, "root", None)
+        if root is None:
+            self._remove_folder()
             return
-        if getattr(self, "group", None) is not None:
-            del self.root[self.key][self.name]
-            if not list(self.root[self.key].group_keys()):
-                del self.root[self.key]
+        try:
+            if self.group is not None:
+                del root[self.key][self.name]
+                self.group = None
+            if self._made_key and self.key in root and not list(root[self.key].members()):
+                del root[self.key]
+            if self._made_root and not list(root.members()):
+                self._remove_root()
+        except (FileNotFoundError, KeyError):
+            pass
+
+    def _remove_root(self) -> None:
+        from zarr.core.sync import sync
+
+        if self._path is None:
+            sync(self._store.delete("zarr.json"))
+            return
+        (self._path / "zarr.json").unlink(missing_ok=True)
+        self._remove_folder()
+
+    def _remove_folder(self) -> bool:
+        """Remove the folder if this call made it and it is empty; whether it is gone."""
+        if self._path is None or not self._made_folder:
+            return False
+        try:
+            self._path.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+
+class _Guarded:
+    """A zarr array read through dask that raises once its group is removed, instead of reading as NaN.
+
+    Chunks never written read as the fill value (NaN, the glass), so without this an element taken from a
+    SpatialData before a later ``overwrite=True`` replaced its images would silently read all-NaN.
+    """
+
+    def __init__(self, array, *, key: str, where: str) -> None:
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = len(array.shape)
+        self.key = key
+        self.where = where
+
+    def __getitem__(self, index):
+        from zarr.core.sync import sync
+
+        values = self.array[index]
+        store_path = self.array.store_path
+        if not sync(store_path.store.exists(f"{store_path.path}/zarr.json")):
+            msg = (
+                f"The images of {self.key!r} this element reads ({store_path.path!r} in the image store "
+                f"{self.where}) were removed: a later `superresolve(..., key_added={self.key!r}, overwrite=True)` "
+                "replaced them. Take the element from the SpatialData again, e.g. "
+                f"`sdata.images[{self.key!r}]`."
+            )
+            raise FileNotFoundError(msg)
+        return values
+
+
+def guarded_dask(array, *, key: str, store) -> da.Array:
+    """``array`` (a zarr array of an :class:`ImageStore` group) as a dask array that fails loudly once removed."""
+    import uuid
+
+    import dask.array as da
+    import numpy as np
+
+    path = _as_path(store)
+    where = repr(str(path)) if path is not None else "passed"
+    guarded = _Guarded(array, key=key, where=where)
+    name = f"sr-spatial-{key}-{array.store_path.path.replace('/', '-')}-{uuid.uuid4().hex}"
+    return da.from_array(
+        guarded,
+        chunks=array.chunks,
+        name=name,
+        lock=False,
+        asarray=True,
+        meta=np.empty((0,) * guarded.ndim, array.dtype),
+    )

@@ -102,8 +102,8 @@ def superresolve(
     seed
         Seeds training and sampling; the same seed gives the same result on the same device.
     slide
-        Where the data is besides the image: a :class:`~sr_spatial.tl.SlideKeys` or a dict of its fields
-        (``table_key``, ``shapes_key``, ``coordinate_system``).
+        Where the data is besides the image, and how to read it: a :class:`~sr_spatial.tl.SlideKeys` or a dict of its
+        fields (``table_key``, ``shapes_key``, ``coordinate_system``, ``stain``).
     options
         How the method fits and computes: a :class:`~sr_spatial.tl.MethodOptions` or a dict of its fields
         (``features``, ``image_um_per_px``, ``learned_encoder``, ``train_steps``, ``n_samples``,
@@ -123,6 +123,9 @@ def superresolve(
         Spots (circles or square bins); default: the shapes the table annotates.
     coordinate_system
         Coordinate system shared by image and spots; default: the first they share.
+    stain
+        How the image is read: ``"brightfield"`` (H&E), ``"fluorescence"`` (read inverted) or ``"auto"`` (default:
+        decided from the tissue against the glass around it, with a warning when it cannot tell).
     features
         For ``"histology"``: ``"morphology"`` (the configuration's default) (stain, nuclei and texture statistics at
         several scales, offline; :class:`~sr_spatial.features.MorphologyFeatures`), a timm model id (e.g.
@@ -213,7 +216,7 @@ def superresolve(
     where, opts, run = group_options("superresolve", slide=slide, options=options, run=run, flat=kwargs)
     genes, key, client = check_call(
         sdata, image_key, genes=genes, n_top_genes=n_top_genes, scale=scale, seed=seed, key_added=key_added,
-        overwrite=overwrite, options=opts, run=run,
+        overwrite=overwrite, slide=where, options=opts, run=run,
     )  # fmt: skip
     asked = genes
     fitted_model = resolve_model(model, device=run.device)
@@ -249,6 +252,7 @@ def superresolve(
         n_top_genes=n_top_genes,
         scale=scale,
         coordinate_system=where.coordinate_system,
+        stain=where.stain,
         render=chosen.reads_whole_slide(call),
     )
     seconds = time.perf_counter() - start

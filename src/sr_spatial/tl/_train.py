@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sr_spatial._docs import doc_params, doc_slide
 from sr_spatial.tl import _checks
@@ -39,6 +39,7 @@ def train(
     train_steps: int | None = None,
     device: str | torch.device = "auto",
     coordinate_system: str | None = None,
+    stain: Literal["auto", "brightfield", "fluorescence"] = "auto",
     reference: bool = False,
     features: str | None = None,
     image_um_per_px: float | None = None,
@@ -99,10 +100,16 @@ def train(
     The trained model; keep it with its ``save`` (:meth:`~sr_spatial.model.DiffST.save`,
     :meth:`~sr_spatial.model.HistologyModel.save`).
     """
+    slides, image_keys = _checks.slides_and_keys(sdata, image_key)
+    where = SlideKeys(table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain)
+    for slide, key in zip(slides, image_keys, strict=True):
+        _checks.check_call(
+            slide, key, **vars(where), image_um_per_px=image_um_per_px, checkpoint_dir=checkpoint_dir,
+            reference=reference, show_progress_bar=show_progress_bar,
+        )  # fmt: skip
     _checks.check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
-    slides, image_keys = _checks.slides_and_keys(sdata, image_key)
     if target is not None and not reference:
         msg = "`target` is the slide a model trained on references will be applied to; pass `reference=True` too."
         raise ValueError(msg)
@@ -110,7 +117,7 @@ def train(
         slides=slides,
         image_keys=image_keys,
         target=target,
-        slide=SlideKeys(table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system),
+        slide=where,
         genes=genes,
         n_top_genes=n_top_genes,
         scale=scale,

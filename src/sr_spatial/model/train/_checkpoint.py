@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,12 +13,18 @@ import torch
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
     from sr_spatial.model._config import ModelConfig
     from sr_spatial.model._scene import Scene
 
-__all__ = ["ENCODER_CHECKPOINT", "TRAINING_CHECKPOINT", "fingerprint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "ENCODER_CHECKPOINT",
+    "TRAINING_CHECKPOINT",
+    "check_checkpoint_dir",
+    "fingerprint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 #: The fitted encoder, statistics and blend, written once before the denoiser trains.
 ENCODER_CHECKPOINT = "encoder.pt"
@@ -60,3 +67,24 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict:
         )
         raise ValueError(msg)
     return state
+
+
+def check_checkpoint_dir(checkpoint_dir) -> None:
+    """Refuse a ``checkpoint_dir`` that is a file or cannot be created or written, before any training."""
+    if not isinstance(checkpoint_dir, str | os.PathLike):
+        msg = f"`checkpoint_dir` must be a folder path or None, got {type(checkpoint_dir).__name__}."
+        raise TypeError(msg)
+    path = Path(checkpoint_dir)
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        msg = (
+            f"`checkpoint_dir` {str(path)!r} is not a folder ({str(existing)!r} is a file). Pass a folder to keep "
+            "the training state in, e.g. 'checkpoints'."
+        )
+        raise ValueError(msg)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        msg = (
+            f"`checkpoint_dir` {str(path)!r} cannot be written ({str(existing)!r} is read-only). Pass a folder you "
+            "can write to."
+        )
+        raise ValueError(msg)

@@ -106,7 +106,7 @@ class DiffusionMethod(Method):
             # The predictor's features must be computable here (an encoder needs the pixel size) before any work.
             resolve_features(config.base_features, image_um_per_px=call.options.image_um_per_px)
         if call.model is None:
-            where = asdict(call.slide)
+            where = {k: v for k, v in asdict(call.slide).items() if k != "stain"}  # spots only: no pixel is read
             _checks.check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
 
     def reads_whole_slide(self, call: Call) -> bool:
