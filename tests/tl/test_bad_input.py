@@ -369,7 +369,7 @@ CASES = [
      r"`train_steps` must be a positive integer or None, got 0\. Pass the optimiser steps"),
     ("sampling_steps negative", None, {"sampling_steps": -1}, ValueError,
      r"`sampling_steps` must be a positive integer or None, got -1\. Pass the DDIM steps"),
-    ("sampling_steps above the timesteps", None, {"sampling_steps": 10**6}, ValueError,
+    ("sampling_steps above the timesteps", None, {"sampling_steps": 10**6, "method": "diffusion"}, ValueError,
      r"`sampling_steps=1000000` exceeds the model's \d+ diffusion timesteps; pass at most"),
     ("empty key_added", None, {"key_added": ""}, ValueError, r"`key_added` must be a non-empty name, got ''"),
     # 10. what failed late or deep inside, refused before the work

@@ -80,12 +80,7 @@ def test_training_bases_follow_the_weights(st_map2, predictor):
     """With every weight 0, the base is the pooled measurement itself."""
     maps, group, spot_of_bin = _training_scene_maps(st_map2, st_map2.values)
     zero = dataclasses.replace(
-        predictor,
-        model=dataclasses.replace(
-            predictor.model,
-            weight=np.zeros_like(predictor.model.weight),
-            interpolation_weight=np.zeros_like(predictor.model.weight),
-        ),
+        predictor, weight=np.zeros_like(predictor.weight), interpolation_weight=np.zeros_like(predictor.weight)
     )
     base = zero.training_base(st_map2.values, group, spot_of_bin, maps, seed=0)
     np.testing.assert_allclose(base, maps[0] * maps[2], atol=1e-6)

@@ -132,9 +132,12 @@ def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(refe
         method="diffusion", config="tiny", train_steps=20, show_progress_bar=False,
     )  # fmt: skip
     assert isinstance(model, sr.model.DiffST) and model.genes == genes and model.is_trained
-    assert float(model.network.spread_error_ratio.abs().max()) == 0.0
+    assert float(model.network.spread_error_ratio.abs().max()) == 0.0 and model.trained_on_references
     out = sr.tl.superresolve(
         demo_sdata, IMAGE_KEY, scale=SCALE, model=model, n_samples=2, seed=SEED, key_added="d", inplace=False,
         show_progress_bar=False,
     )  # fmt: skip
-    assert out.tables["d_table"].uns["d"]["spot_residual"] < 1e-6
+    uns = out.tables["d_table"].uns["d"]
+    assert uns["spot_residual"] < 1e-6
+    factor = np.asarray(uns["guard"]["factor"])  # checked on the target's own spots
+    assert factor.shape == (len(genes),) and np.all((factor >= 0) & (factor <= 1))

@@ -188,7 +188,8 @@ BAD_CALLS = [
     ({"key_added": "demo"}, ValueError, r"output names are taken: shapes\['demo'\]"),
     ({"n_samples": 0}, ValueError, r"`n_samples` must be a positive integer"),
     ({"config": "huge"}, ValueError, r"Unknown model configuration 'huge'; choose one of \['base', 'large', 'tiny'\]"),
-    ({"model": 3}, TypeError, r"`model` must be None, a DiffST or a path"),
+    ({"model": 3}, TypeError, r"`model` must be None, a DiffST, a HistologyModel or the folder of a saved one"),
+    ({"sampling_steps": 5}, ValueError, r"`sampling_steps` sets the diffusion model's DDIM steps; method='histology'"),
     ({"model": "/no/such/model"}, FileNotFoundError, r"is not a saved sr_spatial model"),
 ]
 

@@ -90,8 +90,8 @@ def resolve_histology_config(config: str | HistologyConfig | dict | None, **over
     if isinstance(config, str):
         if config not in HISTOLOGY_PRESETS:
             msg = (
-                f"Unknown histology configuration {config!r}; choose one of {sorted(HISTOLOGY_PRESETS)} or pass a "
-                "HistologyConfig."
+                f"Unknown model configuration {config!r}; choose one of {sorted(HISTOLOGY_PRESETS)} or pass a "
+                "HistologyConfig (method='histology') or a ModelConfig (method='diffusion')."
             )
             raise ValueError(msg)
         config = HISTOLOGY_PRESETS[config]

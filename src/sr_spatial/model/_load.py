@@ -42,7 +42,10 @@ def load(
     """
     path = Path(path)
     if not path.is_dir():
-        msg = f"No saved model at {str(path)!r}: the folder does not exist. Pass the folder `model.save(...)` wrote."
+        msg = (
+            f"{str(path)!r} is not a saved sr_spatial model: the folder does not exist. Pass the folder that "
+            "`model.save(...)` wrote."
+        )
         raise FileNotFoundError(msg)
     kind = None
     config_file = path / CONFIG_FILE

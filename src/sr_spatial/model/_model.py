@@ -77,6 +77,9 @@ class DiffST:
         encoder = build_encoder(self.config.histology_encoder, n_genes=len(genes), width=self.config.histology_width)
         self.network = DiffSTNetwork(len(genes), self.config, encoder=encoder).to(self.device)
         self.is_trained = False
+        #: Trained on reference slides for a target (``tl.train(..., target=...)``): checked on each slide it is
+        #: applied to (the guard), its detail shrunk per gene where that slide's own spots contradict it.
+        self.trained_on_references = False
         self.history: dict[str, list[float]] = {}
 
     def __repr__(self) -> str:

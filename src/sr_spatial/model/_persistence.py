@@ -94,6 +94,7 @@ def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str,
         "scale": scale,
         "seed": model.seed,
         "is_trained": model.is_trained,
+        "trained_on_references": bool(getattr(model, "trained_on_references", False)),
         "checksum": weights_checksum(state, model.genes),
     }
     try:
@@ -162,6 +163,7 @@ def load_model(
         raise ValueError(msg) from err
     model.network.to(model.device).eval()
     model.is_trained = bool(meta.get("is_trained", True))
+    model.trained_on_references = bool(meta.get("trained_on_references", False))
     if genes is not None:
         check_genes(model.genes, genes)
     return model

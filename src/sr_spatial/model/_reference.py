@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from sr_spatial.model._regression import DetailModel
 
-__all__ = ["PRIOR_SD", "ReferenceUnits", "fit_on_references", "guard", "standardise"]
+__all__ = ["PRIOR_SD", "ReferenceUnits", "fit_on_references", "guard", "guard_slopes", "standardise"]
 
 #: The prior's standard deviation on the slope of a reference model's detail on a target, around 1: how far a
 #: section's relation between histology and expression may plausibly differ from the references'. Chosen on her2st
@@ -144,11 +144,23 @@ def guard(
         histology = deviation_from_group(predicted, group, groups)
         detail.append((predictor.weight * histology + predictor.interpolation_weight * interpolated)[multi])
         measured.append(deviation_from_group(values, group, groups)[multi])
-    r, dy = np.concatenate(detail), np.concatenate(measured)
-    n_genes = values.shape[1]
+    return guard_slopes(np.concatenate(detail), np.concatenate(measured), n_groups=n_groups // 2, prior_sd=prior_sd)
+
+
+def guard_slopes(
+    predicted: np.ndarray, measured: np.ndarray, *, n_groups: int, prior_sd: float = PRIOR_SD
+) -> dict[str, np.ndarray]:
+    """Per gene, the posterior slope of ``measured`` on ``predicted`` deviations ``(n, n_genes)``, clipped to [0, 1].
+
+    The slope through the origin and its standard error, inflated by ``n / n_groups`` as deviations inside one
+    group are not independent, are combined with a normal prior around 1 of deviation ``prior_sd``: ``(slope *
+    prior_sd**2 + se**2) / (prior_sd**2 + se**2)``; genes whose predicted deviations are all 0 keep 1. Returns
+    ``factor``, ``slope``, ``slope_se`` and ``n_groups`` per gene.
+    """
+    r, dy = predicted, measured
+    n, n_genes = r.shape
     slope, se = np.ones(n_genes), np.full(n_genes, np.inf)
-    n = len(r)
-    if n > 2 and n_groups > 1:
+    if n > 2 and n_groups > 0:
         sxx = np.sum(r**2, axis=0)
         usable = sxx > 1e-12
         slope[usable] = np.sum(r * dy, axis=0)[usable] / sxx[usable]
@@ -162,5 +174,5 @@ def guard(
         "factor": np.clip(posterior, 0.0, 1.0),
         "slope": slope,
         "slope_se": se,
-        "n_groups": np.full(n_genes, n_groups // 2),
+        "n_groups": np.full(n_genes, n_groups),
     }

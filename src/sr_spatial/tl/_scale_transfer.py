@@ -337,4 +337,5 @@ def train_diffusion_on_references(request) -> DiffST:
     )
     # Calibrated on true units of the output's size: its spread needs no carrying to finer bins.
     model.network.spread_error_ratio.zero_()
+    model.trained_on_references = True
     return model

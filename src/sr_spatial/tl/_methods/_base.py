@@ -128,6 +128,8 @@ class Method(ABC):
     model_class: ClassVar[type | None] = None
     #: Whether ``learned_encoder`` applies to this method.
     takes_learned_encoder: ClassVar[bool] = False
+    #: Whether the method draws samples (``n_samples``, ``sampling_steps`` apply).
+    samples: ClassVar[bool] = False
 
     def check(self, call: Call) -> None:
         """Refuse what can be refused before the slide is read (configuration, features, scale)."""
@@ -136,6 +138,12 @@ class Method(ABC):
         if learned is not None and not valid:
             msg = f"`learned_encoder` must be True, False or 'auto', got {learned!r}."
             raise TypeError(msg)
+        if call.options.sampling_steps is not None and not self.samples:
+            msg = (
+                f"`sampling_steps` sets the diffusion model's DDIM steps; method={self.name!r} draws nothing. Drop "
+                "`sampling_steps`, or use method='diffusion'."
+            )
+            raise ValueError(msg)
         if learned is True and not self.takes_learned_encoder:
             msg = (
                 f"`learned_encoder=True` adds a predictor to method='histology'; method={self.name!r} does not use "

@@ -6,7 +6,7 @@ applies a trained one.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +39,8 @@ class DiffusionBlocks(BlockMethod):
     px_per_bin: int
     spread_factor: np.ndarray
     histology: HistologyDetail | None = None
+    #: Per gene, the share of the generated detail kept (a reference-trained model's guard); ``None``: all of it.
+    detail_factor: np.ndarray | None = None
 
     @property
     def n_draws(self) -> int:
@@ -74,6 +76,9 @@ class DiffusionBlocks(BlockMethod):
             return_mean=True,
             show_progress_bar=show_progress_bar,
         )
+        if self.detail_factor is not None:
+            # Shrunk toward the measurement where the target's own spots contradict the references (the guard).
+            raw_mean = nearest + self.detail_factor[:, None, None] * (raw_mean - nearest)
         residual_before = residual_sums(raw_mean, footprint, values, spots=view.in_block)
         # The model's posterior mean (its residual shrunk toward the base where it predicts little), projected
         # like each draw; the spread of the projected draws is the uncertainty.
@@ -92,6 +97,7 @@ class DiffusionMethod(Method):
 
     name = "diffusion"
     model_class = DiffST
+    samples = True
 
     def _config(self, call: Call):
         return call.model.config if call.model is not None else resolve_config(call.config)
@@ -158,6 +164,17 @@ class DiffusionMethod(Method):
             spread_factor=spread_factor.astype(np.float32),
             histology=histology,
         )
+        if model.trained_on_references:
+            guarded = diffusion_guard(model, st_map, call)
+            blocks = replace(blocks, detail_factor=guarded["factor"].astype(np.float32))
+            uns["guard"] = {name: value.astype(np.float32) for name, value in guarded.items()}
+            logger.info(
+                "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median "
+                "factor %.2f; 1: as the references say, 0: the measurement).",
+                int((guarded["factor"] > 0.5).sum()),
+                len(model.genes),
+                float(np.median(guarded["factor"])),
+            )
         # Per gene, the factor bringing the draws' spread to a calibrated standard deviation (training time).
         uns["coverage_scale"] = model.network.spread_scale.cpu().numpy().astype(np.float32)
         uns["finer_ratio"] = float(finer_ratio)
@@ -185,3 +202,37 @@ class DiffusionMethod(Method):
             checkpoint_dir=request.checkpoint_dir,
             show_progress_bar=request.show_progress_bar,
         )
+
+
+def diffusion_guard(model: DiffST, st_map, call: Call, *, n_samples: int = 2) -> dict[str, np.ndarray]:
+    """Per gene, how far the target's own spots confirm a reference-trained model's detail (factor in [0, 1]).
+
+    The target's spots are pooled ``scale``-fold as in scale transfer (one pooling); the model generates the spots
+    from the pseudo-spots, and the deviations of its mean from each pseudo-spot are regressed on the measured ones
+    (:func:`~sr_spatial.model._reference.guard_slopes`).
+    """
+    from sr_spatial._groups import deviation_from_group, lattice_groups
+    from sr_spatial.model._reference import guard_slopes
+    from sr_spatial.tl._scale_transfer import scale_transfer_scenes
+
+    scale = max(int(call.scale), 2)
+    try:
+        scene = scale_transfer_scenes(st_map, scale=scale, px_per_bin=model.config.px_per_bin, n_offsets=1, seed=0)[0]
+    except ValueError:  # too few spots to pool: nothing to check on, the references are trusted
+        ones = np.ones(len(model.genes))
+        return {"factor": ones, "slope": ones, "slope_se": np.full_like(ones, np.inf), "n_groups": 0 * ones}
+    _, mean = model.sample(
+        scene, n_samples=n_samples, seed=call.seed, return_mean=True, show_progress_bar=call.show_progress_bar
+    )
+    from sr_spatial.pp._lattice import make_grid
+
+    grid = make_grid(st_map.centres, bin_size=st_map.pitch, pitch=st_map.pitch)
+    rows, cols = grid.index_of(st_map.centres).T
+    predicted = mean[:, rows, cols].T.astype(np.float64)
+    group = lattice_groups(st_map.centres, side=scale * st_map.pitch)
+    groups = int(group.max()) + 1
+    multi = np.bincount(group, minlength=groups)[group] >= 2
+    detail = deviation_from_group(predicted, group, groups)[multi]
+    measured = deviation_from_group(st_map.values.astype(np.float64), group, groups)[multi]
+    n_groups = int((np.bincount(group, minlength=groups) >= 2).sum())
+    return guard_slopes(detail, measured, n_groups=n_groups)

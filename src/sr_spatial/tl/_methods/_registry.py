@@ -26,7 +26,10 @@ def resolve_model(model, *, device) -> DiffST | HistologyModel | None:
     if model is None:
         return None
     if isinstance(model, str | Path):
-        model = load(model, device=device)
+        path, model = model, load(model, device=device)
+        if isinstance(model, DiffST) and not model.is_trained:
+            msg = f"The model saved in {str(path)!r} is not trained; train it with `sr_spatial.tl.train` and save it."
+            raise ValueError(msg)
     if isinstance(model, DiffST):
         if not model.is_trained:
             msg = "The model passed is not trained; train it with `sr_spatial.tl.train` or pass `model=None`."
