@@ -141,3 +141,18 @@ def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(refe
     assert uns["spot_residual"] < 1e-6
     factor = np.asarray(uns["guard"]["factor"])  # checked on the target's own spots
     assert factor.shape == (len(genes),) and np.all((factor >= 0) & (factor <= 1))
+
+
+def test_superresolve_trains_on_references_and_applies_in_one_call(reference, demo_sdata, genes, histology_model):
+    ref, _ = reference
+    out = sr.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, genes=genes, seed=SEED, reference=[ref], reference_image_key="he",
+        key_added="one", inplace=False, show_progress_bar=False,
+    )  # fmt: skip
+    two_steps = sr.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, genes=genes, seed=SEED, model=histology_model, key_added="one",
+        inplace=False, show_progress_bar=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(out.tables["one_table"].X, two_steps.tables["one_table"].X)
+    with pytest.raises(ValueError, match="either `model=` or `reference=`"):
+        sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=histology_model, reference=[ref], inplace=False)

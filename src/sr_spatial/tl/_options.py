@@ -64,6 +64,11 @@ class MethodOptions:
         ``"diffusion"``: draws whose spread is the uncertainty.
     sampling_steps
         ``"diffusion"``: DDIM steps; default: the model's configuration.
+    reference
+        Reference slides with finer truth (one SpatialData or a list): the method is first trained on them for
+        this slide (:func:`sr_spatial.tl.train` with ``reference=True, target=sdata``), then applied.
+    reference_image_key
+        The references' image, one key for all or one per reference; default: the slide's ``image_key``.
     """
 
     features: Any = None
@@ -72,6 +77,8 @@ class MethodOptions:
     train_steps: int | None = None
     n_samples: int = 8
     sampling_steps: int | None = None
+    reference: Any = None
+    reference_image_key: str | Sequence[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ __all__ = [
     "record_params",
     "resolve_client",
     "run_blocks",
+    "train_on_references",
     "write_output",
 ]
 
@@ -117,6 +118,22 @@ def record_params(
         "seed": call["seed"],
         "quantiles": None if run.quantiles is None else [float(q) for q in np.atleast_1d(run.quantiles)],
     }
+
+
+def train_on_references(
+    sdata: SpatialData, image_key: str, *, method, genes, n_top_genes, scale, seed, config, slide, options, run
+):
+    """The model ``superresolve(..., reference=...)`` applies: ``method`` trained on the references for ``sdata``."""
+    from sr_spatial.tl._train import train
+
+    references = options.reference if isinstance(options.reference, list | tuple) else [options.reference]
+    keys = options.reference_image_key or image_key
+    return train(
+        list(references), keys, method=method, target=sdata, reference=True, genes=genes, n_top_genes=n_top_genes,
+        scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
+        image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
+        **{k: v for k, v in vars(slide).items() if k != "coordinate_system"},
+    )  # fmt: skip
 
 
 def match_model_genes(model, genes, slide_genes, table_key: str) -> list[str] | None:

@@ -7,6 +7,7 @@ Check the call, read the slide, fit or load the method (:mod:`sr_spatial.tl._met
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sr_spatial._adapter._read import table_genes
@@ -21,6 +22,7 @@ from sr_spatial.tl._pipeline import (
     open_sink,
     record_params,
     run_blocks,
+    train_on_references,
     write_output,
 )
 
@@ -107,7 +109,7 @@ def superresolve(
     options
         How the method fits and computes: a :class:`~sr_spatial.tl.MethodOptions` or a dict of its fields
         (``features``, ``image_um_per_px``, ``learned_encoder``, ``train_steps``, ``n_samples``,
-        ``sampling_steps``).
+        ``sampling_steps``, ``reference``, ``reference_image_key``).
     run
         How the call runs and writes: a :class:`~sr_spatial.tl.RunOptions` or a dict of its fields (``device``,
         ``block_bins``, ``client``, ``image_store``, ``inplace``, ``quantiles``, ``show_progress_bar``).
@@ -154,6 +156,12 @@ def superresolve(
         levels off on the demo (``benchmarks/results/sampling_curve.md``).
     sampling_steps
         DDIM steps; default from the model's configuration.
+    reference
+        Reference slides with finer truth (a SpatialData or a list): the method is first trained on them for this
+        slide, as ``sr.tl.train(reference, image_key=..., reference=True, target=sdata, method=method, ...)`` does,
+        then applied. Not with ``model=``.
+    reference_image_key
+        The references' image, one key or one per reference; default: ``image_key``.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
     block_bins
@@ -219,6 +227,15 @@ def superresolve(
         overwrite=overwrite, slide=where, options=opts, run=run,
     )  # fmt: skip
     asked = genes
+    if opts.reference is not None:
+        if model is not None:
+            msg = "Pass either `model=` or `reference=` (which trains the model for this slide), not both."
+            raise ValueError(msg)
+        model = train_on_references(
+            sdata, image_key, method=resolve_method(method, None).name, genes=genes, n_top_genes=n_top_genes,
+            scale=scale, seed=seed, config=config, slide=where, options=opts, run=run,
+        )  # fmt: skip
+        opts = replace(opts, features=None, learned_encoder=None)  # spent on the model just trained
     fitted_model = resolve_model(model, device=run.device)
     chosen = resolve_method(method, fitted_model)
     requested = None
