@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -195,6 +195,12 @@ def on_slide(
     measurement allows (:func:`~sr_spatial.model._regression.detail_cap`) and multiplied by the guard's factor.
     """
     nearest, smooth, mask, _ = rendered
+    if guarded is not None:
+        # The target's own spread, checked on its spots (guard): a new predictor for this slide, the model unchanged.
+        widen = guarded["spread_factor"]
+        predictor = replace(
+            predictor, coverage_scale=predictor.coverage_scale * widen, typical_sd=predictor.typical_sd * widen
+        )
     spot_prediction = predictor.spot_prediction(per_spot)
     bin_detail = predictor.ridge.predict(maps[:, mask].T) - spot_prediction[owner[mask]]
     cap = detail_cap(bin_detail.var(axis=0), predictor.group_detail_variance, predictor.finer_ratio)
@@ -264,6 +270,7 @@ def on_slide(
         record["guard_factor"] = guarded["factor"].astype(np.float32)
         record["guard_slope"] = guarded["slope"].astype(np.float32)
         record["guard_slope_se"] = guarded["slope_se"].astype(np.float32)
+        record["guard_spread_factor"] = guarded["spread_factor"].astype(np.float32)
         record["n_references"] = int(reference["n_references"])
     if learned is not None:
         logger.info(

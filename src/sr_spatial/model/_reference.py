@@ -16,13 +16,14 @@ measurement where the target's own spots say it does not predict, and leaves it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sr_spatial._groups import deviation_from_group, group_means, lattice_groups
 from sr_spatial.model._regression import fit_detail_model
+from sr_spatial.model._uncertainty import finer_variance_ratio
 from sr_spatial.pp._interpolate import interpolate_at
 
 if TYPE_CHECKING:
@@ -91,16 +92,35 @@ def fit_on_references(units: Sequence[ReferenceUnits], *, scale: int, seed: int)
         base += max(int(max(g.max() for g in u.groupings[:n_offsets])) + 1, 0)
     pitch = float(np.median([u.pitch for u in units]))
     sections = np.concatenate([np.full(len(u.values), i) for i, u in enumerate(units)])
-    return fit_detail_model(
-        np.concatenate([u.features for u in units]),
+    features = np.concatenate([u.features for u in units])
+    groupings = [np.concatenate(g) for g in groupings]
+    predictor = fit_detail_model(
+        features,
         np.concatenate([u.values for u in units]).astype(np.float32),
         np.concatenate(centres),
         pitch=pitch,
         scale=scale,
         seed=seed,
-        groupings=[np.concatenate(g) for g in groupings],
+        groupings=groupings,
         sections=sections,
     )
+    # The cap on a target's weights (detail_cap) compares the detail its bins get from the fitted ridge with the
+    # detail that ridge gives the references' units around their pseudo-spots: the same ridge, the same level.
+    return replace(predictor, group_detail_variance=_unit_detail_variance(predictor, features, groupings))
+
+
+def _unit_detail_variance(predictor: DetailModel, features: np.ndarray, groupings) -> np.ndarray:
+    """Per gene, the variance of the fitted ridge's predicted deviation of units from their pseudo-spots."""
+    predicted = predictor.ridge.predict(features)
+    deviations = []
+    for group in groupings:
+        inside = group >= 0
+        groups = int(group.max()) + 1
+        size = np.bincount(group[inside], minlength=groups)
+        multi = inside.copy()
+        multi[inside] = size[group[inside]] >= 2
+        deviations.append(deviation_from_group(predicted[multi], group[multi], groups))
+    return np.concatenate(deviations).var(axis=0)
 
 
 def guard(
@@ -122,9 +142,14 @@ def guard(
     normal prior around 1 of deviation ``prior_sd``, clipped to ``[0, 1]``: ``(b * prior_sd**2 + se**2) /
     (prior_sd**2 + se**2)``.
 
+    The spread is checked on the same spots: the target's residuals around the guarded detail, carried to the
+    output's bins by the target's own finer-scale variance ratio, against the references' held-out residuals; where
+    the target scatters more (a shallower slide), ``spread_factor`` (one for the slide, at least 1) widens the spread.
+
     Returns
     -------
-    ``factor``, the slope ``slope``, its ``slope_se``, and ``n_groups`` (groups of at least two spots) per gene.
+    ``factor``, the slope ``slope``, its ``slope_se``, ``n_groups`` (groups of at least two spots) and
+    ``spread_factor``, per gene.
     """
     factor = max(int(scale), 2)
     predicted = predictor.ridge.predict(spot_features)
@@ -144,7 +169,17 @@ def guard(
         histology = deviation_from_group(predicted, group, groups)
         detail.append((predictor.weight * histology + predictor.interpolation_weight * interpolated)[multi])
         measured.append(deviation_from_group(values, group, groups)[multi])
-    return guard_slopes(np.concatenate(detail), np.concatenate(measured), n_groups=n_groups // 2, prior_sd=prior_sd)
+    detail, measured = np.concatenate(detail), np.concatenate(measured)
+    guarded = guard_slopes(detail, measured, n_groups=n_groups // 2, prior_sd=prior_sd)
+    # How much the target's spots scatter around the guarded detail, carried to the output's bins like the spread of
+    # a model fitted on the slide itself; a target noisier than the references (shallower, say) widens the spread.
+    residual = np.mean((measured - guarded["factor"] * detail) ** 2, axis=0) if len(detail) else np.zeros(len(values.T))
+    finer = finer_variance_ratio(values, centres, pitch=pitch, scale=factor)
+    expected = np.maximum(predictor.residual_sd, 1e-6) ** 2
+    guarded["spread_factor"] = np.full(
+        values.shape[1], np.sqrt(max(1.0, float(np.median(residual * finer / expected))))
+    )
+    return guarded
 
 
 def guard_slopes(
