@@ -121,7 +121,7 @@ def test_xenium_bins_as_reference(xenium_sdata):
     st_map = bin_aligned_map(build_st_map(sdata, "he_image", table_key="transcripts_bins_table", scale=1))
     scenes = reference_scenes(st_map, output_scene(st_map, px_per_bin=2), scale=4, px_per_bin=2, n_offsets=1, seed=0)
     assert len(np.unique(scenes[0].owner[scenes[0].mask])) >= 10
-    with pytest.raises(ValueError, match="Visium-like spots at scale 40"):
+    with pytest.raises(ValueError, match="hold only 1 pseudo-spots at scale 40"):
         reference_scenes(st_map, output_scene(st_map, px_per_bin=2), scale=40, px_per_bin=2, n_offsets=1, seed=0)
 
 
