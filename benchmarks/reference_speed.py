@@ -5,9 +5,10 @@ Usage::
     python benchmarks/reference_speed.py [--methods histology diffusion] [--config base] [--seed 0]
                                          [--out benchmarks/results/reference_speed.md]
 
-The references are three synthetic Visium-size slides (:func:`sr_spatial.datasets.demo` with 62 x 48 spots,
-about 3,000 each, 50 genes, seeds 1-3): their 100 µm spots are the units at the output's scale. The target is a
-fourth such slide (seed 4) whose spots are pooled 2 x 2 into pseudo-spots (counts summed, circles enclosing the
+The references are three synthetic Visium-size slides (:func:`sr_spatial.datasets.demo` with 78 x 64 spots, about
+3,200 under the tissue each, 50 genes, seeds 1-3; no hidden truth is needed): their 100 µm spots are the units at
+the output's scale. The target is a fourth such slide (seed 4) whose spots are pooled 2 x 2 into pseudo-spots
+(counts summed, circles enclosing the
 pooled spots), super-resolved back at ``scale=2``. Each method runs in a fresh child process:
 ``sr.tl.train(refs, image_key=keys, reference=True, target=target, scale=2, genes=genes, seed=0, method=m)`` then
 ``sr.tl.superresolve(target, ..., model=model)``; the page gives the wall time of each step, the child's peak
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHAPE = (62, 48)
+SHAPE = (78, 64)
 N_GENES = 50
 IMAGE = "demo_full_image"
 
@@ -80,7 +81,10 @@ def child(method: str, config: str, seed: int, shape: tuple[int, int] = SHAPE) -
 
     import sr_spatial as sr
 
-    slides = [sr.datasets.demo(seed=s, n_rows=shape[0], n_cols=shape[1], n_genes=N_GENES) for s in (1, 2, 3, 4)]
+    slides = [
+        sr.datasets.demo(seed=s, n_rows=shape[0], n_cols=shape[1], n_genes=N_GENES, include_truth=False)
+        for s in (1, 2, 3, 4)
+    ]
     refs = slides[:3]
     target, centres, group = pooled_target(slides[3])
     genes = list(slides[3].tables["table"].var_names[:N_GENES])

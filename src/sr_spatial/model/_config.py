@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from sr_spatial.model.nn._registry import ENCODERS
 
-__all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "resolve_config"]
+__all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "check_keys", "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            msg = f"Unknown model configuration keys {sorted(unknown)}; known keys: {sorted(known)}."
-            raise ValueError(msg)
+        check_keys(cls, d, what="model configuration")
         d = dict(d)
         if "channel_mult" in d:
             d["channel_mult"] = tuple(d["channel_mult"])
@@ -264,6 +260,15 @@ ABLATIONS: dict[str, dict] = {
     "no_gene_graph": {**_ALL_MODULES, "use_gene_graph": False},
     "first_version": {"use_cmam": False, "use_cross_attention": False, "use_gene_graph": False},
 }
+
+
+def check_keys(cls, d: dict, *, what: str) -> None:
+    """Refuse keys of ``d`` that are not fields of the dataclass ``cls``, naming the known ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        msg = f"Unknown {what} keys {sorted(unknown)}; known keys: {sorted(known)}."
+        raise ValueError(msg)
 
 
 def resolve_config(config: str | ModelConfig | dict | None, **overrides) -> ModelConfig:

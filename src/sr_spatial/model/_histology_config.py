@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from sr_spatial.model._config import check_keys
 
 __all__ = ["HISTOLOGY_PRESETS", "HistologyConfig", "resolve_histology_config"]
 
@@ -66,11 +68,7 @@ class HistologyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            msg = f"Unknown histology configuration keys {sorted(unknown)}; known keys: {sorted(known)}."
-            raise ValueError(msg)
+        check_keys(cls, d, what="histology configuration")
         return cls(**d)
 
 
