@@ -132,7 +132,7 @@ def train_on_references(
         list(references), keys, method=method, target=sdata, reference=True, genes=genes, n_top_genes=n_top_genes,
         scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
         image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
-        **{k: v for k, v in vars(slide).items() if k != "coordinate_system"},
+        table_key=slide.table_key, stain=slide.stain,  # the references' own shapes and coordinate systems
     )  # fmt: skip
 
 
