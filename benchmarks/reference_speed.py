@@ -152,7 +152,7 @@ def main() -> None:
     lines = [
         "# Reference training at Visium size: three references, one target (issue 25)",
         "",
-        __doc__.split("\n\n", 2)[2].split("\n\nTarget")[0].replace("\n", " "),
+        " ".join(__doc__[__doc__.index("The references") : __doc__.index("\n\nTarget")].split()),
         "",
         f"Command: `python benchmarks/reference_speed.py --methods {' '.join(args.methods)} --config {args.config}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; load average at the end "
