@@ -125,7 +125,7 @@ def test_a_gene_missing_from_a_reference_is_reported(reference, demo_sdata, gene
         sr.tl.train([ref, ref], image_key=["he"], reference=True, genes=genes)
 
 
-def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(reference, demo_sdata, genes):
+def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(reference, demo_sdata, genes, tmp_path):
     ref, _ = reference
     model = sr.tl.train(
         [ref, ref], image_key="he", reference=True, target=demo_sdata, scale=SCALE, genes=genes, seed=SEED,
@@ -133,6 +133,7 @@ def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(refe
     )  # fmt: skip
     assert isinstance(model, sr.model.DiffST) and model.genes == genes and model.is_trained
     assert float(model.network.spread_error_ratio.abs().max()) == 0.0 and model.trained_on_references
+    assert sr.model.load(model.save(tmp_path / "diffusion")).trained_on_references  # its guard goes with it
     out = sr.tl.superresolve(
         demo_sdata, IMAGE_KEY, scale=SCALE, model=model, n_samples=2, seed=SEED, key_added="d", inplace=False,
         show_progress_bar=False,
