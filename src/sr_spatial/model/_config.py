@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from sr_spatial.model.nn._registry import ENCODERS
 
-__all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "check_keys", "resolve_config"]
+__all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "check_keys", "resolve_config", "resolve_preset"]
 
 
 @dataclass(frozen=True)
@@ -273,17 +273,25 @@ def check_keys(cls, d: dict, *, what: str) -> None:
 
 def resolve_config(config: str | ModelConfig | dict | None, **overrides) -> ModelConfig:
     """A :class:`ModelConfig` from a preset name, a config, or a dict, with keyword overrides applied."""
+    return resolve_preset(config, presets=PRESETS, cls=ModelConfig, alternatives="a ModelConfig", **overrides)
+
+
+def resolve_preset(config, *, presets: dict, cls: type, alternatives: str, **overrides):
+    """A configuration of dataclass ``cls`` from a name of ``presets`` (default ``"base"``), a ``cls`` or a dict.
+
+    Keyword overrides that are not ``None`` are applied; ``alternatives`` names what else may be passed.
+    """
     if config is None:
         config = "base"
     if isinstance(config, str):
-        if config not in PRESETS:
-            msg = f"Unknown model configuration {config!r}; choose one of {sorted(PRESETS)} or pass a ModelConfig."
+        if config not in presets:
+            msg = f"Unknown model configuration {config!r}; choose one of {sorted(presets)} or pass {alternatives}."
             raise ValueError(msg)
-        config = PRESETS[config]
+        config = presets[config]
     elif isinstance(config, dict):
-        config = ModelConfig.from_dict(config)
-    elif not isinstance(config, ModelConfig):
-        msg = f"`config` must be a preset name, a ModelConfig or a dict, got {type(config).__name__}."
+        config = cls.from_dict(config)
+    elif not isinstance(config, cls):
+        msg = f"`config` must be a preset name, a {cls.__name__} or a dict, got {type(config).__name__}."
         raise TypeError(msg)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return replace(config, **overrides) if overrides else config

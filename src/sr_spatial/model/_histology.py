@@ -250,11 +250,13 @@ def _rendered(st_map: STMap, rendered, owner):
     return rendered, owner
 
 
-def _features(st_map: STMap, config: HistologyConfig, image_um_per_px, show_progress_bar):
+def _features(st_map: STMap, config: HistologyConfig, image_um_per_px, show_progress_bar, extractor=None):
+    """The slide's features per bin and their extractor (``extractor``, if already resolved from ``config``)."""
     from sr_spatial.features import bin_features, resolve_features
 
     start = time.perf_counter()
-    extractor = resolve_features(config.features, image_um_per_px=image_um_per_px)
+    if extractor is None:
+        extractor = resolve_features(config.features, image_um_per_px=image_um_per_px)
     maps = bin_features(st_map.spots, st_map.grid, extractor, show_progress_bar=show_progress_bar)
     seconds = time.perf_counter() - start
     log_phase("features", seconds, "Computed %d histology features per bin in %.1f s.", len(maps), seconds)
@@ -272,13 +274,16 @@ def fit_on_slide(
     show_progress_bar: bool,
     rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     owner: np.ndarray | None = None,
+    extractor=None,
 ) -> tuple[HistologyModel, HistologyDetail, dict]:
     """Fit a :class:`HistologyModel` on a slide and apply it there, computing the slide's features once.
 
-    Returns the model, the slide's :class:`HistologyDetail` and its ``uns`` record.
+    ``extractor`` is ``config.features`` already resolved (:func:`~sr_spatial.features.resolve_features`), so an
+    image encoder checked before the slide was read is not loaded again. Returns the model, the slide's
+    :class:`HistologyDetail` and its ``uns`` record.
     """
     rendered, owner = _rendered(st_map, rendered, owner)
-    maps, extractor = _features(st_map, config, image_um_per_px, show_progress_bar)
+    maps, extractor = _features(st_map, config, image_um_per_px, show_progress_bar, extractor)
     start = time.perf_counter()
     per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
     n_spots = len(st_map.values)

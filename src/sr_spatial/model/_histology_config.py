@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from sr_spatial.model._config import check_keys
+from sr_spatial.model._config import check_keys, resolve_preset
 
 __all__ = ["HISTOLOGY_PRESETS", "HistologyConfig", "resolve_histology_config"]
 
@@ -83,20 +83,10 @@ HISTOLOGY_PRESETS: dict[str, HistologyConfig] = {
 
 def resolve_histology_config(config: str | HistologyConfig | dict | None, **overrides) -> HistologyConfig:
     """A :class:`HistologyConfig` from a preset name, a config or a dict, with keyword overrides applied."""
-    if config is None:
-        config = "base"
-    if isinstance(config, str):
-        if config not in HISTOLOGY_PRESETS:
-            msg = (
-                f"Unknown model configuration {config!r}; choose one of {sorted(HISTOLOGY_PRESETS)} or pass a "
-                "HistologyConfig (method='histology') or a ModelConfig (method='diffusion')."
-            )
-            raise ValueError(msg)
-        config = HISTOLOGY_PRESETS[config]
-    elif isinstance(config, dict):
-        config = HistologyConfig.from_dict(config)
-    elif not isinstance(config, HistologyConfig):
-        msg = f"`config` of the histology method must be a preset name, a HistologyConfig or a dict, got {config!r}."
-        raise TypeError(msg)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    return replace(config, **overrides) if overrides else config
+    return resolve_preset(
+        config,
+        presets=HISTOLOGY_PRESETS,
+        cls=HistologyConfig,
+        alternatives="a HistologyConfig (method='histology') or a ModelConfig (method='diffusion')",
+        **overrides,
+    )

@@ -217,13 +217,11 @@ def on_slide(
     if guarded is not None:
         weight, interpolation_weight = weight * guarded["factor"], interpolation_weight * guarded["factor"]
     learned_weight, learned_cap = predictor.learned_weight, None
-    learned_at_mask = None if learned is None else learned.maps[:, mask]
+    learned_detail = None if learned is None else learned.detail(learned.maps[:, mask], owner[mask])
     if learned is not None:
-        learned_variance = learned.detail(learned_at_mask, owner[mask]).var(axis=0)
-        learned_cap = detail_cap(learned_variance, predictor.group_learned_variance, predictor.finer_ratio)
+        learned_cap = detail_cap(learned_detail.var(axis=0), predictor.group_learned_variance, predictor.finer_ratio)
         learned_weight = learned_weight * learned_cap
     # The spread's predictors enter relative to their means over the slide's bins, as they did over spots.
-    learned_detail = None if learned is None else learned.detail(learned_at_mask, owner[mask])
     _, predictors = detail_at_bins(
         predictor,
         (weight, interpolation_weight, learned_weight),

@@ -176,7 +176,7 @@ def learned_maps(learned: LearnedDetail, st_map: STMap, *, device: torch.device 
     from sr_spatial.model.nn._histology import HistologyEncoder, spot_means
 
     n_spots = len(st_map.values)
-    n_genes = len(learned.spots[0]) if len(learned.spots) else st_map.values.shape[1]
+    n_genes = learned.spots.shape[1]
     inputs, _, _ = _standardised_inputs(st_map, learned.px_per_bin, learned.input_mean, learned.input_std)
     maps = np.zeros((n_genes, *st_map.grid.shape), dtype=np.float64)
     for state in learned.encoders:

@@ -38,6 +38,7 @@ __all__ = [
     "SPOT_DIAMETER_RATIO",
     "PseudoSpots",
     "bin_aligned_map",
+    "disk_groups",
     "pool_groups",
     "reference_scenes",
     "reference_units",
@@ -69,6 +70,19 @@ def bin_aligned_map(st_map: STMap) -> STMap:
     return replace(st_map, grid=grid, nearest=nearest, smooth=smooth, mask=mask, footprint=footprint)
 
 
+def disk_groups(centres: np.ndarray, spots: np.ndarray, *, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's pseudo-spot: the nearest of ``spots`` whose disk holds its centre (``-1`` outside every disk).
+
+    Returns the group of each unit, numbered over the pseudo-spots that hold at least one unit, and the indices of
+    those pseudo-spots in ``spots``.
+    """
+    distance, nearest = cKDTree(spots).query(centres)
+    inside = distance <= radius
+    group = np.full(len(centres), -1)
+    used, group[inside] = np.unique(nearest[inside], return_inverse=True)
+    return group, used
+
+
 def pool_bins(
     centres: np.ndarray, values: np.ndarray, spots: np.ndarray, *, radius: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -78,10 +92,9 @@ def pool_bins(
     -------
     The centres ``(m, 2)`` of the pseudo-spots that hold at least one bin and their log-normalised values.
     """
-    owner_distance, owner = cKDTree(spots).query(centres)
-    inside = owner_distance <= radius
-    used, group = np.unique(owner[inside], return_inverse=True)
-    pooled, _ = group_means(np.expm1(values[inside].astype(np.float64)).T, group.ravel(), len(used))
+    group, used = disk_groups(centres, spots, radius=radius)
+    inside = group >= 0
+    pooled, _ = group_means(np.expm1(values[inside].astype(np.float64)).T, group[inside], len(used))
     return spots[used], np.log1p(pooled.T).astype(np.float32)
 
 
@@ -195,15 +208,9 @@ def pool_groups(
     lo, hi = centres.min(axis=0), centres.max(axis=0)
     offsets = [np.full(2, pitch / 2)] + [rng.uniform(0, spacing, size=2) for _ in range(max(n_offsets, 1) - 1)]
     lattice = visium_lattice if geometry.lattice == "hexagonal" else square_lattice
-    groupings = []
-    for offset in offsets:
-        points = lattice(lo, hi, pitch=spacing, offset=lo + offset)
-        distance, nearest = cKDTree(points).query(centres)
-        inside = distance <= radius
-        group = np.full(len(centres), -1)
-        used, group[inside] = np.unique(nearest[inside], return_inverse=True)
-        groupings.append(group)
-    return tuple(groupings)
+    return tuple(
+        disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=lo + offset), radius=radius)[0] for offset in offsets
+    )
 
 
 def shared_genes(

@@ -98,6 +98,8 @@ class DiffusionMethod(Method):
     name = "diffusion"
     model_class = DiffST
     samples = True
+    #: The histology base's features resolved by :meth:`check`, for a model with ``histology_base``.
+    base_extractor = None
 
     def _config(self, call: Call):
         return call.model.config if call.model is not None else resolve_config(call.config)
@@ -109,8 +111,9 @@ class DiffusionMethod(Method):
         config = self._config(call)
         _checks.check_sampling_steps(call.options.sampling_steps, config)
         if config.histology_base:
-            # The predictor's features must be computable here (an encoder needs the pixel size) before any work.
-            resolve_features(config.base_features, image_um_per_px=call.options.image_um_per_px)
+            # The predictor's features must be computable here (an encoder needs the pixel size) before any work;
+            # fit uses them as resolved.
+            self.base_extractor = resolve_features(config.base_features, image_um_per_px=call.options.image_um_per_px)
         if call.model is None:
             where = {k: v for k, v in asdict(call.slide).items() if k != "stain"}  # spots only: no pixel is read
             _checks.check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
@@ -152,6 +155,7 @@ class DiffusionMethod(Method):
                 show_progress_bar=call.show_progress_bar,
                 rendered=renderer.render(st_map.grid),
                 owner=renderer.owner(st_map.grid),
+                extractor=self.base_extractor,
             )
         # The draws' spread was calibrated on spots around pseudo-spots; the output's bins vary more.
         finer_ratio = finer_variance_ratio(st_map.values, st_map.centres, pitch=st_map.pitch, scale=max(call.scale, 2))

@@ -68,6 +68,8 @@ class HistologyMethod(Method):
     name = "histology"
     model_class = HistologyModel
     takes_learned_encoder = True
+    #: The features resolved by :meth:`check` (a fresh method serves each call).
+    extractor = None
 
     def check(self, call: Call) -> None:
         super().check(call)
@@ -82,8 +84,8 @@ class HistologyMethod(Method):
         from sr_spatial.features import resolve_features
 
         config = histology_config(call.config, call.options)
-        # An encoder without the H&E's pixel size fails here, before the slide is read.
-        resolve_features(config.features, image_um_per_px=call.options.image_um_per_px)
+        # An encoder without the H&E's pixel size fails here, before the slide is read; fit uses it as resolved.
+        self.extractor = resolve_features(config.features, image_um_per_px=call.options.image_um_per_px)
 
     def fit(self, st_map, renderer, call: Call) -> Fitted:
         where = {
@@ -98,7 +100,9 @@ class HistologyMethod(Method):
             detail, record = model.apply(st_map, **where)
         else:
             config = histology_config(call.config, call.options)
-            model, detail, record = fit_on_slide(st_map, config=config, scale=call.scale, seed=call.seed, **where)
+            model, detail, record = fit_on_slide(
+                st_map, config=config, scale=call.scale, seed=call.seed, extractor=self.extractor, **where
+            )
         features = model.config.features
         params = {
             "features": features if isinstance(features, str) else repr(features),
@@ -126,15 +130,16 @@ class HistologyMethod(Method):
             msg = "Several slides are references: pass `reference=True` (and `target=`, the slide to apply it to)."
             raise ValueError(msg)
         st_map = build_st_map(request.slides[0], request.image_keys[0], **request.where(), scale=request.scale)
-        return HistologyModel.fit(
+        return fit_on_slide(
             st_map,
-            scale=request.scale,
             config=config,
+            scale=request.scale,
             seed=request.seed,
             image_um_per_px=request.image_um_per_px,
             device=device,
             show_progress_bar=request.show_progress_bar,
-        )
+            extractor=extractor,
+        )[0]
 
 
 def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor) -> HistologyModel:
