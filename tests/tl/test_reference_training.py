@@ -10,7 +10,7 @@ from conftest import IMAGE_KEY, SEED
 
 import sr_spatial as sr
 from sr_spatial.model import HistologyModel
-from sr_spatial.model._reference import guard
+from sr_spatial.model._reference import MIN_SPREAD_FACTOR, guard
 from sr_spatial.tl._options import SlideKeys
 from sr_spatial.tl._reference import PseudoSpots, pool_groups, target_geometry
 
@@ -115,6 +115,70 @@ def test_the_guard_keeps_detail_the_target_confirms_and_drops_detail_it_contradi
     assert np.median(contradict["factor"][helped]) < 0.5
 
 
+def test_the_spread_follows_how_the_targets_own_spots_scatter(histology_model, demo_sdata):
+    st_map = sr.pp.build_st_map(demo_sdata, IMAGE_KEY, scale=SCALE, genes=histology_model.genes)
+    rng = np.random.default_rng(0)
+    predictor = histology_model.predictor
+    features = rng.normal(size=(len(st_map.values), predictor.ridge.coef.shape[0]))
+    args = {"pitch": st_map.pitch, "scale": SCALE}
+    # Spots that barely differ from their neighbours: the references' spread is narrowed, as far as allowed.
+    still = 2.0 + rng.normal(scale=1e-3, size=st_map.values.shape)
+    narrow = guard(predictor, features, still, st_map.centres, **args)["spread_factor"]
+    np.testing.assert_allclose(narrow, MIN_SPREAD_FACTOR)
+    # Spots far noisier than the references': widened, one factor for the slide.
+    noisy = np.clip(st_map.values + rng.normal(scale=2.0, size=st_map.values.shape), 0, None)
+    wide = guard(predictor, features, noisy, st_map.centres, **args)["spread_factor"]
+    assert np.all(wide > 1.5) and np.ptp(wide) == 0
+
+
+def _swapped_genes(ref, genes):
+    """The reference with the counts of ``genes`` in reverse order: another biology on the same kind of H&E."""
+    from scipy import sparse
+
+    swapped = copy.deepcopy(ref)
+    table = swapped.tables["table"]
+    columns = table.var_names.get_indexer(genes)
+    counts = sparse.csr_matrix(table.X).toarray()
+    counts[:, columns] = counts[:, columns[::-1]]
+    table.X = sparse.csr_matrix(counts)
+    return swapped
+
+
+def _shuffled_units(ref):
+    """The reference with its units' counts shuffled among them: expression unrelated to the H&E."""
+    shuffled = copy.deepcopy(ref)
+    table = shuffled.tables["table"]
+    table.X = table.X[np.random.default_rng(0).permutation(table.n_obs)]
+    return shuffled
+
+
+@pytest.mark.parametrize("kind", ["swapped genes", "shuffled units"])
+def test_an_unrelated_reference_does_no_worse_than_the_measurement(reference, demo_sdata, genes, histology_model, kind):
+    ref, _ = reference
+    unrelated = _swapped_genes(ref, genes) if kind == "swapped genes" else _shuffled_units(ref)
+    model = sr.tl.train(
+        [unrelated], image_key="he", reference=True, target=demo_sdata, scale=SCALE, genes=genes, seed=SEED,
+        method="histology", show_progress_bar=False,
+    )  # fmt: skip
+    sdata = copy.deepcopy(demo_sdata)
+    for name, m in (("nearest", None), ("unrelated", model), ("related", histology_model)):
+        sr.tl.superresolve(
+            sdata, IMAGE_KEY, scale=SCALE, model=m, method="nearest" if m is None else None, genes=genes, seed=SEED,
+            key_added=name, show_progress_bar=False,
+        )  # fmt: skip
+    score = {name: sr.tl.evaluate(sdata, name, truth_key="demo_truth")["pearson"] for name in ("nearest", "unrelated")}
+    assert score["unrelated"].mean() >= score["nearest"].mean() - 1e-3
+    record = sdata.tables["unrelated_table"].uns["unrelated"]["histology"]
+    if kind == "shuffled units":
+        # Nothing to learn: the held-out weights are 0, and the output is the measurement's own interpolation.
+        assert np.all(np.asarray(record["reference_weight"]) < 0.05)
+    else:
+        # The target's spots contradict most genes' borrowed detail: the guard shrinks them far more than it does
+        # the related reference's.
+        related = sdata.tables["related_table"].uns["related"]["histology"]
+        assert np.median(record["guard_factor"]) < 0.5 < np.median(related["guard_factor"])
+
+
 def test_a_gene_missing_from_a_reference_is_reported(reference, demo_sdata, genes):
     ref, _ = reference
     with pytest.raises(KeyError, match="reference 0 lacks"):
@@ -142,6 +206,9 @@ def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(refe
     assert uns["spot_residual"] < 1e-6
     factor = np.asarray(uns["guard"]["factor"])  # checked on the target's own spots
     assert factor.shape == (len(genes),) and np.all((factor >= 0) & (factor <= 1))
+    # The same spots check the spread: one factor for the slide, never narrowing (see _target_spread_factor).
+    spread = np.asarray(uns["guard"]["spread_factor"])
+    assert spread.shape == (len(genes),) and np.all(spread >= 1) and np.ptp(spread) == 0
 
 
 def test_superresolve_trains_on_references_and_applies_in_one_call(reference, demo_sdata, genes, histology_model):

@@ -31,13 +31,17 @@ if TYPE_CHECKING:
 
     from sr_spatial.model._regression import DetailModel
 
-__all__ = ["PRIOR_SD", "ReferenceUnits", "fit_on_references", "guard", "guard_slopes", "standardise"]
+__all__ = ["MIN_SPREAD_FACTOR", "PRIOR_SD", "ReferenceUnits", "fit_on_references", "guard", "guard_slopes", "standardise"]
 
 #: The prior's standard deviation on the slope of a reference model's detail on a target, around 1: how far a
 #: section's relation between histology and expression may plausibly differ from the references'. Chosen on her2st
 #: C2 (references B4 and C3) among 0.25, 0.5 and 1; the other sections are reported untouched
 #: (``benchmarks/results/her2st_reference.md``).
 PRIOR_SD = 0.5
+
+#: The most the target's own spots may narrow a reference model's spread (:func:`guard`): the median ratio over
+#: genes rests on a slide's spots pooled one level coarser, tens of groups on a legacy-ST section.
+MIN_SPREAD_FACTOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,10 @@ def guard(
     (prior_sd**2 + se**2)``.
 
     The spread is checked on the same spots: the target's residuals around the guarded detail, carried to the
-    output's bins by the target's own finer-scale variance ratio, against the references' held-out residuals; where
-    the target scatters more (a shallower slide), ``spread_factor`` (one for the slide, at least 1) widens the spread.
+    output's bins by the target's own finer-scale variance ratio, against the references' held-out residuals:
+    ``spread_factor`` (one for the slide, the square root of the median ratio over genes) widens the spread where
+    the target scatters more (a shallower slide) and narrows it where it scatters less (a deeper one), at most by
+    :data:`MIN_SPREAD_FACTOR`.
 
     Returns
     -------
@@ -172,13 +178,15 @@ def guard(
     detail, measured = np.concatenate(detail), np.concatenate(measured)
     guarded = guard_slopes(detail, measured, n_groups=n_groups // 2, prior_sd=prior_sd)
     # How much the target's spots scatter around the guarded detail, carried to the output's bins like the spread of
-    # a model fitted on the slide itself; a target noisier than the references (shallower, say) widens the spread.
-    residual = np.mean((measured - guarded["factor"] * detail) ** 2, axis=0) if len(detail) else np.zeros(len(values.T))
-    finer = finer_variance_ratio(values, centres, pitch=pitch, scale=factor)
-    expected = np.maximum(predictor.residual_sd, 1e-6) ** 2
-    guarded["spread_factor"] = np.full(
-        values.shape[1], np.sqrt(max(1.0, float(np.median(residual * finer / expected))))
-    )
+    # a model fitted on the slide itself, against what the references' held-out residuals promise.
+    if len(detail):
+        residual = np.mean((measured - guarded["factor"] * detail) ** 2, axis=0)
+        finer = finer_variance_ratio(values, centres, pitch=pitch, scale=factor)
+        expected = np.maximum(predictor.residual_sd, 1e-6) ** 2
+        spread = max(MIN_SPREAD_FACTOR, float(np.sqrt(np.median(residual * finer / expected))))
+    else:  # no group of two spots: nothing to check the spread on
+        spread = 1.0
+    guarded["spread_factor"] = np.full(values.shape[1], spread)
     return guarded
 
 
