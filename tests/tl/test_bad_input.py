@@ -275,12 +275,20 @@ def a_file_as_store(sdata, folder):
     return {"image_store": path}
 
 
+def two_other_tables(sdata):
+    """Two tables and neither is "table": a slide with one other table is read without `table_key=`, not this."""
+    sdata.tables["counts"] = sdata.tables.pop("table")
+    sdata.tables["other"] = sdata.tables["counts"].copy()
+
+
 # --- the table ---------------------------------------------------------------------------------------------------
 
 #: (id, how to break the slide, keyword arguments, error, message fragment that says what to do)
 CASES = [
     ("missing image", None, {"image_key": "nope"}, KeyError, r"Image 'nope' not found\. Available images: \["),
     ("missing table", None, {"table_key": "nope"}, KeyError, r"Table 'nope' not found\. Available tables: \['table'\]"),
+    ("several tables, none the default", two_other_tables, {}, KeyError,
+     r"Table 'table' not found\. Available tables: \['counts', 'other'\]\. Pass `table_key=` naming the table"),
     ("missing shapes", None, {"shapes_key": "nope"}, KeyError, r"Shapes 'nope' not found\. Available shapes"),
     ("table not annotating the shapes", other_shapes, {"shapes_key": "other"}, ValueError,
      r"annotates \['tiny'\], not shapes 'other'\. Pass the table that holds the counts"),

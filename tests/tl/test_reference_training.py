@@ -179,6 +179,60 @@ def test_an_unrelated_reference_does_no_worse_than_the_measurement(reference, de
         assert np.median(record["guard_factor"]) < 0.5 < np.median(related["guard_factor"])
 
 
+def _renamed_table(sdata, name):
+    """The slide with its only table under another name (as other readers name them)."""
+    renamed = copy.deepcopy(sdata)
+    renamed.tables[name] = renamed.tables.pop("table")
+    return renamed
+
+
+def test_each_slides_only_table_is_read_whatever_its_name(reference, demo_sdata, genes):
+    ref, _ = reference
+    # Square bins name their table "t", disks "table": references passed together need no `table_key=`.
+    bins = sr.datasets.measure_demo_truth(reference[1], bin_um=UNIT_UM, seed=2, footprint="square")
+    assert list(bins.tables.keys()) == ["t"] and list(ref.tables.keys()) == ["table"]
+    target = _renamed_table(demo_sdata, "counts")
+    model = sr.tl.train(
+        [ref, bins], image_key="he", reference=True, target=target, scale=SCALE, genes=genes, seed=SEED,
+        method="histology", show_progress_bar=False,
+    )  # fmt: skip
+    assert model.reference["n_references"] == 2
+    out = sr.tl.superresolve(
+        target, IMAGE_KEY, scale=SCALE, model=model, seed=SEED, key_added="sr", inplace=False, show_progress_bar=False
+    )
+    assert out.tables["sr_table"].uns["sr"]["params"]["table_key"] == "counts"
+    # Two tables, neither the default: which one holds the spots is the user's to say.
+    both = _renamed_table(demo_sdata, "counts")
+    both.tables["other"] = both.tables["counts"].copy()
+    with pytest.raises(KeyError, match=r"Table 'table' not found\. Available tables: \['counts', 'other'\]"):
+        sr.tl.superresolve(both, IMAGE_KEY, scale=SCALE, method="nearest", inplace=False)
+
+
+def test_every_slide_is_read_at_the_coarsest_resolution_among_them(reference, genes, caplog):
+    """A reference scanned finely beside a coarse target: both are read at the target's pixels per bin."""
+    ref, _ = reference  # 1 µm per pixel: 50 µm units give 50 pixels, read at the cap of 32
+    coarse = sr.datasets.demo(seed=0, microns_per_pixel=4.0)  # 50 µm output bins of 12.5 pixels, read at 8
+    model = sr.tl.train(
+        [ref], image_key="he", reference=True, target=coarse, scale=SCALE, genes=genes, seed=SEED,
+        method="histology", show_progress_bar=False,
+    )  # fmt: skip
+    assert model.reference["px_per_bin"] == 8
+    fine = sr.tl.train(
+        [ref], image_key="he", reference=True, target=reference[1], target_image_key=IMAGE_KEY, scale=SCALE,
+        genes=genes, seed=SEED, method="histology", show_progress_bar=False,
+    )  # fmt: skip
+    assert fine.reference["px_per_bin"] == 32
+    # Applied to a slide coarser than its references were read at, the model says so.
+    with caplog.at_level("WARNING", logger="sr_spatial"):
+        sr.tl.superresolve(
+            coarse, IMAGE_KEY, scale=SCALE, model=fine, seed=SEED, key_added="sr", inplace=False,
+            show_progress_bar=False,
+        )  # fmt: skip
+    assert "coarser than the references were read at (32)" in caplog.text
+    with pytest.raises(KeyError, match="must name an image of `target`"):
+        sr.tl.train([ref], image_key="he", reference=True, target=coarse, target_image_key="he", genes=genes)
+
+
 def test_a_gene_missing_from_a_reference_is_reported(reference, demo_sdata, genes):
     ref, _ = reference
     with pytest.raises(KeyError, match="reference 0 lacks"):

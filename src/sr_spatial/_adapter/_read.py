@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["read_histology", "read_spots", "table_genes"]
+__all__ = [
+    "DEFAULT_TABLE_KEY",
+    "read_histology",
+    "read_spots",
+    "resolve_table_key",
+    "shapes_for_table",
+    "spot_geometry",
+    "table_genes",
+]
 
 
 def _pick_coordinate_system(image_cs, shapes_cs, coordinate_system, image_key, shapes_key) -> str:
@@ -63,7 +71,7 @@ def _pick_coordinate_system(image_cs, shapes_cs, coordinate_system, image_key, s
     return common[0]
 
 
-def _shapes_for_table(sdata: SpatialData, table: AnnData, table_key: str, shapes_key: str | None) -> str:
+def shapes_for_table(sdata: SpatialData, table: AnnData, table_key: str, shapes_key: str | None) -> str:
     from spatialdata.models import get_table_keys
 
     try:
@@ -104,7 +112,7 @@ def _shapes_for_table(sdata: SpatialData, table: AnnData, table_key: str, shapes
     return shapes_key
 
 
-def _spot_geometry(shapes) -> tuple[np.ndarray, np.ndarray]:
+def spot_geometry(shapes) -> tuple[np.ndarray, np.ndarray]:
     """Centres and radii of circles, or of the incircle-equivalent of polygons (squares of Visium HD)."""
     geom = shapes.geometry
     if "radius" in shapes.columns and (geom.geom_type == "Point").all():
@@ -113,6 +121,26 @@ def _spot_geometry(shapes) -> tuple[np.ndarray, np.ndarray]:
     # A square bin measures its whole area; the circle of the same area keeps the footprint size honest.
     radius = np.sqrt(geom.area.to_numpy() / np.pi)
     return np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()]), radius
+
+
+#: The name spatialdata-io gives a Visium slide's table of counts, and the default ``table_key``.
+DEFAULT_TABLE_KEY = "table"
+_TABLE_HINT = "Pass `table_key=` naming the table of raw counts per spot or bin."
+
+
+def resolve_table_key(sdata, table_key):
+    """``table_key``, or the slide's only table where the default ``"table"`` names none.
+
+    Readers name tables differently (``"square_008um"``, a Xenium binning's ``"..._table"``), and references
+    passed together each have their own: a slide that holds one table needs no ``table_key=``. Anything else is
+    returned as given, for the caller's own error naming the tables there are.
+    """
+    tables = getattr(sdata, "tables", None)
+    if table_key != DEFAULT_TABLE_KEY or tables is None or table_key in tables or len(tables) != 1:
+        return table_key
+    only = next(iter(tables.keys()))
+    logger.info("The slide has no table %r; reading its only table, %r.", table_key, only)
+    return only
 
 
 def read_spots(
@@ -131,15 +159,16 @@ def read_spots(
     (:func:`sr_spatial._validate.dark_background`).
     """
     check_stain(stain)
+    table_key = resolve_table_key(sdata, table_key)
     if image_key not in sdata.images:
         msg = f"Image {image_key!r} not found. {_available('images', sdata.images.keys())}"
         raise KeyError(msg)
     if table_key not in sdata.tables:
-        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())}"
+        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())} {_TABLE_HINT}"
         raise KeyError(msg)
     image = sdata.images[image_key]
     table = sdata.tables[table_key]
-    shapes_key = _shapes_for_table(sdata, table, table_key, shapes_key)
+    shapes_key = shapes_for_table(sdata, table, table_key, shapes_key)
     shapes = sdata.shapes[shapes_key]
 
     level0 = _scale0(image)
@@ -196,7 +225,7 @@ def read_spots(
         )
         raise ValueError(msg)
 
-    centres, radius = _spot_geometry(shapes.iloc[shape_pos])
+    centres, radius = spot_geometry(shapes.iloc[shape_pos])
     centres = centres @ to_pixels[:2, :2].T + to_pixels[:2, 2]
     radius = radius * np.sqrt(abs(np.linalg.det(to_pixels[:2, :2])))
     check_spot_geometry(centres, radius, pd.Index(instances), shapes_key)
@@ -331,7 +360,8 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
 
 def table_genes(sdata: SpatialData, table_key: str) -> pd.Index:
     """Gene names of a table, with the same error as :func:`read_spots` when the table is missing."""
+    table_key = resolve_table_key(sdata, table_key)
     if table_key not in sdata.tables:
-        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())}"
+        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())} {_TABLE_HINT}"
         raise KeyError(msg)
     return pd.Index(sdata.tables[table_key].var_names.astype(str))

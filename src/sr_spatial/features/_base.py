@@ -24,6 +24,9 @@ class HistologyFeatures(ABC):
     name: str = "features"
     #: Bins of context on each side a block of bins needs for its features to equal the whole grid's.
     context_bins: int = 0
+    #: Whether the H&E is read at a fixed physical pixel size (pretrained encoders): then slides of different
+    #: resolutions already give comparable features, and a cap on the pixels per bin does not apply.
+    fixed_resolution: bool = False
 
     def px_per_bin(self, bin_size_px: float) -> int:
         """Pixels per bin to read the H&E at, given a bin's size in full-resolution image pixels.

@@ -119,6 +119,8 @@ class EncoderFeatures(HistologyFeatures):
             f"patch_px={self.patch_px}, n_components={self.n_components})"
         )
 
+    fixed_resolution = True
+
     def px_per_bin(self, bin_size_px: float) -> int:
         """The bin's side in encoder pixels (at least 1)."""
         self._bin_size_px = float(bin_size_px)

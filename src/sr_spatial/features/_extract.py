@@ -111,17 +111,26 @@ def _tiles(grid: BinGrid, k: int, *, margin: int) -> Iterator[tuple[tuple[slice,
 
 
 def bin_features(
-    spots: SpotData, grid: BinGrid, extractor: HistologyFeatures, *, show_progress_bar: bool = True
+    spots: SpotData,
+    grid: BinGrid,
+    extractor: HistologyFeatures,
+    *,
+    max_px_per_bin: int | None = None,
+    show_progress_bar: bool = True,
 ) -> np.ndarray:
     """Features of every bin of ``grid``, ``(n_features, height, width)``, from the H&E under it.
 
     The H&E is read in square tiles of bins (with the extractor's context as margin) at the extractor's
-    :meth:`~HistologyFeatures.px_per_bin`, so memory does not grow with the slide. Results are cached in memory
-    by a fingerprint of the image's pixels (:func:`_image_token`), grid and extractor settings.
+    :meth:`~HistologyFeatures.px_per_bin`, at most ``max_px_per_bin`` (so slides of different resolutions are read
+    alike; not for extractors of a :attr:`~HistologyFeatures.fixed_resolution`), so memory does not grow with the
+    slide. Results are cached in memory by a fingerprint of the image's pixels (:func:`_image_token`), grid and
+    extractor settings.
     """
     from sr_spatial._adapter._read import read_histology
 
     k = extractor.px_per_bin(grid.size)
+    if max_px_per_bin is not None and not extractor.fixed_resolution:
+        k = min(k, int(max_px_per_bin))
     key = "|".join([_image_token(spots), repr(grid), str(k), extractor.cache_key()])
     if key in _cache:
         _cache.move_to_end(key)

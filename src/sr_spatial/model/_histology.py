@@ -173,7 +173,16 @@ class HistologyModel:
         check_genes(self.genes, st_map.genes)
         rendered, owner = _rendered(st_map, rendered, owner)
         start = time.perf_counter()
-        maps, extractor = _features(st_map, self.config, image_um_per_px, show_progress_bar)
+        read_at = None if self.reference is None else self.reference.get("px_per_bin")
+        maps, extractor = _features(st_map, self.config, image_um_per_px, show_progress_bar, max_px_per_bin=read_at)
+        if read_at is not None and extractor.px_per_bin(st_map.grid.size) < read_at:
+            logger.warning(
+                "This slide's H&E gives %d pixels per output bin, coarser than the references were read at (%d): "
+                "their features may not mean the same here. Train with `target=` this slide (and "
+                "`target_image_key=`), which reads every slide as coarsely as the coarsest.",
+                extractor.px_per_bin(st_map.grid.size),
+                read_at,
+            )
         guarded = None
         if self.reference is not None:
             maps = standardise(maps, rendered[2])
@@ -250,14 +259,21 @@ def _rendered(st_map: STMap, rendered, owner):
     return rendered, owner
 
 
-def _features(st_map: STMap, config: HistologyConfig, image_um_per_px, show_progress_bar, extractor=None):
-    """The slide's features per bin and their extractor (``extractor``, if already resolved from ``config``)."""
+def _features(
+    st_map: STMap, config: HistologyConfig, image_um_per_px, show_progress_bar, extractor=None, max_px_per_bin=None
+):
+    """The slide's features per bin and their extractor (``extractor``, if already resolved from ``config``).
+
+    They are read at most at ``max_px_per_bin`` pixels per bin (a reference model's resolution).
+    """
     from sr_spatial.features import bin_features, resolve_features
 
     start = time.perf_counter()
     if extractor is None:
         extractor = resolve_features(config.features, image_um_per_px=image_um_per_px)
-    maps = bin_features(st_map.spots, st_map.grid, extractor, show_progress_bar=show_progress_bar)
+    maps = bin_features(
+        st_map.spots, st_map.grid, extractor, max_px_per_bin=max_px_per_bin, show_progress_bar=show_progress_bar
+    )
     seconds = time.perf_counter() - start
     log_phase("features", seconds, "Computed %d histology features per bin in %.1f s.", len(maps), seconds)
     return maps, extractor

@@ -31,7 +31,15 @@ if TYPE_CHECKING:
 
     from sr_spatial.model._regression import DetailModel
 
-__all__ = ["MIN_SPREAD_FACTOR", "PRIOR_SD", "ReferenceUnits", "fit_on_references", "guard", "guard_slopes", "standardise"]
+__all__ = [
+    "MIN_SPREAD_FACTOR",
+    "PRIOR_SD",
+    "ReferenceUnits",
+    "fit_on_references",
+    "guard",
+    "guard_slopes",
+    "standardise",
+]
 
 #: The prior's standard deviation on the slope of a reference model's detail on a target, around 1: how far a
 #: section's relation between histology and expression may plausibly differ from the references'. Chosen on her2st

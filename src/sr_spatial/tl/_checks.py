@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sr_spatial._adapter._read import resolve_table_key
+
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
@@ -190,6 +192,7 @@ def check_call(
             raise TypeError(msg)
     _check_element(sdata, image_key, kind="images", argument="image_key")
     _check_element(sdata, table_key, kind="tables", argument="table_key")
+    table_key = resolve_table_key(sdata, table_key)
     if shapes_key is not None:
         hint = (
             "Transcripts (points) are counted into square spots first with `sr.pp.bin_transcripts(sdata, "

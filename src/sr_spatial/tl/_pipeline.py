@@ -129,7 +129,8 @@ def train_on_references(
     references = options.reference if isinstance(options.reference, list | tuple) else [options.reference]
     keys = options.reference_image_key or image_key
     return train(
-        list(references), keys, method=method, target=sdata, reference=True, genes=genes, n_top_genes=n_top_genes,
+        list(references), keys, method=method, target=sdata, target_image_key=image_key, reference=True, genes=genes,
+        n_top_genes=n_top_genes,
         scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
         image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
         table_key=slide.table_key, stain=slide.stain,  # the references' own shapes and coordinate systems

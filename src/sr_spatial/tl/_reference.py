@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from sr_spatial._adapter._elements import BinGrid
-from sr_spatial._adapter._read import _shapes_for_table, _spot_geometry, table_genes
+from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_geometry, table_genes
 from sr_spatial._groups import group_means
 from sr_spatial.model import Scene
 from sr_spatial.model._reference import ReferenceUnits, standardise
@@ -41,9 +41,12 @@ __all__ = [
     "disk_groups",
     "pool_groups",
     "reference_scenes",
+    "read_px_per_bin",
+    "reference_map",
     "reference_units",
     "shared_genes",
     "square_lattice",
+    "target_image_key",
     "target_geometry",
 ]
 
@@ -172,11 +175,12 @@ def target_geometry(target: SpatialData | None, slide: SlideKeys) -> PseudoSpots
     """
     if target is None:
         return PseudoSpots("hexagonal", SPOT_DIAMETER_RATIO / 2)
-    if slide.table_key not in target.tables:
-        msg = f"The target has no table {slide.table_key!r}; pass `table_key=` naming its table of spots."
+    table_key = resolve_table_key(target, slide.table_key)
+    if table_key not in target.tables:
+        msg = f"The target has no table {table_key!r}; pass `table_key=` naming its table of spots."
         raise KeyError(msg)
-    shapes_key = _shapes_for_table(target, target.tables[slide.table_key], slide.table_key, slide.shapes_key)
-    centres, radius = _spot_geometry(target.shapes[shapes_key])
+    shapes_key = shapes_for_table(target, target.tables[table_key], table_key, slide.shapes_key)
+    centres, radius = spot_geometry(target.shapes[shapes_key])
     if len(centres) < 3:
         msg = f"The target has {len(centres)} spots in {shapes_key!r}; at least 3 are needed to read its lattice."
         raise ValueError(msg)
@@ -241,31 +245,59 @@ def shared_genes(
     return [g for g in tables[0][1] if g in common]
 
 
+def reference_map(
+    sdata: SpatialData, image_key: str, *, slide: SlideKeys, genes: list[str] | None, n_top_genes: int
+) -> STMap:
+    """One reference read on bins one unit wide, each unit on its own bin (:func:`bin_aligned_map`)."""
+    from sr_spatial.pp._stmap import build_st_map
+
+    return bin_aligned_map(build_st_map(sdata, image_key, **vars(slide), genes=genes, n_top_genes=n_top_genes, scale=1))
+
+
+def target_image_key(target: SpatialData, image_keys: Sequence[str]) -> list[str]:
+    """The images the target's H&E may be, where a call does not name it.
+
+    Its only image, or the references' key where it has an image of that name; otherwise all its images (the
+    caller takes the finest: a slide is super-resolved from its finest H&E, and one read more coarsely is warned
+    about when the model is applied).
+    """
+    images = list(target.images.keys())
+    shared = [key for key in dict.fromkeys(image_keys) if key in images]
+    return shared[:1] if len(images) > 1 and len(shared) == 1 else images
+
+
+def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: STMap | None = None) -> int | None:
+    """The pixels per bin every slide's H&E is read at: the coarsest any of them allows, the target's included.
+
+    A reference scanned at 0.25 µm/px read beside a target at 2 µm/px would otherwise give features of another
+    texture scale than the target's, which no per-slide standardisation undoes. ``None`` for extractors of a fixed
+    physical resolution (pretrained encoders), which read every slide alike anyway.
+    """
+    if extractor.fixed_resolution:
+        return None
+    slides = [*st_maps, *([] if target is None else [target])]
+    return int(min(extractor.px_per_bin(m.grid.size) for m in slides))
+
+
 def reference_units(
-    sdata: SpatialData,
-    image_key: str,
+    st_map: STMap,
     *,
-    slide: SlideKeys,
-    genes: list[str] | None,
-    n_top_genes: int,
     scale: int,
     geometry: PseudoSpots,
     features,
+    max_px_per_bin: int | None,
     seed: int,
     show_progress_bar: bool,
-) -> tuple[ReferenceUnits, list[str]]:
+) -> ReferenceUnits:
     """One reference's units: features on bins one unit wide (standardised over the slide), values, pseudo-spots."""
     from sr_spatial.features import bin_features
     from sr_spatial.model._histology_detail import spot_features
-    from sr_spatial.pp._stmap import build_st_map
 
-    st_map = bin_aligned_map(
-        build_st_map(sdata, image_key, **vars(slide), genes=genes, n_top_genes=n_top_genes, scale=1)
+    maps = bin_features(
+        st_map.spots, st_map.grid, features, max_px_per_bin=max_px_per_bin, show_progress_bar=show_progress_bar
     )
-    maps = standardise(
-        bin_features(st_map.spots, st_map.grid, features, show_progress_bar=show_progress_bar), st_map.mask
-    )
-    units = ReferenceUnits(
+    maps = standardise(maps, st_map.mask)
+    return ReferenceUnits(
         features=spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres)),
         values=st_map.values,
         centres=st_map.centres,
@@ -274,4 +306,3 @@ def reference_units(
             st_map.centres, pitch=st_map.pitch, scale=scale, geometry=geometry, n_offsets=N_OFFSETS, seed=seed
         ),
     )
-    return units, list(st_map.genes)

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sr_spatial._adapter._read import table_genes
+from sr_spatial._adapter._read import resolve_table_key, table_genes
 from sr_spatial._logging import hide_sharding_notice, log_phase, logger
 from sr_spatial.pp._stmap import spot_map
 from sr_spatial.tl._blocks import BlockJob, block_halo
@@ -221,7 +221,9 @@ def superresolve(
     The table's ``uns["sr_spatial"]`` records the elements written, which a later ``overwrite=True`` may replace.
     """
     start = time.perf_counter()
-    where, opts, run = group_options("superresolve", slide=slide, options=options, run=run, flat=kwargs)
+    asked_slide, opts, run = group_options("superresolve", slide=slide, options=options, run=run, flat=kwargs)
+    # The slide's only table where the default names none; references keep the keys as asked (each their own).
+    where = replace(asked_slide, table_key=resolve_table_key(sdata, asked_slide.table_key))
     genes, key, client = check_call(
         sdata, image_key, genes=genes, n_top_genes=n_top_genes, scale=scale, seed=seed, key_added=key_added,
         overwrite=overwrite, slide=where, options=opts, run=run,
@@ -233,7 +235,7 @@ def superresolve(
             raise ValueError(msg)
         model = train_on_references(
             sdata, image_key, method=resolve_method(method, None).name, genes=genes, n_top_genes=n_top_genes,
-            scale=scale, seed=seed, config=config, slide=where, options=opts, run=run,
+            scale=scale, seed=seed, config=config, slide=asked_slide, options=opts, run=run,
         )  # fmt: skip
         opts = replace(opts, features=None, learned_encoder=None)  # spent on the model just trained
     fitted_model = resolve_model(model, device=run.device)

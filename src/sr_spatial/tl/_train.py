@@ -30,6 +30,7 @@ def train(
     *,
     method: str = "diffusion",
     target: SpatialData | None = None,
+    target_image_key: str | None = None,
     table_key: str = "table",
     shapes_key: str | None = None,
     genes: Sequence[str] | None = None,
@@ -65,6 +66,14 @@ def train(
     {doc_slide}
     method
         ``"diffusion"`` (default) or ``"histology"``; the baselines have nothing to train.
+    target
+        With ``reference=True``: the slide the model will be applied to. The references' units are pooled into
+        pseudo-spots of its geometry (lattice, spot radius over pitch, read off its shapes), and its genes must be
+        among theirs. Default: Visium's geometry.
+    target_image_key
+        The target's H&E; default its only image, or the references' key where it has an image of that name.
+        ``method="histology"`` reads every slide's H&E at the coarsest resolution among them (references and
+        target), so features of a finely scanned reference mean what they mean on a coarser target.
     genes
         Genes to model (a name or a list of names); default: the ``n_top_genes`` most highly variable.
     config
@@ -76,9 +85,11 @@ def train(
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
     reference
-        Treat the table's spots as high-resolution truth (bins) instead of the measurement to refine. Choose
-        ``scale`` as the target spot pitch over the bin size (6 for 16 µm bins and Visium's 100 µm pitch), so
-        that the model sees the histology at the resolution it will be applied at.
+        Treat the slides' spots or bins as finer truth (references) instead of the measurement to refine: a Visium
+        HD level, binned Xenium transcripts, or legacy-ST or Visium spots at the output's scale. Choose ``scale`` as
+        the target's spot pitch over the references' unit pitch (6 for 16 µm bins and Visium's 100 µm pitch), so
+        that the model sees the histology at the resolution it will be applied at. Several references (one image
+        key each) are pooled together; see ``target``.
     features
         Only for a configuration with ``histology_base=True``: the histology features of the predictor the model
         generates around, by name, ``"morphology"`` (default) or a timm model id as for
@@ -113,10 +124,15 @@ def train(
     if target is not None and not reference:
         msg = "`target` is the slide a model trained on references will be applied to; pass `reference=True` too."
         raise ValueError(msg)
+    if target_image_key is not None and (target is None or target_image_key not in target.images):
+        available = [] if target is None else sorted(target.images.keys())
+        msg = f"`target_image_key={target_image_key!r}` must name an image of `target`; its images: {available}."
+        raise KeyError(msg)
     request = TrainRequest(
         slides=slides,
         image_keys=image_keys,
         target=target,
+        target_image_key=target_image_key,
         slide=where,
         genes=genes,
         n_top_genes=n_top_genes,

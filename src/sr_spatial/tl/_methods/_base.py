@@ -48,7 +48,8 @@ class TrainRequest:
 
     ``slides`` and ``image_keys`` are one slide (scale transfer) or, with ``reference``, the reference slides and
     one image key each; ``target`` is the slide the model will be applied to, whose geometry reference training
-    imitates (or ``None``).
+    imitates (or ``None``), and ``target_image_key`` its H&E (default: found, see
+    :func:`~sr_spatial.tl._reference.target_image_key`).
     """
 
     slides: tuple
@@ -67,6 +68,7 @@ class TrainRequest:
     checkpoint_dir: Any
     show_progress_bar: bool
     target: Any = None
+    target_image_key: str | None = None
 
     def where(self) -> dict[str, Any]:
         """Where the data is and which genes, as :func:`~sr_spatial.pp.build_st_map` takes them."""

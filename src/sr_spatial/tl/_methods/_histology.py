@@ -6,7 +6,7 @@ map, projected exactly onto the spots, with its calibrated spread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -148,7 +148,15 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
 
     from sr_spatial._logging import log_phase, logger
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
-    from sr_spatial.tl._reference import reference_units, shared_genes, target_geometry
+    from sr_spatial.pp._stmap import build_st_map
+    from sr_spatial.tl._reference import (
+        read_px_per_bin,
+        reference_map,
+        reference_units,
+        shared_genes,
+        target_geometry,
+        target_image_key,
+    )
 
     if config.learned_encoder is True:
         msg = "Learned encoders are not fitted on references yet; pass `config={'learned_encoder': False}`."
@@ -157,29 +165,52 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     start = time.perf_counter()
     geometry = target_geometry(request.target, request.slide)
     genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
-    units = []
-    for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
-        unit_set, genes = reference_units(
-            slide,
-            image_key,
-            slide=request.slide,
-            genes=genes,
-            n_top_genes=request.n_top_genes,
+    st_maps = []
+    for slide, image_key in zip(request.slides, request.image_keys, strict=True):
+        st_maps.append(
+            reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
+        )
+        genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
+    target_maps = []
+    if request.target is not None:
+        keys = (
+            [request.target_image_key]
+            if request.target_image_key
+            else target_image_key(request.target, request.image_keys)
+        )
+        for key in keys:
+            try:
+                target_maps.append(
+                    build_st_map(request.target, key, **asdict(request.slide), genes=genes, scale=request.scale)
+                )
+            except (KeyError, ValueError) as err:  # an image of another coordinate system, say: not the H&E
+                logger.info("The target's image %r is not read as its H&E (%s).", key, err)
+    # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
+    # mean the same on all of them.
+    finest_target = max(target_maps, key=lambda m: m.grid.size, default=None)
+    px_per_bin = read_px_per_bin(st_maps, extractor, target=finest_target)
+    units = [
+        reference_units(
+            st_map,
             scale=request.scale,
             geometry=geometry,
             features=extractor,
+            max_px_per_bin=px_per_bin,
             seed=request.seed + index,
             show_progress_bar=request.show_progress_bar,
         )
-        units.append(unit_set)
+        for index, st_map in enumerate(st_maps)
+    ]
+    del st_maps, target_maps, finest_target
     seconds = time.perf_counter() - start
     log_phase(
         "features",
         seconds,
-        "Read %d references (%d units) in %.1f s.",
+        "Read %d references (%d units) in %.1f s%s.",
         len(units),
         sum(len(u.values) for u in units),
         seconds,
+        "" if px_per_bin is None else f", their H&E at {px_per_bin} pixels per output bin",
     )
     predictor = fit_on_references(units, scale=request.scale, seed=request.seed)
     logger.info(
@@ -199,5 +230,10 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         scale=request.scale,
         seed=request.seed,
         features_repr=repr(extractor),
-        reference={"n_references": len(units), "prior_sd": PRIOR_SD, "lattice": geometry.lattice},
+        reference={
+            "n_references": len(units),
+            "prior_sd": PRIOR_SD,
+            "lattice": geometry.lattice,
+            "px_per_bin": px_per_bin,
+        },
     )
