@@ -61,6 +61,23 @@ def test_units_are_pooled_into_the_targets_pseudo_spots():
     assert all(((g >= -1) & (g < len(centres))).all() for g in groupings)
 
 
+def test_a_small_slides_lattice_is_read_off_its_inner_spots():
+    few = sr.datasets.demo(seed=0, n_rows=5, n_cols=5)  # 16 of its 25 spots lie at the edge
+    assert target_geometry(few, SlideKeys()).lattice == "hexagonal"
+
+
+def test_spots_small_for_their_pitch_pool_their_lattice_cells():
+    # Visium-sized disks (0.275 pitches) on a square lattice 2 units apart hold at most one unit's centre: nothing
+    # would vary inside a pseudo-spot. (A hexagonal lattice's first offset puts pseudo-spots between two units.)
+    ys, xs = np.mgrid[0:30, 0:30]
+    centres = np.column_stack([xs.ravel(), ys.ravel()]).astype(float) * 10
+    groupings = pool_groups(centres, pitch=10.0, scale=2, geometry=PseudoSpots("square", 0.275), n_offsets=2, seed=0)
+    for group in groupings:
+        sizes = np.bincount(group[group >= 0])
+        assert np.median(sizes) >= 3  # the cell of a pseudo-spot two units apart holds about four
+        assert (group >= 0).mean() > 0.9  # and the cells cover the units
+
+
 def test_a_histology_model_trained_on_a_reference_applies_exactly_to_the_target(
     histology_model, demo_sdata, genes, tmp_path
 ):

@@ -23,7 +23,7 @@ import numpy as np
 
 from sr_spatial._groups import deviation_from_group, group_means, lattice_groups
 from sr_spatial.model._regression import fit_detail_model
-from sr_spatial.model._uncertainty import finer_variance_ratio
+from sr_spatial.model._uncertainty import MIN_SD, finer_variance_ratio
 from sr_spatial.pp._interpolate import interpolate_at
 
 if TYPE_CHECKING:
@@ -187,12 +187,13 @@ def guard(
     guarded = guard_slopes(detail, measured, n_groups=n_groups // 2, prior_sd=prior_sd)
     # How much the target's spots scatter around the guarded detail, carried to the output's bins like the spread of
     # a model fitted on the slide itself, against what the references' held-out residuals promise.
-    if len(detail):
+    calibrated = predictor.residual_sd > MIN_SD
+    if len(detail) and calibrated.any():
         residual = np.mean((measured - guarded["factor"] * detail) ** 2, axis=0)
         finer = finer_variance_ratio(values, centres, pitch=pitch, scale=factor)
-        expected = np.maximum(predictor.residual_sd, 1e-6) ** 2
-        spread = max(MIN_SPREAD_FACTOR, float(np.sqrt(np.median(residual * finer / expected))))
-    else:  # no group of two spots: nothing to check the spread on
+        ratio = residual[calibrated] * finer / predictor.residual_sd[calibrated] ** 2
+        spread = max(MIN_SPREAD_FACTOR, float(np.sqrt(np.median(ratio))))
+    else:  # no group of two spots, or a reference that measured no residual: nothing to check the spread against
         spread = 1.0
     guarded["spread_factor"] = np.full(values.shape[1], spread)
     return guarded

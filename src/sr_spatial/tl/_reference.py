@@ -158,6 +158,8 @@ def reference_scenes(
 
 #: Offsets of the pooling lattice per reference: each pools the same units into other pseudo-spots.
 N_OFFSETS = 4
+#: Pseudo-spots of two or more units, over all offsets, below which a reference teaches nothing within a spot.
+MIN_TRAINING_GROUPS = 10
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,9 @@ def target_geometry(target: SpatialData | None, slide: SlideKeys) -> PseudoSpots
         raise ValueError(msg)
     pitch = spot_pitch(centres)
     neighbours = cKDTree(centres).query_ball_point(centres, r=1.2 * pitch, return_length=True) - 1
-    lattice = "hexagonal" if np.median(neighbours) >= 5 else "square"
+    # Inner spots have 6 neighbours on a hexagonal lattice and 4 on a square one; on a small slide most spots
+    # lie at the edge (16 of 25 on 5 x 5), so the inner ones decide.
+    lattice = "hexagonal" if np.quantile(neighbours, 0.9) >= 5 else "square"
     return PseudoSpots(lattice, float(np.median(radius)) / pitch)
 
 
@@ -212,9 +216,27 @@ def pool_groups(
     lo, hi = centres.min(axis=0), centres.max(axis=0)
     offsets = [np.full(2, pitch / 2)] + [rng.uniform(0, spacing, size=2) for _ in range(max(n_offsets, 1) - 1)]
     lattice = visium_lattice if geometry.lattice == "hexagonal" else square_lattice
-    return tuple(
+    groupings = tuple(
         disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=lo + offset), radius=radius)[0] for offset in offsets
     )
+    if sum(_multi_unit_groups(g) for g in groupings) >= MIN_TRAINING_GROUPS:
+        return groupings
+    # Spots small for their pitch (Visium's at scale 2) hold at most one unit's centre: nothing varies within a
+    # pseudo-spot. Each then pools its lattice cell (the units nearest to it), which the output's bins also are.
+    cell = spacing / (np.sqrt(3.0) if geometry.lattice == "hexagonal" else np.sqrt(2.0))
+    logger.info(
+        "Pseudo-spots of radius %.2f units hold too few units to learn from; each pools its lattice cell instead.",
+        radius / pitch,
+    )
+    return tuple(
+        disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=lo + offset), radius=cell)[0] for offset in offsets
+    )
+
+
+def _multi_unit_groups(group: np.ndarray) -> int:
+    """Pseudo-spots holding at least two units."""
+    inside = group[group >= 0]
+    return int((np.bincount(inside) >= 2).sum()) if len(inside) else 0
 
 
 def shared_genes(
