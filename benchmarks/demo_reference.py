@@ -12,8 +12,8 @@ true 12.5 µm radius, Poisson counts of the truth under each disk, ``srbench.ref
 ``footprint="disk"``), with its own H&E. Rows: ``nearest`` (each bin its spot's value, the floor), the
 single-slide default (``superresolve`` without a model, ``method="histology"``), and
 ``sr.tl.train([ref], image_key=["he"], reference=True, target=target, scale=4, genes=genes, seed=seed,
-method=m, config=config)`` then ``superresolve(target, model=model)`` for ``m`` in histology / diffusion; those
-rows print "not available" while that API is missing. Scores: :func:`sr_spatial.tl.evaluate` against the demo
+method=m, config=config)`` then ``superresolve(target, model=model)`` for ``m`` in histology / diffusion (and
+histology with ``config={"learned_encoder": True}``); those rows print "not available" while that API is missing. Scores: :func:`sr_spatial.tl.evaluate` against the demo
 truth, as ``demo_accuracy.py`` does.
 """
 
@@ -27,11 +27,12 @@ from pathlib import Path
 
 from srbench.report import machine, markdown_table
 
-METHODS = ("nearest", "histology", "reference_histology", "reference_diffusion")
+METHODS = ("nearest", "histology", "reference_histology", "reference_histology_learned", "reference_diffusion")
 LABELS = {
     "nearest": "nearest (own spot)",
     "histology": "single slide, method='histology' (default, no model)",
     "reference_histology": "reference, method='histology'",
+    "reference_histology_learned": "reference, method='histology', learned_encoder=True",
     "reference_diffusion": "reference, method='diffusion' ({config})",
 }
 IMAGE = "demo_full_image"
@@ -81,8 +82,8 @@ def main() -> None:
                     scale=SCALE,
                     genes=genes,
                     seed=args.seed,
-                    method=method.removeprefix("reference_"),
-                    config=args.config,
+                    method=method.removeprefix("reference_").removesuffix("_learned"),
+                    config={"learned_encoder": True} if method.endswith("_learned") else args.config,
                 )
                 sr.tl.superresolve(
                     target, image_key=IMAGE, scale=SCALE, model=model, genes=genes, seed=args.seed, key_added="sr"

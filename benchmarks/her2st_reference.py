@@ -15,7 +15,9 @@ measured spots (per-gene Pearson r, averaged over the harness's genes):
   references' within-block deviations (:func:`srbench.her2st_reference.ridge_peer`);
 - ``histology``: the single-slide default, ``superresolve(method="histology")`` without a model;
 - ``reference_histology`` / ``reference_diffusion``: ``sr.tl.train(refs, ..., reference=True, target=target,
-  method=m)`` then ``superresolve(target, model=model)``; rows print "not available" while that API is missing.
+  method=m)`` then ``superresolve(target, model=model)``; rows print "not available" while that API is missing;
+- ``reference_histology_learned``: the same with ``config={"learned_encoder": True}`` (an encoder per reference,
+  trained on the others).
 
 The noise ceiling (:func:`srbench.her2st_reference.noise_ceiling`) bounds what any method can show in
 ``pearson_within``. Writes the page ``--out`` (command, machine, load) and the per-gene scores next to it (``.csv``).
@@ -31,12 +33,20 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("nearest", "ridge_peer", "histology", "reference_histology", "reference_diffusion")
+METHODS = (
+    "nearest",
+    "ridge_peer",
+    "histology",
+    "reference_histology",
+    "reference_histology_learned",
+    "reference_diffusion",
+)
 LABELS = {
     "nearest": "own pseudo-spot (nearest)",
     "ridge_peer": "ridge peer (other sections' detail on morphology features)",
     "histology": "single slide, method='histology' (default, no model)",
     "reference_histology": "reference, method='histology'",
+    "reference_histology_learned": "reference, method='histology', learned_encoder=True",
     "reference_diffusion": "reference, method='diffusion'",
 }
 SECTIONS = ("B4", "C2", "C3")
@@ -92,13 +102,15 @@ def run_section(name: str, loaded: dict, methods, *, n_genes: int, seed: int):
             elif method == "histology":
                 pred, std = _superresolved(sr, pseudo_spot_sdata(data, pseudo), genes, data, seed)
             else:
-                m = method.removeprefix("reference_")
+                m = method.removeprefix("reference_").removesuffix("_learned")
+                config = {"config": {"learned_encoder": True}} if method.endswith("_learned") else {}
                 target = pseudo_spot_sdata(data, pseudo)
                 refs = [reference_sdata(loaded[s][0]) for s in others]
                 keys = ["he"] * len(refs)
                 model = sr.tl.train(
-                    refs, image_key=keys, reference=True, target=target, scale=2, genes=genes, seed=seed, method=m
-                )
+                    refs, image_key=keys, reference=True, target=target, scale=2, genes=genes, seed=seed, method=m,
+                    **config,
+                )  # fmt: skip
                 pred, std = _superresolved(sr, target, genes, data, seed, model=model)
         except (TypeError, NotImplementedError) as err:
             if not method.startswith("reference_"):

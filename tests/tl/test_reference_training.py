@@ -105,6 +105,35 @@ def test_a_histology_model_trained_on_a_reference_applies_exactly_to_the_target(
     np.testing.assert_array_equal(again.tables["sr_table"].X, sdata.tables["sr_table"].X)
 
 
+def test_learned_encoders_train_on_references_and_travel_with_the_model(reference, demo_sdata, genes, tmp_path):
+    ref, _ = reference
+    bins = sr.datasets.measure_demo_truth(reference[1], bin_um=UNIT_UM, seed=2, footprint="square")
+    config = {"learned_encoder": True, "encoder_steps": 20, "encoder_width": 8}
+    model = sr.tl.train(
+        [ref, bins], image_key="he", reference=True, target=demo_sdata, scale=SCALE, genes=genes, seed=SEED,
+        method="histology", config=config, show_progress_bar=False,
+    )  # fmt: skip
+    # One encoder per reference, each trained on the other; no slide's statistics kept: each uses its own.
+    assert model.uses_learned_encoder and len(model.learned.encoders) == 2
+    assert model.learned.input_mean is None
+    n_units = ref.tables["table"].n_obs + bins.tables["t"].n_obs
+    assert model.learned.heldout.shape == (n_units, len(genes)) and np.isfinite(model.learned.heldout).all()
+    out = sr.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, model=model, seed=SEED, key_added="sr", inplace=False,
+        show_progress_bar=False,
+    )  # fmt: skip
+    record = out.tables["sr_table"].uns["sr"]["histology"]
+    assert np.asarray(record["learned_weight"]).shape == (len(genes),)
+    assert out.tables["sr_table"].uns["sr"]["spot_residual"] < 1e-6
+    loaded = sr.model.load(model.save(tmp_path / "learned"))
+    assert loaded.learned.input_mean is None and len(loaded.learned.encoders) == 2
+    again = sr.tl.superresolve(
+        demo_sdata, IMAGE_KEY, scale=SCALE, model=loaded, seed=SEED, key_added="sr", inplace=False,
+        show_progress_bar=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(again.tables["sr_table"].X, out.tables["sr_table"].X)
+
+
 def test_the_reference_beats_the_measurement_on_the_demo(histology_model, demo_sdata, genes):
     """The demo's expression follows its H&E; a reference of the same kind carries that into its detail."""
     sdata = copy.deepcopy(demo_sdata)

@@ -187,6 +187,7 @@ class HistologyModel:
         if self.reference is not None:
             maps = standardise(maps, rendered[2])
         per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
+        learned = None if self.learned is None else learned_maps(self.learned, st_map, device=device)
         if self.reference is not None:
             guarded = guard(
                 self.predictor,
@@ -196,6 +197,7 @@ class HistologyModel:
                 pitch=st_map.pitch,
                 scale=self.scale,
                 prior_sd=self.reference["prior_sd"],
+                learned_spots=None if learned is None else learned.spots,
             )
             logger.info(
                 "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median "
@@ -204,7 +206,6 @@ class HistologyModel:
                 len(self.genes),
                 float(np.median(guarded["factor"])),
             )
-        learned = None if self.learned is None else learned_maps(self.learned, st_map, device=device)
         detail, record = self._on_slide(maps, per_spot, rendered, owner, learned, extractor, guarded)
         seconds = time.perf_counter() - start
         log_phase("training", seconds, "Applied the histology predictor in %.1f s.", seconds)

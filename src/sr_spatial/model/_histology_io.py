@@ -125,8 +125,8 @@ def load_histology(path: str | Path) -> dict:
             spots=np.zeros((0, len(meta["genes"]))),
             maps=np.zeros((len(meta["genes"]), 0, 0), dtype=np.float32),
             encoders=encoders,
-            input_mean=arrays["input_mean"],
-            input_std=arrays["input_std"],
+            input_mean=arrays["input_mean"] if arrays["input_mean"].size else None,
+            input_std=arrays["input_std"] if arrays["input_std"].size else None,
             width=int(meta["learned_width"]),
             px_per_bin=int(meta["learned_px_per_bin"]),
         )
@@ -165,8 +165,10 @@ def _arrays(model: Any) -> dict[str, np.ndarray]:
         if value is not None:
             arrays[name] = np.asarray(value)
     if model.learned is not None:
-        arrays["input_mean"] = model.learned.input_mean
-        arrays["input_std"] = model.learned.input_std
+        # Empty for encoders learned on references: each slide is standardised by its own statistics.
+        no_statistics = np.zeros(0, dtype=np.float64)
+        arrays["input_mean"] = no_statistics if model.learned.input_mean is None else model.learned.input_mean
+        arrays["input_std"] = no_statistics if model.learned.input_std is None else model.learned.input_std
     return arrays
 
 

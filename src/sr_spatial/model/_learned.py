@@ -14,7 +14,7 @@ encoders' weights and their input statistics are kept (:class:`LearnedDetail`), 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,11 +24,20 @@ from sr_spatial._groups import lattice_groups
 from sr_spatial.pp._stmap import spot_pixel_map
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sr_spatial.pp._stmap import STMap
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["AUTO_MIN_SPOTS", "LearnedDetail", "fit_learned_detail", "learned_maps", "use_learned_encoder"]
+__all__ = [
+    "AUTO_MIN_SPOTS",
+    "LearnedDetail",
+    "fit_learned_detail",
+    "fit_learned_on_references",
+    "learned_maps",
+    "use_learned_encoder",
+]
 
 #: Encoders trained, each on the spots of the other folds.
 FOLDS = 2
@@ -74,7 +83,8 @@ class LearnedDetail:
     encoders
         The fold encoders' weights (CPU tensors), in fold order.
     input_mean, input_std
-        The per-channel statistics the encoders' inputs were standardised with, on the slide they learned from.
+        The per-channel statistics the encoders' inputs were standardised with, on the slide they learned from;
+        ``None`` for encoders learned on references, which standardise every slide by its own.
     width, px_per_bin
         The encoders' width and the H&E pixels per bin side they read.
     """
@@ -167,11 +177,113 @@ def fit_learned_detail(
     )
 
 
+def fit_learned_on_references(
+    st_maps: Sequence[STMap],
+    *,
+    scale: int,
+    px_per_bin: int,
+    width: int,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    show_progress_bar: bool = False,
+) -> LearnedDetail | None:
+    """Learned encoders trained on reference slides' units, each reference's held-out prediction from the others.
+
+    With several references, encoder ``k`` learns from every reference but ``k`` (laid side by side, each slide's
+    H&E standardised by its own statistics, so one scanned darker is not another tissue) and predicts reference
+    ``k``'s units: held out as a new slide is. With one, its folds of groups are held out as on a single slide.
+    The encoders are kept without input statistics: a target is standardised by its own (:func:`learned_maps`).
+    ``heldout`` lists the units of all references in order. Returns ``None`` where too few units to learn from.
+    """
+    from sr_spatial.model.nn._histology import HistologyEncoder, pretrain_encoder, spot_means
+
+    if len(st_maps) == 1:
+        learned = fit_learned_detail(
+            st_maps[0], scale=scale, px_per_bin=px_per_bin, width=width, steps=steps, batch_size=batch_size,
+            seed=seed, device=device, show_progress_bar=show_progress_bar,
+        )  # fmt: skip
+        return None if learned is None else replace(learned, input_mean=None, input_std=None)
+    if min(len(m.values) for m in st_maps) < MIN_SPOTS_PER_FOLD:
+        return None
+    inputs = [_standardised_inputs(m, px_per_bin)[0] for m in st_maps]
+    pixels = [spot_pixel_map(m, px_per_bin) for m in st_maps]
+    n_genes = st_maps[0].values.shape[1]
+    device = torch.device(device)
+    heldout, encoders = [], []
+    logger.info("Training %d learned encoders (%d steps each), each on all references but one.", len(st_maps), steps)
+    for k, st_map in enumerate(st_maps):
+        others = [i for i in range(len(st_maps)) if i != k]
+        canvas = _Canvas(
+            [inputs[i] for i in others], [pixels[i] for i in others], [len(st_maps[i].values) for i in others]
+        )
+        torch.manual_seed(seed + k)
+        encoder = HistologyEncoder(width=width, n_genes=n_genes)
+        pretrain_encoder(
+            encoder,
+            canvas.crop,
+            canvas.spot_pixels,
+            np.concatenate([st_maps[i].values for i in others]),
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=3e-3,
+            device=device,
+            seed=seed + k,
+            show_progress_bar=show_progress_bar,
+        )
+        maps = _bin_maps(encoder, inputs[k], px_per_bin, device=device)
+        heldout.append(spot_means(maps, pixels[k], len(st_map.values), px_per_bin))
+        encoders.append({name: value.detach().cpu().clone() for name, value in encoder.state_dict().items()})
+    empty = np.zeros((0, n_genes))
+    return LearnedDetail(
+        heldout=np.concatenate(heldout),
+        spots=empty,
+        maps=np.zeros((n_genes, 0, 0), dtype=np.float32),
+        encoders=tuple(encoders),
+        width=width,
+        px_per_bin=px_per_bin,
+    )
+
+
+class _Canvas:
+    """Slides' encoder inputs and spot pixels side by side, a gap apart: one slide for :func:`pretrain_encoder`.
+
+    Crops are cut from the slide under them (zeros elsewhere), so no slide is copied into one large array.
+    """
+
+    #: Pixels between slides, wider than any crop, so a crop never holds two slides.
+    GAP = 512
+
+    def __init__(self, inputs: Sequence[torch.Tensor], spot_pixels: Sequence[np.ndarray], n_units: Sequence[int]):
+        self.inputs = list(inputs)
+        height = max(p.shape[0] for p in spot_pixels)
+        self.lefts, left, offset, columns = [], 0, 0, []
+        for pixels, n in zip(spot_pixels, n_units, strict=True):
+            self.lefts.append(left)
+            placed = np.full((height, pixels.shape[1] + self.GAP), -1, dtype=np.int32)
+            placed[: pixels.shape[0], : pixels.shape[1]] = np.where(pixels >= 0, pixels + offset, -1)
+            columns.append(placed)
+            left += placed.shape[1]
+            offset += n
+        self.spot_pixels = np.concatenate(columns, axis=1)
+
+    def crop(self, top: int, left: int, size: int) -> torch.Tensor:
+        """The ``(channels, size, size)`` inputs at ``(top, left)`` of the canvas, zeros outside every slide."""
+        from sr_spatial.model.nn._histology import window
+
+        out = torch.zeros((self.inputs[0].shape[0], size, size), dtype=self.inputs[0].dtype)
+        for start, inputs in zip(self.lefts, self.inputs, strict=True):
+            if left + size > start and left < start + inputs.shape[-1]:
+                out += window(inputs, top, left - start, size)
+        return out
+
+
 def learned_maps(learned: LearnedDetail, st_map: STMap, *, device: torch.device | str = "cpu") -> LearnedDetail:
     """The fold encoders of ``learned`` applied to another slide: its maps and spot values, nothing held out.
 
     The slide's H&E is standardised with the statistics of the slide the encoders learned from, so a slide
-    seen at fit gives exactly the maps the fit gave.
+    seen at fit gives exactly the maps the fit gave (encoders learned on references: with its own).
     """
     from sr_spatial.model.nn._histology import HistologyEncoder, spot_means
 

@@ -86,10 +86,14 @@ def standardise(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return ((maps - mean[:, None, None]) / sd[:, None, None]).astype(np.float32)
 
 
-def fit_on_references(units: Sequence[ReferenceUnits], *, scale: int, seed: int) -> DetailModel:
+def fit_on_references(
+    units: Sequence[ReferenceUnits], *, scale: int, seed: int, learned: np.ndarray | None = None
+) -> DetailModel:
     """The predictor fitted on the references' units and their true deviations from the pseudo-spots pooling them.
 
     Slides are laid side by side (their pseudo-spots never mix) and each is a held-out fold when there are several.
+    ``learned``: each unit's held-out prediction by the learned encoders (all references' units in order), a
+    third detail predictor (:func:`~sr_spatial.model._learned.fit_learned_on_references`).
     """
     n_offsets = min(len(u.groupings) for u in units)
     centres, groupings, shift, base = [], [[] for _ in range(n_offsets)], 0.0, 0
@@ -115,6 +119,7 @@ def fit_on_references(units: Sequence[ReferenceUnits], *, scale: int, seed: int)
         seed=seed,
         groupings=groupings,
         sections=sections,
+        learned=learned,
     )
     # The cap on a target's weights (detail_cap) compares the detail its bins get from the fitted ridge with the
     # detail that ridge gives the references' units around their pseudo-spots: the same ridge, the same level.
@@ -144,11 +149,13 @@ def guard(
     pitch: float,
     scale: int,
     prior_sd: float = PRIOR_SD,
+    learned_spots: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per gene, how far the target's own spots confirm a reference model's detail: a factor in ``[0, 1]``.
 
     The target's spots are pooled into groups ``scale`` pitches wide (two phases, as in scale transfer); the
-    reference model's weighted detail of each spot (its ridge's deviation from the group plus the interpolation's)
+    reference model's weighted detail of each spot (its ridge's deviation from the group plus the interpolation's,
+    and the learned encoders' where ``learned_spots``, their prediction of each spot, is given)
     is regressed, through the origin, on the measured deviation. With ``b`` the slope and ``se`` its standard error
     (inflated as the spots of a group are not independent), the factor is the posterior mean of the slope under a
     normal prior around 1 of deviation ``prior_sd``, clipped to ``[0, 1]``: ``(b * prior_sd**2 + se**2) /
@@ -181,7 +188,10 @@ def guard(
         smooth = interpolate_at(group_centres.T, group_values, centres)
         interpolated = deviation_from_group(smooth - group_values[group], group, groups)
         histology = deviation_from_group(predicted, group, groups)
-        detail.append((predictor.weight * histology + predictor.interpolation_weight * interpolated)[multi])
+        weighted = predictor.weight * histology + predictor.interpolation_weight * interpolated
+        if learned_spots is not None and predictor.learned_weight is not None:
+            weighted = weighted + predictor.learned_weight * deviation_from_group(learned_spots, group, groups)
+        detail.append(weighted[multi])
         measured.append(deviation_from_group(values, group, groups)[multi])
     detail, measured = np.concatenate(detail), np.concatenate(measured)
     guarded = guard_slopes(detail, measured, n_groups=n_groups // 2, prior_sd=prior_sd)

@@ -6,7 +6,7 @@ map, projected exactly onto the spots, with its calibrated spread.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -147,6 +147,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     import time
 
     from sr_spatial._logging import log_phase, logger
+    from sr_spatial.model._learned import fit_learned_on_references
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
     from sr_spatial.pp._stmap import build_st_map
     from sr_spatial.tl._reference import (
@@ -158,10 +159,9 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         target_image_key,
     )
 
-    if config.learned_encoder is True:
-        msg = "Learned encoders are not fitted on references yet; pass `config={'learned_encoder': False}`."
-        raise NotImplementedError(msg)
-    config = replace(config, learned_encoder=False)
+    # "auto" leaves them off: training one encoder per reference doubles the fit's time for a gain that did not
+    # carry between her2st sections (benchmarks/results/her2st_reference.md).
+    use_learned = config.learned_encoder is True
     start = time.perf_counter()
     geometry = target_geometry(request.target, request.slide)
     genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
@@ -201,7 +201,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         )
         for index, st_map in enumerate(st_maps)
     ]
-    del st_maps, target_maps, finest_target
+    del target_maps, finest_target
     seconds = time.perf_counter() - start
     log_phase(
         "features",
@@ -212,7 +212,25 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         seconds,
         "" if px_per_bin is None else f", their H&E at {px_per_bin} pixels per output bin",
     )
-    predictor = fit_on_references(units, scale=request.scale, seed=request.seed)
+    learned = None
+    if use_learned:
+        learned = fit_learned_on_references(
+            st_maps,
+            scale=request.scale,
+            px_per_bin=config.px_per_bin,
+            width=config.encoder_width,
+            steps=config.encoder_steps,
+            batch_size=config.encoder_batch_size,
+            seed=request.seed,
+            device=resolve_device(request.device),
+            show_progress_bar=request.show_progress_bar,
+        )
+        if learned is None:
+            logger.info("Too few units to train the learned encoders on; the morphology features work alone.")
+    del st_maps
+    predictor = fit_on_references(
+        units, scale=request.scale, seed=request.seed, learned=None if learned is None else learned.heldout
+    )
     logger.info(
         "Fitted on %d references' units pooled into %s pseudo-spots (radius %.2f pitches): within-spot detail for %d "
         "of %d genes (median weight %.2f).",
@@ -230,6 +248,8 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         scale=request.scale,
         seed=request.seed,
         features_repr=repr(extractor),
+        learned=learned,
+        uses_learned_encoder=learned is not None,
         reference={
             "n_references": len(units),
             "prior_sd": PRIOR_SD,
