@@ -158,6 +158,8 @@ def reference_scenes(
 
 #: Offsets of the pooling lattice per reference: each pools the same units into other pseudo-spots.
 N_OFFSETS = 4
+#: Channels of an image that may be the target's H&E (RGB, RGBA), where the call does not name it.
+MAX_IMAGE_CHANNELS = 4
 #: Pseudo-spots of two or more units, over all offsets, below which a reference teaches nothing within a spot.
 MIN_TRAINING_GROUPS = 10
 
@@ -283,7 +285,10 @@ def target_image_key(target: SpatialData, image_keys: Sequence[str]) -> list[str
     caller takes the finest: a slide is super-resolved from its finest H&E, and one read more coarsely is warned
     about when the model is applied).
     """
-    images = list(target.images.keys())
+    from sr_spatial._adapter._elements import _scale0
+
+    # Not an image with a channel per gene (an earlier super-resolved map, a truth image): colours, or a stain.
+    images = [key for key, image in target.images.items() if _scale0(image).sizes.get("c", 1) <= MAX_IMAGE_CHANNELS]
     shared = [key for key in dict.fromkeys(image_keys) if key in images]
     return shared[:1] if len(images) > 1 and len(shared) == 1 else images
 
