@@ -13,8 +13,8 @@ true 12.5 µm radius, Poisson counts of the truth under each disk, ``srbench.ref
 single-slide default (``superresolve`` without a model, ``method="histology"``), and
 ``sr.tl.train([ref], image_key=["he"], reference=True, target=target, scale=4, genes=genes, seed=seed,
 method=m, config=config)`` then ``superresolve(target, model=model)`` for ``m`` in histology / diffusion (and
-histology with ``config={"learned_encoder": True}``); those rows print "not available" while that API is missing. Scores: :func:`sr_spatial.tl.evaluate` against the demo
-truth, as ``demo_accuracy.py`` does.
+histology with ``config={"learned_encoder": True}``); those rows print "not available" while that API is missing.
+Scores: :func:`sr_spatial.tl.evaluate` against the demo truth, as ``demo_accuracy.py`` does.
 """
 
 from __future__ import annotations

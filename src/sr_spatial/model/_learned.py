@@ -14,7 +14,7 @@ encoders' weights and their input statistics are kept (:class:`LearnedDetail`), 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +32,7 @@ logger = logging.getLogger("sr_spatial")
 
 __all__ = [
     "AUTO_MIN_SPOTS",
+    "EncoderSettings",
     "LearnedDetail",
     "fit_learned_detail",
     "fit_learned_on_references",
@@ -177,14 +178,26 @@ def fit_learned_detail(
     )
 
 
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How the learned encoders are built and trained: H&E pixels per bin, channels, optimiser steps and batch."""
+
+    px_per_bin: int
+    width: int
+    steps: int
+    batch_size: int
+
+    @classmethod
+    def of(cls, config) -> EncoderSettings:
+        """The settings of a :class:`~sr_spatial.model.HistologyConfig`."""
+        return cls(config.px_per_bin, config.encoder_width, config.encoder_steps, config.encoder_batch_size)
+
+
 def fit_learned_on_references(
     st_maps: Sequence[STMap],
+    settings: EncoderSettings,
     *,
     scale: int,
-    px_per_bin: int,
-    width: int,
-    steps: int,
-    batch_size: int,
     seed: int,
     device: torch.device | str = "cpu",
     show_progress_bar: bool = False,
@@ -199,11 +212,11 @@ def fit_learned_on_references(
     """
     from sr_spatial.model.nn._histology import HistologyEncoder, pretrain_encoder, spot_means
 
+    px_per_bin = settings.px_per_bin
     if len(st_maps) == 1:
         learned = fit_learned_detail(
-            st_maps[0], scale=scale, px_per_bin=px_per_bin, width=width, steps=steps, batch_size=batch_size,
-            seed=seed, device=device, show_progress_bar=show_progress_bar,
-        )  # fmt: skip
+            st_maps[0], scale=scale, **asdict(settings), seed=seed, device=device, show_progress_bar=show_progress_bar
+        )
         return None if learned is None else replace(learned, input_mean=None, input_std=None)
     if min(len(m.values) for m in st_maps) < MIN_SPOTS_PER_FOLD:
         return None
@@ -212,21 +225,23 @@ def fit_learned_on_references(
     n_genes = st_maps[0].values.shape[1]
     device = torch.device(device)
     heldout, encoders = [], []
-    logger.info("Training %d learned encoders (%d steps each), each on all references but one.", len(st_maps), steps)
+    logger.info(
+        "Training %d learned encoders (%d steps each), each on all references but one.", len(st_maps), settings.steps
+    )
     for k, st_map in enumerate(st_maps):
         others = [i for i in range(len(st_maps)) if i != k]
         canvas = _Canvas(
             [inputs[i] for i in others], [pixels[i] for i in others], [len(st_maps[i].values) for i in others]
         )
         torch.manual_seed(seed + k)
-        encoder = HistologyEncoder(width=width, n_genes=n_genes)
+        encoder = HistologyEncoder(width=settings.width, n_genes=n_genes)
         pretrain_encoder(
             encoder,
             canvas.crop,
             canvas.spot_pixels,
             np.concatenate([st_maps[i].values for i in others]),
-            steps=steps,
-            batch_size=batch_size,
+            steps=settings.steps,
+            batch_size=settings.batch_size,
             learning_rate=3e-3,
             device=device,
             seed=seed + k,
@@ -241,7 +256,7 @@ def fit_learned_on_references(
         spots=empty,
         maps=np.zeros((n_genes, 0, 0), dtype=np.float32),
         encoders=tuple(encoders),
-        width=width,
+        width=settings.width,
         px_per_bin=px_per_bin,
     )
 

@@ -147,7 +147,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     import time
 
     from sr_spatial._logging import log_phase, logger
-    from sr_spatial.model._learned import fit_learned_on_references
+    from sr_spatial.model._learned import EncoderSettings, fit_learned_on_references
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
     from sr_spatial.pp._stmap import build_st_map
     from sr_spatial.tl._reference import (
@@ -216,11 +216,8 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     if use_learned:
         learned = fit_learned_on_references(
             st_maps,
+            EncoderSettings.of(config),
             scale=request.scale,
-            px_per_bin=config.px_per_bin,
-            width=config.encoder_width,
-            steps=config.encoder_steps,
-            batch_size=config.encoder_batch_size,
             seed=request.seed,
             device=resolve_device(request.device),
             show_progress_bar=request.show_progress_bar,
