@@ -9,7 +9,14 @@ import pytest
 from conftest import IMAGE_KEY
 
 import sr_spatial
-from sr_spatial.model._learned import AUTO_MIN_SPOTS, FOLDS, MIN_SPOTS_PER_FOLD, fit_learned_detail, use_learned_encoder
+from sr_spatial.model._learned import (
+    AUTO_MIN_SPOTS,
+    FOLDS,
+    MIN_SPOTS_PER_FOLD,
+    EncoderSettings,
+    fit_learned_detail,
+    use_learned_encoder,
+)
 from sr_spatial.model._regression import fit_detail_model
 
 SCALE = 2
@@ -27,7 +34,7 @@ def noisy_map(demo_sdata):
 
 @pytest.fixture(scope="module")
 def learned(noisy_map):
-    return fit_learned_detail(noisy_map, scale=SCALE, px_per_bin=8, width=16, steps=STEPS, batch_size=32, seed=0)
+    return fit_learned_detail(noisy_map, EncoderSettings(8, 16, STEPS, 32), scale=SCALE, seed=0)
 
 
 def test_shapes(noisy_map, learned):
@@ -39,11 +46,12 @@ def test_shapes(noisy_map, learned):
 
 def test_heldout_prediction_never_sees_its_spot(noisy_map):
     """Changing one spot's measurement leaves its held-out prediction bit for bit, and moves the other fold's."""
-    kwargs = {"scale": SCALE, "px_per_bin": 8, "width": 8, "steps": 20, "batch_size": 16, "seed": 0}
-    before = fit_learned_detail(noisy_map, **kwargs)
+    kwargs = {"scale": SCALE, "seed": 0}
+    settings = EncoderSettings(px_per_bin=8, width=8, steps=20, batch_size=16)
+    before = fit_learned_detail(noisy_map, settings, **kwargs)
     values = noisy_map.values.copy()
     values[7] += 3.0
-    after = fit_learned_detail(dataclasses.replace(noisy_map, values=values), **kwargs)
+    after = fit_learned_detail(dataclasses.replace(noisy_map, values=values), settings, **kwargs)
     np.testing.assert_array_equal(after.heldout[7], before.heldout[7])
     assert not np.allclose(after.heldout, before.heldout)
 
@@ -65,7 +73,7 @@ def test_weights_follow_heldout_evidence(noisy_map, learned):
 def test_too_few_spots_learns_nothing(noisy_map):
     keep = np.arange(FOLDS * MIN_SPOTS_PER_FOLD - 1)
     small = dataclasses.replace(noisy_map, values=noisy_map.values[keep], centres=noisy_map.centres[keep])
-    assert fit_learned_detail(small, scale=SCALE, px_per_bin=8, width=8, steps=5, batch_size=8, seed=0) is None
+    assert fit_learned_detail(small, EncoderSettings(8, 8, 5, 8), scale=SCALE, seed=0) is None
 
 
 def test_superresolve_records_learned_weights(demo_sdata):

@@ -21,6 +21,7 @@ from sr_spatial.model._histology_detail import HistologyDetail, on_slide, spot_f
 from sr_spatial.model._histology_io import load_histology, save_histology
 from sr_spatial.model._learned import (
     AUTO_MIN_SPOTS,
+    EncoderSettings,
     LearnedDetail,
     fit_learned_detail,
     learned_maps,
@@ -324,11 +325,8 @@ def fit_on_slide(
     if use_learned:
         learned = fit_learned_detail(
             st_map,
+            EncoderSettings.of(config),
             scale=scale,
-            px_per_bin=config.px_per_bin,
-            width=config.encoder_width,
-            steps=config.encoder_steps,
-            batch_size=config.encoder_batch_size,
             seed=seed,
             device=device,
             show_progress_bar=show_progress_bar,

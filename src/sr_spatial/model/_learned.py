@@ -14,7 +14,7 @@ encoders' weights and their input statistics are kept (:class:`LearnedDetail`), 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -104,80 +104,6 @@ class LearnedDetail:
         return bin_maps.T - self.spots[owner]
 
 
-def fit_learned_detail(
-    st_map: STMap,
-    *,
-    scale: int,
-    px_per_bin: int,
-    width: int,
-    steps: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device | str = "cpu",
-    show_progress_bar: bool = False,
-) -> LearnedDetail | None:
-    """Train :data:`FOLDS` histology encoders on folds of spot groups and collect their predictions.
-
-    Groups are the square cells ``scale`` pitches wide that :func:`~sr_spatial.model._regression.fit_detail_model`
-    pools spots into, so no spot's held-out prediction comes from an encoder that saw its group. Returns
-    ``None`` (nothing learned) when a fold would hold fewer than :data:`MIN_SPOTS_PER_FOLD` spots.
-    """
-    from sr_spatial.model.nn._histology import HistologyEncoder, pretrain_encoder, spot_means
-
-    n_spots, n_genes = st_map.values.shape
-    if n_spots < FOLDS * MIN_SPOTS_PER_FOLD:
-        return None
-    factor = max(int(scale), 2)
-    group = lattice_groups(st_map.centres, side=factor * st_map.pitch)
-    rng = np.random.default_rng(seed)
-    fold = (rng.permutation(int(group.max()) + 1) % FOLDS)[group]
-    inputs, mean, std = _standardised_inputs(st_map, px_per_bin)
-    spot_pixels = spot_pixel_map(st_map, px_per_bin)
-    device = torch.device(device)
-    heldout = np.zeros((n_spots, n_genes))
-    maps = np.zeros((n_genes, *st_map.grid.shape), dtype=np.float64)
-    encoders = []
-    logger.info(
-        "Cross-fitting %d learned encoders (%d steps each), each on the spots of %d of %d folds of spot groups.",
-        FOLDS,
-        steps,
-        FOLDS - 1,
-        FOLDS,
-    )
-    for k in range(FOLDS):
-        torch.manual_seed(seed + k)
-        encoder = HistologyEncoder(width=width, n_genes=n_genes)
-        pretrain_encoder(
-            encoder,
-            inputs,
-            spot_pixels,
-            st_map.values,
-            steps=steps,
-            batch_size=batch_size,
-            learning_rate=3e-3,
-            device=device,
-            seed=seed + k,
-            spots=np.flatnonzero(fold != k),
-            show_progress_bar=show_progress_bar,
-        )
-        fold_maps = _bin_maps(encoder, inputs, px_per_bin, device=device)
-        predicted = spot_means(fold_maps, spot_pixels, n_spots, px_per_bin)
-        heldout[fold == k] = predicted[fold == k]
-        maps += fold_maps / FOLDS
-        encoders.append({name: value.detach().cpu().clone() for name, value in encoder.state_dict().items()})
-    spots = spot_means(maps, spot_pixels, n_spots, px_per_bin)
-    return LearnedDetail(
-        heldout=heldout,
-        spots=spots,
-        maps=maps.astype(np.float32),
-        encoders=tuple(encoders),
-        input_mean=mean,
-        input_std=std,
-        width=width,
-        px_per_bin=px_per_bin,
-    )
-
-
 @dataclass(frozen=True)
 class EncoderSettings:
     """How the learned encoders are built and trained: H&E pixels per bin, channels, optimiser steps and batch."""
@@ -193,8 +119,8 @@ class EncoderSettings:
         return cls(config.px_per_bin, config.encoder_width, config.encoder_steps, config.encoder_batch_size)
 
 
-def fit_learned_on_references(
-    st_maps: Sequence[STMap],
+def fit_learned_detail(
+    st_map: STMap,
     settings: EncoderSettings,
     *,
     scale: int,
@@ -202,22 +128,106 @@ def fit_learned_on_references(
     device: torch.device | str = "cpu",
     show_progress_bar: bool = False,
 ) -> LearnedDetail | None:
-    """Learned encoders trained on reference slides' units, each reference's held-out prediction from the others.
+    """Train :data:`FOLDS` histology encoders on folds of spot groups and collect their predictions.
 
-    With several references, encoder ``k`` learns from every reference but ``k`` (laid side by side, each slide's
-    H&E standardised by its own statistics, so one scanned darker is not another tissue) and predicts reference
-    ``k``'s units: held out as a new slide is. With one, its folds of groups are held out as on a single slide.
+    Groups are the square cells ``scale`` pitches wide that :func:`~sr_spatial.model._regression.fit_detail_model`
+    pools spots into, so no spot's held-out prediction comes from an encoder that saw its group. Returns
+    ``None`` (nothing learned) when a fold would hold fewer than :data:`MIN_SPOTS_PER_FOLD` spots.
+    """
+    from sr_spatial.model.nn._histology import spot_means
+
+    n_spots, n_genes = st_map.values.shape
+    if n_spots < FOLDS * MIN_SPOTS_PER_FOLD:
+        return None
+    px_per_bin = settings.px_per_bin
+    factor = max(int(scale), 2)
+    group = lattice_groups(st_map.centres, side=factor * st_map.pitch)
+    rng = np.random.default_rng(seed)
+    fold = (rng.permutation(int(group.max()) + 1) % FOLDS)[group]
+    inputs, mean, std = _standardised_inputs(st_map, px_per_bin)
+    spot_pixels = spot_pixel_map(st_map, px_per_bin)
+    device = torch.device(device)
+    heldout = np.zeros((n_spots, n_genes))
+    maps = np.zeros((n_genes, *st_map.grid.shape), dtype=np.float64)
+    encoders = []
+    logger.info(
+        "Cross-fitting %d learned encoders (%d steps each), each on the spots of %d of %d folds of spot groups.",
+        FOLDS,
+        settings.steps,
+        FOLDS - 1,
+        FOLDS,
+    )
+    for k in range(FOLDS):
+        encoder = _trained_encoder(
+            settings, inputs, spot_pixels, st_map.values, seed=seed + k, device=device,
+            spots=np.flatnonzero(fold != k), show_progress_bar=show_progress_bar,
+        )  # fmt: skip
+        fold_maps = _bin_maps(encoder, inputs, px_per_bin, device=device)
+        predicted = spot_means(fold_maps, spot_pixels, n_spots, px_per_bin)
+        heldout[fold == k] = predicted[fold == k]
+        maps += fold_maps / FOLDS
+        encoders.append(_weights(encoder))
+    spots = spot_means(maps, spot_pixels, n_spots, px_per_bin)
+    return LearnedDetail(
+        heldout=heldout,
+        spots=spots,
+        maps=maps.astype(np.float32),
+        encoders=tuple(encoders),
+        input_mean=mean,
+        input_std=std,
+        width=settings.width,
+        px_per_bin=px_per_bin,
+    )
+
+
+def _trained_encoder(
+    settings: EncoderSettings, inputs, spot_pixels, values, *, seed: int, device, spots=None, show_progress_bar
+):
+    """A fresh encoder (initialised from ``seed``) fitted to the spots ``spots`` of ``values`` (default all)."""
+    from sr_spatial.model.nn._histology import HistologyEncoder, pretrain_encoder
+
+    torch.manual_seed(seed)
+    encoder = HistologyEncoder(width=settings.width, n_genes=values.shape[1])
+    pretrain_encoder(
+        encoder,
+        inputs,
+        spot_pixels,
+        values,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        learning_rate=3e-3,
+        device=device,
+        seed=seed,
+        spots=spots,
+        show_progress_bar=show_progress_bar,
+    )
+    return encoder
+
+
+def _weights(encoder) -> dict[str, torch.Tensor]:
+    """The encoder's weights, detached on the CPU: what a model keeps and saves."""
+    return {name: value.detach().cpu().clone() for name, value in encoder.state_dict().items()}
+
+
+def fit_learned_on_references(
+    st_maps: Sequence[STMap],
+    settings: EncoderSettings,
+    *,
+    seed: int,
+    device: torch.device | str,
+    show_progress_bar: bool,
+) -> LearnedDetail | None:
+    """Learned encoders trained on two or more reference slides' units, each reference held out by the others.
+
+    Encoder ``k`` learns from every reference but ``k`` (laid side by side, each slide's H&E standardised by its own
+    statistics, so one scanned darker is not another tissue) and predicts reference ``k``'s units: held out as a
+    new slide is. (One reference is cross-fitted on its folds of groups, as a single slide: :func:`fit_learned_detail`.)
     The encoders are kept without input statistics: a target is standardised by its own (:func:`learned_maps`).
     ``heldout`` lists the units of all references in order. Returns ``None`` where too few units to learn from.
     """
-    from sr_spatial.model.nn._histology import HistologyEncoder, pretrain_encoder, spot_means
+    from sr_spatial.model.nn._histology import spot_means
 
     px_per_bin = settings.px_per_bin
-    if len(st_maps) == 1:
-        learned = fit_learned_detail(
-            st_maps[0], scale=scale, **asdict(settings), seed=seed, device=device, show_progress_bar=show_progress_bar
-        )
-        return None if learned is None else replace(learned, input_mean=None, input_std=None)
     if min(len(m.values) for m in st_maps) < MIN_SPOTS_PER_FOLD:
         return None
     inputs = [_standardised_inputs(m, px_per_bin)[0] for m in st_maps]
@@ -233,23 +243,14 @@ def fit_learned_on_references(
         canvas = _Canvas(
             [inputs[i] for i in others], [pixels[i] for i in others], [len(st_maps[i].values) for i in others]
         )
-        torch.manual_seed(seed + k)
-        encoder = HistologyEncoder(width=settings.width, n_genes=n_genes)
-        pretrain_encoder(
-            encoder,
-            canvas.crop,
-            canvas.spot_pixels,
-            np.concatenate([st_maps[i].values for i in others]),
-            steps=settings.steps,
-            batch_size=settings.batch_size,
-            learning_rate=3e-3,
-            device=device,
-            seed=seed + k,
+        values = np.concatenate([st_maps[i].values for i in others])
+        encoder = _trained_encoder(
+            settings, canvas.crop, canvas.spot_pixels, values, seed=seed + k, device=device,
             show_progress_bar=show_progress_bar,
-        )
+        )  # fmt: skip
         maps = _bin_maps(encoder, inputs[k], px_per_bin, device=device)
         heldout.append(spot_means(maps, pixels[k], len(st_map.values), px_per_bin))
-        encoders.append({name: value.detach().cpu().clone() for name, value in encoder.state_dict().items()})
+        encoders.append(_weights(encoder))
     empty = np.zeros((0, n_genes))
     return LearnedDetail(
         heldout=np.concatenate(heldout),

@@ -6,7 +6,7 @@ map, projected exactly onto the spots, with its calibrated spread.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -147,7 +147,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     import time
 
     from sr_spatial._logging import log_phase, logger
-    from sr_spatial.model._learned import EncoderSettings, fit_learned_on_references
+    from sr_spatial.model._learned import EncoderSettings, fit_learned_detail, fit_learned_on_references
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
     from sr_spatial.pp._stmap import build_st_map
     from sr_spatial.tl._reference import (
@@ -214,14 +214,18 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     )
     learned = None
     if use_learned:
-        learned = fit_learned_on_references(
-            st_maps,
-            EncoderSettings.of(config),
-            scale=request.scale,
-            seed=request.seed,
-            device=resolve_device(request.device),
-            show_progress_bar=request.show_progress_bar,
-        )
+        settings = EncoderSettings.of(config)
+        training = {
+            "seed": request.seed,
+            "device": resolve_device(request.device),
+            "show_progress_bar": request.show_progress_bar,
+        }
+        if len(st_maps) > 1:
+            learned = fit_learned_on_references(st_maps, settings, **training)
+        else:  # one reference: cross-fitted on its folds of groups, as a single slide is
+            learned = fit_learned_detail(st_maps[0], settings, scale=request.scale, **training)
+            # Applied to other slides, each is standardised by its own statistics, as with several references.
+            learned = None if learned is None else replace(learned, input_mean=None, input_std=None)
         if learned is None:
             logger.info("Too few units to train the learned encoders on; the morphology features work alone.")
     del st_maps
