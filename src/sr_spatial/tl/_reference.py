@@ -39,6 +39,7 @@ __all__ = [
     "PseudoSpots",
     "bin_aligned_map",
     "disk_groups",
+    "finest_target_map",
     "pool_groups",
     "reference_scenes",
     "read_px_per_bin",
@@ -46,7 +47,7 @@ __all__ = [
     "reference_units",
     "shared_genes",
     "square_lattice",
-    "target_image_key",
+    "target_image_candidates",
     "target_geometry",
 ]
 
@@ -278,7 +279,7 @@ def reference_map(
     return bin_aligned_map(build_st_map(sdata, image_key, **vars(slide), genes=genes, n_top_genes=n_top_genes, scale=1))
 
 
-def target_image_key(target: SpatialData, image_keys: Sequence[str]) -> list[str]:
+def target_image_candidates(target: SpatialData, image_keys: Sequence[str]) -> list[str]:
     """The images the target's H&E may be, where a call does not name it.
 
     Its only image, or the references' key where it has an image of that name; otherwise all its images (the
@@ -291,6 +292,31 @@ def target_image_key(target: SpatialData, image_keys: Sequence[str]) -> list[str
     images = [key for key, image in target.images.items() if _scale0(image).sizes.get("c", 1) <= MAX_IMAGE_CHANNELS]
     shared = [key for key in dict.fromkeys(image_keys) if key in images]
     return shared[:1] if len(images) > 1 and len(shared) == 1 else images
+
+
+def finest_target_map(
+    target: SpatialData,
+    image_key: str | None,
+    reference_keys: Sequence[str],
+    *,
+    slide: SlideKeys,
+    genes: list[str] | None,
+    scale: int,
+) -> STMap | None:
+    """The target read from its finest H&E at the output's scale: ``image_key``, else the finest candidate.
+
+    Candidates (:func:`target_image_candidates`) that cannot be read as the spots' H&E (another coordinate
+    system, say) are passed over; ``None`` where none can.
+    """
+    from sr_spatial.pp._stmap import build_st_map
+
+    maps = []
+    for key in [image_key] if image_key else target_image_candidates(target, reference_keys):
+        try:
+            maps.append(build_st_map(target, key, **vars(slide), genes=genes, scale=scale))
+        except (KeyError, ValueError) as err:
+            logger.info("The target's image %r is not read as its H&E (%s).", key, err)
+    return max(maps, key=lambda m: m.grid.size, default=None)
 
 
 def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: STMap | None = None) -> int | None:

@@ -49,7 +49,7 @@ class TrainRequest:
     ``slides`` and ``image_keys`` are one slide (scale transfer) or, with ``reference``, the reference slides and
     one image key each; ``target`` is the slide the model will be applied to, whose geometry reference training
     imitates (or ``None``), and ``target_image_key`` its H&E (default: found, see
-    :func:`~sr_spatial.tl._reference.target_image_key`).
+    :func:`~sr_spatial.tl._reference.target_image_candidates`).
     """
 
     slides: tuple

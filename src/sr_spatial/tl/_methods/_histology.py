@@ -6,7 +6,7 @@ map, projected exactly onto the spots, with its calibrated spread.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -149,14 +149,13 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     from sr_spatial._logging import log_phase, logger
     from sr_spatial.model._learned import EncoderSettings, fit_learned_detail, fit_learned_on_references
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
-    from sr_spatial.pp._stmap import build_st_map
     from sr_spatial.tl._reference import (
+        finest_target_map,
         read_px_per_bin,
         reference_map,
         reference_units,
         shared_genes,
         target_geometry,
-        target_image_key,
     )
 
     # "auto" leaves them off: training one encoder per reference doubles the fit's time for a gain that did not
@@ -171,23 +170,14 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
             reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
         )
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
-    target_maps = []
-    if request.target is not None:
-        keys = (
-            [request.target_image_key]
-            if request.target_image_key
-            else target_image_key(request.target, request.image_keys)
-        )
-        for key in keys:
-            try:
-                target_maps.append(
-                    build_st_map(request.target, key, **asdict(request.slide), genes=genes, scale=request.scale)
-                )
-            except (KeyError, ValueError) as err:  # an image of another coordinate system, say: not the H&E
-                logger.info("The target's image %r is not read as its H&E (%s).", key, err)
     # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
     # mean the same on all of them.
-    finest_target = max(target_maps, key=lambda m: m.grid.size, default=None)
+    finest_target = None
+    if request.target is not None:
+        finest_target = finest_target_map(
+            request.target, request.target_image_key, request.image_keys, slide=request.slide, genes=genes,
+            scale=request.scale,
+        )  # fmt: skip
     px_per_bin = read_px_per_bin(st_maps, extractor, target=finest_target)
     units = [
         reference_units(
@@ -201,7 +191,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         )
         for index, st_map in enumerate(st_maps)
     ]
-    del target_maps, finest_target
+    del finest_target
     seconds = time.perf_counter() - start
     log_phase(
         "features",
