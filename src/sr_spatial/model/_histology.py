@@ -176,12 +176,13 @@ class HistologyModel:
         start = time.perf_counter()
         read_at = None if self.reference is None else self.reference.get("px_per_bin")
         maps, extractor = _features(st_map, self.config, image_um_per_px, show_progress_bar, max_px_per_bin=read_at)
-        if read_at is not None and extractor.px_per_bin(st_map.grid.size) < read_at:
+        own_px_per_bin = extractor.px_per_bin(st_map.grid.size)
+        if read_at is not None and own_px_per_bin < read_at:
             logger.warning(
                 "This slide's H&E gives %d pixels per output bin, coarser than the references were read at (%d): "
                 "their features may not mean the same here. Train with `target=` this slide (and "
                 "`target_image_key=`), which reads every slide as coarsely as the coarsest.",
-                extractor.px_per_bin(st_map.grid.size),
+                own_px_per_bin,
                 read_at,
             )
         guarded = None
