@@ -29,7 +29,9 @@ def st_map(demo_sdata):
 @pytest.fixture(scope="session")
 def tiny_model(demo_sdata):
     """A DiffST with the ``"tiny"`` configuration, trained once per session on the demo slide."""
-    return sr_spatial.tl.train(demo_sdata, IMAGE_KEY, config=CONFIG, seed=SEED, show_progress_bar=False)
+    return sr_spatial.tl.train(
+        demo_sdata, IMAGE_KEY, config=CONFIG, seed=SEED, show_progress_bar=False, method="diffusion"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ table_key
 shapes_key
     Spots (circles or square bins); default: the shapes the table annotates.
 n_top_genes
-    Without ``genes``: how many highly variable genes to take (:func:`sr_spatial.pp.select_genes`).
+    Without ``genes``: how many genes to take, the variable genes detected in most spots
+    (:func:`sr_spatial.pp.select_genes`).
 scale
     Bins per spot pitch along each axis (4 turns Visium's 100 µm pitch into 25 µm bins).
 coordinate_system

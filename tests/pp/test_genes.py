@@ -72,12 +72,56 @@ def test_n_top_genes(counts, n):
     assert "highly_variable" not in counts.var
 
 
-def test_n_top_genes_matches_scanpy(counts):
-    lognorm = counts.copy()
-    sc.pp.normalize_total(lognorm, target_sum=1e4)
-    sc.pp.log1p(lognorm)
-    sc.pp.highly_variable_genes(lognorm, n_top_genes=12, flavor="seurat")
-    assert set(select_genes(counts, n_top_genes=12)) == set(lognorm.var_names[lognorm.var["highly_variable"]])
+def test_n_top_genes_matches_scanpy_pearson_residuals(counts):
+    # Every demo gene is detected in most spots: the ranking alone decides, and it is scanpy's.
+    expected = counts.copy()
+    sc.experimental.pp.highly_variable_genes(expected, flavor="pearson_residuals", n_top_genes=12)
+    top = expected.var.sort_values("residual_variances", ascending=False).index[:12]
+    assert select_genes(counts, n_top_genes=12) == top.tolist()
+
+
+def test_default_genes_are_detected_in_most_spots():
+    """A gene counted in a few spots (however variable) loses to one detected in most spots that varies."""
+    rng = np.random.default_rng(0)
+    n_spots = 200
+    depth = rng.integers(2_000, 6_000, n_spots)
+    region = np.arange(n_spots) < n_spots // 2
+    profile = {
+        "HOUSEKEEPING": np.full(n_spots, 2e-3),
+        "MARKER": np.where(region, 4e-3, 5e-4),  # detected nearly everywhere, twice as variable as depth explains
+        "RARE": np.where(np.arange(n_spots) < 20, 5e-3, 0.0),  # bursts in 10 % of spots: dispersion ranks it first
+        "NOISE": np.full(n_spots, 2e-5),  # a count here and there
+    }
+    x = np.column_stack([rng.poisson(depth * p) for p in profile.values()]).astype(np.float32)
+    filler = rng.poisson(depth[:, None] * np.full((1, 20), 1e-3)).astype(np.float32)
+    table = ad.AnnData(X=np.hstack([x, filler]))
+    table.var_names = [*profile, *(f"filler_{i}" for i in range(20))]
+    genes = select_genes(table, n_top_genes=2)
+    assert genes[0] == "MARKER"
+    assert "RARE" not in genes and "NOISE" not in genes
+
+
+def test_floor_lowered_when_too_few_genes_pass(counts):
+    """On a shallow slide fewer genes than asked pass the floor: the most detected fill in."""
+    x = _dense(counts.X).copy()
+    rng = np.random.default_rng(1)
+    x[rng.random(x.shape) < 0.6] = 0  # every gene now detected in about a third of the spots
+    shallow = ad.AnnData(X=x)
+    shallow.var_names = counts.var_names
+    genes = select_genes(shallow, n_top_genes=10)
+    detected = (x > 0).mean(axis=0)
+    assert len(genes) == 10
+    assert set(genes) <= set(shallow.var_names[detected >= np.sort(detected)[::-1][9]])
+
+
+def test_spot_without_counts_among_candidates(counts):
+    """A 1-UMI spot (no count among the genes that pass the floor) does not break the ranking."""
+    x = _dense(counts.X).copy()
+    x[0] = 0
+    x[0, 0] = 1
+    single = ad.AnnData(X=x)
+    single.var_names = counts.var_names
+    assert len(select_genes(single, n_top_genes=5)) == 5
 
 
 def test_n_top_genes_beyond_table_takes_expressed_genes(counts):

@@ -616,7 +616,7 @@ def test_train_refuses_the_same_arguments_before_reading(visium_sdata, kwargs, m
     sdata = deepcopy(visium_sdata)
     before = snapshot(sdata)
     with pytest.raises(ValueError, match=message):
-        sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs)
+        sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs, method="diffusion")
     assert snapshot(sdata) == before
 
 
@@ -655,7 +655,7 @@ def test_train_refuses_before_training(visium_sdata, tmp_path, kwargs, error, me
     sdata = deepcopy(visium_sdata)
     before, files = snapshot(sdata), _files(tmp_path)
     with pytest.raises(error, match=message):
-        sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs)
+        sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs, method="diffusion")
     assert snapshot(sdata) == before
     assert _files(tmp_path) == files
 

@@ -36,6 +36,7 @@ def model(demo_sdata):
     return sr_spatial.tl.train(
         demo_sdata, IMAGE_KEY, scale=SCALE, config=CONFIG, features="morphology", train_steps=30, seed=SEED,
         show_progress_bar=False,
+        method="diffusion",
     )  # fmt: skip
 
 
@@ -121,14 +122,27 @@ def test_superresolve_with_a_histology_base_model(demo_sdata, model, tmp_path):
 
 def test_a_reference_cannot_train_a_histology_base(demo_sdata):
     with pytest.raises(ValueError, match="scale transfer"):
-        sr_spatial.tl.train(demo_sdata, IMAGE_KEY, config=CONFIG, reference=True, show_progress_bar=False)
+        sr_spatial.tl.train(
+            demo_sdata, IMAGE_KEY, config=CONFIG, reference=True, show_progress_bar=False, method="diffusion"
+        )
 
 
 def test_train_features_choose_the_predictor_of_a_histology_base_only(demo_sdata):
     """Refused up front: without a histology base, or not by name, or an encoder without the pixel size."""
     with pytest.raises(ValueError, match="histology_base"):
-        sr_spatial.tl.train(demo_sdata, IMAGE_KEY, config="tiny", features="morphology", show_progress_bar=False)
+        sr_spatial.tl.train(
+            demo_sdata, IMAGE_KEY, config="tiny", features="morphology", show_progress_bar=False, method="diffusion"
+        )
     with pytest.raises(TypeError, match="names the features"):
-        sr_spatial.tl.train(demo_sdata, IMAGE_KEY, config=CONFIG, features=lambda x: x, show_progress_bar=False)
+        sr_spatial.tl.train(
+            demo_sdata, IMAGE_KEY, config=CONFIG, features=lambda x: x, show_progress_bar=False, method="diffusion"
+        )
     with pytest.raises(ValueError, match="image_um_per_px"):
-        sr_spatial.tl.train(demo_sdata, IMAGE_KEY, config=CONFIG, features="hf-hub:org/model", show_progress_bar=False)
+        sr_spatial.tl.train(
+            demo_sdata,
+            IMAGE_KEY,
+            config=CONFIG,
+            features="hf-hub:org/model",
+            show_progress_bar=False,
+            method="diffusion",
+        )

@@ -40,6 +40,7 @@ def hd_model(visium_hd_sdata):
         config=FAST,
         seed=SEED,
         show_progress_bar=False,
+        method="diffusion",
     )
 
 

@@ -276,17 +276,21 @@ def test_every_slide_is_read_at_the_coarsest_resolution_among_them(reference, ge
         )  # fmt: skip
     assert "coarser than the references were read at (32)" in caplog.text
     with pytest.raises(KeyError, match="must name an image of `target`"):
-        sr.tl.train([ref], image_key="he", reference=True, target=coarse, target_image_key="he", genes=genes)
+        sr.tl.train(
+            [ref], image_key="he", reference=True, target=coarse, target_image_key="he", genes=genes, method="diffusion"
+        )
 
 
 def test_a_gene_missing_from_a_reference_is_reported(reference, demo_sdata, genes):
     ref, _ = reference
     with pytest.raises(KeyError, match="reference 0 lacks"):
-        sr.tl.train([ref], image_key="he", reference=True, target=demo_sdata, genes=[*genes, "NOT_A_GENE"])
+        sr.tl.train(
+            [ref], image_key="he", reference=True, target=demo_sdata, genes=[*genes, "NOT_A_GENE"], method="diffusion"
+        )
     with pytest.raises(ValueError, match="reference=True"):
-        sr.tl.train([ref, ref], image_key="he", genes=genes)
+        sr.tl.train([ref, ref], image_key="he", genes=genes, method="diffusion")
     with pytest.raises(ValueError, match="one per slide"):
-        sr.tl.train([ref, ref], image_key=["he"], reference=True, genes=genes)
+        sr.tl.train([ref, ref], image_key=["he"], reference=True, genes=genes, method="diffusion")
 
 
 def test_the_diffusion_model_trains_on_references_with_the_targets_geometry(reference, demo_sdata, genes, tmp_path):

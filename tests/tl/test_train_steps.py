@@ -19,7 +19,9 @@ def test_train_steps_shortens_the_encoder_in_proportion():
 def test_a_trained_model_ran_the_steps_asked_for():
     train_steps = 5
     sdata = sr.datasets.demo(n_rows=10, n_cols=10, n_genes=8)
-    model = sr.tl.train(sdata, "demo_full_image", config="tiny", train_steps=train_steps, show_progress_bar=False)
+    model = sr.tl.train(
+        sdata, "demo_full_image", config="tiny", train_steps=train_steps, show_progress_bar=False, method="diffusion"
+    )
     assert len(model.history["encoder"]) == train_steps
     assert len(model.history["denoiser"]) == train_steps
     # The saved configuration says what was run.

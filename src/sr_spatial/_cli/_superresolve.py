@@ -27,7 +27,9 @@ examples:
   sr-spatial superresolve slide.zarr --image-key slide1_hires_image
   sr-spatial superresolve slide.zarr --genes ERBB2,CD74,KRT8 --scale 4 --key-added erbb2_4x
   sr-spatial superresolve Visium_outs/ --fullres-image tissue_image.tif --out slide1.zarr
-  sr-spatial superresolve slide.zarr --method diffusion --model my_model    # a model saved with DiffST.save()
+  sr-spatial superresolve slide.zarr --model my_model    # a HistologyModel or DiffST saved with .save()
+  sr-spatial superresolve slide.zarr --config '{"learned_encoder": true}'
+  sr-spatial superresolve slide.zarr --method diffusion --config tiny
 
 In Python: sr_spatial.tl.superresolve(sdata, image_key, ...) with the same options."""
 
@@ -54,19 +56,35 @@ def add_parser(sub) -> None:
     sr.add_argument("--shapes-key", help="spot shapes (default: the shapes the table annotates)")
     sr.add_argument(
         "--genes",
-        help="comma-separated genes to super-resolve (default: the --n-top-genes most highly variable, "
-        "or a model's genes)",
+        help="comma-separated genes to super-resolve (default: the --n-top-genes variable genes detected in most "
+        "spots, or a model's genes; with --model, some of the model's genes)",
     )
-    sr.add_argument("--n-top-genes", type=int, default=50, help="number of highly variable genes without --genes")
-    sr.add_argument("--scale", type=int, default=4, help="bins per spot pitch (4 on Visium: 25 µm bins)")
+    sr.add_argument(
+        "--n-top-genes", type=int, default=50, help="without --genes: how many variable genes detected in most spots"
+    )
+    sr.add_argument(
+        "--scale",
+        type=int,
+        help="bins per spot pitch (default: a model's own scale, else 4; 4 on Visium: 25 µm bins)",
+    )
     sr.add_argument(
         "--method",
         choices=("histology", "diffusion", "bicubic", "nearest"),
-        help="histology (default without --model): the measurement plus the detail the H&E predicts on held-out "
-        "spots; diffusion (default with --model): the diffusion model, trained on the slide unless --model is "
-        "given (minutes on a CPU); bicubic and nearest: baselines",
+        help="histology (default): the measurement plus the detail the H&E predicts on held-out spots; "
+        "diffusion: the diffusion model, trained on the slide (minutes on a CPU); bicubic and nearest: baselines. "
+        "With --model, the model's own kind",
     )
-    sr.add_argument("--model", type=Path, help="folder of a trained model saved with DiffST.save()")
+    sr.add_argument(
+        "--model",
+        type=Path,
+        help="folder of a fitted model saved with HistologyModel.save() or DiffST.save() (either kind)",
+    )
+    sr.add_argument(
+        "--config",
+        default="base",
+        help="the method's configuration when fitting on the slide: a preset (tiny, base, large), a JSON object "
+        "of its fields (e.g. '{\"learned_encoder\": true}') or a .json file of one (default: base)",
+    )
     sr.add_argument("--key-added", help="name of the outputs (default: IMAGE_KEY_superres)")
     sr.add_argument("--seed", type=int, default=0, help="random seed")
     sr.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
@@ -147,6 +165,30 @@ def _choose_image(sdata, image_key: str | None) -> str:
     raise UserError(msg)
 
 
+def _config(text: str):
+    """``--config``: a preset name, a JSON object of the configuration's fields, or a ``.json`` file of one."""
+    import json
+
+    text = text.strip()
+    if text.startswith("{") or text.endswith(".json"):
+        source = text
+        if not text.startswith("{"):
+            if not Path(text).is_file():
+                msg = f"--config {text!r}: no such file; pass a preset (tiny, base, large), a JSON object or a file."
+                raise UserError(msg)
+            source = Path(text).read_text()
+        try:
+            config = json.loads(source)
+        except json.JSONDecodeError as error:
+            msg = f"--config is not valid JSON ({error}); e.g. --config '{{\"learned_encoder\": true}}'."
+            raise UserError(msg) from error
+        if not isinstance(config, dict):
+            msg = "--config must be a JSON object of configuration fields, e.g. '{\"learned_encoder\": true}'."
+            raise UserError(msg)
+        return config
+    return text
+
+
 def _output_names(key: str) -> dict[str, str]:
     from sr_spatial._adapter._write import output_names
 
@@ -213,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
         "n_top_genes": args.n_top_genes,
         "scale": args.scale,
         "method": args.method,
+        "config": _config(args.config),
         "model": args.model,
         "key_added": key,
         "seed": args.seed,
@@ -222,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.quiet:
         kwargs["show_progress_bar"] = False
-    print(f"Super-resolving {image_key!r} of {args.slide} ({args.scale}x) ...", flush=True)
+    scale = f" ({args.scale}x)" if args.scale is not None else ""
+    print(f"Super-resolving {image_key!r} of {args.slide}{scale} ...", flush=True)
     image_key = kwargs.pop("image_key")
     sr.tl.superresolve(sdata, image_key, **kwargs)
 

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sr_spatial._docs import doc_params, doc_show_save
+from sr_spatial._logging import logger
 from sr_spatial.pl._utils import finish
+from sr_spatial.pp._genes import units
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,6 +39,7 @@ def superres(
 ) -> list[Axes] | None:
     """Plot, per gene, the measured spots, the super-resolved map and its standard deviation over the H&E.
 
+    Colour bars are labelled with the values' units, ``log1p(counts per 10,000)`` (``uns[key]["params"]["units"]``).
     Measured, super-resolved (and true) panels share one colour scale per gene, so what the model adds is
     visible as detail rather than as a change of range. The uncertainty panel's scale starts at 0. Every panel
     is drawn over the H&E, with the data at opacity ``alpha`` so the tissue shows through; outside the tissue
@@ -56,8 +59,10 @@ def superres(
     max_std
         Hide, in the super-resolved panel, the bins whose standard deviation (the image ``f"{key}_std"``, in
         log-normalised expression as the uncertainty panel's colour bar) exceeds this value, so only confident
-        bins are drawn; hidden bins are transparent and the colour scale spans the bins drawn. The uncertainty
-        panel still shows every bin. Default: draw every bin.
+        bins are drawn; hidden bins are transparent and the colour scale spans the bins drawn, and the panel's title
+        (and a log line) says how many were hidden. The uncertainty panel still shows every bin. Typical values are
+        0.3-1.5 on a Visium or legacy-ST slide (see the table's ``uns[key]["histology"]["std"]``), so look at the
+        uncertainty panel before choosing one. Default: draw every bin.
     cmap
         Matplotlib colour map of the expression panels.
     alpha
@@ -102,6 +107,7 @@ def superres(
         msg = f"Genes {missing} were not super-resolved under {key!r}; available: {table.var_names[:10].tolist()}."
         raise KeyError(msg)
     params = table.uns[key]["params"]
+    unit = params.get("units", units())
     st_map = build_st_map(
         sdata,
         params["image_key"],
@@ -149,16 +155,34 @@ def superres(
     for row, gene in enumerate(genes):
         measured = st_map.values[:, row]
         shown = mean[row]
+        hidden_note = ""
         if max_std is not None:
             # NaN is drawn transparent, like the glass around the tissue.
             shown = np.where(std[row] > max_std, np.nan, shown)
+            hidden = int((mask & (std[row] > max_std)).sum())
+            hidden_note = f" ({hidden} of {int(mask.sum())} bins hidden)"
+            if hidden:
+                log = logger.warning if hidden == int(mask.sum()) else logger.info
+                log(
+                    "%s: `max_std=%g` hides %d of %d bins (their sd is above it; the median sd is %.2f %s).",
+                    gene,
+                    max_std,
+                    hidden,
+                    int(mask.sum()),
+                    float(np.median(std[row][mask])),
+                    unit,
+                )
         visible = shown[mask & np.isfinite(shown)]
         shared = [measured, visible] + ([] if truth is None else [truth[row][mask]])
         shared = [a for a in shared if a.size]
         vmin, vmax = float(min(a.min() for a in shared)), float(max(a.max() for a in shared))
         panels = [
             ("measured spots", "spots", None),
-            ("super-resolved" if max_std is None else f"super-resolved, sd ≤ {max_std:g}", "expression", shown),
+            (
+                "super-resolved" if max_std is None else f"super-resolved, sd ≤ {max_std:g}{hidden_note}",
+                "expression",
+                shown,
+            ),
             *([] if truth is None else [("truth", "expression", truth[row])]),
             ("uncertainty (sd)", "sd", std[row]),
         ]
@@ -184,7 +208,8 @@ def superres(
                     # The sd starts at 0, so a flat (certain) map reads as certain, not as mid-range.
                     top = max(float(data.max()), 1e-6)
                     image = ax.imshow(data, extent=extent, cmap="magma", vmin=0.0, vmax=top, alpha=alpha)
-            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+            bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+            bar.set_label(unit if kind != "sd" else f"sd of {unit}", fontsize=7)
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
             ax.set_title(f"{gene}: {title}", fontsize=9)

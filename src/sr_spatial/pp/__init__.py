@@ -1,8 +1,9 @@
-"""Preprocessing: gene selection, normalisation, transcript binning, the ST map and spot geometry."""
+"""Preprocessing: a SpatialData from arrays, gene selection, normalisation, binning, the ST map, spot geometry."""
 
 from sr_spatial._groups import group_means
 from sr_spatial.pp._bins import bin_transcripts
-from sr_spatial.pp._genes import normalize, select_genes
+from sr_spatial.pp._from_arrays import from_arrays
+from sr_spatial.pp._genes import normalize, select_genes, units
 from sr_spatial.pp._interpolate import interpolate_at
 from sr_spatial.pp._lattice import visium_lattice
 from sr_spatial.pp._stmap import STMap, build_st_map, coarsen_spots
@@ -12,9 +13,11 @@ __all__ = [
     "bin_transcripts",
     "build_st_map",
     "coarsen_spots",
+    "from_arrays",
     "group_means",
     "interpolate_at",
     "normalize",
     "select_genes",
+    "units",
     "visium_lattice",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 from sr_spatial._adapter._write import check_output_names, write_superres
 from sr_spatial._logging import HINT, log_phase, logger
 from sr_spatial.model._uncertainty import normal_quantiles
+from sr_spatial.pp._genes import units
 from sr_spatial.tl import _checks
 from sr_spatial.tl._blocks import MemorySink, ZarrSink, default_block_bins, iter_blocks, plan_blocks
 from sr_spatial.tl._store import check_image_store
@@ -32,6 +33,7 @@ __all__ = [
     "open_sink",
     "record_params",
     "resolve_client",
+    "resolve_scale",
     "run_blocks",
     "train_on_references",
     "write_output",
@@ -117,6 +119,7 @@ def record_params(
         "key_added": key,
         "seed": call["seed"],
         "quantiles": None if run.quantiles is None else [float(q) for q in np.atleast_1d(run.quantiles)],
+        "units": units(),
     }
 
 
@@ -137,33 +140,81 @@ def train_on_references(
     )  # fmt: skip
 
 
-def match_model_genes(model, genes, slide_genes, table_key: str) -> list[str] | None:
-    """Check a model fits the slide by gene name; the genes to keep if only some of the model's are asked for.
+def match_model_genes(model, genes, slide_genes, table_key: str) -> tuple[Any, list[str] | None]:
+    """Fit a model to the slide by gene name, before any work: the model to apply, and the genes to keep.
 
     The slide's genes are taken by name in the model's order, so tables with more genes or another order work.
+    ``genes`` may pick some of the model's genes: a histology model is cut down to them (each gene's predictor is
+    its own, so only those are computed); a diffusion model draws all its genes jointly and the others are dropped
+    from its output. A histology model some of whose genes the slide lacks is applied to the genes they share
+    (said in a warning) unless ``genes`` asks for a missing one; a diffusion model needs every one of its genes.
+    Returns the model and the genes to keep from its output (``None``: all it computes).
     """
-    absent = [g for g in model.genes if g not in set(slide_genes)]
-    if absent:
+    from sr_spatial.model import HistologyModel
+
+    genes = None if genes is None else list(genes)
+    if genes is not None:
+        foreign = [g for g in genes if g not in set(model.genes)]
+        if foreign:
+            msg = (
+                f"The model was trained on other genes: {foreign[:10]} are not among its {len(model.genes)} genes. "
+                "Pass `genes` from `model.genes` (or `genes=None` for all of them), or train a model on these genes."
+            )
+            raise ValueError(msg)
+        if len(set(genes)) != len(genes):
+            repeated = sorted({g for g in genes if genes.count(g) > 1})
+            msg = f"`genes` lists {repeated[:10]} more than once; pass each gene once."
+            raise ValueError(msg)
+    present = set(slide_genes)
+    absent = [g for g in (genes or model.genes) if g not in present]
+    cuttable = isinstance(model, HistologyModel) and model.learned is None
+    if absent and (genes is not None or not cuttable):
+        hint = (
+            "Pass `genes=` the model's genes the slide measures, e.g. "
+            "`genes=[g for g in model.genes if g in sdata.tables[table_key].var_names]`, or train"
+            if cuttable
+            else "A diffusion model (or a histology model with learned encoders) reads all its genes together: train"
+        )
         msg = (
             f"The model generates {len(model.genes)} genes, {len(absent)} of which are not in table {table_key!r}: "
-            f"{absent[:10]}. Train a model on genes both slides measure, e.g. "
-            "`sr.tl.train(reference, ..., genes=[g for g in reference_genes if g in slide_genes])`."
+            f"{absent[:10]}. {hint} a model on genes both slides measure, e.g. "
+            "`sr.tl.train(reference, ..., target=sdata)` (which chooses among the genes every slide shares)."
         )
         raise KeyError(msg)
-    if genes is None:
-        return None
-    foreign = [g for g in genes if g not in set(model.genes)]
-    if foreign:
+    if absent:
+        genes = [g for g in model.genes if g in present]
+        if not genes:
+            msg = f"None of the model's {len(model.genes)} genes is in table {table_key!r}; train a model on its genes."
+            raise KeyError(msg)
+        logger.warning(
+            "%d of the model's %d genes are not in table %r (%s); super-resolving the %d it shares with the slide.",
+            len(absent),
+            len(model.genes),
+            table_key,
+            ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else ""),
+            len(genes),
+        )
+    if genes is None or genes == model.genes:
+        return model, None
+    if cuttable:
+        return model.subset(genes), None
+    return model, genes
+
+
+def resolve_scale(scale: int | None, model) -> int:
+    """The output's scale: ``scale``, else the model's (4 without one); a model's other scale is refused."""
+    if model is None:
+        return 4 if scale is None else scale
+    if scale is None:
+        return model.scale
+    if scale != model.scale:
         msg = (
-            f"The model was trained on other genes: {foreign[:10]} are not among its {len(model.genes)} genes. "
-            "Pass `genes` from `model.genes` (or `genes=None` for all of them), or train a model on these genes."
+            f"The model was trained for scale {model.scale} and `scale={scale}` was passed: its detail is learned for "
+            f"bins {model.scale} times finer than the spots. Leave `scale` out (or pass `scale={model.scale}`), or "
+            f"train a model at scale {scale}."
         )
         raise ValueError(msg)
-    if len(set(genes)) != len(genes):
-        repeated = sorted({g for g in genes if genes.count(g) > 1})
-        msg = f"`genes` lists {repeated[:10]} more than once; pass each gene once."
-        raise ValueError(msg)
-    return None if genes == model.genes else genes
+    return scale
 
 
 def resolve_client(client):

@@ -21,6 +21,7 @@ from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_
 from sr_spatial._groups import group_means
 from sr_spatial.model import Scene
 from sr_spatial.model._reference import ReferenceUnits, standardise
+from sr_spatial.pp._genes import select_genes
 from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch, visium_lattice
 from sr_spatial.pp._stmap import nearest_spot, render_spots
 
@@ -243,12 +244,19 @@ def _multi_unit_groups(group: np.ndarray) -> int:
 
 
 def shared_genes(
-    references: Sequence[SpatialData], target: SpatialData | None, genes: list[str] | None, *, table_key: str
+    references: Sequence[SpatialData],
+    target: SpatialData | None,
+    genes: list[str] | None,
+    *,
+    table_key: str,
+    n_top_genes: int = 50,
 ) -> list[str] | None:
-    """Check ``genes`` are in every reference (and the target); without ``genes``, the genes all of them share.
+    """Check ``genes`` are in every reference (and the target); without ``genes``, ``n_top_genes`` of those all share.
 
-    A gene missing from a reference is refused with where it is missing, never filled with zeros. Returns the
-    genes to read (``None``: choose among all, for a single reference without a target).
+    A gene missing from a reference is refused with where it is missing, never filled with zeros. Without
+    ``genes`` the shared genes are ranked as :func:`sr_spatial.pp.select_genes` ranks a slide's, on the target's
+    spots (the slide the model is for), or the first reference's without a target. Returns the genes to read
+    (``None``: choose among all, for a single reference without a target).
     """
     tables = [("reference " + str(i), table_genes(r, table_key)) for i, r in enumerate(references)]
     if target is not None:
@@ -267,7 +275,19 @@ def shared_genes(
     dropped = {name: len(set(names) - common) for name, names in tables}
     if any(dropped.values()):
         logger.info("Genes not measured on every slide are left out: %s.", dropped)
-    return [g for g in tables[0][1] if g in common]
+    ranked_on = target if target is not None else references[0]
+    table = ranked_on.tables[resolve_table_key(ranked_on, table_key)]
+    columns = np.flatnonzero(table.var_names.astype(str).isin(common))
+    chosen = select_genes(table[:, columns], n_top_genes=n_top_genes)
+    logger.info(
+        "Chose %d of the %d genes every slide measures, ranked on %s: %s%s.",
+        len(chosen),
+        len(common),
+        "the target" if target is not None else "reference 0",
+        ", ".join(chosen[:8]),
+        ", ..." if len(chosen) > 8 else "",
+    )
+    return chosen
 
 
 def reference_map(

@@ -303,7 +303,13 @@ def train_diffusion_on_references(request) -> DiffST:
         msg = "`histology_base=True` trains by scale transfer on the slide's own spots; drop it to train on references."
         raise ValueError(msg)
     geometry = target_geometry(request.target, request.slide)
-    genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
+    genes = shared_genes(
+        request.slides,
+        request.target,
+        request.genes,
+        table_key=request.slide.table_key,
+        n_top_genes=request.n_top_genes,
+    )
     where = {**request.where(), "genes": genes}
     maps, outputs, scenes, counts = [], [], [], []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):

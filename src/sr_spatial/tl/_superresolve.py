@@ -21,6 +21,7 @@ from sr_spatial.tl._pipeline import (
     match_model_genes,
     open_sink,
     record_params,
+    resolve_scale,
     run_blocks,
     train_on_references,
     write_output,
@@ -44,7 +45,7 @@ def superresolve(
     *,
     genes: Sequence[str] | None = None,
     n_top_genes: int = 50,
-    scale: int = 4,
+    scale: int | None = None,
     method: str | None = None,
     model: HistologyModel | DiffST | str | Path | None = None,
     config: str | HistologyConfig | ModelConfig | dict = "base",
@@ -72,13 +73,17 @@ def superresolve(
         H&E image element; the grid of bins lives in its full-resolution pixel space.
     genes
         Genes to super-resolve (a name or a list of names); default: a loaded model's genes, else the
-        ``n_top_genes`` most highly variable. With a model, genes are matched by name: the table may hold more
-        genes or another order, every model gene must be in it (else a :class:`KeyError` lists the missing ones),
-        and ``genes`` may pick some of the model's genes.
+        ``n_top_genes`` variable genes detected in most spots (:func:`sr_spatial.pp.select_genes`). Where a study
+        has its genes (ERBB2 on a HER2+ section), pass them. With a model, genes are matched by name (the table may
+        hold more genes or another order) and ``genes`` may pick some of the model's genes; only those are
+        computed by a histology model. A histology model some of whose genes the table lacks is applied to the genes
+        they share, with a warning; a diffusion model needs all its genes (else a :class:`KeyError` lists the
+        missing ones before any work).
     n_top_genes
-        Without ``genes`` or a model: how many highly variable genes to take (:func:`sr_spatial.pp.select_genes`).
+        Without ``genes`` or a model: how many genes to take (:func:`sr_spatial.pp.select_genes`).
     scale
-        Bins per spot pitch along each axis (4 turns Visium's 100 µm pitch into 25 µm bins).
+        Bins per spot pitch along each axis (4 turns Visium's 100 µm pitch into 25 µm bins); default: a model's own
+        scale, else 4. A model is applied only at the scale it was trained for.
     method
         ``"histology"`` (default without ``model``, or with a :class:`~sr_spatial.model.HistologyModel`): each bin takes
         its spot's measurement plus the within-spot detail a ridge on histology ``features`` predicts, weighted per gene
@@ -224,10 +229,12 @@ def superresolve(
     asked_slide, opts, run = group_options("superresolve", slide=slide, options=options, run=run, flat=kwargs)
     # The slide's only table where the default names none; references keep the keys as asked (each their own).
     where = replace(asked_slide, table_key=resolve_table_key(sdata, asked_slide.table_key))
+    asked_scale = scale
     genes, key, client = check_call(
-        sdata, image_key, genes=genes, n_top_genes=n_top_genes, scale=scale, seed=seed, key_added=key_added,
-        overwrite=overwrite, slide=where, options=opts, run=run,
+        sdata, image_key, genes=genes, n_top_genes=n_top_genes, scale=4 if scale is None else scale, seed=seed,
+        key_added=key_added, overwrite=overwrite, slide=where, options=opts, run=run,
     )  # fmt: skip
+    scale = 4 if scale is None else scale
     asked = genes
     if opts.reference is not None:
         if model is not None:
@@ -242,7 +249,10 @@ def superresolve(
     chosen = resolve_method(method, fitted_model)
     requested = None
     if fitted_model is not None:
-        requested = match_model_genes(fitted_model, genes, table_genes(sdata, where.table_key), where.table_key)
+        scale = resolve_scale(asked_scale if opts.reference is None else scale, fitted_model)
+        fitted_model, requested = match_model_genes(
+            fitted_model, genes, table_genes(sdata, where.table_key), where.table_key
+        )
         genes = fitted_model.genes
     call = Call(
         sdata=sdata,

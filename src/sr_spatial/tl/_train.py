@@ -28,7 +28,7 @@ def train(
     sdata: SpatialData | Sequence[SpatialData],
     image_key: str | Sequence[str],
     *,
-    method: str = "diffusion",
+    method: str = "histology",
     target: SpatialData | None = None,
     target_image_key: str | None = None,
     table_key: str = "table",
@@ -50,9 +50,10 @@ def train(
 ) -> DiffST | HistologyModel:
     """Fit a method's model on a slide, by scale transfer or on a high-resolution reference.
 
-    ``method="diffusion"`` (default) trains a :class:`~sr_spatial.model.DiffST`; ``method="histology"`` fits a
-    :class:`~sr_spatial.model.HistologyModel` (the predictor :func:`sr_spatial.tl.superresolve` fits by default), so
-    it can be saved, inspected and applied to this or another slide with ``superresolve(..., model=...)``.
+    ``method="histology"`` (default, as everywhere in sr_spatial) fits a :class:`~sr_spatial.model.HistologyModel`
+    (the predictor :func:`sr_spatial.tl.superresolve` fits by default); ``method="diffusion"`` trains a
+    :class:`~sr_spatial.model.DiffST`. Either can be saved, inspected and applied to this or another slide with
+    ``superresolve(..., model=...)``.
     By default the slide's spots are pooled ``scale``-fold into pseudo-spots; the model learns to recover the
     measured spots from the pseudo-spots and the H&E, and is later applied to the measured spots to go
     ``scale``-fold finer (:func:`sr_spatial.tl.superresolve`). With ``reference=True`` the table holds
@@ -65,7 +66,7 @@ def train(
     ----------
     {doc_slide}
     method
-        ``"diffusion"`` (default) or ``"histology"``; the baselines have nothing to train.
+        ``"histology"`` (default) or ``"diffusion"``; the baselines have nothing to train.
     target
         With ``reference=True``: the slide the model will be applied to. The references' units are pooled into
         pseudo-spots of its geometry (lattice, spot radius over pitch, read off its shapes), and its genes must be
@@ -75,9 +76,13 @@ def train(
         ``method="histology"`` reads every slide's H&E at the coarsest resolution among them (references and
         target), so features of a finely scanned reference mean what they mean on a coarser target.
     genes
-        Genes to model (a name or a list of names); default: the ``n_top_genes`` most highly variable.
+        Genes to model (a name or a list of names); default: the ``n_top_genes`` variable genes detected in most
+        spots (:func:`sr_spatial.pp.select_genes`); with references, chosen among the genes every slide (and the
+        target) measures, ranked on the target.
     config
-        Model size (``"tiny"``, ``"base"``), a :class:`~sr_spatial.model.ModelConfig` or a dict.
+        The method's configuration: a preset (``"tiny"``, ``"base"``, ``"large"``), a
+        :class:`~sr_spatial.model.HistologyConfig` (``"histology"``), a :class:`~sr_spatial.model.ModelConfig`
+        (``"diffusion"``) or a dict.
     train_steps
         Optimiser steps of the denoiser; default from ``config``. The histology encoder's steps scale in
         proportion (``config.encoder_steps * train_steps / config.train_steps``), so a shorter run is shorter

@@ -163,7 +163,13 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     use_learned = config.learned_encoder is True
     start = time.perf_counter()
     geometry = target_geometry(request.target, request.slide)
-    genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
+    genes = shared_genes(
+        request.slides,
+        request.target,
+        request.genes,
+        table_key=request.slide.table_key,
+        n_top_genes=request.n_top_genes,
+    )
     st_maps = []
     for slide, image_key in zip(request.slides, request.image_keys, strict=True):
         st_maps.append(
