@@ -131,3 +131,51 @@ def test_a_model_is_used_only_by_its_method(fitted, tiny_model, demo_sdata):
         sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=fitted, features="morphology", inplace=False)
     with pytest.raises(ValueError, match="no model to train"):
         sr.tl.train(demo_sdata, IMAGE_KEY, method="bicubic")
+
+
+def test_train_fits_the_histology_model_by_default(fitted, demo_sdata):
+    """Issue 34: one default method everywhere: `tl.train` fits what `superresolve` fits."""
+    default = sr.tl.train(demo_sdata, IMAGE_KEY, scale=SCALE, seed=SEED, show_progress_bar=False)
+    assert isinstance(default, HistologyModel) and default.genes == fitted.genes
+    np.testing.assert_array_equal(default.predictor.weight, fitted.predictor.weight)
+
+
+def test_only_the_genes_asked_for_are_computed(fitted, demo_sdata, caplog):
+    genes = fitted.genes[:2]
+    part = fitted.subset(genes)
+    assert part.genes == genes and part.predictor.spread.shape == (2, 5)
+    assert part.predictor.ridge.coef.shape[1] == 2
+    with caplog.at_level("INFO", logger="sr_spatial"):
+        out = sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=fitted, genes=genes, inplace=False, show_progress_bar=False)
+    assert "x 2 genes" in caplog.text  # the slide is read for the two genes only
+    assert list(out.tables[f"{IMAGE_KEY}_superres_table"].var_names) == genes
+    with pytest.raises(ValueError, match="some of the model's genes"):
+        fitted.subset(["NOT_A_GENE"])
+
+
+def test_the_models_scale_is_the_default_and_another_is_refused(demo_sdata):
+    model = sr.tl.train(demo_sdata, IMAGE_KEY, scale=2, seed=SEED, show_progress_bar=False)
+    out = sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=model, inplace=False, show_progress_bar=False)
+    assert out.tables[f"{IMAGE_KEY}_superres_table"].uns[f"{IMAGE_KEY}_superres"]["params"]["scale"] == 2
+    before = set(demo_sdata.images)
+    with pytest.raises(ValueError, match="trained for scale 2 and `scale=4`"):
+        sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=model, scale=4, show_progress_bar=False)
+    assert set(demo_sdata.images) == before  # refused before anything was written
+
+
+def test_a_slide_lacking_some_of_the_models_genes(fitted, tiny_model, demo_sdata, caplog):
+    """The shared genes are used (and said) for a histology model; asked-for missing genes are refused up front."""
+    sdata = copy.deepcopy(demo_sdata)
+    table = sdata.tables["table"]
+    lacking = fitted.genes[:2]
+    sdata.tables["table"] = table[:, ~table.var_names.isin(lacking)].copy()
+    with caplog.at_level("WARNING", logger="sr_spatial"):
+        out = sr.tl.superresolve(sdata, IMAGE_KEY, model=fitted, inplace=False, show_progress_bar=False)
+    assert "2 of the model's" in caplog.text and lacking[0] in caplog.text
+    written = list(out.tables[f"{IMAGE_KEY}_superres_table"].var_names)
+    assert written == [g for g in fitted.genes if g not in lacking]
+    with pytest.raises(KeyError, match="not in table 'table'"):
+        sr.tl.superresolve(sdata, IMAGE_KEY, model=fitted, genes=lacking, inplace=False)
+    if set(lacking) & set(tiny_model.genes):
+        with pytest.raises(KeyError, match="reads all its genes together"):
+            sr.tl.superresolve(sdata, IMAGE_KEY, model=tiny_model, inplace=False)

@@ -328,3 +328,17 @@ def test_superresolve_trains_on_references_and_applies_in_one_call(reference, de
     np.testing.assert_array_equal(out.tables["one_table"].X, two_steps.tables["one_table"].X)
     with pytest.raises(ValueError, match="either `model=` or `reference=`"):
         sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=histology_model, reference=[ref], inplace=False)
+
+
+def test_references_without_genes_take_n_top_genes_ranked_on_the_target(reference, demo_sdata):
+    """Issue 34: `n_top_genes` is honoured on references, chosen as `select_genes` chooses on the target."""
+    ref, _ = reference
+    model = sr.tl.train(
+        [ref], image_key="he", reference=True, target=demo_sdata, scale=SCALE, n_top_genes=6, seed=SEED,
+        show_progress_bar=False,
+    )  # fmt: skip
+    assert isinstance(model, HistologyModel)  # the default method, as superresolve's
+    target = demo_sdata.tables["table"]
+    shared = set(ref.tables["table"].var_names) & set(target.var_names)
+    assert len(model.genes) == 6 and set(model.genes) <= shared
+    assert model.genes == sr.pp.select_genes(target[:, target.var_names.isin(shared)], n_top_genes=6)
