@@ -146,7 +146,9 @@ def test_only_the_genes_asked_for_are_computed(fitted, demo_sdata, caplog):
     assert part.genes == genes and part.predictor.spread.shape == (2, 5)
     assert part.predictor.ridge.coef.shape[1] == 2
     with caplog.at_level("INFO", logger="sr_spatial"):
-        out = sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=fitted, genes=genes, inplace=False, show_progress_bar=False)
+        out = sr.tl.superresolve(
+            demo_sdata, IMAGE_KEY, model=fitted, genes=genes, inplace=False, show_progress_bar=False
+        )
     assert "x 2 genes" in caplog.text  # the slide is read for the two genes only
     assert list(out.tables[f"{IMAGE_KEY}_superres_table"].var_names) == genes
     with pytest.raises(ValueError, match="some of the model's genes"):

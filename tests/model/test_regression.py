@@ -6,7 +6,13 @@ import numpy as np
 
 from sr_spatial.model._histology_detail import detail_at_bins
 from sr_spatial.model._regression import Ridge, detail_cap, fit_detail_model
-from sr_spatial.model._uncertainty import calibrated_spread, interval_coverage, sd_error_rank
+from sr_spatial.model._uncertainty import (
+    calibrated_spread,
+    counting_variance,
+    interval_coverage,
+    low_depth_spots,
+    sd_error_rank,
+)
 
 
 def _spots(seed=0, n=30):
@@ -119,3 +125,16 @@ def test_the_spread_varies_over_bins_with_what_predicts_the_error():
     values[:, 0] = 2.0 + np.abs(features[:, 1]) * rng.normal(size=len(values))
     model = fit_detail_model(features, values, centres, pitch=10.0, scale=2)
     assert model.spread[0, 4] > 0  # the histology-distance term carries weight
+
+
+def test_counting_variance_falls_with_depth_and_is_zero_from_the_median_spot_on():
+    rng = np.random.default_rng(0)
+    depth = np.array([1, 50, 500, 2_000, 4_000, 4_000, 8_000, 16_000], dtype=float)
+    values = np.log1p(rng.gamma(2.0, 5.0, size=(len(depth), 3)))
+    values[0] = 0.0  # one count: nothing of these genes
+    excess = counting_variance(depth, values)
+    assert excess.shape == values.shape
+    assert np.all(np.diff(excess, axis=0) <= 1e-12)  # the fewer counts, the more variance
+    assert np.all(excess[depth >= np.median(depth)] == 0)
+    assert np.all(excess[0] > 0) and np.all(excess[0] <= values.var(axis=0))  # capped at the slide's own spread
+    assert low_depth_spots(depth).tolist() == [True, True, False, False, False, False, False, False]

@@ -43,6 +43,9 @@ class HistologyDetail:
         The spread predictors' means over this slide's bins, ``(4, n_genes)``.
     learned
         The learned encoders' maps of this slide, or ``None``.
+    spot_variance
+        Per spot and gene, the variance its counting adds beyond a typical spot's
+        (:func:`~sr_spatial.model._uncertainty.counting_variance`), added to its bins' spread; ``None``: none.
     """
 
     model: DetailModel
@@ -54,6 +57,7 @@ class HistologyDetail:
     learned_weight: np.ndarray
     bin_means: np.ndarray
     learned: LearnedDetail | None = None
+    spot_variance: np.ndarray | None = None
 
     def bins(
         self,
@@ -129,7 +133,10 @@ class HistologyDetail:
             features, nearest.reshape(n_genes, -1), smooth.reshape(n_genes, -1), owner.ravel(), learned_maps
         )
         maps = np.clip(nearest + detail.T.reshape(nearest.shape).astype(np.float32), 0.0, None) * mask
-        std = self.model.std(predictors, self.bin_means).T.reshape(nearest.shape) * mask
+        std = self.model.std(predictors, self.bin_means)
+        if self.spot_variance is not None:
+            std = np.sqrt(std**2 + self.spot_variance[owner.ravel()])
+        std = std.T.reshape(nearest.shape) * mask
         return maps, std.astype(np.float32)
 
 

@@ -29,10 +29,12 @@ __all__ = [
     "SpreadPredictors",
     "calibrated_spread",
     "conformal_scale",
+    "counting_variance",
     "finer_spread_factor",
     "finer_variance_ratio",
     "fit_spread",
     "interval_coverage",
+    "low_depth_spots",
     "normal_quantiles",
     "sd_error_rank",
     "spread_variance",
@@ -48,6 +50,33 @@ MIN_SD = 0.05
 MIN_PARENTS = 4
 #: Fewer held-out residuals than this, and the spread is their root mean square, uncalibrated.
 MIN_CALIBRATION_ITEMS = 10
+#: Spots with fewer counts than this share of the slide's median spot are warned about as low-depth.
+LOW_DEPTH_SHARE = 0.1
+
+
+def counting_variance(depth: np.ndarray, values: np.ndarray, *, target_sum: float = 1e4) -> np.ndarray:
+    """Per spot and gene, the variance counting adds beyond a typical spot's counting, ``(n_spots, n_genes)``.
+
+    A spot of ``depth`` counts measures a gene at ``x`` counts per ``target_sum`` with Poisson noise; in
+    ``log1p`` units its variance is about ``x * (target_sum / depth) / (1 + x) ** 2`` (the delta method). ``x`` is
+    the gene's level over the whole slide (``values`` are the spots' log-normalised expression, ``(n_spots,
+    n_genes)``), not the spot's own: a spot of 1 count reads 0 for almost every gene, and is the least certain of
+    the slide, not the most. The variance is capped at the gene's variance over the slide's spots (a spot that
+    counted nothing knows no more than the slide does). The calibrated spread was fitted on spots of every depth,
+    so it already holds a typical spot's counting noise: what is returned is the excess over the median spot's,
+    0 for spots of median depth or more.
+    """
+    depth = np.maximum(np.asarray(depth, dtype=np.float64), 1.0)[:, None]
+    values = np.asarray(values, dtype=np.float64)
+    level = (np.expm1(values) * depth).sum(axis=0) / depth.sum()
+    variance = np.minimum(level * (target_sum / depth) / (1.0 + level) ** 2, values.var(axis=0))
+    return np.maximum(variance - np.median(variance, axis=0), 0.0)
+
+
+def low_depth_spots(depth: np.ndarray) -> np.ndarray:
+    """The spots with fewer than :data:`LOW_DEPTH_SHARE` of the slide's median counts (a mask)."""
+    depth = np.asarray(depth, dtype=np.float64)
+    return depth < LOW_DEPTH_SHARE * float(np.median(depth))
 
 
 def conformal_scale(residual: np.ndarray, sd: np.ndarray) -> np.ndarray:

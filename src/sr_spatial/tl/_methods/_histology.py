@@ -62,6 +62,28 @@ def histology_config(config, options) -> HistologyConfig:
     )
 
 
+def _with_counting_noise(detail: HistologyDetail, st_map) -> tuple[HistologyDetail, int]:
+    """``detail`` whose spread grows at spots shallower than typical, and how many spots are low-depth (warned)."""
+    from sr_spatial._logging import logger
+    from sr_spatial.model._uncertainty import LOW_DEPTH_SHARE, counting_variance, low_depth_spots
+
+    depth = np.asarray(st_map.spots.counts.sum(axis=1)).ravel()
+    low = low_depth_spots(depth)
+    if low.any():
+        logger.warning(
+            "%d of %d spots have fewer than %d counts (%d %% of the median spot's %d; the fewest %d): their values "
+            "rest on a few molecules, and their bins carry the largest uncertainty. Consider leaving them out of the "
+            "table.",
+            int(low.sum()),
+            len(depth),
+            int(np.ceil(LOW_DEPTH_SHARE * np.median(depth))),
+            round(100 * LOW_DEPTH_SHARE),
+            int(np.median(depth)),
+            int(depth.min()),
+        )
+    return replace(detail, spot_variance=counting_variance(depth, st_map.values)), int(low.sum())
+
+
 class HistologyMethod(Method):
     """Fit (or apply) the histology predictor; see :class:`~sr_spatial.model.HistologyModel`."""
 
@@ -103,6 +125,7 @@ class HistologyMethod(Method):
             model, detail, record = fit_on_slide(
                 st_map, config=config, scale=call.scale, seed=call.seed, extractor=self.extractor, **where
             )
+        detail, record["low_depth_spots"] = _with_counting_noise(detail, st_map)
         features = model.config.features
         params = {
             "features": features if isinstance(features, str) else repr(features),
