@@ -155,7 +155,8 @@ def test_superres_max_std_hides_uncertain_bins(spread_sdata):
     # Bins with sd above the threshold are masked (transparent) like the glass; the others show the map.
     np.testing.assert_array_equal(np.ma.getmaskarray(drawn), outside | uncertain)
     np.testing.assert_array_equal(drawn.compressed(), mean[~(outside | uncertain)])
-    assert axes[1].get_title() == "gene_10: super-resolved, sd ≤ 0.5"
+    hidden = f"({int(uncertain.sum())} of {int((~outside).sum())} bins hidden)"
+    assert axes[1].get_title() == f"gene_10: super-resolved, sd ≤ 0.5 {hidden}"
     # The colour scale spans what is drawn (and the measured spots), not the hidden bins.
     assert axes[1].images[-1].get_clim() == axes[0].collections[0].get_clim()
     # The uncertainty panel still shows every tissue bin.
@@ -178,3 +179,16 @@ def test_superres_max_std_errors_name_what_to_do(spread_sdata):
     del sdata.images["cubic_std"]
     with pytest.raises(KeyError, match="'cubic_std'.*not found.*`max_std`"):
         sr.pl.superres(sdata, "gene_10", key="cubic", max_std=0.5, show=False)
+
+
+def test_colour_bars_carry_the_units_and_max_std_says_what_it_hid(spread_sdata, caplog):
+    """Issue 34: every colour bar names the units; `max_std` reports how many bins it hid (title: see above)."""
+    params = spread_sdata.tables["cubic_table"].uns["cubic"]["params"]
+    assert params["units"] == "log1p(counts per 10,000)" == sr.pp.units()
+    with caplog.at_level("INFO", logger="sr_spatial"):
+        axes = sr.pl.superres(spread_sdata, "gene_10", key="cubic", max_std=0.5, show=False)
+    fig = axes[0].figure
+    labels = [ax.get_ylabel() for ax in fig.axes if ax not in axes]  # the colour bars' axes
+    assert labels == ["log1p(counts per 10,000)", "log1p(counts per 10,000)", "sd of log1p(counts per 10,000)"]
+    assert "gene_10: `max_std=0.5` hides" in caplog.text and "the median sd is" in caplog.text
+    plt.close(fig)
