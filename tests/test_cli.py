@@ -127,3 +127,26 @@ def test_demo_command_writes_the_store_and_reports_it(tmp_path, capsys):
     assert "demo_truth" in sdata.images
     # A second run refuses to overwrite without --overwrite.
     assert main(["demo", "--out", str(out), "--config", "tiny", "--quiet"]) == 2
+
+
+def test_superresolve_takes_a_model_of_either_kind_and_a_configuration(store, tmp_path, capsys):
+    """Issue 34: the help says what the command does; a histology model works; --config as in the API."""
+    with pytest.raises(SystemExit):
+        main(["superresolve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "histology (default)" in text and "(either kind)" in text and "--config" in text
+    model = sr.tl.train(sd.read_zarr(store), "demo_full_image", scale=2, seed=SEED, show_progress_bar=False)
+    model.save(tmp_path / "model")
+    argv = ["superresolve", str(store), "--quiet", "--model", str(tmp_path / "model"), "--genes", "gene_03,gene_00"]
+    assert main(argv) == 0
+    table = sd.read_zarr(store).tables["demo_full_image_superres_table"]
+    params = table.uns["demo_full_image_superres"]["params"]
+    assert params["method"] == "histology" and params["scale"] == 2  # the model's own scale
+    assert list(table.var_names) == ["gene_03", "gene_00"]
+    capsys.readouterr()
+    argv = ["superresolve", str(store), "--quiet", "--key-added", "cfg", "--config", '{"learned_encoder": false}']
+    assert main([*argv, "--n-top-genes", "3"]) == 0
+    table = sd.read_zarr(store).tables["cfg_table"]
+    assert table.n_vars == 3 and table.uns["cfg"]["params"]["learned_encoder"] is False
+    assert main(["superresolve", str(store), "--quiet", "--key-added", "bad", "--config", "{oops"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err

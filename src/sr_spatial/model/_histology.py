@@ -219,9 +219,7 @@ class HistologyModel:
         return on_slide(self.predictor, maps, per_spot, rendered, owner, learned, extractor, guarded, self.reference)
 
     def subset(self, genes: Sequence[str]) -> HistologyModel:
-        """The same model for only ``genes`` (some of its genes, any order): each gene's predictor is its own.
-
-        A model with learned encoders predicts its genes jointly and is returned whole.
+        """The same model for only ``genes`` (some of its own, any order); one with learned encoders is kept whole.
 
         Parameters
         ----------

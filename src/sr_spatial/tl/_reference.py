@@ -41,6 +41,7 @@ __all__ = [
     "bin_aligned_map",
     "disk_groups",
     "finest_target_map",
+    "genes_of_request",
     "pool_groups",
     "reference_scenes",
     "read_px_per_bin",
@@ -288,6 +289,17 @@ def shared_genes(
         ", ..." if len(chosen) > 8 else "",
     )
     return chosen
+
+
+def genes_of_request(request) -> list[str] | None:
+    """:func:`shared_genes` of a :class:`~sr_spatial.tl._methods._base.TrainRequest` on references."""
+    return shared_genes(
+        request.slides,
+        request.target,
+        request.genes,
+        table_key=request.slide.table_key,
+        n_top_genes=request.n_top_genes,
+    )
 
 
 def reference_map(

@@ -296,20 +296,14 @@ def train_diffusion_on_references(request) -> DiffST:
     units; the histology encoder learns from the spots of the reference with the most counts in all (units times
     depth: the most labels and the least counting noise).
     """
-    from sr_spatial.tl._reference import bin_aligned_map, reference_scenes, shared_genes, target_geometry
+    from sr_spatial.tl._reference import bin_aligned_map, genes_of_request, reference_scenes, target_geometry
 
     config = resolve_config(request.config)
     if config.histology_base:
         msg = "`histology_base=True` trains by scale transfer on the slide's own spots; drop it to train on references."
         raise ValueError(msg)
     geometry = target_geometry(request.target, request.slide)
-    genes = shared_genes(
-        request.slides,
-        request.target,
-        request.genes,
-        table_key=request.slide.table_key,
-        n_top_genes=request.n_top_genes,
-    )
+    genes = genes_of_request(request)
     where = {**request.where(), "genes": genes}
     maps, outputs, scenes, counts = [], [], [], []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):

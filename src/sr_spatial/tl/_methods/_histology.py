@@ -174,10 +174,10 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
     from sr_spatial.tl._reference import (
         finest_target_map,
+        genes_of_request,
         read_px_per_bin,
         reference_map,
         reference_units,
-        shared_genes,
         target_geometry,
     )
 
@@ -186,13 +186,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     use_learned = config.learned_encoder is True
     start = time.perf_counter()
     geometry = target_geometry(request.target, request.slide)
-    genes = shared_genes(
-        request.slides,
-        request.target,
-        request.genes,
-        table_key=request.slide.table_key,
-        n_top_genes=request.n_top_genes,
-    )
+    genes = genes_of_request(request)
     st_maps = []
     for slide, image_key in zip(request.slides, request.image_keys, strict=True):
         st_maps.append(
