@@ -314,7 +314,10 @@ CASES = [
     ("scale below 2", None, {"scale": 1}, ValueError, r"`scale` must be an integer of at least 2"),
     ("float scale", None, {"scale": 2.5}, ValueError, r"`scale` must be an integer of at least 2"),
     ("model for other genes", None, {"model": "other_genes"}, KeyError,
-     r"2 of which are not in table 'table': \['OTHER1', 'OTHER2'\]\. Train a model on genes both slides measure"),
+     r"2 of which are not in table 'table': \['OTHER1', 'OTHER2'\]\. A diffusion model .*reads all its genes together: "
+     r"train a model on genes both slides measure"),
+    ("model at another scale", None, {"model": "two_genes", "scale": 2}, ValueError,
+     r"The model was trained for scale 4 and `scale=2` was passed.*Leave `scale` out"),
     ("requested genes not in the model", None, {"model": "two_genes", "genes": ["gene_05"]}, ValueError,
      r"\['gene_05'\] are not among its 2 genes\. Pass `genes` from `model\.genes`"),
     ("truncated checkpoint", None, {"model": "truncated"}, ValueError,
