@@ -199,11 +199,14 @@ def superresolve(
     -------
     ``None`` if ``inplace``, else a SpatialData with the elements below. Written (``key = key_added``):
 
-    - ``sdata.images[key]``: ``(c=genes, y, x)`` posterior-mean log-normalised expression per bin, NaN outside
+    - ``sdata.images[key]``: ``(c=genes, y, x)`` posterior-mean expression per bin in log1p counts per 10,000
+      (``params["units"]``; ``np.expm1`` of a spot's bins averages to the spot's counts per 10,000), NaN outside
       the tissue (drawn transparent over the H&E), transformed to overlay ``image_key``.
     - ``sdata.images[f"{key}_std"]``: calibrated standard deviation per bin (diffusion: the spread of the
       projected draws times a per-gene factor fitted at training; never below 0.05), 0 for the baselines; NaN
-      outside the tissue.
+      outside the tissue. In the same log units; with ``"histology"`` it grows at spots shallower than the
+      slide's median spot by their extra counting noise, and ``uns[key]["histology"]["low_depth_spots"]`` counts
+      the spots below 10 % of the median depth (warned about).
     - ``sdata.shapes[f"{key}_bins"]``: one square per bin in the tissue.
     - ``sdata.tables[f"{key}_table"]``: one observation per bin, annotating the bins; ``X`` (mean), ``layers["std"]``,
       ``obs[["array_row", "array_col"]]``, ``obsm["spatial"]`` (full-resolution pixels), ``uns["spatial"]`` (for
