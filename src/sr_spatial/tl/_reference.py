@@ -230,8 +230,9 @@ def pool_groups(
     # pseudo-spot. Each then pools its lattice cell (the units nearest to it), which the output's bins also are.
     cell = spacing / (np.sqrt(3.0) if geometry.lattice == "hexagonal" else np.sqrt(2.0))
     logger.info(
-        "Pseudo-spots of radius %.2f units hold too few units to learn from; each pools its lattice cell instead.",
-        radius / pitch,
+        "The target's spots, pooled from the references' spots or bins (%.2f of them across), would hold too few "
+        "to learn from; each pseudo-spot pools the references' spots or bins nearest to it instead.",
+        2 * radius / pitch,
     )
     return tuple(
         disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=lo + offset), radius=cell)[0] for offset in offsets
