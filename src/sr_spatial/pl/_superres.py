@@ -154,24 +154,7 @@ def superres(
         fig = axes[0, 0].figure
     for row, gene in enumerate(genes):
         measured = st_map.values[:, row]
-        shown = mean[row]
-        hidden_note = ""
-        if max_std is not None:
-            # NaN is drawn transparent, like the glass around the tissue.
-            shown = np.where(std[row] > max_std, np.nan, shown)
-            hidden = int((mask & (std[row] > max_std)).sum())
-            hidden_note = f" ({hidden} of {int(mask.sum())} bins hidden)"
-            if hidden:
-                log = logger.warning if hidden == int(mask.sum()) else logger.info
-                log(
-                    "%s: `max_std=%g` hides %d of %d bins (their sd is above it; the median sd is %.2f %s).",
-                    gene,
-                    max_std,
-                    hidden,
-                    int(mask.sum()),
-                    float(np.median(std[row][mask])),
-                    unit,
-                )
+        shown, hidden_note = _hide_uncertain(mean[row], std[row], mask, max_std=max_std, gene=gene, unit=unit)
         visible = shown[mask & np.isfinite(shown)]
         shared = [measured, visible] + ([] if truth is None else [truth[row][mask]])
         shared = [a for a in shared if a.size]
@@ -217,3 +200,22 @@ def superres(
     if new_figure:
         fig.tight_layout()
     return finish(fig, show=show, save=save, dpi=dpi, result=list(axes.ravel()))
+
+
+def _hide_uncertain(shown, std, mask, *, max_std, gene, unit):
+    """The map with bins whose sd is above ``max_std`` set to NaN (drawn transparent), and a note of how many."""
+    if max_std is None:
+        return shown, ""
+    hidden = int((mask & (std > max_std)).sum())
+    if hidden:
+        log = logger.warning if hidden == int(mask.sum()) else logger.info
+        log(
+            "%s: `max_std=%g` hides %d of %d bins (their sd is above it; the median sd is %.2f %s).",
+            gene,
+            max_std,
+            hidden,
+            int(mask.sum()),
+            float(np.median(std[mask])),
+            unit,
+        )
+    return np.where(std > max_std, np.nan, shown), f" ({hidden} of {int(mask.sum())} bins hidden)"
