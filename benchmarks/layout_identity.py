@@ -46,15 +46,31 @@ def run() -> dict[str, np.ndarray]:
     common = {"scale": SCALE, "genes": genes, "seed": SEED, "show_progress_bar": False, "inplace": False}
     fast = {**PRESETS["tiny"].to_dict(), **TINY}
     models = {
-        "diffusion": sr.tl.train(target, IMAGE, scale=SCALE, genes=genes, config=fast, seed=SEED,
-                                 show_progress_bar=False),
+        "diffusion": sr.tl.train(
+            target, IMAGE, scale=SCALE, genes=genes, config=fast, seed=SEED, show_progress_bar=False
+        ),
         "histology_reference": sr.tl.train(
-            [reference], image_key=["he"], reference=True, target=target, scale=SCALE, genes=genes, seed=SEED,
-            method="histology", show_progress_bar=False,
+            [reference],
+            image_key=["he"],
+            reference=True,
+            target=target,
+            scale=SCALE,
+            genes=genes,
+            seed=SEED,
+            method="histology",
+            show_progress_bar=False,
         ),
         "diffusion_reference": sr.tl.train(
-            [reference], image_key=["he"], reference=True, target=target, scale=SCALE, genes=genes, seed=SEED,
-            config=fast, method="diffusion", show_progress_bar=False,
+            [reference],
+            image_key=["he"],
+            reference=True,
+            target=target,
+            scale=SCALE,
+            genes=genes,
+            seed=SEED,
+            config=fast,
+            method="diffusion",
+            show_progress_bar=False,
         ),
     }
     runs = {
@@ -87,8 +103,11 @@ def main() -> None:
     if args.compare is None:
         return
     before = dict(np.load(args.compare))
-    differ = sorted(k for k in before.keys() | arrays.keys() if k not in before or k not in arrays
-                    or not np.array_equal(before[k], arrays[k], equal_nan=True))
+    differ = sorted(
+        k
+        for k in before.keys() | arrays.keys()
+        if k not in before or k not in arrays or not np.array_equal(before[k], arrays[k], equal_nan=True)
+    )
     print("bit-identical" if not differ else f"differ: {differ}")
     sys.exit(1 if differ else 0)
 

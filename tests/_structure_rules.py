@@ -145,7 +145,9 @@ def oversized(mods: dict[str, Path]) -> list[str]:
             found.append(f"{name} has {lines} lines (at most {MAX_MODULE_LINES})")
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (n := _body_lines(node)) > MAX_BODY_LINES:
-                found.append(f"{name}.{node.name} (line {node.lineno}) has a body of {n} lines (at most {MAX_BODY_LINES})")
+                found.append(
+                    f"{name}.{node.name} (line {node.lineno}) has a body of {n} lines (at most {MAX_BODY_LINES})"
+                )
     return found
 
 

@@ -32,8 +32,8 @@ BENCHMARKS = SRC.parents[1] / "benchmarks"
 #: Pairs of files allowed to share a block of ``DUPLICATE_LINES`` lines for now, each with what removes it.
 PENDING_DUPLICATES = {
     frozenset({"pp/_stmap.py", "tl/_superresolve.py"}): "the slide parameter block; a slide object (issue 12)",
-    frozenset({"pp/_stmap.py", "tl/_scale_transfer.py"}): "the slide parameter block; a slide object (issue 12)",
-    frozenset({"tl/_reference.py", "tl/_scale_transfer.py"}): "Scenes built twice; one scene builder (issue 12)",
+    frozenset({"pp/_stmap.py", "diffusion/_fit.py"}): "the slide parameter block; a slide object (issue 12)",
+    frozenset({"tl/_reference.py", "diffusion/_fit.py"}): "Scenes built twice; one scene builder (issue 12)",
 }
 
 
