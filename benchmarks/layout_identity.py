@@ -6,7 +6,8 @@ Usage::
     python benchmarks/layout_identity.py OUT.npz --compare BEFORE.npz   # and compare with an earlier run
 
 Runs nearest, bicubic, histology (single slide, learned encoders, trained on a reference slide) and diffusion
-(tiny, single slide and trained on a reference slide), and each trained model saved and loaded back. Small
+(tiny: single slide, around the histology predictor, trained on a reference slide), and each trained model saved
+and loaded back. Small
 enough for a couple of minutes on two busy cores. Write the file outside the repository.
 """
 
@@ -37,7 +38,7 @@ def _arrays(sdata, key: str) -> dict[str, np.ndarray]:
 def run() -> dict[str, np.ndarray]:
     """The outputs of every method on the demo, by name."""
     import sr_spatial as sr
-    from sr_spatial.model import PRESETS
+    from sr_spatial.model import HISTOLOGY_PRESETS, PRESETS
 
     target = sr.datasets.demo(seed=SEED)
     other = sr.datasets.demo(seed=1)
@@ -45,9 +46,19 @@ def run() -> dict[str, np.ndarray]:
     genes = list(sr.pp.build_st_map(target, IMAGE, scale=SCALE, n_top_genes=8).genes)
     common = {"scale": SCALE, "genes": genes, "seed": SEED, "show_progress_bar": False, "inplace": False}
     fast = {**PRESETS["tiny"].to_dict(), **TINY}
+    learned = {**HISTOLOGY_PRESETS["tiny"].to_dict(), "encoder_steps": 30}
     models = {
         "diffusion": sr.tl.train(
             target, IMAGE, scale=SCALE, genes=genes, config=fast, seed=SEED, show_progress_bar=False
+        ),
+        "diffusion_base": sr.tl.train(
+            target,
+            IMAGE,
+            scale=SCALE,
+            genes=genes,
+            config={**fast, "histology_base": True},
+            seed=SEED,
+            show_progress_bar=False,
         ),
         "histology_reference": sr.tl.train(
             [reference],
@@ -77,7 +88,7 @@ def run() -> dict[str, np.ndarray]:
         "nearest": {"method": "nearest"},
         "bicubic": {"method": "bicubic"},
         "histology": {"method": "histology", "config": "tiny"},
-        "histology_learned": {"method": "histology", "config": "tiny", "learned_encoder": True},
+        "histology_learned": {"method": "histology", "config": learned, "learned_encoder": True},
         **{name: {"model": model} for name, model in models.items()},
     }
     out = {}

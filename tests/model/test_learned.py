@@ -128,7 +128,7 @@ def test_maps_in_row_chunks_equal_the_whole_slide(monkeypatch):
     """The learned encoder's maps are computed in rows with its receptive field as margin: no seam at a cut."""
     import torch
 
-    import sr_spatial.diffusion.module._condition as condition
+    import sr_spatial.core._image_encoder as condition
     from sr_spatial.core._pixel_encoder import HistologyEncoder
     from sr_spatial.histology._learned import _bin_maps
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from sr_spatial._adapter._read import read_histology
 from sr_spatial._logging import log_phase, logger
 from sr_spatial.core._groups import lattice_groups
+from sr_spatial.core._scene import Scene
 from sr_spatial.diffusion._config import resolve_config
+from sr_spatial.diffusion._model import DiffST
 from sr_spatial.features import resolve_features
-from sr_spatial.histology._config import HistologyConfig
-from sr_spatial.histology._model import fit_on_slide
-from sr_spatial.model import DiffST, Scene
 from sr_spatial.pp._lattice import make_grid
 from sr_spatial.pp._stmap import build_st_map, coarsen_spots, nearest_spot, render_spots, spot_pixel_map
 from sr_spatial.tl import _checks
@@ -25,11 +25,12 @@ if TYPE_CHECKING:
 
     from spatialdata import SpatialData
 
-    from sr_spatial.histology._apply import HistologyDetail
-    from sr_spatial.model import ModelConfig
+    from sr_spatial.diffusion._config import ModelConfig
     from sr_spatial.pp._stmap import STMap
 
 __all__ = [
+    "BaseFitter",
+    "BasePredictor",
     "config_for_steps",
     "output_scene",
     "scale_transfer_scenes",
@@ -37,6 +38,22 @@ __all__ = [
     "train_diffusion_on_references",
     "train_on_map",
 ]
+
+
+class BasePredictor(Protocol):
+    """The predictor a model with ``histology_base`` generates around, fitted on one slide."""
+
+    def training_base(self, values, group, spot_of_bin, maps, *, seed: int) -> np.ndarray:
+        """Its held-out map of a training scene: each spot's prediction from a fit that never saw it."""
+
+    def block_maps(self, region, nearest, smooth, owner, mask) -> tuple:
+        """Its maps of one block of the output grid, the base map first."""
+
+
+#: Fits a :class:`BasePredictor` on a slide: ``fit_base(st_map, *, features, scale, seed, image_um_per_px,
+#: show_progress_bar, rendered=None, owner=None, extractor=None)`` returns it and its ``uns`` record. The tools
+#: pass the histology method's (:func:`sr_spatial.histology._model.fit_base`), so this package never imports it.
+BaseFitter = Callable[..., tuple[BasePredictor, dict]]
 
 
 def neighbour_context(st_map: STMap, *, reach: float = 1.2) -> np.ndarray:
@@ -77,7 +94,7 @@ def scale_transfer_scenes(
     px_per_bin: int,
     n_offsets: int,
     seed: int,
-    histology: HistologyDetail | None = None,
+    histology: BasePredictor | None = None,
 ) -> list[Scene]:
     """Training pairs from one slide: spots pooled ``scale``-fold (input) and the measured spots (target).
 
@@ -86,7 +103,7 @@ def scale_transfer_scenes(
     H&E is resampled to ``scale * px_per_bin`` pixels per training bin: the same physical resolution as at
     inference. Each extra offset shifts the pooling lattice, giving a different pooling of the same slide.
     With ``histology`` (the slide's fitted histology predictor), each scene's ``base`` is that predictor's
-    held-out map (:meth:`~sr_spatial.histology._apply.HistologyDetail.training_base`).
+    held-out map (:meth:`BasePredictor.training_base`).
     """
     if st_map.spots is None:
         msg = "The ST map has no spots attached; build it with `sr_spatial.pp.build_st_map`."
@@ -149,8 +166,12 @@ def train_diffusion(
     seed: int,
     checkpoint_dir: str | Path | None,
     show_progress_bar: bool,
+    fit_base: BaseFitter | None = None,
 ) -> DiffST:
-    """:func:`sr_spatial.tl.train` with ``method="diffusion"``, its arguments checked."""
+    """:func:`sr_spatial.tl.train` with ``method="diffusion"``, its arguments checked.
+
+    ``fit_base`` fits the predictor a configuration with ``histology_base`` generates around (:func:`train_on_map`).
+    """
     config = resolve_config(config)
     if features is not None:
         if not isinstance(features, str):
@@ -210,6 +231,7 @@ def train_diffusion(
         reference=output,
         scenes=scenes,
         image_um_per_px=image_um_per_px,
+        fit_base=fit_base,
     )
     if reference:
         # Calibrated on true bins of the output's size: its spread needs no carrying to finer bins.
@@ -230,10 +252,12 @@ def train_on_map(
     scenes: list[Scene] | None = None,
     checkpoint_dir: str | Path | None = None,
     image_um_per_px: float | None = None,
+    fit_base: BaseFitter | None = None,
 ) -> DiffST:
     """Train on an already built ST map (see :func:`train`); ``reference`` is its :func:`output_scene` if built.
 
-    ``scenes`` are the training pairs; default: :func:`scale_transfer_scenes` of the map.
+    ``scenes`` are the training pairs; default: :func:`scale_transfer_scenes` of the map, around the predictor
+    ``fit_base`` fits for a configuration with ``histology_base``.
     """
     cfg = config_for_steps(resolve_config(config), train_steps)
     start = time.perf_counter()
@@ -242,13 +266,12 @@ def train_on_map(
     if scenes is None:
         histology = None
         if cfg.histology_base:
-            _, histology, _ = fit_on_slide(
+            histology, _ = fit_base(
                 st_map,
-                config=HistologyConfig(features=cfg.base_features, learned_encoder=False),
+                features=cfg.base_features,
                 scale=scale,
                 seed=seed,
                 image_um_per_px=image_um_per_px,
-                device="cpu",
                 show_progress_bar=show_progress_bar,
             )
         scenes = scale_transfer_scenes(

@@ -14,17 +14,16 @@ import numpy as np
 from sr_spatial._adapter._read import read_histology
 from sr_spatial._logging import logger
 from sr_spatial.core._consistency import project_to_spots, residual_sums
+from sr_spatial.core._scene import Scene
 from sr_spatial.core._uncertainty import MIN_SD, finer_spread_factor, finer_variance_ratio
 from sr_spatial.diffusion._config import resolve_config
 from sr_spatial.diffusion._fit import train_diffusion, train_diffusion_on_references, train_on_map
-from sr_spatial.histology._config import HistologyConfig
-from sr_spatial.histology._model import fit_on_slide
-from sr_spatial.model import DiffST, Scene
+from sr_spatial.diffusion._model import DiffST
 from sr_spatial.tl import _checks
 from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
 
 if TYPE_CHECKING:
-    from sr_spatial.histology._apply import HistologyDetail
+    from sr_spatial.diffusion._fit import BaseFitter, BasePredictor
 
 __all__ = ["DiffusionMethod"]
 
@@ -38,7 +37,7 @@ class DiffusionBlocks(BlockMethod):
     seed: int
     px_per_bin: int
     spread_factor: np.ndarray
-    histology: HistologyDetail | None = None
+    histology: BasePredictor | None = None
     #: Per gene, the share of the generated detail kept (a reference-trained model's guard); ``None``: all of it.
     detail_factor: np.ndarray | None = None
 
@@ -100,6 +99,9 @@ class DiffusionMethod(Method):
     samples = True
     #: The histology base's features resolved by :meth:`check`, for a model with ``histology_base``.
     base_extractor = None
+    #: Fits the predictor a model with ``histology_base`` generates around; the tools' registry gives the histology
+    #: method's, so the two methods' packages never import each other.
+    fit_base: BaseFitter | None = None
 
     def _config(self, call: Call):
         return call.model.config if call.model is not None else resolve_config(call.config)
@@ -135,6 +137,7 @@ class DiffusionMethod(Method):
                 seed=call.seed,
                 show_progress_bar=call.show_progress_bar,
                 image_um_per_px=options.image_um_per_px,
+                fit_base=self.fit_base,
             )
         else:
             model.check_genes(st_map.genes)
@@ -145,13 +148,12 @@ class DiffusionMethod(Method):
         uns, histology = {}, None
         if model.config.histology_base:
             # The model generates the residual around the histology predictor: fitted here, on this slide's spots.
-            _, histology, uns["histology"] = fit_on_slide(
+            histology, uns["histology"] = self.fit_base(
                 st_map,
-                config=HistologyConfig(features=model.config.base_features, learned_encoder=False),
+                features=model.config.base_features,
                 scale=call.scale,
                 seed=call.seed,
                 image_um_per_px=options.image_um_per_px,
-                device="cpu",
                 show_progress_bar=call.show_progress_bar,
                 rendered=renderer.render(st_map.grid),
                 owner=renderer.owner(st_map.grid),
@@ -209,6 +211,7 @@ class DiffusionMethod(Method):
             seed=request.seed,
             checkpoint_dir=request.checkpoint_dir,
             show_progress_bar=request.show_progress_bar,
+            fit_base=self.fit_base,
         )
 
 
@@ -217,12 +220,12 @@ def diffusion_guard(model: DiffST, st_map, call: Call, *, n_samples: int = 2) ->
 
     The target's spots are pooled ``scale``-fold as in scale transfer (one pooling); the model generates the spots
     from the pseudo-spots, and the deviations of its mean from each pseudo-spot are regressed on the measured ones
-    (:func:`~sr_spatial.histology._reference.guard_slopes`). The same draws check the spread: ``spread_factor``
+    (:func:`~sr_spatial.core._shrinkage.guard_slopes`). The same draws check the spread: ``spread_factor``
     (:func:`_target_spread_factor`) rescales it to how the target's spots scatter.
     """
     from sr_spatial.core._groups import deviation_from_group, lattice_groups
+    from sr_spatial.core._shrinkage import guard_slopes
     from sr_spatial.diffusion._fit import scale_transfer_scenes
-    from sr_spatial.histology._reference import guard_slopes
 
     scale = max(int(call.scale), 2)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sr_spatial.diffusion._config import check_keys, resolve_preset
+from sr_spatial.core._presets import check_keys, resolve_preset
 
 __all__ = ["HISTOLOGY_PRESETS", "HistologyConfig", "resolve_histology_config"]
 

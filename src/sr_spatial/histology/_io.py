@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sr_spatial.diffusion._io import CONFIG_FILE, check_saved_meta
+from sr_spatial.core._saved import CONFIG_FILE, check_saved_meta
 from sr_spatial.histology._config import HistologyConfig
 from sr_spatial.histology._learned import LearnedDetail
 from sr_spatial.histology._regression import DetailModel, Ridge

@@ -330,8 +330,8 @@ def _standardised_inputs(
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The encoders' whole-slide inputs, standardised per channel (by the slide's own statistics by default)."""
     from sr_spatial._adapter._read import read_histology
+    from sr_spatial.core._image_encoder import input_statistics
     from sr_spatial.core._pixel_encoder import histology_inputs
-    from sr_spatial.diffusion.module._fitted import input_statistics
 
     inputs = histology_inputs(read_histology(st_map.spots, st_map.grid, px_per_bin=px_per_bin))
     if mean is None or std is None:
@@ -351,7 +351,7 @@ def _bin_maps(encoder, inputs: torch.Tensor, px_per_bin: int, *, device: torch.d
     its receptive field (:attr:`~sr_spatial.core._image_encoder.Encoder.context_px`) of a cut; each chunk is read
     with that margin, which ``bin_maps`` trims after the convolutions.
     """
-    from sr_spatial.diffusion.module._condition import row_chunks
+    from sr_spatial.core._image_encoder import row_chunks
 
     k = px_per_bin
     height, width = inputs.shape[-2] // k, inputs.shape[-1] // k

@@ -14,8 +14,11 @@ import numpy as np
 from sr_spatial.core._consistency import project_to_spots, residual_sums
 from sr_spatial.core._device import resolve_device
 from sr_spatial.histology._config import HistologyConfig, resolve_histology_config
-from sr_spatial.histology._model import fit_on_slide
-from sr_spatial.model import HistologyModel, ModelConfig
+from sr_spatial.histology._model import HistologyModel, fit_on_slide
+
+# The diffusion model's configuration, which this method still reads its encoder settings from (`histology_config`),
+# through the models' public face: the two methods' packages never import each other.
+from sr_spatial.model import ModelConfig
 from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
 
 if TYPE_CHECKING:
@@ -147,8 +150,9 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     import time
 
     from sr_spatial._logging import log_phase, logger
+    from sr_spatial.core._shrinkage import PRIOR_SD
     from sr_spatial.histology._learned import EncoderSettings, fit_learned_detail, fit_learned_on_references
-    from sr_spatial.histology._reference import PRIOR_SD, fit_on_references
+    from sr_spatial.histology._reference import fit_on_references
     from sr_spatial.tl._reference import (
         finest_target_map,
         read_px_per_bin,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sr_spatial._logging import log_phase
-from sr_spatial.diffusion._io import check_genes
+from sr_spatial.core._saved import check_genes
 from sr_spatial.histology._apply import HistologyDetail, on_slide, spot_features
 from sr_spatial.histology._config import HistologyConfig, resolve_histology_config
 from sr_spatial.histology._io import load_histology, save_histology
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sr_spatial")
 
-__all__ = ["HistologyModel", "fit_on_slide"]
+__all__ = ["HistologyModel", "fit_base", "fit_on_slide"]
 
 
 class HistologyModel:
@@ -280,6 +280,39 @@ def _features(
     seconds = time.perf_counter() - start
     log_phase("features", seconds, "Computed %d histology features per bin in %.1f s.", len(maps), seconds)
     return maps, extractor
+
+
+def fit_base(
+    st_map: STMap,
+    *,
+    features,
+    scale: int,
+    seed: int,
+    image_um_per_px: float | None,
+    show_progress_bar: bool,
+    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    owner: np.ndarray | None = None,
+    extractor=None,
+) -> tuple[HistologyDetail, dict]:
+    """The predictor a diffusion model with ``histology_base`` generates around, fitted on the slide.
+
+    The histology predictor on ``features``, without a learned encoder, on the CPU (:func:`fit_on_slide`); returns
+    its :class:`HistologyDetail` on the slide and its ``uns`` record. The tools hand it to the diffusion method
+    (:data:`sr_spatial.diffusion._fit.BaseFitter`).
+    """
+    _, detail, record = fit_on_slide(
+        st_map,
+        config=HistologyConfig(features=features, learned_encoder=False),
+        scale=scale,
+        seed=seed,
+        image_um_per_px=image_um_per_px,
+        device="cpu",
+        show_progress_bar=show_progress_bar,
+        rendered=rendered,
+        owner=owner,
+        extractor=extractor,
+    )
+    return detail, record
 
 
 def fit_on_slide(

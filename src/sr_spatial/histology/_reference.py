@@ -10,8 +10,9 @@ out, so the weights are those of a model applied to a slide it never saw.
 A reference may still not fit the target (another patient, another tissue). Before its detail is trusted, the
 target's own spots are pooled one level coarser (as in scale transfer) and the reference model's weighted detail
 is regressed on their measured deviations, gene by gene (:func:`guard`): the slope is 1 where the reference is
-right. Its posterior under a prior centred on 1 (:data:`PRIOR_SD`) shrinks each gene's detail toward the
-measurement where the target's own spots say it does not predict, and leaves it where they cannot tell.
+right. Its posterior under a prior centred on 1 (:data:`~sr_spatial.core._shrinkage.PRIOR_SD`) shrinks each
+gene's detail toward the measurement where the target's own spots say it does not predict, and leaves it where
+they cannot tell.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sr_spatial.core._groups import deviation_from_group, group_means, lattice_groups
+from sr_spatial.core._shrinkage import PRIOR_SD, guard_slopes
 from sr_spatial.core._uncertainty import MIN_SD, finer_variance_ratio
 from sr_spatial.histology._regression import fit_detail_model
 from sr_spatial.pp._interpolate import interpolate_at
@@ -33,19 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_SPREAD_FACTOR",
-    "PRIOR_SD",
     "ReferenceUnits",
     "fit_on_references",
     "guard",
-    "guard_slopes",
     "standardise",
 ]
-
-#: The prior's standard deviation on the slope of a reference model's detail on a target, around 1: how far a
-#: section's relation between histology and expression may plausibly differ from the references'. Chosen on her2st
-#: C2 (references B4 and C3) among 0.25, 0.5 and 1; the other sections are reported untouched
-#: (``benchmarks/results/her2st_reference.md``).
-PRIOR_SD = 0.5
 
 #: The most the target's own spots may narrow a reference model's spread (:func:`guard`): the median ratio over
 #: genes rests on a slide's spots pooled one level coarser, tens of groups on a legacy-ST section.
@@ -207,34 +201,3 @@ def guard(
         spread = 1.0
     guarded["spread_factor"] = np.full(values.shape[1], spread)
     return guarded
-
-
-def guard_slopes(
-    predicted: np.ndarray, measured: np.ndarray, *, n_groups: int, prior_sd: float = PRIOR_SD
-) -> dict[str, np.ndarray]:
-    """Per gene, the posterior slope of ``measured`` on ``predicted`` deviations ``(n, n_genes)``, clipped to [0, 1].
-
-    The slope through the origin and its standard error, inflated by ``n / n_groups`` as deviations inside one
-    group are not independent, are combined with a normal prior around 1 of deviation ``prior_sd``: ``(slope *
-    prior_sd**2 + se**2) / (prior_sd**2 + se**2)``; genes whose predicted deviations are all 0 keep 1. Returns
-    ``factor``, ``slope``, ``slope_se`` and ``n_groups`` per gene.
-    """
-    r, dy = predicted, measured
-    n, n_genes = r.shape
-    slope, se = np.ones(n_genes), np.full(n_genes, np.inf)
-    if n > 2 and n_groups > 0:
-        sxx = np.sum(r**2, axis=0)
-        usable = sxx > 1e-12
-        slope[usable] = np.sum(r * dy, axis=0)[usable] / sxx[usable]
-        sigma2 = np.sum((dy - slope * r) ** 2, axis=0) / (n - 1)
-        se[usable] = np.sqrt(sigma2[usable] / sxx[usable] * n / n_groups)
-    prior, se2 = prior_sd**2, np.square(se)
-    posterior = np.ones(n_genes)
-    finite = np.isfinite(se2)
-    posterior[finite] = (slope[finite] * prior + se2[finite]) / (prior + se2[finite])
-    return {
-        "factor": np.clip(posterior, 0.0, 1.0),
-        "slope": slope,
-        "slope_se": se,
-        "n_groups": np.full(n_genes, n_groups),
-    }

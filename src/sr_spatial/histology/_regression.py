@@ -8,9 +8,9 @@ one level coarser, where a truth exists: spots are pooled into groups as the sli
 ridge is refitted on the spots of the other folds of groups, and the held-out spots' measured deviations from
 their group are regressed on both predicted deviations (:func:`detail_weights`); a learned encoder's detail,
 cross-fitted so that each spot's prediction comes from an encoder that never saw it
-(:mod:`sr_spatial.histology._learned`), can enter as a third. A gene no predictor helps gets weights 0 and equals the measurement. The held-out residuals
-also give each gene's predictive spread, which varies over the slide with what predicts the error
-(:class:`SpreadPredictors`).
+(:mod:`sr_spatial.histology._learned`), can enter as a third. A gene no predictor helps gets weights 0 and equals
+the measurement. The held-out residuals also give each gene's predictive spread, which varies over the slide
+with what predicts the error (:class:`SpreadPredictors`).
 """
 
 from __future__ import annotations

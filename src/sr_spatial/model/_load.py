@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sr_spatial.diffusion._io import CONFIG_FILE
+from sr_spatial.core._saved import CONFIG_FILE
 from sr_spatial.diffusion._model import DiffST
 from sr_spatial.histology._io import KIND as HISTOLOGY_KIND
 from sr_spatial.histology._model import HistologyModel

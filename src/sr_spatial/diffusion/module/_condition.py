@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from sr_spatial.core._groups import group_means
+from sr_spatial.core._image_encoder import row_chunks
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,32 +62,6 @@ def condition(
         cell_std = network.cell_std.cpu().numpy()[:, None, None]
         cells = torch.from_numpy(((cells - cell_mean) / cell_std).astype(np.float32))
     return torch.from_numpy(cond), cells, base.astype(np.float32)
-
-
-#: Hidden activations (pixels times the encoder's width) in one row chunk of :func:`histology_maps`, margins
-#: included: 8 MiB per layer in float32; the chunk's per-gene rates are ``n_genes / width`` times that.
-CHUNK_ACTIVATIONS = 2**21
-
-
-def row_chunks(height: int, width: int, *, px_per_bin: int, hidden: int, margin: int | None):
-    """Rows of bins to run an encoder over in turn, each read with ``margin`` pixel rows of context.
-
-    Yields ``(start, stop, top, bottom, trim)``: the bin rows ``start:stop`` kept, the pixel rows ``top:bottom``
-    read, and ``trim`` (pixel rows of context above and below) for ``Encoder.bin_maps``. A chunk holds about
-    :data:`CHUNK_ACTIVATIONS` hidden activations (``hidden`` channels), margins included, and keeps at least four
-    margins of rows, so the context read twice costs at most half again. ``margin=None`` (an encoder whose
-    receptive field is the whole slide) gives one chunk.
-    """
-    k = px_per_bin
-    if margin is None:
-        rows, margin = height, 0
-    else:
-        pixel_rows = CHUNK_ACTIVATIONS // max(width * k * hidden, 1)
-        rows = max(1, (pixel_rows - 2 * margin) // k, -(-4 * margin // k))
-    for start in range(0, height, rows):
-        stop = min(start + rows, height)
-        top, bottom = max(start * k - margin, 0), min(stop * k + margin, height * k)
-        yield start, stop, top, bottom, (start * k - top, bottom - stop * k)
 
 
 @torch.no_grad()

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from sr_spatial.core._consistency import project_to_spots
+from sr_spatial.core._image_encoder import input_statistics
 from sr_spatial.core._pixel_encoder import spot_means
 from sr_spatial.core._uncertainty import MIN_SD, conformal_scale
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from sr_spatial.core._scene import Scene
     from sr_spatial.diffusion.module._network import DiffSTNetwork
@@ -27,7 +28,6 @@ __all__ = [
     "fit_spread_scale",
     "fit_statistics",
     "held_out_bins",
-    "input_statistics",
     "nonnegative_ridge",
     "split_spots",
 ]
@@ -79,37 +79,6 @@ def held_out_bins(shape: tuple[int, int], seed: int, *, block: int = 4, held_out
     rows, cols = -(-shape[0] // block), -(-shape[1] // block)
     squares = np.random.default_rng([int(seed), 1]).random((rows, cols)) < held_out
     return np.kron(squares, np.ones((block, block), dtype=bool))[: shape[0], : shape[1]]
-
-
-#: Image rows prepared at once by :func:`input_statistics`.
-STATISTICS_ROWS = 256
-
-
-def input_statistics(
-    image: np.ndarray, *, prepare: Callable[[np.ndarray], np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of ``prepare(image)`` (or of ``image``), float64, in row chunks.
-
-    ``prepare`` (an encoder's :meth:`~sr_spatial.core._image_encoder.Encoder.prepare`) is applied to each chunk of
-    rows on its own. Chunks' means and squared deviations are combined exactly as one pass over the whole image
-    would give them (Chan et al.'s pairwise update, in float64), so neither the prepared inputs nor a float64
-    copy of them are ever held whole.
-    """
-    n = 0
-    mean = squares = 0.0
-    for start in range(0, image.shape[1], STATISTICS_ROWS):
-        rows = image[:, start : start + STATISTICS_ROWS]
-        chunk = rows if prepare is None else prepare(rows)
-        chunk = chunk.reshape(len(chunk), -1).astype(np.float64)
-        m = chunk.shape[1]
-        chunk_mean = chunk.mean(axis=1)
-        chunk -= chunk_mean[:, None]
-        chunk_squares = np.einsum("ij,ij->i", chunk, chunk)
-        delta = chunk_mean - mean
-        mean = mean + delta * (m / (n + m))
-        squares = squares + chunk_squares + delta**2 * (n * m / (n + m))
-        n += m
-    return mean, np.sqrt(squares / max(n, 1))
 
 
 def fit_statistics(network: DiffSTNetwork, scenes: Sequence[Scene], reference: Scene) -> None:
