@@ -6,7 +6,8 @@ Run from the project root, ``python tests/_structure_rules.py``, to list every v
 - a module stem (its file name without leading underscores) is shared by two modules only in the slots every method
   package repeats (``ALLOWED_STEMS``), or ``__init__``/``__main__``;
 - a module named for one method (``METHOD_WORDS``) lives inside that method's package;
-- one method package never imports the other;
+- one method package never imports the other, and the core (``sr_spatial.core``) imports neither a method's package
+  nor the tools (``sr_spatial.tl``);
 - a private name (not a module) is never imported from another module;
 - a module holds at most ``MAX_MODULE_LINES`` lines, a function body at most ``MAX_BODY_LINES``.
 """
@@ -36,6 +37,8 @@ METHOD_WORDS = {
 METHOD_PACKAGES = {"histology", "diffusion"}
 #: The command-line interface's package; its modules are named for their commands.
 CLI = "_cli"
+#: What both methods share.
+CORE = "core"
 MAX_MODULE_LINES = 400
 MAX_BODY_LINES = 80
 
@@ -117,6 +120,18 @@ def cross_method_imports(mods: dict[str, Path]) -> list[str]:
     return found
 
 
+def core_imports(mods: dict[str, Path]) -> list[str]:
+    """Imports of a method's package or of the tools into the core."""
+    found = []
+    for name, path in mods.items():
+        if not name.startswith(f"{PACKAGE}.{CORE}"):
+            continue
+        for node, base, _ in _import_targets(name, path, ast.parse(path.read_text()), mods):
+            if _method_package(base) is not None or base.split(".")[:2] == [PACKAGE, "tl"]:
+                found.append(f"{name}:{node.lineno} imports {base} (the core builds on neither methods nor tools)")
+    return found
+
+
 def private_name_imports(mods: dict[str, Path]) -> list[str]:
     """Private names (not modules) imported from another module of the package."""
     found = []
@@ -158,6 +173,7 @@ def violations(src: Path = SRC) -> list[str]:
         *shared_stems(mods),
         *misplaced_method_modules(mods),
         *cross_method_imports(mods),
+        *core_imports(mods),
         *private_name_imports(mods),
         *oversized(mods),
     ]
