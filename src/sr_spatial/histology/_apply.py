@@ -175,6 +175,32 @@ def spot_features(features: np.ndarray, footprint: np.ndarray, centre_bins: np.n
     return np.where(count > 0, means, at_centre).T
 
 
+def _record(
+    predictor: DetailModel, detail: HistologyDetail, extractor, cap: np.ndarray, guarded: dict | None, reference
+) -> dict:
+    """The ``uns[key]["histology"]`` record of a predictor on one slide, with its guard's if it has one."""
+    record = {
+        "features": repr(extractor),
+        "n_features": len(detail.features),
+        "n_groups": predictor.n_groups,
+        "weight": detail.weight.astype(np.float32),
+        "interpolation_weight": detail.interpolation_weight.astype(np.float32),
+        "detail_cap": cap.astype(np.float32),
+        "heldout_r": predictor.heldout_r.astype(np.float32),
+        "std": predictor.typical_sd.astype(np.float32),
+        "coverage_scale": predictor.coverage_scale.astype(np.float32),
+    }
+    if guarded is not None:
+        record["reference_weight"] = predictor.weight.astype(np.float32)
+        record["reference_interpolation_weight"] = predictor.interpolation_weight.astype(np.float32)
+        record["guard_factor"] = guarded["factor"].astype(np.float32)
+        record["guard_slope"] = guarded["slope"].astype(np.float32)
+        record["guard_slope_se"] = guarded["slope_se"].astype(np.float32)
+        record["guard_spread_factor"] = guarded["spread_factor"].astype(np.float32)
+        record["n_references"] = int(reference["n_references"])
+    return record
+
+
 def on_slide(
     predictor: DetailModel,
     maps: np.ndarray,
@@ -252,25 +278,7 @@ def on_slide(
         len(weight),
         float(np.median(weight)),
     )
-    record = {
-        "features": repr(extractor),
-        "n_features": len(maps),
-        "n_groups": predictor.n_groups,
-        "weight": weight.astype(np.float32),
-        "interpolation_weight": interpolation_weight.astype(np.float32),
-        "detail_cap": cap.astype(np.float32),
-        "heldout_r": predictor.heldout_r.astype(np.float32),
-        "std": predictor.typical_sd.astype(np.float32),
-        "coverage_scale": predictor.coverage_scale.astype(np.float32),
-    }
-    if guarded is not None:
-        record["reference_weight"] = predictor.weight.astype(np.float32)
-        record["reference_interpolation_weight"] = predictor.interpolation_weight.astype(np.float32)
-        record["guard_factor"] = guarded["factor"].astype(np.float32)
-        record["guard_slope"] = guarded["slope"].astype(np.float32)
-        record["guard_slope_se"] = guarded["slope_se"].astype(np.float32)
-        record["guard_spread_factor"] = guarded["spread_factor"].astype(np.float32)
-        record["n_references"] = int(reference["n_references"])
+    record = _record(predictor, detail, extractor, cap, guarded, reference)
     if learned is not None:
         logger.info(
             "The learned encoder adds detail to %d of %d genes (median weight %.2f).",

@@ -145,35 +145,23 @@ class HistologyMethod(Method):
         )[0]
 
 
-def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor) -> HistologyModel:
-    """A :class:`~sr_spatial.model.HistologyModel` fitted on the references' true within-pseudo-spot deviations."""
-    import time
+def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
+    """The references' ST maps, in order, and the genes they share (the first reference's choice if none given)."""
+    from sr_spatial.tl._reference import reference_map
 
-    from sr_spatial._logging import log_phase, logger
-    from sr_spatial.core._shrinkage import PRIOR_SD
-    from sr_spatial.histology._learned import EncoderSettings, fit_learned_detail, fit_learned_on_references
-    from sr_spatial.histology._reference import fit_on_references
-    from sr_spatial.tl._reference import (
-        finest_target_map,
-        read_px_per_bin,
-        reference_map,
-        reference_units,
-        shared_genes,
-        target_geometry,
-    )
-
-    # "auto" leaves them off: training one encoder per reference doubles the fit's time for a gain that did not
-    # carry between her2st sections (benchmarks/results/her2st_reference.md).
-    use_learned = config.learned_encoder is True
-    start = time.perf_counter()
-    geometry = target_geometry(request.target, request.slide)
-    genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
     st_maps = []
     for slide, image_key in zip(request.slides, request.image_keys, strict=True):
         st_maps.append(
             reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
         )
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
+    return st_maps, genes
+
+
+def _read_px_per_bin(request: TrainRequest, st_maps: list, genes, extractor) -> int | None:
+    """The pixels per output bin every slide's H&E is read at: the coarsest among them (the target's finest)."""
+    from sr_spatial.tl._reference import finest_target_map, read_px_per_bin
+
     # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
     # mean the same on all of them.
     finest_target = None
@@ -182,7 +170,48 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
             request.target, request.target_image_key, request.image_keys, slide=request.slide, genes=genes,
             scale=request.scale,
         )  # fmt: skip
-    px_per_bin = read_px_per_bin(st_maps, extractor, target=finest_target)
+    return read_px_per_bin(st_maps, extractor, target=finest_target)
+
+
+def _learned_on_references(request: TrainRequest, st_maps: list, config: HistologyConfig):
+    """The learned encoders trained on the references (``None`` if too few units), applied to any slide alike."""
+    from sr_spatial._logging import logger
+    from sr_spatial.histology._learned import EncoderSettings, fit_learned_detail, fit_learned_on_references
+
+    settings = EncoderSettings.of(config)
+    training = {
+        "seed": request.seed,
+        "device": resolve_device(request.device),
+        "show_progress_bar": request.show_progress_bar,
+    }
+    if len(st_maps) > 1:
+        learned = fit_learned_on_references(st_maps, settings, **training)
+    else:  # one reference: cross-fitted on its folds of groups, as a single slide is
+        learned = fit_learned_detail(st_maps[0], settings, scale=request.scale, **training)
+        # Applied to other slides, each is standardised by its own statistics, as with several references.
+        learned = None if learned is None else replace(learned, input_mean=None, input_std=None)
+    if learned is None:
+        logger.info("Too few units to train the learned encoders on; the morphology features work alone.")
+    return learned
+
+
+def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor) -> HistologyModel:
+    """A :class:`~sr_spatial.model.HistologyModel` fitted on the references' true within-pseudo-spot deviations."""
+    import time
+
+    from sr_spatial._logging import log_phase, logger
+    from sr_spatial.core._shrinkage import PRIOR_SD
+    from sr_spatial.histology._reference import fit_on_references
+    from sr_spatial.tl._reference import reference_units, shared_genes, target_geometry
+
+    # "auto" leaves them off: training one encoder per reference doubles the fit's time for a gain that did not
+    # carry between her2st sections (benchmarks/results/her2st_reference.md).
+    use_learned = config.learned_encoder is True
+    start = time.perf_counter()
+    geometry = target_geometry(request.target, request.slide)
+    genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
+    st_maps, genes = _reference_maps(request, genes)
+    px_per_bin = _read_px_per_bin(request, st_maps, genes, extractor)
     units = [
         reference_units(
             st_map,
@@ -195,7 +224,6 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         )
         for index, st_map in enumerate(st_maps)
     ]
-    del finest_target
     seconds = time.perf_counter() - start
     log_phase(
         "features",
@@ -206,22 +234,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         seconds,
         "" if px_per_bin is None else f", their H&E at {px_per_bin} pixels per output bin",
     )
-    learned = None
-    if use_learned:
-        settings = EncoderSettings.of(config)
-        training = {
-            "seed": request.seed,
-            "device": resolve_device(request.device),
-            "show_progress_bar": request.show_progress_bar,
-        }
-        if len(st_maps) > 1:
-            learned = fit_learned_on_references(st_maps, settings, **training)
-        else:  # one reference: cross-fitted on its folds of groups, as a single slide is
-            learned = fit_learned_detail(st_maps[0], settings, scale=request.scale, **training)
-            # Applied to other slides, each is standardised by its own statistics, as with several references.
-            learned = None if learned is None else replace(learned, input_mean=None, input_std=None)
-        if learned is None:
-            logger.info("Too few units to train the learned encoders on; the morphology features work alone.")
+    learned = _learned_on_references(request, st_maps, config) if use_learned else None
     del st_maps
     predictor = fit_on_references(
         units, scale=request.scale, seed=request.seed, learned=None if learned is None else learned.heldout

@@ -68,6 +68,27 @@ def _augment(tensors: list[torch.Tensor], rng: np.random.Generator) -> list[torc
     return out
 
 
+def _batch(scenes: list[SceneTensors], rng: np.random.Generator, *, batch_size: int, patch_bins: int, device):
+    """One training batch: random augmented crops of random scenes, stacked part by part, on ``device``."""
+    batch = []
+    for _ in range(batch_size):
+        scene = scenes[int(rng.integers(0, len(scenes)))]
+        batch.append(_augment(scene.crop(patch_bins, rng), rng))
+    return [torch.stack(parts).to(device) for parts in zip(*batch, strict=True)]
+
+
+def _resume(state: dict, network, ema, optimiser, scheduler, scaler, rng, generator) -> tuple[dict, int]:
+    """Restore a checkpoint's training state in place; returns its loss history and the step it stopped at."""
+    network.load_state_dict(state["network"])
+    ema.load_state_dict(state["ema"])
+    optimiser.load_state_dict(state["optimiser"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rng.bit_generator.state = json.loads(state["rng"])
+    generator.set_state(state["generator"])
+    return {k: list(v) for k, v in state["history"].items()}, int(state["step"])
+
+
 def train_network(
     network: DiffSTNetwork,
     scenes: list[SceneTensors],
@@ -116,29 +137,16 @@ def train_network(
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
     scaler = torch.amp.GradScaler(device.type, enabled=compute_dtype(device, precision) == torch.float16)
     forward = torch.compile(network) if compile else network
-    history = {"denoiser": [], "disentangle": []}
-    start = 0
+    history, start = {"denoiser": [], "disentangle": []}, 0
     if checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint, fingerprint)
-        network.load_state_dict(state["network"])
-        ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        rng.bit_generator.state = json.loads(state["rng"])
-        generator.set_state(state["generator"])
-        history = {k: list(v) for k, v in state["history"].items()}
-        start = int(state["step"])
+        history, start = _resume(state, network, ema, optimiser, scheduler, scaler, rng, generator)
     logger.info("Training the denoiser: %d steps%s.", steps, f" (from step {start})" if start else "")
     bar = progress_bar(
         range(start, steps), desc="Training", unit="step", disable=not show_progress_bar, initial=start, total=steps
     )
     for step in bar:
-        batch = []
-        for _ in range(batch_size):
-            scene = scenes[int(rng.integers(0, len(scenes)))]
-            batch.append(_augment(scene.crop(patch_bins, rng), rng))
-        cond, x0, mask, *cells = (torch.stack(parts).to(device) for parts in zip(*batch, strict=True))
+        cond, x0, mask, *cells = _batch(scenes, rng, batch_size=batch_size, patch_bins=patch_bins, device=device)
         t = torch.randint(0, schedule.timesteps, (batch_size,), generator=generator).to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         x_t = schedule.noisy(x0, t, noise)
