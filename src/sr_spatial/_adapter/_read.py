@@ -143,6 +143,61 @@ def resolve_table_key(sdata, table_key):
     return only
 
 
+def _check_h_and_e(level0, image_key: str, sdata: SpatialData) -> bool:
+    """Refuse an image that cannot be an H&E (dims, channels, dtype); returns whether it is RGBA."""
+    if tuple(level0.dims) != ("c", "y", "x"):
+        msg = (
+            f"Image {image_key!r} has dims {tuple(level0.dims)}; a 2D image with dims ('c', 'y', 'x') is needed. "
+            "Pass a 2D H&E image, or add a single plane of this one, e.g. `image.isel(z=0)` parsed with "
+            "`spatialdata.models.Image2DModel`."
+        )
+        raise ValueError(msg)
+    channels = [str(c).lower() for c in level0.coords["c"].values] if "c" in level0.coords else []
+    rgba = level0.sizes["c"] == 4 and channels[3:] in (["a"], ["alpha"])
+    if level0.sizes["c"] not in (1, 3) and not rgba:
+        msg = (
+            f"Image {image_key!r} has {level0.sizes['c']} channels; an H&E image with 3 (RGB) channels, RGBA (the "
+            f"4th channel named 'a' or 'alpha'), or 1 grey channel, is needed (its channels: {channels}). For a "
+            "multi-channel fluorescence image, add one channel (e.g. DAPI) as its own image, e.g. "
+            f"`sdata.images['dapi'] = Image2DModel.parse(sdata.images[{image_key!r}]['scale0']['image']"
+            ".sel(c=['DAPI']).data, dims=('c', 'y', 'x'), transformations=...)`, and pass `image_key='dapi'`. "
+            f"{available_names('images', sdata.images.keys())}"
+        )
+        raise ValueError(msg)
+    if level0.dtype == bool or not np.issubdtype(level0.dtype, np.number) or np.issubdtype(level0.dtype, complex):
+        msg = (
+            f"Image {image_key!r} has dtype {level0.dtype}; an H&E image of integers (e.g. uint8) or floats in "
+            "[0, 1] is needed. Pass the H&E image, not a mask or label image."
+        )
+        raise TypeError(msg)
+    return rgba
+
+
+def _spot_rows(table: AnnData, table_key: str, shapes, shapes_key: str):
+    """The table's rows of spots of ``shapes_key`` in the tissue, their instances and their shapes' positions."""
+    _, region_key, instance_key = _table_keys(table)
+    rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
+    if "in_tissue" in table.obs:
+        rows = rows[in_tissue(table.obs["in_tissue"], table_key)[rows]]
+    if len(rows) == 0:
+        where = " in the tissue" if "in_tissue" in table.obs else ""
+        msg = (
+            f"Table {table_key!r} has no spots of shapes {shapes_key!r}{where}. Check `table.obs['in_tissue']` "
+            "and that the table's region column names the shapes."
+        )
+        raise ValueError(msg)
+    instances = table.obs[instance_key].to_numpy()[rows]
+    shape_pos = shapes.index.get_indexer(pd.Index(instances))
+    if (shape_pos < 0).any():
+        missing = instances[shape_pos < 0][:5].tolist()
+        msg = (
+            f"{int((shape_pos < 0).sum())} rows of table {table_key!r} name instances that are not in shapes "
+            f"{shapes_key!r} (e.g. {missing}). Check the table's instance key {instance_key!r}."
+        )
+        raise ValueError(msg)
+    return rows, instances, shape_pos
+
+
 def read_spots(
     sdata: SpatialData,
     image_key: str,
@@ -172,31 +227,7 @@ def read_spots(
     shapes = sdata.shapes[shapes_key]
 
     level0 = full_resolution_level(image)
-    if tuple(level0.dims) != ("c", "y", "x"):
-        msg = (
-            f"Image {image_key!r} has dims {tuple(level0.dims)}; a 2D image with dims ('c', 'y', 'x') is needed. "
-            "Pass a 2D H&E image, or add a single plane of this one, e.g. `image.isel(z=0)` parsed with "
-            "`spatialdata.models.Image2DModel`."
-        )
-        raise ValueError(msg)
-    channels = [str(c).lower() for c in level0.coords["c"].values] if "c" in level0.coords else []
-    rgba = level0.sizes["c"] == 4 and channels[3:] in (["a"], ["alpha"])
-    if level0.sizes["c"] not in (1, 3) and not rgba:
-        msg = (
-            f"Image {image_key!r} has {level0.sizes['c']} channels; an H&E image with 3 (RGB) channels, RGBA (the "
-            f"4th channel named 'a' or 'alpha'), or 1 grey channel, is needed (its channels: {channels}). For a "
-            "multi-channel fluorescence image, add one channel (e.g. DAPI) as its own image, e.g. "
-            f"`sdata.images['dapi'] = Image2DModel.parse(sdata.images[{image_key!r}]['scale0']['image']"
-            ".sel(c=['DAPI']).data, dims=('c', 'y', 'x'), transformations=...)`, and pass `image_key='dapi'`. "
-            f"{available_names('images', sdata.images.keys())}"
-        )
-        raise ValueError(msg)
-    if level0.dtype == bool or not np.issubdtype(level0.dtype, np.number) or np.issubdtype(level0.dtype, complex):
-        msg = (
-            f"Image {image_key!r} has dtype {level0.dtype}; an H&E image of integers (e.g. uint8) or floats in "
-            "[0, 1] is needed. Pass the H&E image, not a mask or label image."
-        )
-        raise TypeError(msg)
+    rgba = _check_h_and_e(level0, image_key, sdata)
 
     image_tf = element_transformations(image)
     shapes_tf = element_transformations(shapes)
@@ -204,26 +235,7 @@ def read_spots(
     # shapes -> coordinate system -> image pixels
     to_pixels = np.linalg.inv(affine_xy(image_tf[cs])) @ affine_xy(shapes_tf[cs])
 
-    _, region_key, instance_key = _table_keys(table)
-    rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
-    if "in_tissue" in table.obs:
-        rows = rows[in_tissue(table.obs["in_tissue"], table_key)[rows]]
-    if len(rows) == 0:
-        where = " in the tissue" if "in_tissue" in table.obs else ""
-        msg = (
-            f"Table {table_key!r} has no spots of shapes {shapes_key!r}{where}. Check `table.obs['in_tissue']` "
-            "and that the table's region column names the shapes."
-        )
-        raise ValueError(msg)
-    instances = table.obs[instance_key].to_numpy()[rows]
-    shape_pos = shapes.index.get_indexer(pd.Index(instances))
-    if (shape_pos < 0).any():
-        missing = instances[shape_pos < 0][:5].tolist()
-        msg = (
-            f"{int((shape_pos < 0).sum())} rows of table {table_key!r} name instances that are not in shapes "
-            f"{shapes_key!r} (e.g. {missing}). Check the table's instance key {instance_key!r}."
-        )
-        raise ValueError(msg)
+    rows, instances, shape_pos = _spot_rows(table, table_key, shapes, shapes_key)
 
     centres, radius = spot_geometry(shapes.iloc[shape_pos])
     centres = centres @ to_pixels[:2, :2].T + to_pixels[:2, 2]
