@@ -276,7 +276,6 @@ def test_benchmarks_use_the_public_api_only(tmp_path):
 
 #: Layout rules' violations allowed for now (``tests/_structure_rules.py``), each with what removes it.
 PENDING_LAYOUT = {
-    "sr_spatial.datasets._demo": "a module over 400 lines; the synthetic tissue apart from the slide (issue 31)",
     "sr_spatial.tl._superresolve.superresolve": "a function body over 80 lines; each slide read once (issue 31)",
 }
 
