@@ -274,20 +274,11 @@ def test_benchmarks_use_the_public_api_only(tmp_path):
     assert not found, f"benchmarks reach past the public API: {found}"
 
 
-#: Layout rules' violations allowed for now (``tests/_structure_rules.py``), each with what removes it.
-PENDING_LAYOUT = {
-    "sr_spatial.tl._superresolve.superresolve": "a function body over 80 lines; each slide read once (issue 31)",
-}
-
-
 def test_layout_rules_hold():
     """One package per method, a core both share, no private name across modules, small modules and functions."""
     assert len(modules()) > 50 and {"model", "method", "config"} <= ALLOWED_STEMS  # the check sees the package
     found = violations()
-    unexpected = [v for v in found if not any(v.startswith(name + " ") for name in PENDING_LAYOUT)]
-    assert not unexpected, "layout rules broken (run `python tests/_structure_rules.py`):\n" + "\n".join(unexpected)
-    stale = [name for name in PENDING_LAYOUT if not any(v.startswith(name + " ") for v in found)]
-    assert not stale, f"no longer violated, drop from PENDING_LAYOUT: {stale}"
+    assert not found, "layout rules broken (run `python tests/_structure_rules.py`):\n" + "\n".join(found)
 
 
 def test_layout_check_finds_each_kind_of_violation(tmp_path):
