@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from sr_spatial.model._histology_detail import detail_at_bins
-from sr_spatial.model._regression import Ridge, detail_cap, fit_detail_model
-from sr_spatial.model._uncertainty import (
+from sr_spatial.core._uncertainty import (
     calibrated_spread,
     counting_variance,
     interval_coverage,
     low_depth_spots,
     sd_error_rank,
 )
+from sr_spatial.histology._apply import detail_at_bins
+from sr_spatial.histology._regression import Ridge, detail_cap, fit_detail_model
 
 
 def _spots(seed=0, n=30):

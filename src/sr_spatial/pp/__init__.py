@@ -1,6 +1,6 @@
 """Preprocessing: a SpatialData from arrays, gene selection, normalisation, binning, the ST map, spot geometry."""
 
-from sr_spatial._groups import group_means
+from sr_spatial.core._groups import group_means
 from sr_spatial.pp._bins import bin_transcripts
 from sr_spatial.pp._from_arrays import from_arrays
 from sr_spatial.pp._genes import normalize, select_genes, units
