@@ -10,6 +10,7 @@ import pytest
 from conftest import IMAGE_KEY, SEED
 
 import sr_spatial as sr
+from sr_spatial.histology._method import model_for_genes
 from sr_spatial.model import HistologyConfig, HistologyModel
 
 SCALE = 4
@@ -142,7 +143,7 @@ def test_train_fits_the_histology_model_by_default(fitted, demo_sdata):
 
 def test_only_the_genes_asked_for_are_computed(fitted, demo_sdata, caplog):
     genes = fitted.genes[:2]
-    part = fitted.subset(genes)
+    part = model_for_genes(fitted, genes)
     assert part.genes == genes and part.predictor.spread.shape == (2, 5)
     assert part.predictor.ridge.coef.shape[1] == 2
     with caplog.at_level("INFO", logger="sr_spatial"):
@@ -152,7 +153,7 @@ def test_only_the_genes_asked_for_are_computed(fitted, demo_sdata, caplog):
     assert "x 2 genes" in caplog.text  # the slide is read for the two genes only
     assert list(out.tables[f"{IMAGE_KEY}_superres_table"].var_names) == genes
     with pytest.raises(ValueError, match="some of the model's genes"):
-        fitted.subset(["NOT_A_GENE"])
+        model_for_genes(fitted, ["NOT_A_GENE"])
 
 
 def test_the_models_scale_is_the_default_and_another_is_refused(demo_sdata):

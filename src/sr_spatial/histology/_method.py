@@ -6,6 +6,7 @@ map, projected exactly onto the spots, with its calibrated spread.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, Trai
 if TYPE_CHECKING:
     from sr_spatial.histology._apply import HistologyDetail
 
-__all__ = ["HistologyMethod", "histology_config"]
+__all__ = ["HistologyMethod", "histology_config", "model_for_genes"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,24 @@ def histology_config(config, options) -> HistologyConfig:
         learned_encoder=options.learned_encoder,
         encoder_steps=options.train_steps,
     )
+
+
+def model_for_genes(model: HistologyModel, genes: list[str]) -> HistologyModel:
+    """``model`` for some of its genes (any order), whose maps of them equal its own; whole with learned encoders.
+
+    Each gene's ridge column, weights and spread are its own, so only the genes asked for are computed.
+    """
+    genes = [str(g) for g in genes]
+    if not genes or not set(genes) <= set(model.genes):
+        msg = (
+            f"Pass some of the model's genes (`model.genes`); not among them: {sorted(set(genes) - set(model.genes))}."
+        )
+        raise ValueError(msg)
+    if genes == model.genes or model.learned is not None:
+        return model
+    part = copy.copy(model)
+    part.genes, part.predictor = genes, model.predictor.subset(np.array([model.genes.index(g) for g in genes]))
+    return part
 
 
 def _with_counting_noise(detail: HistologyDetail, st_map) -> tuple[HistologyDetail, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -217,45 +216,6 @@ class HistologyModel:
     def _on_slide(self, maps, per_spot, rendered, owner, learned, extractor, guarded=None):
         """The slide's :class:`HistologyDetail` (weights capped for its bins, and guarded) and its ``uns`` record."""
         return on_slide(self.predictor, maps, per_spot, rendered, owner, learned, extractor, guarded, self.reference)
-
-    def subset(self, genes: Sequence[str]) -> HistologyModel:
-        """The same model for only ``genes`` (some of its own, any order); one with learned encoders is kept whole.
-
-        Parameters
-        ----------
-        genes
-            Genes among :attr:`genes`.
-
-        Returns
-        -------
-        A model whose maps of ``genes`` equal this model's.
-        """
-        genes = [str(g) for g in genes]
-        foreign = [g for g in genes if g not in set(self.genes)]
-        if foreign or not genes or len(set(genes)) != len(genes):
-            msg = f"Pass some of the model's genes, each once (`model.genes`); not among them: {foreign[:10]}."
-            raise ValueError(msg)
-        if genes == self.genes or self.learned is not None:
-            return self
-        idx = np.array([self.genes.index(g) for g in genes])
-        predictor = self.predictor
-        per_gene = {
-            name: getattr(predictor, name)[idx]
-            for name in ("weight", "interpolation_weight", "learned_weight", "heldout_r", "residual_sd", "spread",
-                         "coverage_scale", "typical_sd", "group_detail_variance", "group_learned_variance")
-            if getattr(predictor, name) is not None
-        }  # fmt: skip
-        ridge = replace(predictor.ridge, coef=predictor.ridge.coef[:, idx], intercept=predictor.ridge.intercept[idx])
-        return HistologyModel(
-            genes,
-            replace(predictor, ridge=ridge, **per_gene),
-            config=self.config,
-            scale=self.scale,
-            seed=self.seed,
-            uses_learned_encoder=self.uses_learned_encoder,
-            features_repr=self.features_repr,
-            reference=self.reference,
-        )
 
     # --- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -16,7 +16,7 @@ with what predicts the error (:class:`SpreadPredictors`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -146,6 +146,14 @@ class DetailModel:
     def spot_prediction(self, spot_features: np.ndarray) -> np.ndarray:
         """Predicted expression of each spot from its features ``(n_spots, n_features)``."""
         return self.ridge.predict(spot_features)
+
+    def subset(self, idx: np.ndarray) -> DetailModel:
+        """The predictor of the genes at ``idx`` only: every gene's ridge column, weights and spread are its own."""
+        per_gene = ("weight", "interpolation_weight", "learned_weight", "heldout_r", "residual_sd", "spread",
+                    "coverage_scale", "typical_sd", "group_detail_variance", "group_learned_variance")  # fmt: skip
+        cut = {name: getattr(self, name)[idx] for name in per_gene if getattr(self, name) is not None}
+        ridge = replace(self.ridge, coef=self.ridge.coef[:, idx], intercept=self.ridge.intercept[idx])
+        return replace(self, ridge=ridge, **cut)
 
     def std(self, predictors: SpreadPredictors, bin_means: np.ndarray) -> np.ndarray:
         """Calibrated standard deviation of bins ``(n_bins, n_genes)``, never below ``MIN_SD``.

@@ -165,18 +165,14 @@ def superres(
     fig, axes = _figure(ax, n_genes=len(genes), n_cols=n_cols, panel_size=panel_size)
     for row, gene in enumerate(genes):
         measured = st_map.values[:, row]
-        shown, hidden_note = _hide_uncertain(mean[row], std[row], mask, max_std=max_std, gene=gene, unit=unit)
+        shown, title = _hide_uncertain(mean[row], std[row], mask, max_std=max_std, gene=gene, unit=unit)
         visible = shown[mask & np.isfinite(shown)]
         shared = [measured, visible] + ([] if truth is None else [truth[row][mask]])
         shared = [a for a in shared if a.size]
         vmin, vmax = float(min(a.min() for a in shared)), float(max(a.max() for a in shared))
         panels = [
             ("measured spots", "spots", None),
-            (
-                "super-resolved" if max_std is None else f"super-resolved, sd ≤ {max_std:g}{hidden_note}",
-                "expression",
-                shown,
-            ),
+            (title, "expression", shown),
             *([] if truth is None else [("truth", "expression", truth[row])]),
             ("uncertainty (sd)", "sd", std[row]),
         ]
@@ -214,9 +210,9 @@ def superres(
 
 
 def _hide_uncertain(shown, std, mask, *, max_std, gene, unit):
-    """The map with bins whose sd is above ``max_std`` set to NaN (drawn transparent), and a note of how many."""
+    """The map with bins whose sd is above ``max_std`` set to NaN (drawn transparent), and its panel's title."""
     if max_std is None:
-        return shown, ""
+        return shown, "super-resolved"
     hidden = int((mask & (std > max_std)).sum())
     if hidden:
         log = logger.warning if hidden == int(mask.sum()) else logger.info
@@ -229,4 +225,5 @@ def _hide_uncertain(shown, std, mask, *, max_std, gene, unit):
             float(np.median(std[mask])),
             unit,
         )
-    return np.where(std > max_std, np.nan, shown), f" ({hidden} of {int(mask.sum())} bins hidden)"
+    title = f"super-resolved, sd ≤ {max_std:g} ({hidden} of {int(mask.sum())} bins hidden)"
+    return np.where(std > max_std, np.nan, shown), title

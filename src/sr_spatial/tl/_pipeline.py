@@ -150,6 +150,7 @@ def match_model_genes(model, genes, slide_genes, table_key: str) -> tuple[Any, l
     (said in a warning) unless ``genes`` asks for a missing one; a diffusion model needs every one of its genes.
     Returns the model and the genes to keep from its output (``None``: all it computes).
     """
+    from sr_spatial.histology._method import model_for_genes
     from sr_spatial.model import HistologyModel
 
     genes = None if genes is None else list(genes)
@@ -197,7 +198,7 @@ def match_model_genes(model, genes, slide_genes, table_key: str) -> tuple[Any, l
     if genes is None or genes == model.genes:
         return model, None
     if cuttable:
-        return model.subset(genes), None
+        return model_for_genes(model, genes), None
     return model, genes
 
 
