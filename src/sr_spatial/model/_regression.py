@@ -31,7 +31,15 @@ from sr_spatial.model._uncertainty import (
 )
 from sr_spatial.pp._interpolate import interpolate_at
 
-__all__ = ["DetailModel", "Ridge", "detail_cap", "detail_weights", "fit_detail_model", "heldout_ridge"]
+__all__ = [
+    "DetailModel",
+    "Ridge",
+    "detail_cap",
+    "detail_weights",
+    "fit_detail_model",
+    "heldout_ridge",
+    "within_group_ridge",
+]
 
 #: Penalties tried, relative to the number of training rows; chosen per gene by leave-one-out error.
 ALPHAS = np.logspace(-2, 4, 19)
@@ -51,12 +59,18 @@ class Ridge:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray) -> Ridge:
-        """Fit ``y`` ``(n, n_outputs)`` on ``x`` ``(n, n_features)`` (closed form through one SVD)."""
+    def fit(cls, x: np.ndarray, y: np.ndarray, *, shared_penalty: bool = False, rescale: bool = True) -> Ridge:
+        """Fit ``y`` ``(n, n_outputs)`` on ``x`` ``(n, n_features)`` (closed form through one SVD).
+
+        With ``shared_penalty`` one penalty serves every output, the one of least leave-one-out error summed over
+        outputs: one choice made on all genes' labels, where a choice per gene would fit each gene's noise. With
+        ``rescale=False`` the features keep their scale (already standardised per slide): a feature that varies
+        little where the fit looks is then penalised more, not blown up to unit variance.
+        """
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale = np.where(scale > 1e-9, scale, 1.0)
+        scale = np.where((scale > 1e-9) & rescale, scale, 1.0)
         xs = (x - mean) / scale
         y_mean = y.mean(axis=0)
         yc = y - y_mean
@@ -72,6 +86,8 @@ class Ridge:
             # Leave-one-out residuals of a linear smoother; the intercept adds leverage 1/n.
             loo = (yc - fitted) / np.maximum(1.0 - hat - 1.0 / n, 1e-6)[:, None]
             err = np.mean(loo**2, axis=0)
+            if shared_penalty:
+                err = np.full_like(err, err.sum())
             better = err < best_err
             best_err[better] = err[better]
             best_d[better] = d
@@ -219,6 +235,7 @@ def heldout_ridge(
     *,
     rng: np.random.Generator,
     sections: np.ndarray | None = None,
+    within_groups: bool = False,
 ) -> np.ndarray:
     """Each spot's ridge prediction ``(n_spots, n_genes)`` from the spots of the other folds of whole groups.
 
@@ -226,6 +243,7 @@ def heldout_ridge(
     spots of the other folds, so neither it nor any spot of its group was seen. Spots of folds that leave fewer
     than 3 spots to learn from are predicted as 0. With ``sections`` (each spot's slide, several slides), each
     slide is a fold: its spots are predicted by a ridge that saw only the other slides, as a new slide will be.
+    With ``within_groups`` the ridges learn the spots' deviations from their group (:func:`within_group_ridge`).
     """
     groups = int(group.max()) + 1
     folds = rng.permutation(groups) % FOLDS
@@ -240,8 +258,28 @@ def heldout_ridge(
         test = fold_of == fold
         if train.sum() < 3 or not test.any():
             continue
-        held[test] = Ridge.fit(spot_features[train], spot_values[train]).predict(spot_features[test])
+        if within_groups:
+            ridge = within_group_ridge(spot_features[train], spot_values[train], group[train])
+        else:
+            ridge = Ridge.fit(spot_features[train], spot_values[train])
+        held[test] = ridge.predict(spot_features[test])
     return held
+
+
+def within_group_ridge(features: np.ndarray, values: np.ndarray, group: np.ndarray) -> Ridge:
+    """A ridge fitted on the deviations of units' features and values from their group's, one penalty for all genes.
+
+    The map adds to each measurement only a bin's deviation from its spot, and a ridge fitted on levels spends its
+    capacity on what differs between spots (tumour against stroma), which the measurement already holds. Fitted on
+    deviations inside groups of at least two units (pseudo-spots), it learns what varies within a spot. Its
+    predictions are read only as differences (a bin's minus its spot's), which a linear model gives from any level.
+    """
+    groups = int(group.max()) + 1
+    size = np.bincount(group, minlength=groups)
+    multi = size[group] >= 2
+    x = deviation_from_group(np.asarray(features[multi], dtype=np.float64), group[multi], groups)
+    y = deviation_from_group(np.asarray(values[multi], dtype=np.float64), group[multi], groups)
+    return Ridge.fit(x, y, shared_penalty=True, rescale=False)
 
 
 def fit_detail_model(
@@ -256,6 +294,7 @@ def fit_detail_model(
     groupings: Sequence[np.ndarray] | None = None,
     sections: np.ndarray | None = None,
     leave_sections_out: bool = True,
+    within_groups: bool = False,
 ) -> DetailModel:
     """Fit the predictor on all spots and its per-gene detail weights on held-out groups of spots.
 
@@ -285,13 +324,19 @@ def fit_detail_model(
     sections
         Each unit's reference slide: the interpolation runs within each slide, and with ``leave_sections_out``
         the held-out predictions leave each slide out (:func:`heldout_ridge`); otherwise folds of groups.
+    within_groups
+        Fit the ridges on the units' deviations from their pseudo-spot of the first of ``groupings``
+        (:func:`within_group_ridge`) rather than on their levels.
 
     Returns
     -------
     The fitted :class:`DetailModel`, its spread calibrated on the held-out residuals.
     """
     n_genes = spot_values.shape[1]
-    ridge = Ridge.fit(spot_features, spot_values)
+    if within_groups and groupings is not None:
+        ridge = within_group_ridge(spot_features, spot_values, _singletons_outside(groupings[0]))
+    else:
+        ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
     predicted, measured, gradient, level, distance, interpolated, encoded = [], [], [], [], [], [], []
     n_groups = n_held_groups = 0
@@ -312,7 +357,7 @@ def fit_detail_model(
         linear, _ = group_means(np.expm1(spot_values.astype(np.float64)).T, group, groups)
         group_values = np.log1p(linear.T)
         folds = sections if leave_sections_out else None
-        held = heldout_ridge(spot_features, spot_values, group, rng=rng, sections=folds)
+        held = heldout_ridge(spot_features, spot_values, group, rng=rng, sections=folds, within_groups=within_groups)
         predicted.append(deviation_from_group(held, group, groups)[multi])
         measured.append(deviation_from_group(spot_values.astype(np.float64), group, groups)[multi])
         group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)
