@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sr_spatial.histology._reference import at_own_depth, bins_per_spot, library_sizes
-from sr_spatial.histology._regression import Ridge, within_group_ridge
+from sr_spatial.histology._ridge import Ridge, within_group_ridge
 
 
 def test_a_shallow_slide_is_read_at_its_own_depth():
