@@ -18,9 +18,7 @@ def test_a_shallow_slide_is_read_at_its_own_depth():
     assert own.max() < 1.1 < per_10k.max()
     # At a depth of 10,000 nothing changes; a measurement pooling four units is read at a unit's depth.
     np.testing.assert_allclose(at_own_depth(per_10k, np.full(2, 1e4)), per_10k, rtol=1e-6)
-    np.testing.assert_allclose(
-        at_own_depth(per_10k, library * 4, units_per_measurement=4), own, rtol=1e-6
-    )
+    np.testing.assert_allclose(at_own_depth(per_10k, library * 4, units_per_measurement=4), own, rtol=1e-6)
 
 
 def test_library_sizes_and_bins_per_spot():

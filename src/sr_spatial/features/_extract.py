@@ -33,8 +33,11 @@ _cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
 def resolve_features(features, *, image_um_per_px: float | None = None) -> HistologyFeatures:
-    """The extractor ``features`` names: ``"morphology"`` (also for ``"auto"``: a single slide's), ``"nuclei"``, a
-    timm id, a torch module, a callable or an extractor."""
+    """The extractor ``features`` names: ``"morphology"`` (also ``"auto"``), ``"nuclei"``, a timm id, a module or one.
+
+    ``"auto"`` reads as a single slide's features; a model fitted on references resolves it to ``"nuclei"`` first
+    (:meth:`~sr_spatial.model.HistologyConfig.for_references`).
+    """
     if isinstance(features, HistologyFeatures):
         return features
     if features is None or features in ("morphology", "auto"):
@@ -161,7 +164,7 @@ def bin_features(
     ):
         rgb = read_histology(spots, tile, px_per_bin=k)
         if points is not None:
-            features = _point_features(extractor, rgb, tile, own, within, grid, points, k, features)
+            features = _point_features(extractor, rgb, tile, own, grid, points, k, features)
             continue
         read = extractor.bin_features(rgb, px_per_bin=k)
         if features is None:
@@ -177,11 +180,12 @@ def bin_features(
     return features
 
 
-def _point_features(extractor, rgb, tile, own, within, grid, points, k, features):
+def _point_features(extractor, rgb, tile, own, grid, points, k, features):
     """Fill ``features`` ``(n_features, n_points)`` for the points whose bin is among the tile's own bins."""
     bins = grid.index_of(points)
     rows, cols = own
-    inside = (bins[:, 0] >= rows.start) & (bins[:, 0] < rows.stop) & (bins[:, 1] >= cols.start) & (bins[:, 1] < cols.stop)
+    inside = (bins[:, 0] >= rows.start) & (bins[:, 0] < rows.stop)
+    inside &= (bins[:, 1] >= cols.start) & (bins[:, 1] < cols.stop)
     if not inside.any():
         return features
     pixel_rows = (points[inside, 1] - tile.y0) / tile.size * k
