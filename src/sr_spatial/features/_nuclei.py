@@ -85,7 +85,7 @@ class NucleiFeatures(MorphologyFeatures):
         return np.stack(planes).astype(np.float32)
 
     def bin_features(self, rgb: np.ndarray, *, px_per_bin: int) -> np.ndarray:
-        """The window statistics around every bin's centre, ``(24 * len(windows), height, width)``."""
+        """The window statistics around every bin's centre, ``(29 * len(windows), height, width)``."""
         height, width = rgb.shape[1] // px_per_bin, rgb.shape[2] // px_per_bin
         rows = np.repeat(np.arange(height) * px_per_bin + px_per_bin // 2, width)
         cols = np.tile(np.arange(width) * px_per_bin + px_per_bin // 2, height)
@@ -106,7 +106,7 @@ class NucleiFeatures(MorphologyFeatures):
             for c in range(6):  # six channels, each with its square: mean and standard deviation
                 m, m2 = mean[2 * c], mean[2 * c + 1]
                 stats += [m, np.sqrt(np.maximum(m2 - m * m, 0.0))]
-            stats += list(mean[12 : 13 + LBP_POINTS + 1])  # texture histogram and nuclear fraction
+            stats += list(mean[12 : 12 + LBP_POINTS + 3])  # texture histogram (10 bins) and nuclear fraction
             count, area, area2, eccentricity, solidity, intensity = mean[23:29]
             per_nucleus = np.maximum(count, 1e-6)
             mean_area = area / per_nucleus
