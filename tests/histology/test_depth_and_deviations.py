@@ -64,3 +64,9 @@ def test_one_penalty_for_all_genes():
     each = Ridge.fit(x, y)
     # Per gene, the pure-noise gene is shrunk harder on its own; with one penalty both genes share it.
     assert np.abs(each.coef[:, 1]).sum() < np.abs(shared.coef[:, 1]).sum()
+
+
+def test_units_that_share_no_pseudo_spot_teach_nothing():
+    x, y = np.random.default_rng(2).normal(size=(5, 3)), np.ones((5, 2))
+    ridge = within_group_ridge(x, y, np.arange(5))
+    np.testing.assert_array_equal(ridge.predict(x), np.zeros((5, 2)))

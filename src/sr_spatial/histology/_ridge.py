@@ -79,6 +79,9 @@ def within_group_ridge(features: np.ndarray, values: np.ndarray, group: np.ndarr
     groups = int(group.max()) + 1
     size = np.bincount(group, minlength=groups)
     multi = size[group] >= 2
+    if multi.sum() < 3:  # no pseudo-spot of two units: nothing varies within one, nothing is learned
+        n_features, n_genes = np.shape(features)[1], np.shape(values)[1]
+        return Ridge(np.zeros((n_features, n_genes)), np.zeros(n_genes), np.zeros(n_features), np.ones(n_features))
     x = deviation_from_group(np.asarray(features[multi], dtype=np.float64), group[multi], groups)
     y = deviation_from_group(np.asarray(values[multi], dtype=np.float64), group[multi], groups)
     return Ridge.fit(x, y, shared_penalty=True, rescale=False)
