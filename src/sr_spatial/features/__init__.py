@@ -4,11 +4,13 @@ from sr_spatial.features._base import HistologyFeatures
 from sr_spatial.features._encoder import EncoderFeatures, load_timm_encoder
 from sr_spatial.features._extract import bin_features, resolve_features
 from sr_spatial.features._morphology import MorphologyFeatures
+from sr_spatial.features._nuclei import NucleiFeatures
 
 __all__ = [
     "EncoderFeatures",
     "HistologyFeatures",
     "MorphologyFeatures",
+    "NucleiFeatures",
     "bin_features",
     "load_timm_encoder",
     "resolve_features",

@@ -13,6 +13,7 @@ from sr_spatial._logging import progress_bar
 from sr_spatial.features._base import HistologyFeatures
 from sr_spatial.features._encoder import EncoderFeatures
 from sr_spatial.features._morphology import MorphologyFeatures
+from sr_spatial.features._nuclei import NucleiFeatures
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,11 +33,17 @@ _cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
 def resolve_features(features, *, image_um_per_px: float | None = None) -> HistologyFeatures:
-    """The extractor ``features`` names: ``"morphology"``, a timm id, a torch module, a callable or an extractor."""
+    """The extractor ``features`` names: ``"morphology"`` (also ``"auto"``), ``"nuclei"``, a timm id, a module or one.
+
+    ``"auto"`` reads as a single slide's features; a model fitted on references resolves it to ``"nuclei"`` first
+    (:meth:`~sr_spatial.model.HistologyConfig.for_references`).
+    """
     if isinstance(features, HistologyFeatures):
         return features
-    if features is None or features == "morphology":
+    if features is None or features in ("morphology", "auto"):
         return MorphologyFeatures()
+    if features == "nuclei":
+        return NucleiFeatures()
     if isinstance(features, str) or callable(features):
         if image_um_per_px is None:
             msg = (
@@ -117,6 +124,7 @@ def bin_features(
     *,
     max_px_per_bin: int | None = None,
     show_progress_bar: bool = True,
+    points: np.ndarray | None = None,
 ) -> np.ndarray:
     """Features of every bin of ``grid``, ``(n_features, height, width)``, from the H&E under it.
 
@@ -131,7 +139,10 @@ def bin_features(
     k = extractor.px_per_bin(grid.size)
     if max_px_per_bin is not None and not extractor.fixed_resolution:
         k = min(k, int(max_px_per_bin))
-    key = "|".join([_image_token(spots), repr(grid), str(k), extractor.cache_key()])
+    if points is not None and not hasattr(extractor, "point_features"):
+        points = None  # bin-level extractors: each point takes its bin's features, read below
+    at_points = "" if points is None else hashlib.sha256(np.ascontiguousarray(points, dtype=np.float64)).hexdigest()
+    key = "|".join([_image_token(spots), repr(grid), str(k), extractor.cache_key(), at_points])
     if key in _cache:
         _cache.move_to_end(key)
         logger.info("Reusing the %s features of this slide computed earlier.", extractor.name)
@@ -151,14 +162,36 @@ def bin_features(
         unit="tile",
         disable=not show_progress_bar,
     ):
-        read = extractor.bin_features(read_histology(spots, tile, px_per_bin=k), px_per_bin=k)
+        rgb = read_histology(spots, tile, px_per_bin=k)
+        if points is not None:
+            features = _point_features(extractor, rgb, tile, own, grid, points, k, features)
+            continue
+        read = extractor.bin_features(rgb, px_per_bin=k)
         if features is None:
             features = np.empty((len(read), grid.height, grid.width), dtype=np.float32)
         features[:, own[0], own[1]] = read[:, within[0], within[1]]
-    n_features = features.shape[0]
-    reduced = extractor.reduce(features.reshape(n_features, -1))
-    features = reduced.reshape(-1, grid.height, grid.width).astype(np.float32)
+    if points is None:
+        n_features = features.shape[0]
+        reduced = extractor.reduce(features.reshape(n_features, -1))
+        features = reduced.reshape(-1, grid.height, grid.width).astype(np.float32)
     _cache[key] = features
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
+    return features
+
+
+def _point_features(extractor, rgb, tile, own, grid, points, k, features):
+    """Fill ``features`` ``(n_features, n_points)`` for the points whose bin is among the tile's own bins."""
+    bins = grid.index_of(points)
+    rows, cols = own
+    inside = (bins[:, 0] >= rows.start) & (bins[:, 0] < rows.stop)
+    inside &= (bins[:, 1] >= cols.start) & (bins[:, 1] < cols.stop)
+    if not inside.any():
+        return features
+    pixel_rows = (points[inside, 1] - tile.y0) / tile.size * k
+    pixel_cols = (points[inside, 0] - tile.x0) / tile.size * k
+    read = extractor.point_features(rgb, pixel_rows, pixel_cols, px_per_bin=k)
+    if features is None:
+        features = np.zeros((len(read), len(points)), dtype=np.float32)
+    features[:, inside] = read
     return features

@@ -42,7 +42,7 @@ class HistologyBlocks(BlockMethod):
         return project_to_spots(raw, view.footprint, values) * view.mask, std, residual_before
 
 
-def histology_config(config, options) -> HistologyConfig:
+def histology_config(config, options, *, references: bool = False) -> HistologyConfig:
     """The :class:`~sr_spatial.model.HistologyConfig` of a call: ``config`` with the call's options applied.
 
     ``config`` may also be a :class:`~sr_spatial.model.ModelConfig` (or a dict of its fields), whose encoder
@@ -63,7 +63,7 @@ def histology_config(config, options) -> HistologyConfig:
         features=options.features,
         learned_encoder=options.learned_encoder,
         encoder_steps=options.train_steps,
-    )
+    ).for_references(references)
 
 
 def model_for_genes(model: HistologyModel, genes: list[str]) -> HistologyModel:
@@ -166,7 +166,7 @@ class HistologyMethod(Method):
         options = MethodOptions(
             features=request.features, image_um_per_px=request.image_um_per_px, train_steps=request.train_steps
         )
-        config = histology_config(request.config, options)
+        config = histology_config(request.config, options, references=request.reference)
         extractor = resolve_features(config.features, image_um_per_px=request.image_um_per_px)
         device = resolve_device(request.device)
         if request.reference:

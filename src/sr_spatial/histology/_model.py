@@ -28,7 +28,7 @@ from sr_spatial.histology._learned import (
     learned_maps,
     use_learned_encoder,
 )
-from sr_spatial.histology._reference import guard, standardise
+from sr_spatial.histology._reference import at_own_depth, bins_per_spot, guard, library_sizes, standardise
 from sr_spatial.histology._regression import DetailModel, fit_detail_model
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class HistologyModel:
         """
         return fit_on_slide(
             st_map,
-            config=resolve_histology_config(config),
+            config=resolve_histology_config(config).for_references(False),
             scale=scale,
             seed=seed,
             image_um_per_px=image_um_per_px,
@@ -194,7 +194,12 @@ class HistologyModel:
             guarded = guard(
                 self.predictor,
                 per_spot,
-                st_map.values,
+                # In the units the references were fitted in: each slide at the depth of one output bin.
+                at_own_depth(
+                    st_map.values,
+                    library_sizes(st_map.spots.counts),
+                    units_per_measurement=bins_per_spot(rendered[3], len(st_map.values)),
+                ),
                 st_map.centres,
                 pitch=st_map.pitch,
                 scale=self.scale,
@@ -334,6 +339,7 @@ def fit_on_slide(
     image encoder checked before the slide was read is not loaded again. Returns the model, the slide's
     :class:`HistologyDetail` and its ``uns`` record.
     """
+    config = config.for_references(False)
     rendered, owner = _rendered(st_map, rendered, owner)
     maps, extractor = _features(st_map, config, image_um_per_px, show_progress_bar, extractor)
     start = time.perf_counter()

@@ -36,8 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MIN_SPREAD_FACTOR",
     "ReferenceUnits",
+    "at_own_depth",
+    "bins_per_spot",
     "fit_on_references",
     "guard",
+    "library_sizes",
     "standardise",
 ]
 
@@ -69,6 +72,35 @@ class ReferenceUnits:
     centres: np.ndarray
     pitch: float
     groupings: tuple[np.ndarray, ...]
+
+
+def at_own_depth(
+    values: np.ndarray, library: np.ndarray, *, units_per_measurement: float = 1.0, target_sum: float = 1e4
+) -> np.ndarray:
+    """Log-normalised ``values`` (``log1p`` of counts per ``target_sum``) re-expressed at the slide's own depth.
+
+    Each measurement becomes ``log1p(fraction x depth)``, with ``depth`` the median ``library`` (total counts) of
+    the slide's measurements over ``units_per_measurement`` (the output-sized units each one pools): what one unit
+    of the slide holds. Counts per 10,000 would blow a shallow slide's counting noise up to a deep slide's scale (a
+    unit of 600 counts: 0 or 1 read as 0 or 2.8); at its own depth a shallow reference teaches less, as it should,
+    and the deviations of a slide's units are read in the units a reference model was fitted in.
+    """
+    depth = float(np.median(np.asarray(library, dtype=np.float64))) / max(float(units_per_measurement), 1.0)
+    fraction = np.expm1(np.asarray(values, dtype=np.float64)) / target_sum
+    return np.log1p(fraction * max(depth, 1e-9)).astype(np.float32)
+
+
+def bins_per_spot(footprint: np.ndarray, n_spots: int) -> float:
+    """The median number of output bins in a spot's footprint (``footprint``: each bin's spot, ``-1`` for none)."""
+    owned = footprint[footprint >= 0]
+    counts = np.bincount(owned.ravel(), minlength=n_spots)
+    counts = counts[counts > 0]
+    return float(np.median(counts)) if len(counts) else 1.0
+
+
+def library_sizes(counts) -> np.ndarray:
+    """Total counts of each measurement (a row of ``counts``, sparse or dense)."""
+    return np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
 
 
 def standardise(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -114,6 +146,8 @@ def fit_on_references(
         groupings=groupings,
         sections=sections,
         learned=learned,
+        leave_sections_out=False,
+        within_groups=True,
     )
     # The cap on a target's weights (detail_cap) compares the detail its bins get from the fitted ridge with the
     # detail that ridge gives the references' units around their pseudo-spots: the same ridge, the same level.

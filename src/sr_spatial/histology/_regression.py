@@ -29,62 +29,15 @@ from sr_spatial.core._uncertainty import (
     fit_spread,
     spread_variance,
 )
+from sr_spatial.histology._ridge import Ridge, within_group_ridge
 from sr_spatial.pp._interpolate import interpolate_at
 
 __all__ = ["DetailModel", "Ridge", "detail_cap", "detail_weights", "fit_detail_model", "heldout_ridge"]
 
-#: Penalties tried, relative to the number of training rows; chosen per gene by leave-one-out error.
-ALPHAS = np.logspace(-2, 4, 19)
 #: Held-out folds of groups for the transfer fit.
 FOLDS = 5
 #: Fewer groups of at least two spots than this, and no weight is fitted: every gene stays at the measurement.
 MIN_GROUPS = 8
-
-
-@dataclass
-class Ridge:
-    """Multi-output ridge on standardised features, one penalty per output chosen by leave-one-out error."""
-
-    coef: np.ndarray
-    intercept: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray) -> Ridge:
-        """Fit ``y`` ``(n, n_outputs)`` on ``x`` ``(n, n_features)`` (closed form through one SVD)."""
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale = np.where(scale > 1e-9, scale, 1.0)
-        xs = (x - mean) / scale
-        y_mean = y.mean(axis=0)
-        yc = y - y_mean
-        n = len(x)
-        u, s, vt = np.linalg.svd(xs, full_matrices=False)
-        uty = u.T @ yc
-        best_err = np.full(y.shape[1], np.inf)
-        best_d = np.zeros((y.shape[1], len(s)))
-        for alpha in ALPHAS * n / 100:
-            d = s / (s**2 + alpha)
-            fitted = u @ ((s * d)[:, None] * uty)
-            hat = (u**2) @ (s * d)
-            # Leave-one-out residuals of a linear smoother; the intercept adds leverage 1/n.
-            loo = (yc - fitted) / np.maximum(1.0 - hat - 1.0 / n, 1e-6)[:, None]
-            err = np.mean(loo**2, axis=0)
-            better = err < best_err
-            best_err[better] = err[better]
-            best_d[better] = d
-        coef = vt.T @ (best_d.T * uty)
-        return cls(coef=coef, intercept=y_mean, mean=mean, scale=scale)
-
-    def feature_distance(self, x: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        """Squared distance between rows of ``x`` and ``reference`` in standardised feature units, ``(n,)``."""
-        return np.sum(((np.asarray(x, dtype=np.float64) - reference) / self.scale) ** 2, axis=1)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predictions ``(n, n_outputs)``."""
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
 
 
 @dataclass(frozen=True)
@@ -227,6 +180,7 @@ def heldout_ridge(
     *,
     rng: np.random.Generator,
     sections: np.ndarray | None = None,
+    within_groups: bool = False,
 ) -> np.ndarray:
     """Each spot's ridge prediction ``(n_spots, n_genes)`` from the spots of the other folds of whole groups.
 
@@ -234,6 +188,7 @@ def heldout_ridge(
     spots of the other folds, so neither it nor any spot of its group was seen. Spots of folds that leave fewer
     than 3 spots to learn from are predicted as 0. With ``sections`` (each spot's slide, several slides), each
     slide is a fold: its spots are predicted by a ridge that saw only the other slides, as a new slide will be.
+    With ``within_groups`` the ridges learn the spots' deviations from their group (:func:`within_group_ridge`).
     """
     groups = int(group.max()) + 1
     folds = rng.permutation(groups) % FOLDS
@@ -248,7 +203,11 @@ def heldout_ridge(
         test = fold_of == fold
         if train.sum() < 3 or not test.any():
             continue
-        held[test] = Ridge.fit(spot_features[train], spot_values[train]).predict(spot_features[test])
+        if within_groups:
+            ridge = within_group_ridge(spot_features[train], spot_values[train], group[train])
+        else:
+            ridge = Ridge.fit(spot_features[train], spot_values[train])
+        held[test] = ridge.predict(spot_features[test])
     return held
 
 
@@ -264,6 +223,7 @@ def fit_detail_model(
     groupings: Sequence[np.ndarray] | None = None,
     sections: np.ndarray | None = None,
     leave_sections_out: bool = True,
+    within_groups: bool = False,
 ) -> DetailModel:
     """Fit the predictor on all spots and its per-gene detail weights on held-out groups of spots.
 
@@ -293,13 +253,19 @@ def fit_detail_model(
     sections
         Each unit's reference slide: the interpolation runs within each slide, and with ``leave_sections_out``
         the held-out predictions leave each slide out (:func:`heldout_ridge`); otherwise folds of groups.
+    within_groups
+        Fit the ridges on the units' deviations from their pseudo-spot of the first of ``groupings``
+        (:func:`within_group_ridge`) rather than on their levels.
 
     Returns
     -------
     The fitted :class:`DetailModel`, its spread calibrated on the held-out residuals.
     """
     n_genes = spot_values.shape[1]
-    ridge = Ridge.fit(spot_features, spot_values)
+    if within_groups and groupings is not None:
+        ridge = within_group_ridge(spot_features, spot_values, _singletons_outside(groupings[0]))
+    else:
+        ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
     predicted, measured, gradient, level, distance, interpolated, encoded = [], [], [], [], [], [], []
     n_groups = n_held_groups = 0
@@ -320,7 +286,7 @@ def fit_detail_model(
         linear, _ = group_means(np.expm1(spot_values.astype(np.float64)).T, group, groups)
         group_values = np.log1p(linear.T)
         folds = sections if leave_sections_out else None
-        held = heldout_ridge(spot_features, spot_values, group, rng=rng, sections=folds)
+        held = heldout_ridge(spot_features, spot_values, group, rng=rng, sections=folds, within_groups=within_groups)
         predicted.append(deviation_from_group(held, group, groups)[multi])
         measured.append(deviation_from_group(spot_values.astype(np.float64), group, groups)[multi])
         group_centres, _ = group_means(centres.T.astype(np.float64), group, groups)

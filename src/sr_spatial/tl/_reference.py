@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_geometry, table_genes
 from sr_spatial.core._groups import group_means
-from sr_spatial.histology._reference import ReferenceUnits, standardise
+from sr_spatial.histology._reference import ReferenceUnits, at_own_depth, library_sizes, standardise
 from sr_spatial.model import Scene
 from sr_spatial.pp._genes import select_genes
 from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch, visium_lattice
@@ -383,13 +383,18 @@ def reference_units(
     from sr_spatial.features import bin_features
     from sr_spatial.histology._apply import spot_features
 
-    maps = bin_features(
-        st_map.spots, st_map.grid, features, max_px_per_bin=max_px_per_bin, show_progress_bar=show_progress_bar
-    )
-    maps = standardise(maps, st_map.mask)
+    read = {"max_px_per_bin": max_px_per_bin, "show_progress_bar": show_progress_bar}
+    if hasattr(features, "point_features"):
+        # Read around each unit's own centre: a unit off its bin's centre (a lattice a little rotated against the
+        # image) would otherwise see the tissue beside it.
+        per_unit = bin_features(st_map.spots, st_map.grid, features, points=st_map.centres, **read)
+        unit_features = standardise(per_unit[:, :, None], np.ones((len(st_map.centres), 1), dtype=bool))[:, :, 0].T
+    else:
+        maps = standardise(bin_features(st_map.spots, st_map.grid, features, **read), st_map.mask)
+        unit_features = spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres))
     return ReferenceUnits(
-        features=spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres)),
-        values=st_map.values,
+        features=unit_features,
+        values=at_own_depth(st_map.values, library_sizes(st_map.spots.counts)),
         centres=st_map.centres,
         pitch=st_map.pitch,
         groupings=pool_groups(
