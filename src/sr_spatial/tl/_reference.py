@@ -281,14 +281,9 @@ def shared_genes(
     table = ranked_on.tables[resolve_table_key(ranked_on, table_key)]
     columns = np.flatnonzero(table.var_names.astype(str).isin(common))
     chosen = select_genes(table[:, columns], n_top_genes=n_top_genes)
-    logger.info(
-        "Chose %d of the %d genes every slide measures, ranked on %s: %s%s.",
-        len(chosen),
-        len(common),
-        "the target" if target is not None else "reference 0",
-        ", ".join(chosen[:8]),
-        ", ..." if len(chosen) > 8 else "",
-    )
+    ranked = "the target" if target is not None else "reference 0"
+    logger.info("Chose %d of the %d genes all slides measure, ranked on %s: %s.", len(chosen), len(common), ranked,
+                ", ".join(chosen[:8]) + (", ..." if len(chosen) > 8 else ""))  # fmt: skip
     return chosen
 
 
