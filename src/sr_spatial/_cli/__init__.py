@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     run = {"demo": _demo.run, "superresolve": _superresolve.run}[args.command]
     try:
         return run(args)
+    except KeyboardInterrupt:
+        # The writes are staged and moved into place, so an interrupted run changed none of the user's files.
+        print(f"sr-spatial {args.command}: interrupted; no file was changed.", file=sys.stderr)
+        return 130
     except UserError as error:
         print(f"sr-spatial {args.command}: error: {error}", file=sys.stderr)
         return 2

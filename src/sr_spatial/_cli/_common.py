@@ -1,9 +1,8 @@
-"""What the commands share: input errors, the help formatter, replacing an output store."""
+"""What the commands share: input errors, the help formatter, checking an output store."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,9 +44,3 @@ def check_out(path: Path, *, overwrite: bool) -> None:
     if not is_zarr(path):
         msg = f"{path} exists and is not a zarr store, so it is not replaced; choose another --out."
         raise UserError(msg)
-
-
-def replace_store(path: Path) -> None:
-    """Remove the zarr store that --overwrite replaces (checked by `check_out`)."""
-    if path.exists():
-        shutil.rmtree(path)
