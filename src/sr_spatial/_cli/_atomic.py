@@ -59,8 +59,14 @@ def recover(store: Path) -> None:
             if not place.exists():
                 os.replace(aside, place)
         shutil.rmtree(folder, ignore_errors=True)
-    if not any(base.iterdir()):
-        base.rmdir()
+    _remove_if_empty(base)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: another run is staging there
+        pass
 
 
 def _move_all(moves: list[tuple[Path, Path]]) -> None:
@@ -105,8 +111,7 @@ def add_elements(sdata, store: Path, elements: list[tuple[str, str]], *, replace
         _move_all(aside + [(staged / kind / name, store / kind / name) for kind, name in ordered])
     finally:
         shutil.rmtree(run, ignore_errors=True)
-        if not any(base.iterdir()):
-            base.rmdir()
+        _remove_if_empty(base)
     # spatialdata reads a store through its consolidated metadata: list the new elements there.
     if sdata.has_consolidated_metadata():
         sdata.write_consolidated_metadata()

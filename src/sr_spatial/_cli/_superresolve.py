@@ -119,6 +119,9 @@ def _read_slide(args: argparse.Namespace):
     if args.dataset_id is not None or args.fullres_image is not None:
         msg = "--dataset-id and --fullres-image are for a Space Ranger folder; SLIDE is read as a zarr store."
         raise UserError(msg)
+    from sr_spatial._cli._atomic import recover
+
+    recover(path)  # an element a killed run had moved aside is put back before the store is read
     try:
         sdata = sd.read_zarr(path)
     except Exception as error:  # any reader failure means the same to the user
@@ -203,9 +206,8 @@ def _replaced(args: argparse.Namespace, sdata, names: dict[str, str]) -> list[tu
 
     A half-written output of an interrupted run (a folder the store does not list) is replaced without asking.
     """
-    from sr_spatial._cli._atomic import half_written, recover
+    from sr_spatial._cli._atomic import half_written
 
-    recover(Path(sdata.path))
     outputs = _kinds(names)
     listed = _on_disk(sdata)
     existing = [(kind, name) for kind, name in outputs if f"{kind}/{name}" in listed]
