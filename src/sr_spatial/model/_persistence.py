@@ -1,7 +1,8 @@
 """Saving a model to a directory and loading it back: weights, configuration, genes and package version.
 
 ``config.json`` holds a checksum of the weights and the gene list, verified on load: a reordered gene list would
-otherwise load and mislabel every channel.
+otherwise load and mislabel every channel; and the checksums of every file and field (``_integrity``), so that an
+edited setting is refused too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
+from sr_spatial._version import __version__
 from sr_spatial.model._config import ABLATIONS
+from sr_spatial.model._integrity import check_save_folder, seal, verify
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -28,6 +31,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "check_genes",
     "check_saved_meta",
+    "is_saved_model",
     "load_model",
     "non_finite_weights",
     "refuse_non_finite",
@@ -73,18 +77,7 @@ def refuse_non_finite(state: dict[str, torch.Tensor]) -> None:
 def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str, overwrite: bool) -> Path:
     """Write ``model`` to the directory ``path``; see :meth:`~sr_spatial.model.DiffST.save`."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        msg = f"{path} is a file; a model is saved as a directory. Pass a new directory, e.g. 'my_model'."
-        raise NotADirectoryError(msg)
-    present = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if (path / name).exists()]
-    if present and not overwrite:
-        ours = (path / WEIGHTS_FILE).is_file() and _is_saved_config(path / CONFIG_FILE)
-        what = "a saved model" if ours else f"{' and '.join(present)} that sr_spatial did not write"
-        msg = (
-            f"{path} already holds {what}; nothing was written. Pass another directory, or `overwrite=True` to "
-            f"replace {', '.join(present)}."
-        )
-        raise FileExistsError(msg)
+    check_save_folder(path, (WEIGHTS_FILE, CONFIG_FILE), ours=is_saved_model, overwrite=overwrite)
     state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
     meta = {
         "format_version": FORMAT_VERSION,
@@ -104,7 +97,7 @@ def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str,
         torch.save(state, partial)
         os.replace(partial, path / WEIGHTS_FILE)
         partial = path / f".{CONFIG_FILE}.partial"
-        partial.write_text(json.dumps(meta, indent=2))
+        partial.write_text(json.dumps(seal(meta, path, [WEIGHTS_FILE]), indent=2))
         os.replace(partial, path / CONFIG_FILE)
     except OSError as err:
         msg = f"Cannot save the model in {path} ({err.strerror or err}). Pass a directory you can write to."
@@ -112,10 +105,10 @@ def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str,
     return path
 
 
-def _is_saved_config(config_file: Path) -> bool:
-    """Whether ``config_file`` is the ``config.json`` of a model :func:`save_model` wrote."""
+def is_saved_model(path: Path) -> bool:
+    """Whether the folder ``path`` holds the ``config.json`` of a model sr_spatial saved (of either kind)."""
     try:
-        meta = json.loads(config_file.read_text())
+        meta = json.loads((path / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and "format_version" in meta and "genes" in meta
@@ -204,8 +197,9 @@ def check_saved_meta(meta, path: Path, *, format_version: int) -> None:
         raise ValueError(msg)
     if version > format_version:
         msg = (
-            f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format; "
-            "upgrade sr_spatial to load it."
+            f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format "
+            f"({version}) than this sr_spatial {__version__} reads ({format_version}); upgrade sr_spatial "
+            "(`pip install -U sr-spatial`) to load it."
         )
         raise ValueError(msg)
     missing = [key for key in ("config", "genes", "scale", "seed") if key not in meta]
@@ -216,6 +210,7 @@ def check_saved_meta(meta, path: Path, *, format_version: int) -> None:
     if not isinstance(genes, list) or not genes or not all(isinstance(g, str) for g in genes):
         msg = f"{path / CONFIG_FILE} has no list of gene names under 'genes'. Re-save or re-train the model."
         raise ValueError(msg)
+    verify(meta, path)
 
 
 def _check_saved_weights(state: dict, meta: dict, path: Path) -> None:
