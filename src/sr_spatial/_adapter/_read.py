@@ -11,13 +11,18 @@ from scipy import sparse
 
 from sr_spatial._adapter._elements import (
     SpotData,
-    _affine_xy,
     _available,
     _element_transformations,
     _image_levels,
     _scale0,
     _to_unit_rgb,
     padding,
+)
+from sr_spatial._adapter._slide_checks import (
+    check_placements_agree,
+    check_table_columns,
+    check_unique_index,
+    shapes_to_pixels,
 )
 from sr_spatial._validate import (
     check_counts_informative,
@@ -201,10 +206,13 @@ def read_spots(
     image_tf = _element_transformations(image)
     shapes_tf = _element_transformations(shapes)
     cs = _pick_coordinate_system(image_tf, shapes_tf, coordinate_system, image_key, shapes_key)
-    # shapes -> coordinate system -> image pixels
-    to_pixels = np.linalg.inv(_affine_xy(image_tf[cs])) @ _affine_xy(shapes_tf[cs])
+    to_pixels = shapes_to_pixels(image_tf, shapes_tf, cs)
+    if coordinate_system is None:
+        check_placements_agree(image_tf, shapes_tf, cs, shapes, image_key=image_key, shapes_key=shapes_key)
 
     _, region_key, instance_key = _table_keys(table)
+    check_table_columns(table, table_key, region_key=region_key, instance_key=instance_key)
+    check_unique_index(shapes, shapes_key)
     rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
     if "in_tissue" in table.obs:
         rows = rows[in_tissue(table.obs["in_tissue"], table_key)[rows]]

@@ -10,6 +10,7 @@ one unit wide, the same physical resolution as the target's output bins (:func:`
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ logger = logging.getLogger("sr_spatial")
 __all__ = [
     "SPOT_DIAMETER_RATIO",
     "PseudoSpots",
+    "about_reference",
     "bin_aligned_map",
     "disk_groups",
     "finest_target_map",
@@ -44,6 +46,7 @@ __all__ = [
     "reference_scenes",
     "read_px_per_bin",
     "reference_map",
+    "reference_name",
     "reference_units",
     "shared_genes",
     "square_lattice",
@@ -53,6 +56,24 @@ __all__ = [
 
 #: Visium's spot diameter over its centre-to-centre pitch (55 µm / 100 µm).
 SPOT_DIAMETER_RATIO = 0.55
+
+
+def reference_name(index: int, slide) -> str:
+    """How a refusal names a reference: its place in the list passed, and the store it was read from."""
+    path = getattr(slide, "path", None)
+    return f"reference {index}" + (f" ({path})" if path is not None else "")
+
+
+@contextmanager
+def about_reference(index: int, slide):
+    """Name the reference (:func:`reference_name`) at the start of any refusal raised about it inside."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as err:
+        message = err.args[0] if len(err.args) == 1 else None
+        if not isinstance(message, str) or message.startswith("In reference "):
+            raise
+        raise type(err)(f"In {reference_name(index, slide)}: {message}") from err
 
 
 def bin_aligned_map(st_map: STMap) -> STMap:
@@ -250,7 +271,10 @@ def shared_genes(
     A gene missing from a reference is refused with where it is missing, never filled with zeros. Returns the
     genes to read (``None``: choose among all, for a single reference without a target).
     """
-    tables = [("reference " + str(i), table_genes(r, table_key)) for i, r in enumerate(references)]
+    tables = []
+    for index, reference in enumerate(references):
+        with about_reference(index, reference):
+            tables.append((reference_name(index, reference), table_genes(reference, table_key)))
     if target is not None:
         tables.append(("the target", table_genes(target, table_key)))
     if genes is not None:
@@ -264,6 +288,13 @@ def shared_genes(
     if len(tables) == 1:
         return None
     common = set(tables[0][1]).intersection(*(set(names) for _, names in tables[1:]))
+    if not common:
+        measured = "; ".join(f"{name} measures {len(names)} genes, e.g. {list(names[:3])}" for name, names in tables)
+        msg = (
+            f"The slides share no gene: {measured}. A model learns genes measured on every reference and on the "
+            "target; pass references of the target's gene panel (and species), or check the tables' gene names."
+        )
+        raise ValueError(msg)
     dropped = {name: len(set(names) - common) for name, names in tables}
     if any(dropped.values()):
         logger.info("Genes not measured on every slide are left out: %s.", dropped)

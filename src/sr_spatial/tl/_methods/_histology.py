@@ -150,6 +150,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     from sr_spatial.model._learned import EncoderSettings, fit_learned_detail, fit_learned_on_references
     from sr_spatial.model._reference import PRIOR_SD, fit_on_references
     from sr_spatial.tl._reference import (
+        about_reference,
         finest_target_map,
         read_px_per_bin,
         reference_map,
@@ -165,10 +166,11 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     geometry = target_geometry(request.target, request.slide)
     genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
     st_maps = []
-    for slide, image_key in zip(request.slides, request.image_keys, strict=True):
-        st_maps.append(
-            reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
-        )
+    for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
+        with about_reference(index, slide):
+            st_maps.append(
+                reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
+            )
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
     # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
     # mean the same on all of them.
