@@ -254,3 +254,25 @@ def test_a_zarr_that_is_not_a_spatialdata_is_named_so(tmp_path, capsys):
     zarr.open_group(tmp_path / "plain.zarr", mode="w")
     assert main(["superresolve", str(tmp_path / "plain.zarr"), "--quiet"]) == 2
     assert "not a SpatialData" in capsys.readouterr().err
+
+
+def test_refusals_name_the_commands_flags(store, tmp_path, capsys):
+    from spatialdata.transformations import Identity, Translation, set_transformation
+
+    sdata = sd.read_zarr(store)
+    # Image and spots also share a second coordinate system that puts the spots 300 px to the right.
+    set_transformation(sdata.images["demo_full_image"], Identity(), "aligned", write_to_sdata=sdata)
+    shift = Translation([300.0, 0.0], axes=("x", "y"))
+    set_transformation(sdata.shapes["demo"], shift, "aligned", write_to_sdata=sdata)
+    argv = ["superresolve", str(store), "--method", "nearest", "--quiet"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "300 px apart" in error and "`--coordinate-system`" in error and "coordinate_system" not in error
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    assert main([*argv, "--image-store", str(mine)]) == 2
+    error = capsys.readouterr().err
+    assert "`--image-store`" in error and "image_store" not in error
+    assert main([*argv, "--coordinate-system", "demo"]) == 0
+    assert "demo_full_image_superres" in sd.read_zarr(store).images

@@ -324,3 +324,18 @@ def test_superresolve_trains_on_references_and_applies_in_one_call(reference, de
     np.testing.assert_array_equal(out.tables["one_table"].X, two_steps.tables["one_table"].X)
     with pytest.raises(ValueError, match="either `model=` or `reference=`"):
         sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=histology_model, reference=[ref], inplace=False)
+
+
+def test_refusals_name_the_reference_and_the_genes_no_slide_shares(tmp_path):
+    import spatialdata as sd
+
+    target = sr.datasets.demo(seed=SEED, n_rows=12, n_cols=11, n_genes=12)
+    small = sr.datasets.demo(seed=1, n_rows=12, n_cols=11, n_genes=12)
+    sr.datasets.measure_demo_truth(small, bin_um=UNIT_UM, seed=1, footprint="disk").write(tmp_path / "ref.zarr")
+    ref = sd.read_zarr(tmp_path / "ref.zarr")
+    with pytest.raises(KeyError, match=r"In reference 1 \(.*ref\.zarr\): Image 'nope' not found"):
+        sr.tl.train([ref, ref], image_key=["he", "nope"], reference=True, target=target, method="histology")
+    (table_key,) = ref.tables.keys()
+    ref.tables[table_key].var_names = [f"mouse_{g}" for g in ref.tables[table_key].var_names]
+    with pytest.raises(ValueError, match=r"share no gene: reference 0 \(.*ref\.zarr\) measures 12 genes.*the target"):
+        sr.tl.train([ref], image_key="he", reference=True, target=target, method="histology", scale=SCALE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,3 +45,24 @@ def check_out(path: Path, *, overwrite: bool) -> None:
     if not is_zarr(path):
         msg = f"{path} exists and is not a zarr store, so it is not replaced; choose another --out."
         raise UserError(msg)
+
+
+def in_flag_words(message: str, flags: set[str]) -> str:
+    """``message`` with the Python arguments it names written as the command's flags.
+
+    sr_spatial's refusals name the arguments of its functions (`` `overwrite=True` ``, `` `key_added` ``); on the
+    command line the same option is a flag (`` `--overwrite` ``, `` `--key-added` ``).
+    """
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in flags:
+            return match.group(0)
+        option = "--" + name.replace("_", "-")
+        if not value or value in ("True", "..."):
+            return f"`{option}`"
+        if value in ("None", "False"):
+            return f"no `{option}`"
+        return f"`{option} {value.strip(chr(39) + chr(34))}`"
+
+    return re.sub(r"`(\w+)(?:=([^`]*))?`", flag, message)

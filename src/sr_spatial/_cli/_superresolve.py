@@ -53,6 +53,11 @@ def add_parser(sub) -> None:
     sr.add_argument("--table-key", default="table", help="table of spot counts")
     sr.add_argument("--shapes-key", help="spot shapes (default: the shapes the table annotates)")
     sr.add_argument(
+        "--coordinate-system",
+        help="coordinate system that registers the spots to the H&E (default: the one they share; needed where "
+        "they share several that place the spots differently)",
+    )
+    sr.add_argument(
         "--genes",
         help="comma-separated genes to super-resolve (default: the --n-top-genes most highly variable, "
         "or a model's genes)",
@@ -242,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {
         "table_key": args.table_key,
         "shapes_key": args.shapes_key,
+        "coordinate_system": args.coordinate_system,
         "genes": [g.strip() for g in args.genes.split(",") if g.strip()] if args.genes else None,
         "n_top_genes": args.n_top_genes,
         "scale": args.scale,
