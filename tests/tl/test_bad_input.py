@@ -660,6 +660,25 @@ def test_train_refuses_before_training(visium_sdata, tmp_path, kwargs, error, me
     assert _files(tmp_path) == files
 
 
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("slide.zarr/checkpoints", r"lies in the zarr store '.*slide\.zarr'"),
+        (".", r"`checkpoint_dir` '.*' holds the slide's zarr store"),
+        ("link/ckpt", r"lies in the zarr store '.*slide\.zarr'"),  # inside it through a symbolic link
+    ],
+    ids=["inside the slide", "around the slide", "linked inside"],
+)
+def test_a_checkpoint_folder_on_the_slide_is_refused_before_training(visium_sdata, tmp_path, where, message):
+    path = tmp_path / "slide.zarr"
+    deepcopy(visium_sdata).write(path)
+    (tmp_path / "link").symlink_to(path)
+    sdata, files = read_zarr(path), _files(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        sr.tl.train(sdata, IMAGE, config=FAST, checkpoint_dir=tmp_path / where, show_progress_bar=False)
+    assert _files(tmp_path) == files
+
+
 def test_overwrite_replaces_an_earlier_result_after_a_round_trip(visium_sdata, tmp_path):
     """The record of what sr_spatial wrote survives ``write`` / ``read_zarr``."""
     sdata = deepcopy(visium_sdata)
