@@ -20,7 +20,13 @@ import zarr
 from scipy import sparse
 from spatialdata import deepcopy, read_zarr
 from spatialdata.models import Image2DModel, Image3DModel
-from spatialdata.transformations import Translation, get_transformation, remove_transformation, set_transformation
+from spatialdata.transformations import (
+    Sequence,
+    Translation,
+    get_transformation,
+    remove_transformation,
+    set_transformation,
+)
 
 import sr_spatial as sr
 from sr_spatial.model import PRESETS, DiffST
@@ -214,6 +220,30 @@ def slide_read_from_zarr(sdata, folder):
     return {"sdata": read_zarr(path), "image_store": path}
 
 
+def image_store_holding_the_slide(sdata, folder):
+    path = folder / "data" / "slide.zarr"
+    sdata.write(path)
+    return {"sdata": read_zarr(path), "image_store": folder / "data"}
+
+
+def spots_registered_twice_apart(sdata):
+    # A second coordinate system both share, placing the spots 300 px further right on the H&E.
+    shapes = sdata.shapes[SHAPES]
+    set_transformation(sdata.images[IMAGE], get_transformation(sdata.images[IMAGE], CS), "aligned")
+    shift = Sequence([get_transformation(shapes, CS), Translation([300.0, 0.0], axes=("x", "y"))])
+    set_transformation(shapes, shift, "aligned")
+
+
+def repeated_spot_ids(sdata):
+    shapes = sdata.shapes[SHAPES]
+    shapes.index = [shapes.index[0], *shapes.index[:-1]]
+
+
+def table_without_region_column(sdata):
+    table = sdata.tables["table"]
+    del table.obs[table.uns["spatialdata_attrs"]["region_key"]]
+
+
 def folder_of_other_files(sdata, folder):
     path = folder / "results"
     path.mkdir()
@@ -328,6 +358,14 @@ CASES = [
     # 1. never delete what this package did not write
     ("image store is the slide's own zarr", slide_read_from_zarr, {"overwrite": True, "method": "nearest"},
      ValueError, r"is the slide's own zarr store .*Pass a new folder"),
+    ("image store holding the slide", image_store_holding_the_slide, {"overwrite": True, "method": "nearest"},
+     ValueError, r"`image_store` '.*data' holds the slide's own zarr store .*Pass a new folder outside the slide"),
+    ("spots registered twice, apart", spots_registered_twice_apart, {"method": "nearest"}, ValueError,
+     r"systems '\w+' and '\w+' that place the spots \d+ px apart on the image: .*`coordinate_system=`"),
+    ("repeated spot ids", repeated_spot_ids, {"method": "nearest"}, ValueError,
+     r"Shapes '\w+' repeat 1 index values \(e\.g\. \[.*\]\), so the table's rows cannot be matched"),
+    ("table without its region column", table_without_region_column, {"method": "nearest"}, ValueError,
+     r"Table 'table' names 'region' as its region column .* but `obs` has no such column"),
     ("image store holding other files", folder_of_other_files, {"overwrite": True, "method": "nearest"},
      ValueError, r"holds data sr_spatial did not write; it is never overwritten\. Pass a new or empty folder"),
     # 3. a failed rerun into a shared store leaves the earlier images (and the slide reading them) intact

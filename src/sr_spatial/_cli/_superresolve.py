@@ -20,7 +20,10 @@ deviation, square bins and an AnnData table with one row per bin (for scanpy and
 SLIDE is a SpatialData zarr store (as `spatialdata.SpatialData.write` or this command writes it) or a Visium
 Space Ranger output folder (`outs/`, read with spatialdata-io). A zarr store is updated in place: only the
 new elements are added, and existing ones are never changed (elements of an earlier run with the same
---key-added are replaced only with --overwrite). A Space Ranger folder is never written into: pass --out."""
+--key-added are replaced only with --overwrite). Each element is written beside its place in the store and moved
+there when complete, so a failed or interrupted run (Ctrl-C: exit status 130) leaves the store as it was. A Space
+Ranger folder is never written into: pass --out. --out and --image-store must lie outside the slide (and not
+hold it), compared as real paths."""
 
 EPILOG = """\
 examples:
@@ -71,20 +74,23 @@ def add_parser(sub) -> None:
         "spots; diffusion (default with --model): the diffusion model, trained on the slide unless --model is "
         "given (minutes on a CPU); bicubic and nearest: baselines",
     )
-    sr.add_argument("--model", type=Path, help="folder of a trained model saved with DiffST.save()")
+    sr.add_argument(
+        "--model", type=Path, help="folder of a trained model saved with DiffST.save() or HistologyModel.save()"
+    )
     sr.add_argument("--key-added", help="name of the outputs (default: IMAGE_KEY_superres)")
     sr.add_argument("--seed", type=int, default=0, help="random seed")
     sr.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
     sr.add_argument(
         "--image-store",
         type=Path,
-        help="zarr folder (not the slide's) the super-resolved images are computed into block by block, for "
-        "slides too large for memory (default: in memory)",
+        help="zarr folder (outside the slide, not holding it) the super-resolved images are computed into block by "
+        "block, for slides too large for memory (default: in memory)",
     )
     sr.add_argument(
         "--out",
         type=Path,
-        help="write the slide with the result to this new zarr store instead (required for a Space Ranger folder)",
+        help="write the slide with the result to this new zarr store, outside the slide, instead (required for a "
+        "Space Ranger folder)",
     )
     sr.add_argument("--dataset-id", help="Space Ranger folder only: dataset id (default: read by spatialdata-io)")
     sr.add_argument(
