@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"sr-spatial {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, KeyError, TypeError, OSError) as error:
         # sr_spatial's own messages say what to do next; a traceback would bury them.
         if logger.isEnabledFor(logging.DEBUG):
             raise

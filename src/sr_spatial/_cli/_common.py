@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import warnings
 from contextlib import contextmanager
@@ -38,6 +39,10 @@ def is_zarr(path: Path) -> bool:
 def check_out(path: Path, *, overwrite: bool) -> None:
     """Before any work: --out must be new, or a zarr store that --overwrite may replace."""
     if not path.exists():
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+            msg = f"{path} cannot be created ({parent} is read-only); choose an --out in a folder you can write to."
+            raise UserError(msg)
         return
     if not overwrite:
         msg = f"{path} exists; pass --overwrite to replace it or choose another --out."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -219,6 +220,12 @@ def _replaced(args: argparse.Namespace, sdata, names: dict[str, str]) -> list[tu
     """
     from sr_spatial._cli._atomic import half_written
 
+    if not os.access(args.slide, os.W_OK | os.X_OK):
+        msg = (
+            f"{args.slide} is read-only, so the result cannot be added to it; pass --out NEW.zarr to write the slide "
+            "with the result to a new store."
+        )
+        raise UserError(msg)
     outputs = _kinds(names)
     listed = _on_disk(sdata)
     existing = [(kind, name) for kind, name in outputs if f"{kind}/{name}" in listed]
