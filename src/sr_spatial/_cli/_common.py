@@ -68,6 +68,7 @@ def in_flag_words(message: str, flags: set[str]) -> str:
             return f"`{option}`"
         if value in ("None", "False"):
             return f"no `{option}`"
-        return f"`{option} {value.strip(chr(39) + chr(34))}`"
+        plain = value.strip("'\"")
+        return f"`{option} {plain}`"
 
     return re.sub(r"`(\w+)(?:=([^`]*))?`", flag, message)

@@ -145,7 +145,7 @@ def _read_slide(args: argparse.Namespace):
     if not any(True for _ in sdata.gen_elements()):
         msg = (
             f"{path} is a zarr store but not a SpatialData (no images, shapes or tables in it)"
-            f"{', but an image store of sr-spatial (--image-store)' if _is_image_store(path) else ''}. Pass the "
+            f"{'; it is the image store of an earlier run (--image-store)' if _is_image_store(path) else ''}. Pass the "
             "slide's zarr store, as SpatialData.write writes it, or a Space Ranger outs/ folder."
         )
         raise UserError(msg)
