@@ -54,7 +54,7 @@ def snapshot(sdata) -> dict:
         state["images", name] += (_transformations(image),)
     for name, shapes in sdata.shapes.items():
         geometry = _digest(shapes.geometry.to_wkb().tolist())
-        columns = shapes.drop(columns="geometry").to_json()
+        columns = shapes.drop(columns="geometry").to_json(orient="values")  # "values": an index may repeat
         state["shapes", name] = (list(shapes.index), geometry, columns, _transformations(shapes))
     for name, points in sdata.points.items():
         state["points", name] = (list(points.columns), _transformations(points))
