@@ -195,16 +195,21 @@ def test_a_half_written_output_of_an_interrupted_run_is_replaced(store, capsys):
 
 
 def test_a_killed_replacement_is_recovered_and_rerun(store, capsys):
+    import shutil
+
     from sr_spatial._cli._atomic import PARTIAL
 
     assert main(["superresolve", str(store), "--method", "nearest", "--quiet"]) == 0
-    # A run killed (not interrupted) between moving the earlier output aside and moving the new one in.
+    earlier = _snapshot(store)
+    # A run killed (not interrupted) after moving the earlier output aside ...
     aside = store / PARTIAL / "4194303-killed" / "old" / "images"
     aside.mkdir(parents=True)
     (store / "images" / OUTPUTS[0]).rename(aside / OUTPUTS[0])
+    # ... and after moving its own new image in (here: a copy of the H&E's pyramid).
+    shutil.copytree(store / "images" / "demo_hires_image", store / "images" / OUTPUTS[0])
     assert main(["superresolve", str(store), "--method", "nearest", "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err  # the earlier output is back, and kept without --overwrite
-    assert not (store / PARTIAL).exists()
+    assert _snapshot(store) == earlier
     assert main(["superresolve", str(store), "--method", "nearest", "--quiet", "--overwrite", "--scale", "2"]) == 0
     sdata = sd.read_zarr(store)
     assert sdata.tables[f"{OUTPUTS[0]}_table"].uns[OUTPUTS[0]]["params"]["scale"] == 2

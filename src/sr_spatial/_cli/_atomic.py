@@ -3,8 +3,9 @@
 A new element of a slide is first written into a hidden folder of the slide's own store (``.sr_spatial_partial``,
 on the same file system, so a move is one rename) and moved to ``<kind>/<name>`` only once complete; the elements
 it replaces are moved aside first and back again if the move fails or is interrupted (Ctrl-C). What a run killed
-outright leaves (its staging folder, or an element written by an older version without staging) is recognised by
-the next run: an element folder the store's metadata does not list is a half-written one.
+outright is undone by the next run (:func:`recover`: the earlier elements are put back unless the killed run had
+marked all its moves done), and an element folder the store's metadata does not list (written by an older version
+without staging, or moved in by a killed run) is a half-written one, replaced without asking.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ __all__ = ["PARTIAL", "add_elements", "half_written", "recover", "write_store"]
 
 #: Hidden folder of a slide's zarr store where new elements are staged.
 PARTIAL = ".sr_spatial_partial"
+#: Marks a staging folder whose moves all completed: what it still holds is only to be removed.
+_DONE = "done"
 #: Elements are moved in tables first: the table records which elements a run wrote, so a run stopped between two
 #: moves leaves elements an ``--overwrite`` rerun recognises as its own.
 _ORDER = {"tables": 0, "shapes": 1, "points": 2, "labels": 3, "images": 4}
@@ -46,7 +49,11 @@ def _alive(pid: int) -> bool:
 
 
 def recover(store: Path) -> None:
-    """Remove the staging folders of runs no longer running, first moving back any element one had moved aside."""
+    """Remove the staging folders of runs no longer running, first undoing the moves of one killed midway.
+
+    A run killed before it marked its moves done (``DONE``) may have moved elements aside and new ones into their
+    places: the new ones are removed and the earlier ones put back, so the store holds the earlier result whole.
+    """
     base = store / PARTIAL
     if not base.is_dir():
         return
@@ -54,9 +61,11 @@ def recover(store: Path) -> None:
         pid = folder.name.split("-", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
-        for aside in sorted((folder / "old").glob("*/*")):
-            place = store / aside.parent.name / aside.name
-            if not place.exists():
+        if not (folder / _DONE).exists():
+            for aside in sorted((folder / "old").glob("*/*")):
+                place = store / aside.parent.name / aside.name
+                if place.exists():  # the killed run's new element, moved in after this one was moved aside
+                    shutil.rmtree(place)
                 os.replace(aside, place)
         shutil.rmtree(folder, ignore_errors=True)
     _remove_if_empty(base)
@@ -109,6 +118,7 @@ def add_elements(sdata, store: Path, elements: list[tuple[str, str]], *, replace
         ordered = sorted(elements, key=lambda element: _ORDER[element[0]])
         aside = [(store / kind / name, run / "old" / kind / name) for kind, name in replace]
         _move_all(aside + [(staged / kind / name, store / kind / name) for kind, name in ordered])
+        (run / _DONE).touch()
     finally:
         shutil.rmtree(run, ignore_errors=True)
         _remove_if_empty(base)
