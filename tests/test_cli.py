@@ -168,16 +168,21 @@ def test_an_output_inside_the_slide_is_refused_from_the_shell(store):
         ["--image-store", "{slide}/images/x"],
         ["--image-store", "{tmp}/r.zarr", "--out", "{tmp}/r.zarr/out.zarr"],
         ["--model", "{tmp}", "--out", "{tmp}/out.zarr"],  # the model folder's files would be replaced
+        ["--out", "{tmp}/other.zarr/x.zarr"],  # inside another store
+        ["--image-store", "{tmp}/other.zarr/images"],
     ],
 )
 def test_folders_on_one_another_are_refused_before_any_work(where, store, tmp_path, capsys):
+    import zarr
+
     link = tmp_path / "link.zarr"
     link.symlink_to(store)
+    zarr.open_group(tmp_path / "other.zarr", mode="w")
     argv = [arg.format(slide=store, link=link, tmp=tmp_path) for arg in where]
     before = _snapshot(tmp_path)
     assert main(["superresolve", str(store), "--method", "nearest", "--quiet", *argv]) == 2
     error = capsys.readouterr().err
-    assert where[0] in error and ("SLIDE" in error or "--out" in error or "slide itself" in error)
+    assert where[0] in error and any(words in error for words in ("SLIDE", "--out", "slide itself", "zarr store"))
     assert "Super-resolving" not in capsys.readouterr().out
     assert _snapshot(tmp_path) == before
 

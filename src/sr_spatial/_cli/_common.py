@@ -52,6 +52,19 @@ def check_out(path: Path, *, overwrite: bool) -> None:
         raise UserError(msg)
 
 
+def check_not_in_store(path: Path | None, flag: str) -> None:
+    """Before any work: a new store ``path`` (given with ``flag``) may not lie inside another zarr store."""
+    from sr_spatial._paths import enclosing_zarr
+
+    store = enclosing_zarr(path.absolute().parent) if path is not None else None
+    if store is not None:
+        msg = (
+            f"{flag} {str(path)!r} lies inside the zarr store {str(store)!r} (compared as real paths), which it would "
+            f"change; choose a {flag} outside any zarr store, e.g. beside it."
+        )
+        raise UserError(msg)
+
+
 def in_flag_words(message: str, flags: set[str]) -> str:
     """``message`` with the Python arguments it names written as the command's flags.
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from sr_spatial._cli._atomic import write_store
-from sr_spatial._cli._common import Formatter, check_out, zarr_notice_hidden
+from sr_spatial._cli._common import Formatter, check_not_in_store, check_out, zarr_notice_hidden
 
 DEMO_DESCRIPTION = """\
 Generate the synthetic Visium-like demo slide (55 µm spots on a 100 µm lattice, 30 genes, with its hidden
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; 0 on success."""
     import sr_spatial as sr
 
+    check_not_in_store(args.out, "--out")
     check_out(args.out, overwrite=args.overwrite)
     start = time.perf_counter()
     print("Generating the demo slide (synthetic Visium, 55 µm spots on a 100 µm hexagonal lattice) ...")

@@ -9,7 +9,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from sr_spatial._cli._common import Formatter, UserError, check_out, is_zarr, zarr_notice_hidden
+from sr_spatial._cli._common import (
+    Formatter,
+    UserError,
+    check_not_in_store,
+    check_out,
+    is_zarr,
+    zarr_notice_hidden,
+)
 
 logger = logging.getLogger("sr_spatial")
 
@@ -203,6 +210,8 @@ def _check_paths(args: argparse.Namespace) -> None:
         check_apart(named, inputs=("SLIDE", "--model"))
     except ValueError as error:
         raise UserError(str(error)) from None
+    for flag in ("--out", "--image-store"):
+        check_not_in_store(named[flag], flag)
     if args.out is not None:
         check_out(args.out, overwrite=args.overwrite)
 
