@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sr_spatial._adapter._elements import _affine_xy
+from sr_spatial._adapter._elements import affine_xy
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -16,7 +16,7 @@ __all__ = ["check_placements_agree", "check_table_columns", "check_unique_index"
 
 def shapes_to_pixels(image_tf: dict, shapes_tf: dict, cs: str) -> np.ndarray:
     """The affine map shapes -> coordinate system ``cs`` -> the image's full-resolution pixels (3 x 3, xy)."""
-    return np.linalg.inv(_affine_xy(image_tf[cs])) @ _affine_xy(shapes_tf[cs])
+    return np.linalg.inv(affine_xy(image_tf[cs])) @ affine_xy(shapes_tf[cs])
 
 
 def check_placements_agree(image_tf, shapes_tf, cs: str, shapes, *, image_key: str, shapes_key: str) -> None:
