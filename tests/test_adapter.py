@@ -141,6 +141,38 @@ def test_read_spots_no_shared_coordinate_system(sdata):
         read_spots(sdata, IMAGE_KEY)
 
 
+def test_coordinate_systems_that_disagree_are_refused_naming_both_placements(sdata):
+    # A second registration of both elements that puts the spots 300 px further right on the image.
+    set_transformation(sdata.images[IMAGE_KEY], Identity(), to_coordinate_system="aligned")
+    set_transformation(sdata.shapes[SHAPES_KEY], Translation([300.0, 0.0], axes=("x", "y")), "aligned")
+    with pytest.raises(ValueError, match=r"'aligned' and 'demo'|'demo' and 'aligned'") as info:
+        read_spots(sdata, IMAGE_KEY)
+    message = str(info.value)
+    assert "300 px apart" in message and "coordinate_system=" in message
+    shifted = read_spots(sdata, IMAGE_KEY, coordinate_system="aligned")  # named, it is used as it is
+    first = read_spots(sdata, IMAGE_KEY, coordinate_system=CS)
+    both = shifted.obs_names.intersection(first.obs_names)
+    moved = shifted.centres[shifted.obs_names.get_indexer(both)] - first.centres[first.obs_names.get_indexer(both)]
+    np.testing.assert_allclose(moved, np.tile([300.0, 0.0], (len(both), 1)))
+
+
+def test_coordinate_systems_that_agree_are_read(sdata, demo_sdata):
+    set_transformation(sdata.images[IMAGE_KEY], Identity(), to_coordinate_system="aligned")
+    set_transformation(sdata.shapes[SHAPES_KEY], get_transformation(sdata.shapes[SHAPES_KEY], CS), "aligned")
+    np.testing.assert_array_equal(read_spots(sdata, IMAGE_KEY).centres, read_spots(demo_sdata, IMAGE_KEY).centres)
+
+
+def test_repeated_shape_ids_and_a_missing_region_column_are_refused(sdata):
+    shapes = sdata.shapes[SHAPES_KEY]
+    shapes.index = [shapes.index[0], *shapes.index[:-1]]
+    with pytest.raises(ValueError, match=r"Shapes 'demo' repeat 1 index values"):
+        read_spots(sdata, IMAGE_KEY)
+    table = sdata.tables["table"]
+    del table.obs[table.uns["spatialdata_attrs"]["region_key"]]
+    with pytest.raises(ValueError, match=r"Table 'table' names 'region' as its region column .* no such column"):
+        read_spots(sdata, IMAGE_KEY)
+
+
 def test_read_spots_all_outside_image(sdata):
     set_transformation(sdata.shapes[SHAPES_KEY], Translation([1e5, 1e5], axes=("x", "y")), to_coordinate_system=CS)
     with pytest.raises(ValueError, match="None of the"):

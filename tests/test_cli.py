@@ -150,3 +150,162 @@ def test_superresolve_takes_a_model_of_either_kind_and_a_configuration(store, tm
     assert table.n_vars == 3 and table.uns["cfg"]["params"]["learned_encoder"] is False
     assert main(["superresolve", str(store), "--quiet", "--key-added", "bad", "--config", "{oops"]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def _snapshot(path) -> dict[str, str]:
+    """Every file under ``path`` and a digest of its bytes: equal snapshots, an unchanged folder."""
+    import hashlib
+
+    return {
+        str(file.relative_to(path)): hashlib.sha1(file.read_bytes()).hexdigest()
+        for file in sorted(path.rglob("*"))
+        if file.is_file()
+    }
+
+
+def _cli(*argv, **kwargs):
+    """The command as a user runs it: a separate process."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "sr_spatial._cli", *map(str, argv)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, **kwargs)
+
+
+def test_an_output_inside_the_slide_is_refused_from_the_shell(store):
+    before = _snapshot(store)
+    result = _cli("superresolve", store, "--out", store / "images", "--overwrite", "--method", "nearest")
+    assert result.returncode == 2
+    assert "--out" in result.stderr and "inside SLIDE" in result.stderr and "Traceback" not in result.stderr
+    assert _snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["--out", "{slide}/result.zarr"],  # a copy of the slide inside its own store
+        ["--out", "{slide}/..", "--overwrite"],  # a folder holding the slide
+        ["--out", "{link}/tables/x.zarr"],  # inside the slide through a symbolic link
+        ["--out", "{slide}/", "--overwrite"],  # the slide itself, spelt otherwise
+        ["--image-store", "{tmp}/r.zarr", "--out", "{tmp}/r.zarr"],  # outputs on one another
+        ["--image-store", "{slide}/images/x"],
+        ["--image-store", "{tmp}/r.zarr", "--out", "{tmp}/r.zarr/out.zarr"],
+        ["--model", "{tmp}", "--out", "{tmp}/out.zarr"],  # the model folder's files would be replaced
+        ["--out", "{tmp}/other.zarr/x.zarr"],  # inside another store
+        ["--image-store", "{tmp}/other.zarr/images"],
+    ],
+)
+def test_folders_on_one_another_are_refused_before_any_work(where, store, tmp_path, capsys):
+    import zarr
+
+    link = tmp_path / "link.zarr"
+    link.symlink_to(store)
+    zarr.open_group(tmp_path / "other.zarr", mode="w")
+    argv = [arg.format(slide=store, link=link, tmp=tmp_path) for arg in where]
+    before = _snapshot(tmp_path)
+    assert main(["superresolve", str(store), "--method", "nearest", "--quiet", *argv]) == 2
+    error = capsys.readouterr().err
+    assert where[0] in error and any(words in error for words in ("SLIDE", "--out", "slide itself", "zarr store"))
+    assert "Super-resolving" not in capsys.readouterr().out
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_half_written_output_of_an_interrupted_run_is_replaced(store, capsys):
+    # What an interrupted write of an older version left: the element's folder with its zarr.json only.
+    half = store / "images" / OUTPUTS[0]
+    half.mkdir()
+    (half / "zarr.json").write_bytes((store / "images" / "demo_hires_image" / "zarr.json").read_bytes())
+    assert main(["superresolve", str(store), "--method", "nearest", "--quiet"]) == 0
+    assert "half-written" in capsys.readouterr().out
+    sdata = sd.read_zarr(store)
+    assert set(OUTPUTS) <= set(sdata.images)
+    assert sdata.images[OUTPUTS[0]].sizes["c"] == 12
+
+
+def test_a_killed_replacement_is_recovered_and_rerun(store, capsys):
+    import shutil
+
+    from sr_spatial._cli._atomic import PARTIAL
+
+    assert main(["superresolve", str(store), "--method", "nearest", "--quiet"]) == 0
+    earlier = _snapshot(store)
+    # A run killed (not interrupted) after moving the earlier output aside ...
+    aside = store / PARTIAL / "4194303-killed" / "old" / "images"
+    aside.mkdir(parents=True)
+    (store / "images" / OUTPUTS[0]).rename(aside / OUTPUTS[0])
+    # ... and after moving its own new image in (here: a copy of the H&E's pyramid).
+    shutil.copytree(store / "images" / "demo_hires_image", store / "images" / OUTPUTS[0])
+    assert main(["superresolve", str(store), "--method", "nearest", "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err  # the earlier output is back, and kept without --overwrite
+    assert _snapshot(store) == earlier
+    assert main(["superresolve", str(store), "--method", "nearest", "--quiet", "--overwrite", "--scale", "2"]) == 0
+    sdata = sd.read_zarr(store)
+    assert sdata.tables[f"{OUTPUTS[0]}_table"].uns[OUTPUTS[0]]["params"]["scale"] == 2
+
+
+def test_a_failed_move_leaves_the_store_as_it_was(store):
+    from sr_spatial._cli._atomic import add_elements
+
+    sdata = sd.read_zarr(store)
+    sdata.images["copy"] = sdata.images["demo_hires_image"]
+    before = _snapshot(store)
+    # The element to replace is not there: the move fails after the new element was staged.
+    with pytest.raises(FileNotFoundError):
+        add_elements(sdata, store, [("images", "copy")], replace=[("images", "absent")])
+    assert _snapshot(store) == before
+
+
+def test_ctrl_c_prints_one_line_and_leaves_the_slide(small_store, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sr_spatial._cli._atomic import PARTIAL
+
+    for attempt in range(3):  # the write takes a moment only: signalled late, a run may finish first
+        store = shutil.copytree(small_store, tmp_path / f"slide{attempt}.zarr")
+        before = _snapshot(store)
+        command = [sys.executable, "-m", "sr_spatial._cli", "superresolve", str(store), "--method", "nearest"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while process.poll() is None and not (store / PARTIAL).exists():
+            time.sleep(0.002)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        if process.returncode != 0:
+            break
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "sr-spatial superresolve: interrupted; no file was changed."
+    assert "Traceback" not in err
+    assert _snapshot(store) == before
+
+
+def test_a_zarr_that_is_not_a_spatialdata_is_named_so(tmp_path, capsys):
+    import zarr
+
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    assert main(["superresolve", str(tmp_path / "plain.zarr"), "--quiet"]) == 2
+    assert "not a SpatialData" in capsys.readouterr().err
+
+
+def test_refusals_name_the_commands_flags(store, tmp_path, capsys):
+    from spatialdata.transformations import Identity, Translation, set_transformation
+
+    sdata = sd.read_zarr(store)
+    # Image and spots also share a second coordinate system that puts the spots 300 px to the right.
+    set_transformation(sdata.images["demo_full_image"], Identity(), "aligned", write_to_sdata=sdata)
+    shift = Translation([300.0, 0.0], axes=("x", "y"))
+    set_transformation(sdata.shapes["demo"], shift, "aligned", write_to_sdata=sdata)
+    argv = ["superresolve", str(store), "--method", "nearest", "--quiet"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "300 px apart" in error and "`--coordinate-system`" in error and "coordinate_system" not in error
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    assert main([*argv, "--image-store", str(mine)]) == 2
+    error = capsys.readouterr().err
+    assert "`--image-store`" in error and "image_store" not in error
+    assert main([*argv, "--coordinate-system", "demo"]) == 0
+    assert "demo_full_image_superres" in sd.read_zarr(store).images

@@ -115,10 +115,9 @@ def test_save_never_replaces_files_it_did_not_write(fitted, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "config.json").write_text('{"my": "settings"}')
-    with pytest.raises(FileExistsError, match="overwrite"):
-        fitted.save(folder)
-    with pytest.raises(FileExistsError, match="not written by"):
-        fitted.save(folder, overwrite=True)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="sr_spatial did not write"):
+            fitted.save(folder, overwrite=overwrite)
     assert json.loads((folder / "config.json").read_text()) == {"my": "settings"}
     fitted.save(tmp_path / "ours")
     fitted.save(tmp_path / "ours", overwrite=True)  # its own files may be replaced when asked
@@ -182,3 +181,29 @@ def test_a_slide_lacking_some_of_the_models_genes(fitted, tiny_model, demo_sdata
     if set(lacking) & set(tiny_model.genes):
         with pytest.raises(KeyError, match="reads all its genes together"):
             sr.tl.superresolve(sdata, IMAGE_KEY, model=tiny_model, inplace=False)
+
+
+def test_an_edited_setting_or_array_is_refused_and_an_older_save_loads(fitted, tmp_path):
+    import numpy as np
+
+    path = fitted.save(tmp_path / "m")
+    meta = json.loads((path / "config.json").read_text())
+    edited = {**meta, "scale": meta["scale"] * 2}
+    (path / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match=r"config\.json changed after saving \(fields \['scale'\]\)"):
+        HistologyModel.load(path)
+    edited = {**meta, "config": {**meta["config"], "encoder_width": 99}}
+    (path / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match=r"fields \['config'\]"):
+        HistologyModel.load(path)
+    (path / "config.json").write_text(json.dumps(meta))
+    with np.load(path / "histology.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    np.savez(path / "histology.npz", **{**arrays, "weight": arrays["weight"] * 0})
+    with pytest.raises(ValueError, match=r"histology\.npz changed after saving"):
+        HistologyModel.load(path)
+    # A model saved before the checksums (no "checksums" field) loads as it did.
+    np.savez(path / "histology.npz", **arrays)
+    (path / "config.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "checksums"}))
+    loaded = HistologyModel.load(path)
+    np.testing.assert_array_equal(loaded.predictor.weight, fitted.predictor.weight)

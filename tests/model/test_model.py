@@ -372,7 +372,7 @@ def test_models_saved_before_the_weight_keep_the_plain_mean(tiny_model, saved, t
     del state["spread_error_ratio"]
     torch.save(state, old / "model.pt")
     meta = json.loads((old / "config.json").read_text())
-    del meta["checksum"]  # models of that time had no checksum either
+    del meta["checksum"], meta["checksums"]  # models of that time had no checksum either
     (old / "config.json").write_text(json.dumps(meta))
     loaded = DiffST.load(old, device="cpu")
     assert torch.equal(loaded.network.residual_weight.cpu(), torch.ones(len(tiny_model.genes)))
@@ -466,12 +466,11 @@ def test_save_never_replaces_a_file_it_did_not_write(tmp_path, present):
     folder = tmp_path / "results"
     folder.mkdir()
     (folder / present).write_text("the user's own file")
-    with pytest.raises(FileExistsError, match=rf"already holds {re.escape(present)} that sr_spatial did not write"):
-        model.save(folder)
+    for overwrite in (False, True):  # `overwrite` replaces a saved model, never the user's files
+        with pytest.raises(FileExistsError, match=rf"already holds {re.escape(present)} that sr_spatial did not write"):
+            model.save(folder, overwrite=overwrite)
     assert (folder / present).read_text() == "the user's own file"
     assert sorted(p.name for p in folder.iterdir()) == [present]
-    assert model.save(folder, overwrite=True) == folder  # unless told
-    assert DiffST.load(folder, device="cpu").genes == ["a", "b"]
 
 
 def test_save_to_a_file_says_so(tmp_path):
@@ -491,3 +490,62 @@ def test_positional_noise_depends_only_on_the_position():
     assert abs(float(whole.mean())) < 0.05 and abs(float(whole.std()) - 1) < 0.05
     with pytest.raises(ValueError, match="`offset` must be non-negative"):
         positional_noise(0, 1, 1, top=-1, left=0, height=4, width=4)
+
+
+def _edit_config(folder, **fields):
+    meta = json.loads((folder / "config.json").read_text())
+    meta.update(fields)
+    (folder / "config.json").write_text(json.dumps(meta))
+    return meta
+
+
+@pytest.fixture(scope="module")
+def small_saved(tmp_path_factory):
+    """A two-gene model saved as a trained one: its files, not its skill, are what is checked."""
+    model = DiffST(["a", "b"], config="tiny", scale=2, device="cpu", seed=SEED)
+    model.is_trained = True
+    return model.save(tmp_path_factory.mktemp("small") / "m")
+
+
+def test_an_edited_setting_or_weight_is_refused_naming_the_file(small_saved, tmp_path):
+    edited = shutil.copytree(small_saved, tmp_path / "edited")
+    _edit_config(edited, scale=4)  # trained for 2: the scale warning would go, the maps would change
+    with pytest.raises(ValueError, match=r"config\.json changed after saving \(fields \['scale'\]\)"):
+        DiffST.load(edited, device="cpu")
+    weights = shutil.copytree(small_saved, tmp_path / "weights")
+    state = torch.load(weights / "model.pt", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel())
+    state[name] = state[name] + 1
+    torch.save(state, weights / "model.pt")
+    with pytest.raises(ValueError, match=r"model\.pt changed after saving"):
+        DiffST.load(weights, device="cpu")
+
+
+def test_a_model_saved_before_the_checksums_still_loads(small_saved, tmp_path):
+    old = shutil.copytree(small_saved, tmp_path / "old")
+    meta = json.loads((old / "config.json").read_text())
+    assert set(meta["checksums"]) == {"model.pt", "config.json"}
+    del meta["checksums"]
+    (old / "config.json").write_text(json.dumps(meta))
+    loaded = DiffST.load(old, device="cpu")
+    assert loaded.genes == ["a", "b"] and loaded.scale == 2
+
+
+def test_a_model_of_a_newer_format_names_both_versions(small_saved, tmp_path):
+    from sr_spatial import __version__
+
+    newer = shutil.copytree(small_saved, tmp_path / "newer")
+    _edit_config(newer, format_version=99, sr_spatial_version="9.0")
+    with pytest.raises(ValueError, match=rf"saved by sr_spatial 9\.0 in a newer format \(99\) than this sr_spatial "
+                       rf"{re.escape(__version__)} reads \(2\); upgrade sr_spatial"):  # fmt: skip
+        DiffST.load(newer, device="cpu")
+
+
+def test_a_model_is_never_saved_into_a_zarr_store(tmp_path):
+    import zarr
+
+    zarr.open_group(tmp_path / "slide.zarr", mode="w")
+    for where in (tmp_path / "slide.zarr", tmp_path / "slide.zarr" / "models" / "m"):
+        with pytest.raises(FileExistsError, match="lies in the zarr store"):
+            DiffST(["a"], config="tiny", device="cpu").save(where, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "slide.zarr").iterdir()) == ["zarr.json"]

@@ -20,7 +20,13 @@ import zarr
 from scipy import sparse
 from spatialdata import deepcopy, read_zarr
 from spatialdata.models import Image2DModel, Image3DModel
-from spatialdata.transformations import Translation, get_transformation, remove_transformation, set_transformation
+from spatialdata.transformations import (
+    Sequence,
+    Translation,
+    get_transformation,
+    remove_transformation,
+    set_transformation,
+)
 
 import sr_spatial as sr
 from sr_spatial.model import PRESETS, DiffST
@@ -48,7 +54,7 @@ def snapshot(sdata) -> dict:
         state["images", name] += (_transformations(image),)
     for name, shapes in sdata.shapes.items():
         geometry = _digest(shapes.geometry.to_wkb().tolist())
-        columns = shapes.drop(columns="geometry").to_json()
+        columns = shapes.drop(columns="geometry").to_json(orient="values")  # "values": an index may repeat
         state["shapes", name] = (list(shapes.index), geometry, columns, _transformations(shapes))
     for name, points in sdata.points.items():
         state["points", name] = (list(points.columns), _transformations(points))
@@ -214,6 +220,30 @@ def slide_read_from_zarr(sdata, folder):
     return {"sdata": read_zarr(path), "image_store": path}
 
 
+def image_store_holding_the_slide(sdata, folder):
+    path = folder / "data" / "slide.zarr"
+    sdata.write(path)
+    return {"sdata": read_zarr(path), "image_store": folder / "data"}
+
+
+def spots_registered_twice_apart(sdata):
+    # A second coordinate system both share, placing the spots 300 px further right on the H&E.
+    shapes = sdata.shapes[SHAPES]
+    set_transformation(sdata.images[IMAGE], get_transformation(sdata.images[IMAGE], CS), "aligned")
+    shift = Sequence([get_transformation(shapes, CS), Translation([300.0, 0.0], axes=("x", "y"))])
+    set_transformation(shapes, shift, "aligned")
+
+
+def repeated_spot_ids(sdata):
+    shapes = sdata.shapes[SHAPES]
+    shapes.index = [shapes.index[0], *shapes.index[:-1]]
+
+
+def table_without_region_column(sdata):
+    table = sdata.tables["table"]
+    del table.obs[table.uns["spatialdata_attrs"]["region_key"]]
+
+
 def folder_of_other_files(sdata, folder):
     path = folder / "results"
     path.mkdir()
@@ -331,6 +361,14 @@ CASES = [
     # 1. never delete what this package did not write
     ("image store is the slide's own zarr", slide_read_from_zarr, {"overwrite": True, "method": "nearest"},
      ValueError, r"is the slide's own zarr store .*Pass a new folder"),
+    ("image store holding the slide", image_store_holding_the_slide, {"overwrite": True, "method": "nearest"},
+     ValueError, r"`image_store` '.*data' holds the slide's own zarr store .*Pass a new folder outside the slide"),
+    ("spots registered twice, apart", spots_registered_twice_apart, {"method": "nearest"}, ValueError,
+     r"systems '\w+' and '\w+' that place the spots \d+ px apart on the image: .*`coordinate_system=`"),
+    ("repeated spot ids", repeated_spot_ids, {"method": "nearest"}, ValueError,
+     r"Shapes '\w+' repeat 1 index values \(e\.g\. \[.*\]\), so the table's rows cannot be matched"),
+    ("table without its region column", table_without_region_column, {"method": "nearest"}, ValueError,
+     r"Table 'table' names 'region' as its region column .* but `obs` has no such column"),
     ("image store holding other files", folder_of_other_files, {"overwrite": True, "method": "nearest"},
      ValueError, r"holds data sr_spatial did not write; it is never overwritten\. Pass a new or empty folder"),
     # 3. a failed rerun into a shared store leaves the earlier images (and the slide reading them) intact
@@ -368,7 +406,7 @@ CASES = [
      r"`obs\['in_tissue'\]` holds \['maybe'\], which do not say whether a spot is in the tissue; use 1/0"),
     # 7. a saved model whose gene list no longer matches its weights
     ("saved model with reordered genes", None, {"model": "reordered_genes"}, ValueError,
-     r"does not match its checksum: model\.pt or the gene list in config\.json changed after saving"),
+     r"does not match its checksum: config\.json changed after saving \(fields \['genes'\]\)"),
     # 8. a device this machine lacks is refused whatever the model
     ("CUDA asked for, in-memory model", None, {"model": "in_memory", "device": "cuda"}, ValueError,
      r"Device 'cuda' was asked for but this PyTorch sees no CUDA GPU; use device='auto' or 'cpu'"),
@@ -660,6 +698,25 @@ def test_train_refuses_before_training(visium_sdata, tmp_path, kwargs, error, me
     with pytest.raises(error, match=message):
         sr.tl.train(sdata, IMAGE, config=FAST, show_progress_bar=False, **kwargs, method="diffusion")
     assert snapshot(sdata) == before
+    assert _files(tmp_path) == files
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("slide.zarr/checkpoints", r"lies in the zarr store '.*slide\.zarr'"),
+        (".", r"`checkpoint_dir` '.*' holds the slide's zarr store"),
+        ("link/ckpt", r"lies in the zarr store '.*slide\.zarr'"),  # inside it through a symbolic link
+    ],
+    ids=["inside the slide", "around the slide", "linked inside"],
+)
+def test_a_checkpoint_folder_on_the_slide_is_refused_before_training(visium_sdata, tmp_path, where, message):
+    path = tmp_path / "slide.zarr"
+    deepcopy(visium_sdata).write(path)
+    (tmp_path / "link").symlink_to(path)
+    sdata, files = read_zarr(path), _files(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        sr.tl.train(sdata, IMAGE, config=FAST, checkpoint_dir=tmp_path / where, show_progress_bar=False)
     assert _files(tmp_path) == files
 
 

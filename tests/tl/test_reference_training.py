@@ -342,3 +342,18 @@ def test_references_without_genes_take_n_top_genes_ranked_on_the_target(referenc
     shared = set(ref.tables["table"].var_names) & set(target.var_names)
     assert len(model.genes) == 6 and set(model.genes) <= shared
     assert model.genes == sr.pp.select_genes(target[:, target.var_names.isin(shared)], n_top_genes=6)
+
+
+def test_refusals_name_the_reference_and_the_genes_no_slide_shares(tmp_path):
+    import spatialdata as sd
+
+    target = sr.datasets.demo(seed=SEED, n_rows=12, n_cols=11, n_genes=12)
+    small = sr.datasets.demo(seed=1, n_rows=12, n_cols=11, n_genes=12)
+    sr.datasets.measure_demo_truth(small, bin_um=UNIT_UM, seed=1, footprint="disk").write(tmp_path / "ref.zarr")
+    ref = sd.read_zarr(tmp_path / "ref.zarr")
+    with pytest.raises(KeyError, match=r"In reference 1 \(.*ref\.zarr\): Image 'nope' not found"):
+        sr.tl.train([ref, ref], image_key=["he", "nope"], reference=True, target=target, method="histology")
+    (table_key,) = ref.tables.keys()
+    ref.tables[table_key].var_names = [f"mouse_{g}" for g in ref.tables[table_key].var_names]
+    with pytest.raises(ValueError, match=r"share no gene: reference 0 \(.*ref\.zarr\) measures 12 genes.*the target"):
+        sr.tl.train([ref], image_key="he", reference=True, target=target, method="histology", scale=SCALE)

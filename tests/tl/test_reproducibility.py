@@ -14,7 +14,14 @@ IMAGE = "tiny_hires_image"
 
 def _run(sdata, seed: int) -> tuple[np.ndarray, np.ndarray]:
     out = sr.tl.superresolve(
-        sdata, IMAGE, method="diffusion", config=FAST, seed=seed, n_samples=2, device="cpu", inplace=False,
+        sdata,
+        IMAGE,
+        method="diffusion",
+        config=FAST,
+        seed=seed,
+        n_samples=2,
+        device="cpu",
+        inplace=False,
         show_progress_bar=False,
     )
     key = f"{IMAGE}_superres"

@@ -11,13 +11,18 @@ from scipy import sparse
 
 from sr_spatial._adapter._elements import (
     SpotData,
-    affine_xy,
     available_names,
     element_transformations,
     full_resolution_level,
     image_levels,
     padding,
     to_unit_rgb,
+)
+from sr_spatial._adapter._slide_checks import (
+    check_placements_agree,
+    check_table_columns,
+    check_unique_index,
+    shapes_to_pixels,
 )
 from sr_spatial._validate import (
     check_counts_informative,
@@ -176,6 +181,8 @@ def _check_h_and_e(level0, image_key: str, sdata: SpatialData) -> bool:
 def _spot_rows(table: AnnData, table_key: str, shapes, shapes_key: str):
     """The table's rows of spots of ``shapes_key`` in the tissue, their instances and their shapes' positions."""
     _, region_key, instance_key = _table_keys(table)
+    check_table_columns(table, table_key, region_key=region_key, instance_key=instance_key)
+    check_unique_index(shapes, shapes_key)
     rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
     if "in_tissue" in table.obs:
         rows = rows[in_tissue(table.obs["in_tissue"], table_key)[rows]]
@@ -232,8 +239,9 @@ def read_spots(
     image_tf = element_transformations(image)
     shapes_tf = element_transformations(shapes)
     cs = _pick_coordinate_system(image_tf, shapes_tf, coordinate_system, image_key, shapes_key)
-    # shapes -> coordinate system -> image pixels
-    to_pixels = np.linalg.inv(affine_xy(image_tf[cs])) @ affine_xy(shapes_tf[cs])
+    to_pixels = shapes_to_pixels(image_tf, shapes_tf, cs)
+    if coordinate_system is None:
+        check_placements_agree(image_tf, shapes_tf, cs, shapes, image_key=image_key, shapes_key=shapes_key)
 
     rows, instances, shape_pos = _spot_rows(table, table_key, shapes, shapes_key)
 

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from sr_spatial._cli import _demo, _superresolve
-from sr_spatial._cli._common import UserError
+from sr_spatial._cli._common import UserError, in_flag_words
 
 __all__ = ["main"]
 
@@ -51,13 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     run = {"demo": _demo.run, "superresolve": _superresolve.run}[args.command]
     try:
         return run(args)
+    except KeyboardInterrupt:
+        # The writes are staged and moved into place, so an interrupted run changed none of the user's files.
+        print(f"sr-spatial {args.command}: interrupted; no file was changed.", file=sys.stderr)
+        return 130
     except UserError as error:
         print(f"sr-spatial {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
+    except (ValueError, KeyError, TypeError, OSError) as error:
         # sr_spatial's own messages say what to do next; a traceback would bury them.
         if logger.isEnabledFor(logging.DEBUG):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"sr-spatial {args.command}: error: {message}", file=sys.stderr)
+        flags = {name for name in vars(args) if name != "command"}
+        print(f"sr-spatial {args.command}: error: {in_flag_words(str(message), flags)}", file=sys.stderr)
         return 2

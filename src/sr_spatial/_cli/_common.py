@@ -1,9 +1,10 @@
-"""What the commands share: input errors, the help formatter, replacing an output store."""
+"""What the commands share: input errors, the help formatter, checking an output store."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,10 @@ def is_zarr(path: Path) -> bool:
 def check_out(path: Path, *, overwrite: bool) -> None:
     """Before any work: --out must be new, or a zarr store that --overwrite may replace."""
     if not path.exists():
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+            msg = f"{path} cannot be created ({parent} is read-only); choose an --out in a folder you can write to."
+            raise UserError(msg)
         return
     if not overwrite:
         msg = f"{path} exists; pass --overwrite to replace it or choose another --out."
@@ -47,7 +52,36 @@ def check_out(path: Path, *, overwrite: bool) -> None:
         raise UserError(msg)
 
 
-def replace_store(path: Path) -> None:
-    """Remove the zarr store that --overwrite replaces (checked by `check_out`)."""
-    if path.exists():
-        shutil.rmtree(path)
+def check_not_in_store(path: Path | None, flag: str) -> None:
+    """Before any work: a new store ``path`` (given with ``flag``) may not lie inside another zarr store."""
+    from sr_spatial._paths import enclosing_zarr
+
+    store = enclosing_zarr(path.absolute().parent) if path is not None else None
+    if store is not None:
+        msg = (
+            f"{flag} {str(path)!r} lies inside the zarr store {str(store)!r} (compared as real paths), which it would "
+            f"change; choose a {flag} outside any zarr store, e.g. beside it."
+        )
+        raise UserError(msg)
+
+
+def in_flag_words(message: str, flags: set[str]) -> str:
+    """``message`` with the Python arguments it names written as the command's flags.
+
+    sr_spatial's refusals name the arguments of its functions (`` `overwrite=True` ``, `` `key_added` ``); on the
+    command line the same option is a flag (`` `--overwrite` ``, `` `--key-added` ``).
+    """
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in flags:
+            return match.group(0)
+        option = "--" + name.replace("_", "-")
+        if not value or value in ("True", "..."):
+            return f"`{option}`"
+        if value in ("None", "False"):
+            return f"no `{option}`"
+        plain = value.strip("'\"")
+        return f"`{option} {plain}`"
+
+    return re.sub(r"`(\w+)(?:=([^`]*))?`", flag, message)

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from sr_spatial._cli._common import Formatter, check_out, replace_store, zarr_notice_hidden
+from sr_spatial._cli._atomic import write_store
+from sr_spatial._cli._common import Formatter, check_not_in_store, check_out, zarr_notice_hidden
 
 DEMO_DESCRIPTION = """\
 Generate the synthetic Visium-like demo slide (55 µm spots on a 100 µm lattice, 30 genes, with its hidden
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; 0 on success."""
     import sr_spatial as sr
 
+    check_not_in_store(args.out, "--out")
     check_out(args.out, overwrite=args.overwrite)
     start = time.perf_counter()
     print("Generating the demo slide (synthetic Visium, 55 µm spots on a 100 µm hexagonal lattice) ...")
@@ -59,9 +61,8 @@ def run(args: argparse.Namespace) -> int:
             show_progress_bar=not args.quiet,
         )
         scores[method] = sr.tl.evaluate(sdata, key, truth_key="demo_truth").mean()
-    replace_store(args.out)
     with zarr_notice_hidden():
-        sdata.write(args.out)
+        write_store(sdata, args.out, replace=args.overwrite)
     elapsed = time.perf_counter() - start
 
     table = sdata.tables["superres_diffusion_table"]

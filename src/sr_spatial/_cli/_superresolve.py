@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import textwrap
 import time
 from pathlib import Path
 
-from sr_spatial._cli._common import Formatter, UserError, check_out, is_zarr, replace_store, zarr_notice_hidden
+from sr_spatial._cli._common import (
+    Formatter,
+    UserError,
+    check_not_in_store,
+    check_out,
+    is_zarr,
+    zarr_notice_hidden,
+)
 
 logger = logging.getLogger("sr_spatial")
 
@@ -20,7 +28,10 @@ deviation, square bins and an AnnData table with one row per bin (for scanpy and
 SLIDE is a SpatialData zarr store (as `spatialdata.SpatialData.write` or this command writes it) or a Visium
 Space Ranger output folder (`outs/`, read with spatialdata-io). A zarr store is updated in place: only the
 new elements are added, and existing ones are never changed (elements of an earlier run with the same
---key-added are replaced only with --overwrite). A Space Ranger folder is never written into: pass --out."""
+--key-added are replaced only with --overwrite). Each element is written beside its place in the store and moved
+there when complete, so a failed or interrupted run (Ctrl-C: exit status 130) leaves the store as it was. A Space
+Ranger folder is never written into: pass --out. --out and --image-store must lie outside the slide (and not
+hold it), compared as real paths."""
 
 EPILOG = """\
 examples:
@@ -54,6 +65,11 @@ def add_parser(sub) -> None:
     )
     sr.add_argument("--table-key", default="table", help="table of spot counts")
     sr.add_argument("--shapes-key", help="spot shapes (default: the shapes the table annotates)")
+    sr.add_argument(
+        "--coordinate-system",
+        help="coordinate system that registers the spots to the H&E (default: the one they share; needed where "
+        "they share several that place the spots differently)",
+    )
     sr.add_argument(
         "--genes",
         help="comma-separated genes to super-resolve (default: the --n-top-genes variable genes detected in most "
@@ -91,13 +107,14 @@ def add_parser(sub) -> None:
     sr.add_argument(
         "--image-store",
         type=Path,
-        help="zarr folder (not the slide's) the super-resolved images are computed into block by block, for "
-        "slides too large for memory (default: in memory)",
+        help="zarr folder (outside the slide, not holding it) the super-resolved images are computed into block by "
+        "block, for slides too large for memory (default: in memory)",
     )
     sr.add_argument(
         "--out",
         type=Path,
-        help="write the slide with the result to this new zarr store instead (required for a Space Ranger folder)",
+        help="write the slide with the result to this new zarr store, outside the slide, instead (required for a "
+        "Space Ranger folder)",
     )
     sr.add_argument("--dataset-id", help="Space Ranger folder only: dataset id (default: read by spatialdata-io)")
     sr.add_argument(
@@ -137,6 +154,9 @@ def _read_slide(args: argparse.Namespace):
     if args.dataset_id is not None or args.fullres_image is not None:
         msg = "--dataset-id and --fullres-image are for a Space Ranger folder; SLIDE is read as a zarr store."
         raise UserError(msg)
+    from sr_spatial._cli._atomic import recover
+
+    recover(path)  # an element a killed run had moved aside is put back before the store is read
     try:
         sdata = sd.read_zarr(path)
     except Exception as error:  # any reader failure means the same to the user
@@ -145,7 +165,25 @@ def _read_slide(args: argparse.Namespace):
             "written by SpatialData.write, or a Space Ranger outs/ folder."
         )
         raise UserError(msg) from error
+    if not any(True for _ in sdata.gen_elements()):
+        msg = (
+            f"{path} is a zarr store but not a SpatialData (no images, shapes or tables in it)"
+            f"{'; it is the image store of an earlier run (--image-store)' if _is_image_store(path) else ''}. Pass the "
+            "slide's zarr store, as SpatialData.write writes it, or a Space Ranger outs/ folder."
+        )
+        raise UserError(msg)
     return sdata
+
+
+def _is_image_store(path: Path) -> bool:
+    import zarr
+
+    from sr_spatial.tl._store import MARK
+
+    try:
+        return MARK in zarr.open_group(path, mode="r").attrs
+    except Exception:  # noqa: BLE001 (any reader failure: not an image store)
+        return False
 
 
 def _choose_image(sdata, image_key: str | None) -> str:
@@ -196,61 +234,82 @@ def _output_names(key: str) -> dict[str, str]:
 
 
 def _on_disk(sdata) -> set[str]:
-    return {path.split("/", 1)[1] for path in sdata.elements_paths_on_disk()}
+    """``kind/name`` of every element the slide's store lists."""
+    return set(sdata.elements_paths_on_disk())
 
 
-def _write_into_store(sdata, names: list[str], *, replace: list[str]) -> None:
-    """Add the elements ``names`` to the slide's own zarr store, leaving every other element as it is.
+def _check_paths(args: argparse.Namespace) -> None:
+    """Before any work: the folders written (--out, --image-store) neither are, hold nor lie inside another."""
+    from sr_spatial._paths import check_apart, relation
 
-    SpatialData does not overwrite an element in its own store; the outputs of an earlier run (``replace``, only
-    with ``--overwrite``) are deleted from the store first. If a write fails, what this call wrote is deleted
-    again, so the store holds no half-written result.
-    """
-    if replace:
-        sdata.delete_element_from_disk(replace)
-    written = []
+    if args.out is not None and relation(args.out, args.slide) == "is":
+        msg = "--out is the slide itself; leave --out out to write into the slide's zarr store."
+        raise UserError(msg)
+    named = {"SLIDE": args.slide, "--model": args.model, "--out": args.out, "--image-store": args.image_store}
     try:
-        for name in names:
-            sdata.write_element(name)
-            written.append(name)
-    except BaseException:
-        for name in written:
-            try:
-                sdata.delete_element_from_disk(name)
-            except Exception:  # noqa: BLE001 (report the write's own error, not this clean-up's)
-                logger.warning("Could not remove the partly written element %r from %s.", name, sdata.path)
-        raise
+        check_apart(named, inputs=("SLIDE", "--model"))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    for flag in ("--out", "--image-store"):
+        check_not_in_store(named[flag], flag)
+    if args.out is not None:
+        check_out(args.out, overwrite=args.overwrite)
+
+
+def _kinds(names: dict[str, str]) -> list[tuple[str, str]]:
+    """``(kind, name)`` of the outputs: two images, the bins (shapes) and their table."""
+    kinds = {"image": "images", "std": "images", "bins": "shapes", "table": "tables"}
+    return [(kinds[role], name) for role, name in names.items()]
+
+
+def _replaced(args: argparse.Namespace, sdata, names: dict[str, str]) -> list[tuple[str, str]]:
+    """The elements of the slide's store the outputs replace; refuses an earlier run's outputs without --overwrite.
+
+    A half-written output of an interrupted run (a folder the store does not list) is replaced without asking.
+    """
+    from sr_spatial._cli._atomic import half_written
+
+    if not os.access(args.slide, os.W_OK | os.X_OK):
+        msg = (
+            f"{args.slide} is read-only, so the result cannot be added to it; pass --out NEW.zarr to write the slide "
+            "with the result to a new store."
+        )
+        raise UserError(msg)
+    outputs = _kinds(names)
+    listed = _on_disk(sdata)
+    existing = [(kind, name) for kind, name in outputs if f"{kind}/{name}" in listed]
+    if existing and not args.overwrite:
+        msg = (
+            f"{args.slide} already holds {[name for _, name in existing]} from an earlier run; pass --overwrite to "
+            "replace them or --key-added to write under another name."
+        )
+        raise UserError(msg)
+    leftovers = half_written(Path(sdata.path), outputs, listed)
+    for kind, name in leftovers:
+        print(f"Replacing {kind}/{name}, half-written by an interrupted run, in {args.slide}.", flush=True)
+    return existing + leftovers
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 on success."""
     import sr_spatial as sr
+    from sr_spatial._cli._atomic import add_elements, write_store
 
     start = time.perf_counter()
     if args.quiet:
         sr.settings.verbosity = "warning"
-    if args.out is not None:
-        if args.out.resolve() == args.slide.resolve():
-            msg = "--out is the slide itself; leave --out out to write into the slide's zarr store."
-            raise UserError(msg)
-        check_out(args.out, overwrite=args.overwrite)
+    _check_paths(args)
     sdata = _read_slide(args)
     image_key = _choose_image(sdata, args.image_key)
     key = args.key_added or f"{image_key}_superres"
     names = _output_names(key)
     into_store = args.out is None
-    existing = [name for name in names.values() if name in _on_disk(sdata)] if into_store else []
-    if existing and not args.overwrite:
-        msg = (
-            f"{args.slide} already holds {existing} from an earlier run; pass --overwrite to replace them or "
-            "--key-added to write under another name."
-        )
-        raise UserError(msg)
+    replaced = _replaced(args, sdata, names) if into_store else []
 
     kwargs = {
-        "image_key": image_key,
         "table_key": args.table_key,
         "shapes_key": args.shapes_key,
+        "coordinate_system": args.coordinate_system,
         "genes": [g.strip() for g in args.genes.split(",") if g.strip()] if args.genes else None,
         "n_top_genes": args.n_top_genes,
         "scale": args.scale,
@@ -267,16 +326,14 @@ def run(args: argparse.Namespace) -> int:
         kwargs["show_progress_bar"] = False
     scale = f" ({args.scale}x)" if args.scale is not None else ""
     print(f"Super-resolving {image_key!r} of {args.slide}{scale} ...", flush=True)
-    image_key = kwargs.pop("image_key")
     sr.tl.superresolve(sdata, image_key, **kwargs)
 
     with zarr_notice_hidden():
         if into_store:
-            _write_into_store(sdata, list(names.values()), replace=existing)
+            add_elements(sdata, Path(sdata.path), _kinds(names), replace=replaced)
             target = args.slide
         else:
-            replace_store(args.out)
-            sdata.write(args.out)
+            write_store(sdata, args.out, replace=args.overwrite)
             target = args.out
     _summary(sdata, key, target, time.perf_counter() - start, whole_slide=not into_store)
     return 0

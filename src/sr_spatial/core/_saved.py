@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
+
+from sr_spatial._version import __version__
+from sr_spatial.core._integrity import verify
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-__all__ = ["CONFIG_FILE", "check_genes", "check_saved_meta"]
+__all__ = ["CONFIG_FILE", "check_genes", "check_saved_meta", "is_saved_model"]
 
 CONFIG_FILE = "config.json"
 
@@ -48,8 +52,9 @@ def check_saved_meta(meta, path: Path, *, format_version: int) -> None:
         raise ValueError(msg)
     if version > format_version:
         msg = (
-            f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format; "
-            "upgrade sr_spatial to load it."
+            f"The model in {path} was saved by sr_spatial {meta.get('sr_spatial_version')} in a newer format "
+            f"({version}) than this sr_spatial {__version__} reads ({format_version}); upgrade sr_spatial "
+            "(`pip install -U sr-spatial`) to load it."
         )
         raise ValueError(msg)
     missing = [key for key in ("config", "genes", "scale", "seed") if key not in meta]
@@ -60,3 +65,13 @@ def check_saved_meta(meta, path: Path, *, format_version: int) -> None:
     if not isinstance(genes, list) or not genes or not all(isinstance(g, str) for g in genes):
         msg = f"{path / CONFIG_FILE} has no list of gene names under 'genes'. Re-save or re-train the model."
         raise ValueError(msg)
+    verify(meta, path)
+
+
+def is_saved_model(path: Path) -> bool:
+    """Whether the folder ``path`` holds the ``config.json`` of a model sr_spatial saved (of either kind)."""
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "format_version" in meta and "genes" in meta

@@ -319,7 +319,13 @@ def train_diffusion_on_references(request) -> DiffST:
     units; the histology encoder learns from the spots of the reference with the most counts in all (units times
     depth: the most labels and the least counting noise).
     """
-    from sr_spatial.tl._reference import bin_aligned_map, genes_of_request, reference_scenes, target_geometry
+    from sr_spatial.tl._reference import (
+        about_reference,
+        bin_aligned_map,
+        genes_of_request,
+        reference_scenes,
+        target_geometry,
+    )
 
     config = resolve_config(request.config)
     if config.histology_base:
@@ -330,7 +336,8 @@ def train_diffusion_on_references(request) -> DiffST:
     where = {**request.where(), "genes": genes}
     maps, outputs, scenes, counts = [], [], [], []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
-        st_map = bin_aligned_map(build_st_map(slide, image_key, **where, scale=1))
+        with about_reference(index, slide):
+            st_map = bin_aligned_map(build_st_map(slide, image_key, **where, scale=1))
         where["genes"] = st_map.genes
         output = output_scene(st_map, px_per_bin=config.px_per_bin)
         scenes += reference_scenes(

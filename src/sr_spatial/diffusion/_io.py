@@ -1,7 +1,8 @@
 """Saving a model to a directory and loading it back: weights, configuration, genes and package version.
 
 ``config.json`` holds a checksum of the weights and the gene list, verified on load: a reordered gene list would
-otherwise load and mislabel every channel.
+otherwise load and mislabel every channel; and the checksums of every file and field (``_integrity``), so that an
+edited setting is refused too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
-from sr_spatial.core._saved import CONFIG_FILE, check_genes, check_saved_meta
+from sr_spatial.core._integrity import check_save_folder, seal
+from sr_spatial.core._saved import CONFIG_FILE, check_genes, check_saved_meta, is_saved_model
 from sr_spatial.diffusion._config import ABLATIONS
 
 if TYPE_CHECKING:
@@ -73,18 +75,7 @@ def refuse_non_finite(state: dict[str, torch.Tensor]) -> None:
 def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str, overwrite: bool) -> Path:
     """Write ``model`` to the directory ``path``; see :meth:`~sr_spatial.model.DiffST.save`."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        msg = f"{path} is a file; a model is saved as a directory. Pass a new directory, e.g. 'my_model'."
-        raise NotADirectoryError(msg)
-    present = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if (path / name).exists()]
-    if present and not overwrite:
-        ours = (path / WEIGHTS_FILE).is_file() and _is_saved_config(path / CONFIG_FILE)
-        what = "a saved model" if ours else f"{' and '.join(present)} that sr_spatial did not write"
-        msg = (
-            f"{path} already holds {what}; nothing was written. Pass another directory, or `overwrite=True` to "
-            f"replace {', '.join(present)}."
-        )
-        raise FileExistsError(msg)
+    check_save_folder(path, (WEIGHTS_FILE, CONFIG_FILE), ours=is_saved_model, overwrite=overwrite)
     state = {k: v.detach().cpu() for k, v in model.network.state_dict().items()}
     meta = {
         "format_version": FORMAT_VERSION,
@@ -104,21 +95,12 @@ def save_model(model: ModelParts, path: str | Path, *, scale: int, version: str,
         torch.save(state, partial)
         os.replace(partial, path / WEIGHTS_FILE)
         partial = path / f".{CONFIG_FILE}.partial"
-        partial.write_text(json.dumps(meta, indent=2))
+        partial.write_text(json.dumps(seal(meta, path, [WEIGHTS_FILE]), indent=2))
         os.replace(partial, path / CONFIG_FILE)
     except OSError as err:
         msg = f"Cannot save the model in {path} ({err.strerror or err}). Pass a directory you can write to."
         raise OSError(msg) from err
     return path
-
-
-def _is_saved_config(config_file: Path) -> bool:
-    """Whether ``config_file`` is the ``config.json`` of a model :func:`save_model` wrote."""
-    try:
-        meta = json.loads(config_file.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and "format_version" in meta and "genes" in meta
 
 
 def load_model(

@@ -1,8 +1,9 @@
 """Saving and loading a :class:`~sr_spatial.model.HistologyModel`: ``config.json`` beside its arrays.
 
 ``config.json`` (with ``"kind": "histology"``, so :func:`sr_spatial.model.load` knows the folder) holds the
-configuration, the genes and a checksum over the genes and every array; ``histology.npz`` the fitted arrays;
-``encoders.pt`` the learned encoders' weights, where the model has them.
+configuration, the genes, a checksum over the genes and every array, and the checksums of every file and field
+(``_integrity``); ``histology.npz`` the fitted arrays; ``encoders.pt`` the learned encoders' weights, where the
+model has them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sr_spatial.core._saved import CONFIG_FILE, check_saved_meta
+from sr_spatial.core._integrity import check_save_folder, seal
+from sr_spatial.core._saved import CONFIG_FILE, check_saved_meta, is_saved_model
 from sr_spatial.histology._config import HistologyConfig
 from sr_spatial.histology._learned import LearnedDetail
 from sr_spatial.histology._regression import DetailModel, Ridge
@@ -58,13 +60,7 @@ def save_histology(model: Any, path: str | Path, *, overwrite: bool) -> Path:
         )
         raise TypeError(msg)
     path = Path(path)
-    present = [name for name in (CONFIG_FILE, ARRAYS_FILE, ENCODERS_FILE) if (path / name).exists()]
-    if present and not overwrite:
-        msg = f"{path} already holds {present}; pass `overwrite=True` to replace the model saved there."
-        raise FileExistsError(msg)
-    if present and _saved_kind(path) != KIND:
-        msg = f"{path / CONFIG_FILE} was not written by `HistologyModel.save`; it is left alone. Choose another folder."
-        raise FileExistsError(msg)
+    check_save_folder(path, (CONFIG_FILE, ARRAYS_FILE, ENCODERS_FILE), ours=is_saved_model, overwrite=overwrite)
     arrays = _arrays(model)
     meta = {
         "kind": KIND,
@@ -87,7 +83,8 @@ def save_histology(model: Any, path: str | Path, *, overwrite: bool) -> Path:
     np.savez(path / ARRAYS_FILE, **arrays)
     if model.learned is not None:
         torch.save(list(model.learned.encoders), path / ENCODERS_FILE)
-    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    files = [ARRAYS_FILE] + ([ENCODERS_FILE] if model.learned is not None else [])
+    (path / CONFIG_FILE).write_text(json.dumps(seal(meta, path, files), indent=2))
     return path
 
 
@@ -141,14 +138,6 @@ def load_histology(path: str | Path) -> dict:
         "features_repr": meta.get("features_repr"),
         "reference": meta.get("reference"),
     }
-
-
-def _saved_kind(path: Path) -> str | None:
-    try:
-        meta = json.loads((path / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("kind") if isinstance(meta, dict) else None
 
 
 def _arrays(model: Any) -> dict[str, np.ndarray]:

@@ -189,13 +189,14 @@ class HistologyMethod(Method):
 
 def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
     """The references' ST maps, in order, and the genes they share (the first reference's choice if none given)."""
-    from sr_spatial.tl._reference import reference_map
+    from sr_spatial.tl._reference import about_reference, reference_map
 
     st_maps = []
-    for slide, image_key in zip(request.slides, request.image_keys, strict=True):
-        st_maps.append(
-            reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
-        )
+    for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
+        with about_reference(index, slide):
+            st_maps.append(
+                reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
+            )
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
     return st_maps, genes
 

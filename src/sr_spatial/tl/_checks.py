@@ -240,6 +240,13 @@ def check_call(
         from sr_spatial.diffusion.train._checkpoint import check_checkpoint_dir
 
         check_checkpoint_dir(checkpoint_dir)
+        if getattr(sdata, "path", None) is not None:
+            from sr_spatial._paths import check_apart
+
+            check_apart(
+                {"`checkpoint_dir`": checkpoint_dir, "the slide's zarr store": sdata.path},
+                inputs=("the slide's zarr store",),
+            )
 
 
 def check_sampling_steps(sampling_steps: int | None, config: ModelConfig) -> None:

@@ -17,13 +17,13 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from sr_spatial._adapter._elements import BinGrid
-from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_geometry, table_genes
+from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_geometry
 from sr_spatial.core._groups import group_means
 from sr_spatial.histology._reference import ReferenceUnits, at_own_depth, library_sizes, standardise
 from sr_spatial.model import Scene
-from sr_spatial.pp._genes import select_genes
 from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch, visium_lattice
 from sr_spatial.pp._stmap import nearest_spot, render_spots
+from sr_spatial.tl._reference_slides import about_reference, genes_of_request, reference_name, shared_genes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +38,7 @@ logger = logging.getLogger("sr_spatial")
 __all__ = [
     "SPOT_DIAMETER_RATIO",
     "PseudoSpots",
+    "about_reference",
     "bin_aligned_map",
     "disk_groups",
     "finest_target_map",
@@ -46,6 +47,7 @@ __all__ = [
     "reference_scenes",
     "read_px_per_bin",
     "reference_map",
+    "reference_name",
     "reference_units",
     "shared_genes",
     "square_lattice",
@@ -243,59 +245,6 @@ def _multi_unit_groups(group: np.ndarray) -> int:
     """Pseudo-spots holding at least two units."""
     inside = group[group >= 0]
     return int((np.bincount(inside) >= 2).sum()) if len(inside) else 0
-
-
-def shared_genes(
-    references: Sequence[SpatialData],
-    target: SpatialData | None,
-    genes: list[str] | None,
-    *,
-    table_key: str,
-    n_top_genes: int = 50,
-) -> list[str] | None:
-    """Check ``genes`` are in every reference (and the target); without ``genes``, ``n_top_genes`` of those all share.
-
-    A gene missing from a reference is refused with where it is missing, never filled with zeros. Without
-    ``genes`` the shared genes are ranked as :func:`sr_spatial.pp.select_genes` ranks a slide's, on the target's
-    spots (the slide the model is for), or the first reference's without a target. Returns the genes to read
-    (``None``: choose among all, for a single reference without a target).
-    """
-    tables = [("reference " + str(i), table_genes(r, table_key)) for i, r in enumerate(references)]
-    if target is not None:
-        tables.append(("the target", table_genes(target, table_key)))
-    if genes is not None:
-        missing = {name: [g for g in genes if g not in set(names)] for name, names in tables}
-        missing = {name: absent for name, absent in missing.items() if absent}
-        if missing:
-            detail = "; ".join(f"{name} lacks {absent[:10]}" for name, absent in missing.items())
-            msg = f"Genes must be measured on every slide: {detail}. Pass genes all slides share."
-            raise KeyError(msg)
-        return genes
-    if len(tables) == 1:
-        return None
-    common = set(tables[0][1]).intersection(*(set(names) for _, names in tables[1:]))
-    dropped = {name: len(set(names) - common) for name, names in tables}
-    if any(dropped.values()):
-        logger.info("Genes not measured on every slide are left out: %s.", dropped)
-    ranked_on = target if target is not None else references[0]
-    table = ranked_on.tables[resolve_table_key(ranked_on, table_key)]
-    columns = np.flatnonzero(table.var_names.astype(str).isin(common))
-    chosen = select_genes(table[:, columns], n_top_genes=n_top_genes)
-    ranked = "the target" if target is not None else "reference 0"
-    logger.info("Chose %d of the %d genes all slides measure, ranked on %s: %s.", len(chosen), len(common), ranked,
-                ", ".join(chosen[:8]) + (", ..." if len(chosen) > 8 else ""))  # fmt: skip
-    return chosen
-
-
-def genes_of_request(request) -> list[str] | None:
-    """:func:`shared_genes` of a :class:`~sr_spatial.tl._methods._base.TrainRequest` on references."""
-    return shared_genes(
-        request.slides,
-        request.target,
-        request.genes,
-        table_key=request.slide.table_key,
-        n_top_genes=request.n_top_genes,
-    )
 
 
 def reference_map(

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sr_spatial._paths import relation
+
 if TYPE_CHECKING:
     import dask.array as da
 
@@ -30,11 +32,6 @@ def _as_path(store) -> Path | None:
         return Path(store)
     root = getattr(store, "root", None)
     return Path(root) if isinstance(root, str | Path) else None
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
 
 
 def _read_root(store):
@@ -69,10 +66,12 @@ def check_image_store(store, key: str, *, overwrite: bool, slide_path: str | Pat
         msg = "The zarr store passed as `image_store` is read-only; open it writable or pass a folder path."
         raise ValueError(msg)
     path = _as_path(store)
-    if path is not None and slide_path is not None and _inside(path, Path(slide_path)):
+    how = relation(path, slide_path) if path is not None and slide_path is not None else None
+    if how is not None:
         msg = (
-            f"`image_store` {str(path)!r} is the slide's own zarr store ({str(slide_path)!r}); writing there would "
-            "destroy the slide. Pass a new folder, e.g. 'slide_superres.zarr'."
+            f"`image_store` {str(path)!r} {how} the slide's own zarr store ({str(slide_path)!r}, compared as real "
+            "paths); writing there would destroy the slide. Pass a new folder outside the slide, e.g. "
+            "'slide_superres.zarr'."
         )
         raise ValueError(msg)
     if path is not None and path.exists() and not path.is_dir():

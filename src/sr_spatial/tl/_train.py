@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Literal
 
 from sr_spatial._docs import doc_params, doc_slide
@@ -10,6 +11,7 @@ from sr_spatial.tl import _checks
 from sr_spatial.tl._methods import resolve_method
 from sr_spatial.tl._methods._base import TrainRequest
 from sr_spatial.tl._options import SlideKeys
+from sr_spatial.tl._reference import about_reference
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -118,11 +120,12 @@ def train(
     """
     slides, image_keys = _checks.slides_and_keys(sdata, image_key)
     where = SlideKeys(table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain)
-    for slide, key in zip(slides, image_keys, strict=True):
-        _checks.check_call(
-            slide, key, **vars(where), image_um_per_px=image_um_per_px, checkpoint_dir=checkpoint_dir,
-            reference=reference, show_progress_bar=show_progress_bar,
-        )  # fmt: skip
+    for index, (slide, key) in enumerate(zip(slides, image_keys, strict=True)):
+        with about_reference(index, slide) if len(slides) > 1 else nullcontext():
+            _checks.check_call(
+                slide, key, **vars(where), image_um_per_px=image_um_per_px, checkpoint_dir=checkpoint_dir,
+                reference=reference, show_progress_bar=show_progress_bar,
+            )  # fmt: skip
     _checks.check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)

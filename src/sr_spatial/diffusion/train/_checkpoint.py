@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from sr_spatial._paths import enclosing_zarr
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -80,6 +82,13 @@ def check_checkpoint_dir(checkpoint_dir) -> None:
         msg = (
             f"`checkpoint_dir` {str(path)!r} is not a folder ({str(existing)!r} is a file). Pass a folder to keep "
             "the training state in, e.g. 'checkpoints'."
+        )
+        raise ValueError(msg)
+    store = enclosing_zarr(path)
+    if store is not None:
+        msg = (
+            f"`checkpoint_dir` {str(path)!r} lies in the zarr store {str(store)!r} (compared as real paths); "
+            "checkpoints are kept out of stores, a slide's included. Pass a folder outside it, e.g. 'checkpoints'."
         )
         raise ValueError(msg)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
