@@ -296,7 +296,7 @@ def train_diffusion_on_references(request) -> DiffST:
     units; the histology encoder learns from the spots of the reference with the most counts in all (units times
     depth: the most labels and the least counting noise).
     """
-    from sr_spatial.tl._reference import bin_aligned_map, reference_scenes, shared_genes, target_geometry
+    from sr_spatial.tl._reference import reference_map, reference_scenes, shared_genes, target_geometry
 
     config = resolve_config(request.config)
     if config.histology_base:
@@ -304,11 +304,13 @@ def train_diffusion_on_references(request) -> DiffST:
         raise ValueError(msg)
     geometry = target_geometry(request.target, request.slide)
     genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
-    where = {**request.where(), "genes": genes}
     maps, outputs, scenes, counts = [], [], [], []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
-        st_map = bin_aligned_map(build_st_map(slide, image_key, **where, scale=1))
-        where["genes"] = st_map.genes
+        st_map = reference_map(
+            slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
+            aggregate=request.aggregate,
+        )  # fmt: skip
+        genes = st_map.genes
         output = output_scene(st_map, px_per_bin=config.px_per_bin)
         scenes += reference_scenes(
             st_map,

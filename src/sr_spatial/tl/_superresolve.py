@@ -109,7 +109,7 @@ def superresolve(
     options
         How the method fits and computes: a :class:`~sr_spatial.tl.MethodOptions` or a dict of its fields
         (``features``, ``image_um_per_px``, ``learned_encoder``, ``train_steps``, ``n_samples``,
-        ``sampling_steps``, ``reference``, ``reference_image_key``).
+        ``sampling_steps``, ``reference``, ``reference_image_key``, ``reference_aggregate``).
     run
         How the call runs and writes: a :class:`~sr_spatial.tl.RunOptions` or a dict of its fields (``device``,
         ``block_bins``, ``client``, ``image_store``, ``inplace``, ``quantiles``, ``show_progress_bar``).
@@ -162,6 +162,10 @@ def superresolve(
         then applied. Not with ``model=``.
     reference_image_key
         The references' image, one key or one per reference; default: ``image_key``.
+    reference_aggregate
+        The references' bins pooled into one unit along each axis, counts summed (``aggregate`` of
+        :func:`sr_spatial.tl.train`): 3 for 8 µm Visium HD bins and a 25 µm output (``scale=4`` on Visium).
+        Default 1: the bins are the units.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
     block_bins
@@ -229,6 +233,9 @@ def superresolve(
         overwrite=overwrite, slide=where, options=opts, run=run,
     )  # fmt: skip
     asked = genes
+    if opts.reference is None and opts.reference_aggregate != 1:
+        msg = "`reference_aggregate` pools the references' bins into units; pass `reference=` too, or drop it."
+        raise ValueError(msg)
     if opts.reference is not None:
         if model is not None:
             msg = "Pass either `model=` or `reference=` (which trains the model for this slide), not both."

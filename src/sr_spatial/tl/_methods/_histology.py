@@ -167,7 +167,10 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     st_maps = []
     for slide, image_key in zip(request.slides, request.image_keys, strict=True):
         st_maps.append(
-            reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
+            reference_map(
+                slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
+                aggregate=request.aggregate,
+            )  # fmt: skip
         )
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
     # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
