@@ -392,3 +392,16 @@ def test_aggregate_is_checked_before_the_slides_are_read(fine_bins, kwargs, matc
 def test_superresolve_refuses_reference_aggregate_without_references(demo_sdata):
     with pytest.raises(ValueError, match="pass `reference=` too"):
         sr.tl.superresolve(demo_sdata, IMAGE_KEY, reference_aggregate=2, inplace=False)
+
+
+def test_units_rendered_without_their_expression_keep_the_same_mask_and_footprint(fine_bins, genes):
+    from sr_spatial.tl._reference import reference_map
+
+    maps = [
+        reference_map(fine_bins, "he", slide=SlideKeys(), genes=genes, n_top_genes=50, expression=expression)
+        for expression in (True, False)
+    ]
+    assert maps[1].nearest is None and maps[1].smooth is None
+    np.testing.assert_array_equal(maps[0].mask, maps[1].mask)
+    np.testing.assert_array_equal(maps[0].footprint, maps[1].footprint)
+    assert maps[0].grid == maps[1].grid

@@ -22,7 +22,7 @@ from sr_spatial._groups import group_means
 from sr_spatial.model import Scene
 from sr_spatial.model._reference import ReferenceUnits, standardise
 from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch, visium_lattice
-from sr_spatial.pp._stmap import nearest_spot, render_spots
+from sr_spatial.pp._stmap import SpotRenderer, nearest_spot, render_spots
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,12 +56,14 @@ __all__ = [
 SPOT_DIAMETER_RATIO = 0.55
 
 
-def bin_aligned_map(st_map: STMap) -> STMap:
+def bin_aligned_map(st_map: STMap, *, expression: bool = True) -> STMap:
     """The map re-rendered on a grid whose bins coincide with the measured bins (one grid bin per bin pitch).
 
     :func:`~sr_spatial.pp.build_st_map` pads its grid by a fraction of a pitch, which would shift every
     target bin against the histology under it by a quarter bin; here the grid starts half a pitch before the
-    first bin centre, so a square lattice of bins maps one to one onto the grid.
+    first bin centre, so a square lattice of bins maps one to one onto the grid. With ``expression=False`` only
+    the mask and footprint are rendered (``nearest`` and ``smooth`` are ``None``), for the histology predictor,
+    which reads the units' values and features, not their maps.
     """
     pitch = st_map.pitch
     margin = int(np.ceil(TISSUE_REACH))
@@ -69,9 +71,8 @@ def bin_aligned_map(st_map: STMap) -> STMap:
     extent = st_map.centres.max(axis=0) - st_map.centres.min(axis=0)
     width, height = (np.round(extent / pitch).astype(int) + 2 * margin + 1).tolist()
     grid = BinGrid(x0=float(lo[0]), y0=float(lo[1]), size=float(pitch), height=height, width=width)
-    nearest, smooth, mask, footprint = render_spots(
-        st_map.centres, st_map.values, grid, pitch=pitch, radius=st_map.radius
-    )
+    renderer = SpotRenderer(st_map.centres, st_map.values, pitch=pitch, radius=st_map.radius)
+    nearest, smooth, mask, footprint = renderer.render(grid, expression=expression)
     return replace(st_map, grid=grid, nearest=nearest, smooth=smooth, mask=mask, footprint=footprint)
 
 
@@ -279,16 +280,18 @@ def reference_map(
     genes: list[str] | None,
     n_top_genes: int,
     aggregate: int = 1,
+    expression: bool = True,
 ) -> STMap:
     """One reference read on bins one unit wide, each unit on its own bin (:func:`bin_aligned_map`).
 
     With ``aggregate`` above 1 the units are squares of ``aggregate`` x ``aggregate`` of the slide's bins
-    (:func:`aggregate_units`). The slide is rendered once, on the units' own grid.
+    (:func:`aggregate_units`). The slide is rendered once, on the units' own grid; its expression maps only with
+    ``expression`` (see :func:`bin_aligned_map`).
     """
     from sr_spatial.pp._stmap import spot_map
 
     st_map = spot_map(sdata, image_key, **vars(slide), genes=genes, n_top_genes=n_top_genes, scale=1, render=False)
-    return bin_aligned_map(aggregate_units(st_map, aggregate))
+    return bin_aligned_map(aggregate_units(st_map, aggregate), expression=expression)
 
 
 #: The share of an aggregated unit's bins that must be measured for it to be kept: a unit at the tissue's edge
@@ -365,14 +368,14 @@ def finest_target_map(
     """The target read from its finest H&E at the output's scale: ``image_key``, else the finest candidate.
 
     Candidates (:func:`target_image_candidates`) that cannot be read as the spots' H&E (another coordinate
-    system, say) are passed over; ``None`` where none can.
+    system, say) are passed over; ``None`` where none can. The map is not rendered: only its grid is read.
     """
-    from sr_spatial.pp._stmap import build_st_map
+    from sr_spatial.pp._stmap import spot_map
 
     maps = []
     for key in [image_key] if image_key else target_image_candidates(target, reference_keys):
         try:
-            maps.append(build_st_map(target, key, **vars(slide), genes=genes, scale=scale))
+            maps.append(spot_map(target, key, **vars(slide), genes=genes, scale=scale, n_top_genes=50, render=False))
         except (KeyError, ValueError) as err:
             logger.info("The target's image %r is not read as its H&E (%s).", key, err)
     return max(maps, key=lambda m: m.grid.size, default=None)

@@ -169,7 +169,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
         st_maps.append(
             reference_map(
                 slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
-                aggregate=request.aggregate,
+                aggregate=request.aggregate, expression=False,
             )  # fmt: skip
         )
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
