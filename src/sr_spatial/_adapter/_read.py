@@ -293,6 +293,19 @@ def _check_counts(counts: sparse.csr_matrix, table_key: str) -> None:
         raise ValueError(msg)
 
 
+def _local_scheduler() -> str:
+    """The dask scheduler to read the H&E with: where this process runs, never a cluster that is the default.
+
+    Reading a crop through a default ``distributed`` client would send its graph (an in-memory H&E's pixels with
+    it) to the cluster and the pixels back, for what this process reads directly: the fit's features in the
+    calling process, each block's crop in the worker computing it (which runs ``"synchronous"``).
+    """
+    import dask
+
+    chosen = dask.config.get("scheduler", None)
+    return chosen if chosen in ("synchronous", "sync", "single-threaded", "threads", "threading") else "threads"
+
+
 def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.ndarray:
     """The H&E under ``grid`` resampled to ``px_per_bin`` pixels per bin, as float32 RGB in ``[0, 1]``.
 
@@ -333,7 +346,7 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     # The crop is read from storage once, every channel together in its own dtype (a uint8 channel is a quarter of
     # its float32 copy below): a chunk holds all channels, so reading them one by one decoded each chunk 3-4 times.
     n_read = min(4 if spots.alpha else 3, region.sizes["c"])
-    crop = np.asarray(region.isel(c=slice(0, n_read)).values)
+    crop = np.asarray(region.isel(c=slice(0, n_read)).compute(scheduler=_local_scheduler()).values)
     # An RGBA image's opacity: transparent pixels read as the background (white glass), not as their colour.
     alpha = crop[3] if spots.alpha else None
     native = [crop[channel : channel + 1] for channel in range(min(3, region.sizes["c"]))]

@@ -256,6 +256,7 @@ def fit_detail_model(
     groupings: Sequence[np.ndarray] | None = None,
     sections: np.ndarray | None = None,
     leave_sections_out: bool = True,
+    show_progress_bar: bool = False,
 ) -> DetailModel:
     """Fit the predictor on all spots and its per-gene detail weights on held-out groups of spots.
 
@@ -285,6 +286,9 @@ def fit_detail_model(
     sections
         Each unit's reference slide: the interpolation runs within each slide, and with ``leave_sections_out``
         the held-out predictions leave each slide out (:func:`heldout_ridge`); otherwise folds of groups.
+    show_progress_bar
+        A bar over the poolings (each a held-out fit and an interpolation), with its time left: minutes on a
+        reference of hundreds of thousands of units.
 
     Returns
     -------
@@ -300,7 +304,10 @@ def fit_detail_model(
     if groupings is None:
         # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
         groupings = [lattice_groups(centres, side=factor * pitch, offset=phase * factor * pitch) for phase in (0, 0.5)]
-    for group in groupings:
+    from sr_spatial._logging import progress_bar
+
+    poolings = progress_bar(groupings, desc="Fitting the predictor", unit="pooling", disable=not show_progress_bar)
+    for group in poolings:
         group = _singletons_outside(group)
         groups = int(group.max()) + 1
         size = np.bincount(group, minlength=groups)

@@ -223,8 +223,9 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
             logger.info("Too few units to train the learned encoders on; the morphology features work alone.")
     del st_maps
     predictor = fit_on_references(
-        units, scale=request.scale, seed=request.seed, learned=None if learned is None else learned.heldout
-    )
+        units, scale=request.scale, seed=request.seed, learned=None if learned is None else learned.heldout,
+        show_progress_bar=request.show_progress_bar,
+    )  # fmt: skip
     logger.info(
         "Fitted on %d references' units pooled into %s pseudo-spots (radius %.2f pitches): within-spot detail for %d "
         "of %d genes (median weight %.2f).",
