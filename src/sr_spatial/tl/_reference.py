@@ -4,7 +4,11 @@ A reference's spots or bins are at the output's scale: its units are what the ou
 pooled into pseudo-spots as the target measures (its lattice, pitch over ``scale`` units, and spot radius relative
 to its pitch; Visium's without a target), at several offsets of the lattice. The diffusion model trains on the
 pairs as scenes (:func:`reference_scenes`); the histology predictor on the units' features, read on a grid of bins
-one unit wide, the same physical resolution as the target's output bins (:func:`reference_units`).
+one unit wide, the same physical resolution as the target's output bins (:func:`reference_units`). Bins finer than
+the output's are first pooled into units of its size (:func:`aggregate_units`).
+
+Longer than 400 lines: every step from a reference slide to its units (reading, aggregating, pooling into the
+target's geometry) is here, each a small function, so the path reads in one place.
 """
 
 from __future__ import annotations
