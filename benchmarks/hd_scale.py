@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(HERE / "results" / "hd_scale.md"))
     parser.add_argument("--quick", action="store_true", help="a small check that the script works (14x12, 10x8)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the page from the saved JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "size":
@@ -176,17 +177,27 @@ def main() -> None:
         return
     if args.quick:
         args.sizes, args.cluster_size, args.workers = ["10x8", "14x12"], "10x8", [1, 2]
-    load_before = os.getloadavg()
-    rows = []
-    for size in args.sizes:
-        rows.append(run_child(["--child", "size", "--sizes", size, "--seed", str(args.seed)]))
-        print(rows[-1], file=sys.stderr)
-    cluster = []
-    if args.workers:
-        command = ["--child", "cluster", "--cluster-size", args.cluster_size, "--seed", str(args.seed), "--workers"]
-        cluster = run_child(command + [str(w) for w in args.workers])
-        print(cluster, file=sys.stderr)
-    load = os.getloadavg()
+    saved = Path(args.out).with_suffix(".json")
+    if args.render_only:
+        run = json.loads(saved.read_text())
+    else:
+        run = {"load_before": os.getloadavg(), "rows": [], "cluster": []}
+        for size in args.sizes:
+            run["rows"].append(run_child(["--child", "size", "--sizes", size, "--seed", str(args.seed)]))
+            saved.write_text(json.dumps(run, indent=1))  # each size kept as it comes: a later one may not finish
+            print(run["rows"][-1], file=sys.stderr)
+        if args.workers:
+            command = ["--child", "cluster", "--cluster-size", args.cluster_size, "--seed", str(args.seed), "--workers"]
+            run["cluster"] = run_child(command + [str(w) for w in args.workers])
+            print(run["cluster"], file=sys.stderr)
+        run["load_after"] = os.getloadavg()
+        saved.write_text(json.dumps(run, indent=1))
+    render(args, run)
+
+
+def render(args, run: dict) -> None:
+    """The results page from the saved rows."""
+    rows, cluster, load_before, load = run["rows"], run["cluster"], run["load_before"], run["load_after"]
     doc = " ".join(__doc__[__doc__.index("Each size") : __doc__.index("\n\nTargets")].split())
     lines = [
         "# Learning from a whole Visium HD slide: cost against size (issue 35)",
