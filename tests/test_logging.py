@@ -9,7 +9,7 @@ import pytest
 from tqdm.std import tqdm as tqdm_std
 
 import sr_spatial as sr
-from sr_spatial.tl._scale_transfer import output_scene
+from sr_spatial.diffusion._fit import output_scene
 
 IMAGE_KEY = "demo_full_image"
 

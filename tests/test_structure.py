@@ -10,6 +10,7 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from _structure_rules import ALLOWED_STEMS, modules, violations
 
 import sr_spatial
 
@@ -32,8 +33,8 @@ BENCHMARKS = SRC.parents[1] / "benchmarks"
 #: Pairs of files allowed to share a block of ``DUPLICATE_LINES`` lines for now, each with what removes it.
 PENDING_DUPLICATES = {
     frozenset({"pp/_stmap.py", "tl/_superresolve.py"}): "the slide parameter block; a slide object (issue 12)",
-    frozenset({"pp/_stmap.py", "tl/_scale_transfer.py"}): "the slide parameter block; a slide object (issue 12)",
-    frozenset({"tl/_reference.py", "tl/_scale_transfer.py"}): "Scenes built twice; one scene builder (issue 12)",
+    frozenset({"pp/_stmap.py", "diffusion/_fit.py"}): "the slide parameter block; a slide object (issue 12)",
+    frozenset({"tl/_reference.py", "diffusion/_fit.py"}): "Scenes built twice; one scene builder (issue 12)",
 }
 
 
@@ -271,3 +272,35 @@ def test_benchmarks_use_the_public_api_only(tmp_path):
         pytest.skip("benchmarks/ is not beside the installed package")
     found = [use for path in sorted(BENCHMARKS.rglob("*.py")) for use in _private_uses(path)]
     assert not found, f"benchmarks reach past the public API: {found}"
+
+
+def test_layout_rules_hold():
+    """One package per method, a core both share, no private name across modules, small modules and functions."""
+    assert len(modules()) > 50 and {"model", "method", "config"} <= ALLOWED_STEMS  # the check sees the package
+    found = violations()
+    assert not found, "layout rules broken (run `python tests/_structure_rules.py`):\n" + "\n".join(found)
+
+
+def test_layout_check_finds_each_kind_of_violation(tmp_path):
+    package = tmp_path / "sr_spatial"
+    for folder in ("core", "histology", "diffusion", "tl", "model"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "histology" / "_fit.py").write_text("from sr_spatial.diffusion._fit import train\n")
+    (package / "diffusion" / "_fit.py").write_text("def train():\n" + "    x = 1\n" * 81)
+    (package / "core" / "_grid.py").write_text("from sr_spatial.tl._grid import _cells\n")
+    (package / "tl" / "_grid.py").write_text("_cells = 1\n" + "\n" * 400)
+    (package / "model" / "_histology_io.py").write_text("")
+    found = "\n".join(violations(package))
+    for expected in (
+        "stem 'grid' names 2 modules",
+        "sr_spatial.model._histology_io is named for 'histology'",
+        "sr_spatial.histology._fit:1 imports sr_spatial.diffusion._fit (another method's package)",
+        "sr_spatial.core._grid:1 imports sr_spatial.tl._grid (the core builds on neither methods nor tools)",
+        "imports the private name _cells from sr_spatial.tl._grid",
+        "sr_spatial.tl._grid has 401 lines",
+        "sr_spatial.diffusion._fit.train (line 1) has a body of 81 lines",
+    ):
+        assert expected in found
+    assert len(found.splitlines()) == 7

@@ -9,7 +9,7 @@ import pytest
 from conftest import IMAGE_KEY
 
 import sr_spatial
-from sr_spatial.model._learned import (
+from sr_spatial.histology._learned import (
     AUTO_MIN_SPOTS,
     FOLDS,
     MIN_SPOTS_PER_FOLD,
@@ -17,7 +17,7 @@ from sr_spatial.model._learned import (
     fit_learned_detail,
     use_learned_encoder,
 )
-from sr_spatial.model._regression import fit_detail_model
+from sr_spatial.histology._regression import fit_detail_model
 
 SCALE = 2
 STEPS = 300
@@ -58,7 +58,7 @@ def test_heldout_prediction_never_sees_its_spot(noisy_map):
 
 def test_weights_follow_heldout_evidence(noisy_map, learned):
     """The shuffled gene gets no learned detail; histology-driven genes of the demo get a large share."""
-    from sr_spatial.model._histology_detail import spot_features
+    from sr_spatial.histology._apply import spot_features
 
     features = np.stack([noisy_map.nearest.mean(axis=0)])  # one weak feature; the learned predictor must carry it
     per_spot = spot_features(features, noisy_map.footprint, noisy_map.grid.index_of(noisy_map.centres))
@@ -109,7 +109,7 @@ def test_auto_learns_only_from_enough_spots_on_a_grid_it_can_hold():
 
 def test_auto_default_follows_the_number_of_spots(demo_sdata, monkeypatch):
     """The default trains the encoders once a slide has enough spots, and says so in ``uns``; the demo has not."""
-    import sr_spatial.model._learned as learned_module
+    import sr_spatial.histology._learned as learned_module
 
     kwargs = {"scale": SCALE, "config": "tiny", "train_steps": 40, "inplace": False, "show_progress_bar": False}
     small = sr_spatial.tl.superresolve(demo_sdata, IMAGE_KEY, key_added="auto", **kwargs)
@@ -128,9 +128,9 @@ def test_maps_in_row_chunks_equal_the_whole_slide(monkeypatch):
     """The learned encoder's maps are computed in rows with its receptive field as margin: no seam at a cut."""
     import torch
 
-    import sr_spatial.model.module._condition as condition
-    from sr_spatial.model._learned import _bin_maps
-    from sr_spatial.model.nn._histology import HistologyEncoder
+    import sr_spatial.core._image_encoder as condition
+    from sr_spatial.core._pixel_encoder import HistologyEncoder
+    from sr_spatial.histology._learned import _bin_maps
 
     torch.manual_seed(0)
     encoder = HistologyEncoder(width=8, n_genes=3)

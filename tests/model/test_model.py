@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from sr_spatial.core._pixel_encoder import HISTOLOGY_INPUTS, HistologyEncoder
+from sr_spatial.diffusion._config import resolve_config
+from sr_spatial.diffusion._fit import output_scene
+from sr_spatial.diffusion._schedule import Schedule
+from sr_spatial.diffusion.module._network import DiffSTNetwork
+from sr_spatial.diffusion.nn._denoiser import UNet
 from sr_spatial.model import PRESETS, DiffST, ModelConfig, Scene, resolve_device
-from sr_spatial.model._config import resolve_config
-from sr_spatial.model._diffusion import Schedule
-from sr_spatial.model.module._network import DiffSTNetwork
-from sr_spatial.model.nn._denoiser import UNet
-from sr_spatial.model.nn._histology import HISTOLOGY_INPUTS, HistologyEncoder
-from sr_spatial.tl._scale_transfer import output_scene
 
 SEED = 0
 # An odd-sized window of the demo's output grid, in the tissue: sampling it must pad to the UNet's multiple.
@@ -329,9 +329,9 @@ def test_the_spread_is_calibrated_on_held_out_bins_at_training(tiny_model):
 
 
 def test_spread_scale_brings_an_overconfident_spread_to_nominal_coverage():
-    from sr_spatial._consistency import project_to_spots
-    from sr_spatial.model._uncertainty import interval_coverage
-    from sr_spatial.model.module._fitted import fit_spread_scale
+    from sr_spatial.core._consistency import project_to_spots
+    from sr_spatial.core._uncertainty import interval_coverage
+    from sr_spatial.diffusion.module._fitted import fit_spread_scale
 
     rng = np.random.default_rng(0)
     n_genes, side, cell = 3, 30, 3
@@ -481,7 +481,7 @@ def test_save_to_a_file_says_so(tmp_path):
 
 
 def test_positional_noise_depends_only_on_the_position():
-    from sr_spatial.model.module._sampler import NOISE_CELL, positional_noise
+    from sr_spatial.diffusion.module._sampler import NOISE_CELL, positional_noise
 
     whole = positional_noise(0, 2, 3, top=0, left=0, height=3 * NOISE_CELL, width=2 * NOISE_CELL + 5)
     part = positional_noise(0, 2, 3, top=17, left=40, height=50, width=29)

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from sr_spatial.core._image_encoder import Encoder
+from sr_spatial.core._pixel_encoder import HED_ROWS, HISTOLOGY_INPUTS, cell_channels, histology_inputs
+from sr_spatial.diffusion._config import resolve_config
+from sr_spatial.diffusion.module._network import DiffSTNetwork
+from sr_spatial.diffusion.module._sampler import blend_ramp, tile_starts
+from sr_spatial.diffusion.nn._attention import DynamicCrossAttention
+from sr_spatial.diffusion.nn._cmam import CMAM, Disentangler, disentangling_loss
+from sr_spatial.diffusion.nn._denoiser import UNet
+from sr_spatial.diffusion.nn._gene_graph import GeneGraphModulation, build_gene_graph
+from sr_spatial.diffusion.nn._registry import ENCODERS, build_encoder
 from sr_spatial.model import ABLATIONS, PRESETS
-from sr_spatial.model._config import resolve_config
-from sr_spatial.model.module._network import DiffSTNetwork
-from sr_spatial.model.module._sampler import blend_ramp, tile_starts
-from sr_spatial.model.nn._attention import DynamicCrossAttention
-from sr_spatial.model.nn._cmam import CMAM, Disentangler, disentangling_loss
-from sr_spatial.model.nn._denoiser import UNet
-from sr_spatial.model.nn._encoder import Encoder
-from sr_spatial.model.nn._gene_graph import GeneGraphModulation, build_gene_graph
-from sr_spatial.model.nn._histology import HED_ROWS, HISTOLOGY_INPUTS, cell_channels, histology_inputs
-from sr_spatial.model.nn._registry import ENCODERS, build_encoder
 
 SEED = 0
 
@@ -336,8 +336,8 @@ def test_histology_inputs_in_row_chunks_equal_the_whole_image():
 @pytest.fixture
 def encoder_scene():
     """An untrained tiny model with fitted input statistics, and a tall random slide of 37 x 5 bins at 4 px/bin."""
+    from sr_spatial.core._image_encoder import input_statistics
     from sr_spatial.model import DiffST, Scene
-    from sr_spatial.model.module._fitted import input_statistics
 
     torch.manual_seed(SEED)
     model = DiffST(["a", "b", "c"], config="tiny", device="cpu", seed=SEED)
@@ -353,11 +353,11 @@ def encoder_scene():
 
 
 def test_input_statistics_in_row_chunks_match_the_whole_image(encoder_scene, monkeypatch):
-    from sr_spatial.model.module import _fitted
+    from sr_spatial.core import _image_encoder
 
     model, scene = encoder_scene
-    monkeypatch.setattr(_fitted, "STATISTICS_ROWS", 7)
-    mean, std = _fitted.input_statistics(scene.histology, prepare=model.network.encoder.prepare)
+    monkeypatch.setattr(_image_encoder, "STATISTICS_ROWS", 7)
+    mean, std = _image_encoder.input_statistics(scene.histology, prepare=model.network.encoder.prepare)
     whole = model.network.encoder.prepare(scene.histology).reshape(HISTOLOGY_INPUTS, -1).astype(np.float64)
     np.testing.assert_allclose(mean, whole.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(std, whole.std(axis=1), rtol=1e-12)
@@ -366,7 +366,8 @@ def test_input_statistics_in_row_chunks_match_the_whole_image(encoder_scene, mon
 @pytest.mark.parametrize("cells", [False, True])
 def test_histology_maps_in_row_chunks_equal_the_whole_slide(encoder_scene, monkeypatch, cells):
     """Chunks read with the receptive field's margin give the whole slide's maps, cut or not."""
-    from sr_spatial.model.module import _condition
+    from sr_spatial.core import _image_encoder as _chunks
+    from sr_spatial.diffusion.module import _condition
 
     model, scene = encoder_scene
     encoder = model.network.encoder
@@ -374,7 +375,7 @@ def test_histology_maps_in_row_chunks_equal_the_whole_slide(encoder_scene, monke
         inputs = _condition.standardised_histology(model, scene)[None]
         whole, whole_cells = encoder.bin_maps(inputs, scene.px_per_bin, cells=cells)
     # A budget of 32 pixel rows: chunks of 8 bins (the fewest, four margins), each read with 8 pixels of context.
-    monkeypatch.setattr(_condition, "CHUNK_ACTIVATIONS", 32 * scene.shape[1] * 4 * model.config.histology_width)
+    monkeypatch.setattr(_chunks, "CHUNK_ACTIVATIONS", 32 * scene.shape[1] * 4 * model.config.histology_width)
     expression, features = _condition.histology_maps(model, scene, cells=cells)
     np.testing.assert_allclose(expression, whole[0].numpy(), rtol=1e-6, atol=1e-6)
     if cells:
@@ -384,8 +385,8 @@ def test_histology_maps_in_row_chunks_equal_the_whole_slide(encoder_scene, monke
 
 
 def test_histology_crops_are_crops_of_the_whole_slides_inputs(encoder_scene):
-    from sr_spatial.model.module._condition import histology_crops, standardised_histology
-    from sr_spatial.model.nn._histology import window
+    from sr_spatial.core._pixel_encoder import window
+    from sr_spatial.diffusion.module._condition import histology_crops, standardised_histology
 
     model, scene = encoder_scene
     whole = standardised_histology(model, scene)

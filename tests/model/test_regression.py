@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sr_spatial.model._histology_detail import detail_at_bins
-from sr_spatial.model._regression import Ridge, detail_cap, fit_detail_model
-from sr_spatial.model._uncertainty import calibrated_spread, interval_coverage, sd_error_rank
+from sr_spatial.core._uncertainty import calibrated_spread, interval_coverage, sd_error_rank
+from sr_spatial.histology._apply import detail_at_bins
+from sr_spatial.histology._regression import Ridge, detail_cap, fit_detail_model
 
 
 def _spots(seed=0, n=30):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sr_spatial.diffusion._config import resolve_config
+from sr_spatial.diffusion._fit import output_scene, scale_transfer_scenes
 from sr_spatial.model import DiffST
-from sr_spatial.model._config import resolve_config
-from sr_spatial.tl._scale_transfer import output_scene, scale_transfer_scenes
 
 SEED = 0
 CONFIG = resolve_config("tiny", encoder_steps=10, train_steps=8, n_pool_offsets=1)

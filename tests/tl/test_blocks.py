@@ -10,8 +10,8 @@ import pytest
 import zarr
 
 import sr_spatial as sr
+from sr_spatial.core._tiling import plan_blocks
 from sr_spatial.tl._blocks import BlockJob, _owned, block_halo
-from sr_spatial.tl._plan import plan_blocks
 
 IMAGE = "demo_full_image"
 

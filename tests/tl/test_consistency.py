@@ -114,7 +114,7 @@ def test_residual_measures_relative_error(spots):
 
 
 def test_group_means_of_no_items():
-    from sr_spatial._groups import group_means
+    from sr_spatial.core._groups import group_means
 
     means, counts = group_means(np.zeros((2, 3, 0)), np.zeros(0, dtype=int), 0)
     assert means.shape == (2, 3, 0)

@@ -9,9 +9,9 @@ import pytest
 from conftest import IMAGE_KEY, SEED
 
 import sr_spatial
+from sr_spatial.diffusion._config import PRESETS
+from sr_spatial.histology._model import fit_on_slide
 from sr_spatial.model import DiffST, HistologyConfig
-from sr_spatial.model._config import PRESETS
-from sr_spatial.model._histology import fit_on_slide
 from sr_spatial.pp._stmap import coarsen_spots, nearest_spot, render_spots
 
 SCALE = 2
@@ -41,7 +41,7 @@ def model(demo_sdata):
 
 def _training_scene_maps(st_map, values):
     """A scale-transfer pooling of ``values`` (offset 0) on the training grid: maps, groups, each bin's spot."""
-    from sr_spatial._groups import lattice_groups
+    from sr_spatial.core._groups import lattice_groups
     from sr_spatial.pp._lattice import make_grid
 
     pitch = st_map.pitch
@@ -87,7 +87,7 @@ def test_training_bases_follow_the_weights(st_map2, predictor):
 
 
 def test_condition_generates_around_a_given_base(model, st_map2):
-    from sr_spatial.tl._scale_transfer import output_scene
+    from sr_spatial.diffusion._fit import output_scene
 
     scene = output_scene(st_map2, px_per_bin=model.config.px_per_bin)
     base = np.full_like(scene.nearest, 1.5)

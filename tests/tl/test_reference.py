@@ -10,6 +10,7 @@ import torch
 from spatialdata import deepcopy
 
 import sr_spatial as sr
+from sr_spatial.diffusion._fit import output_scene
 from sr_spatial.model import PRESETS
 from sr_spatial.pp import build_st_map
 from sr_spatial.tl import spot_residual
@@ -19,7 +20,6 @@ from sr_spatial.tl._reference import (
     pool_bins,
     reference_scenes,
 )
-from sr_spatial.tl._scale_transfer import output_scene
 
 SEED = 0
 #: The "tiny" network with fewer optimiser steps: the tests check the plumbing, not the fit.

@@ -9,8 +9,8 @@ import pytest
 from conftest import IMAGE_KEY, SEED
 
 import sr_spatial as sr
+from sr_spatial.histology._reference import MIN_SPREAD_FACTOR, guard
 from sr_spatial.model import HistologyModel
-from sr_spatial.model._reference import MIN_SPREAD_FACTOR, guard
 from sr_spatial.tl._options import SlideKeys
 from sr_spatial.tl._reference import PseudoSpots, pool_groups, target_geometry
 

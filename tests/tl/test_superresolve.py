@@ -125,7 +125,7 @@ def test_same_seed_same_result_and_other_seed_differs(demo_sdata, tiny_model):
 def test_the_spread_is_carried_from_spots_to_the_finer_bins(demo_sdata, tiny_model):
     import copy
 
-    from sr_spatial.model._uncertainty import MIN_SD, finer_spread_factor
+    from sr_spatial.core._uncertainty import MIN_SD, finer_spread_factor
 
     calibrated_on_bins = copy.deepcopy(tiny_model)
     calibrated_on_bins.network.spread_error_ratio.zero_()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sr_spatial as sr
+from sr_spatial.diffusion._fit import config_for_steps
 from sr_spatial.model import PRESETS
-from sr_spatial.tl._scale_transfer import config_for_steps
 
 
 def test_train_steps_shortens_the_encoder_in_proportion():

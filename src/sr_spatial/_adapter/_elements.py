@@ -74,12 +74,12 @@ class SpotData:
     alpha: bool = False
 
 
-def _available(kind: str, names) -> str:
+def available_names(kind: str, names) -> str:
     names = sorted(names)
     return f"Available {kind}: {names}." if names else f"The object has no {kind}."
 
 
-def _scale0(image) -> xr.DataArray:
+def full_resolution_level(image) -> xr.DataArray:
     """The full-resolution level of a single- or multi-scale image."""
     import xarray as xr
 
@@ -89,7 +89,7 @@ def _scale0(image) -> xr.DataArray:
     return image
 
 
-def _image_levels(image) -> list[xr.DataArray]:
+def image_levels(image) -> list[xr.DataArray]:
     import xarray as xr
 
     if isinstance(image, xr.DataTree):
@@ -97,17 +97,17 @@ def _image_levels(image) -> list[xr.DataArray]:
     return [image]
 
 
-def _affine_xy(transformation: BaseTransformation) -> np.ndarray:
+def affine_xy(transformation: BaseTransformation) -> np.ndarray:
     return np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
 
 
-def _element_transformations(element) -> dict[str, BaseTransformation]:
+def element_transformations(element) -> dict[str, BaseTransformation]:
     from spatialdata.transformations import get_transformation
 
     return dict(get_transformation(element, get_all=True))
 
 
-def _to_unit_rgb(
+def to_unit_rgb(
     crop: np.ndarray,
     white: float,
     *,
@@ -155,7 +155,7 @@ def padding(pixels: np.ndarray) -> np.ndarray:
     return ~np.any(pixels[:3] != 0, axis=0)
 
 
-def _check_free(
+def check_free(
     sdata: SpatialData,
     names: dict,
     *,
@@ -219,7 +219,7 @@ def _check_free(
         raise ValueError(msg)
 
 
-def _add_elements(sdata: SpatialData, elements: dict) -> None:
+def add_elements(sdata: SpatialData, elements: dict) -> None:
     """Add ``{(kind, name): element}`` to ``sdata``; if any addition fails, put back what was there."""
     previous = {where: getattr(sdata, where[0]).get(where[1]) for where in elements}
     try:
@@ -237,7 +237,7 @@ def _add_elements(sdata: SpatialData, elements: dict) -> None:
         raise
 
 
-def _bin_shapes(centres_px: np.ndarray, size: float, index: pd.Index, transformations):
+def bin_shapes(centres_px: np.ndarray, size: float, index: pd.Index, transformations):
     import geopandas as gpd
     import shapely
     from spatialdata.models import ShapesModel

@@ -11,13 +11,13 @@ from scipy import sparse
 
 from sr_spatial._adapter._elements import (
     SpotData,
-    _affine_xy,
-    _available,
-    _element_transformations,
-    _image_levels,
-    _scale0,
-    _to_unit_rgb,
+    affine_xy,
+    available_names,
+    element_transformations,
+    full_resolution_level,
+    image_levels,
     padding,
+    to_unit_rgb,
 )
 from sr_spatial._validate import (
     check_counts_informative,
@@ -96,12 +96,12 @@ def shapes_for_table(sdata: SpatialData, table: AnnData, table_key: str, shapes_
         if len(candidates) != 1:
             msg = (
                 f"Cannot tell which shapes hold the spots: table {table_key!r} annotates {regions}. "
-                f"Pass `shapes_key=`. {_available('shapes', sdata.shapes.keys())}"
+                f"Pass `shapes_key=`. {available_names('shapes', sdata.shapes.keys())}"
             )
             raise ValueError(msg)
         return candidates[0]
     if shapes_key not in sdata.shapes:
-        msg = f"Shapes {shapes_key!r} not found. {_available('shapes', sdata.shapes.keys())}"
+        msg = f"Shapes {shapes_key!r} not found. {available_names('shapes', sdata.shapes.keys())}"
         raise KeyError(msg)
     if shapes_key not in regions:
         msg = (
@@ -143,35 +143,8 @@ def resolve_table_key(sdata, table_key):
     return only
 
 
-def read_spots(
-    sdata: SpatialData,
-    image_key: str,
-    *,
-    table_key: str = "table",
-    shapes_key: str | None = None,
-    coordinate_system: str | None = None,
-    stain: str = "auto",
-) -> SpotData:
-    """Read spot positions, counts and the image they lie on, in the image's full-resolution pixel space.
-
-    Raises clear errors naming what exists when a key is missing or the elements do not fit together. ``stain``
-    (``"auto"``, ``"brightfield"``, ``"fluorescence"``) says how the image's intensities read
-    (:func:`sr_spatial._validate.dark_background`).
-    """
-    check_stain(stain)
-    table_key = resolve_table_key(sdata, table_key)
-    if image_key not in sdata.images:
-        msg = f"Image {image_key!r} not found. {_available('images', sdata.images.keys())}"
-        raise KeyError(msg)
-    if table_key not in sdata.tables:
-        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())} {_TABLE_HINT}"
-        raise KeyError(msg)
-    image = sdata.images[image_key]
-    table = sdata.tables[table_key]
-    shapes_key = shapes_for_table(sdata, table, table_key, shapes_key)
-    shapes = sdata.shapes[shapes_key]
-
-    level0 = _scale0(image)
+def _check_h_and_e(level0, image_key: str, sdata: SpatialData) -> bool:
+    """Refuse an image that cannot be an H&E (dims, channels, dtype); returns whether it is RGBA."""
     if tuple(level0.dims) != ("c", "y", "x"):
         msg = (
             f"Image {image_key!r} has dims {tuple(level0.dims)}; a 2D image with dims ('c', 'y', 'x') is needed. "
@@ -188,7 +161,7 @@ def read_spots(
             "multi-channel fluorescence image, add one channel (e.g. DAPI) as its own image, e.g. "
             f"`sdata.images['dapi'] = Image2DModel.parse(sdata.images[{image_key!r}]['scale0']['image']"
             ".sel(c=['DAPI']).data, dims=('c', 'y', 'x'), transformations=...)`, and pass `image_key='dapi'`. "
-            f"{_available('images', sdata.images.keys())}"
+            f"{available_names('images', sdata.images.keys())}"
         )
         raise ValueError(msg)
     if level0.dtype == bool or not np.issubdtype(level0.dtype, np.number) or np.issubdtype(level0.dtype, complex):
@@ -197,13 +170,11 @@ def read_spots(
             "[0, 1] is needed. Pass the H&E image, not a mask or label image."
         )
         raise TypeError(msg)
+    return rgba
 
-    image_tf = _element_transformations(image)
-    shapes_tf = _element_transformations(shapes)
-    cs = _pick_coordinate_system(image_tf, shapes_tf, coordinate_system, image_key, shapes_key)
-    # shapes -> coordinate system -> image pixels
-    to_pixels = np.linalg.inv(_affine_xy(image_tf[cs])) @ _affine_xy(shapes_tf[cs])
 
+def _spot_rows(table: AnnData, table_key: str, shapes, shapes_key: str):
+    """The table's rows of spots of ``shapes_key`` in the tissue, their instances and their shapes' positions."""
     _, region_key, instance_key = _table_keys(table)
     rows = np.flatnonzero((table.obs[region_key] == shapes_key).to_numpy())
     if "in_tissue" in table.obs:
@@ -224,6 +195,47 @@ def read_spots(
             f"{shapes_key!r} (e.g. {missing}). Check the table's instance key {instance_key!r}."
         )
         raise ValueError(msg)
+    return rows, instances, shape_pos
+
+
+def read_spots(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    table_key: str = "table",
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
+    stain: str = "auto",
+) -> SpotData:
+    """Read spot positions, counts and the image they lie on, in the image's full-resolution pixel space.
+
+    Raises clear errors naming what exists when a key is missing or the elements do not fit together. ``stain``
+    (``"auto"``, ``"brightfield"``, ``"fluorescence"``) says how the image's intensities read
+    (:func:`sr_spatial._validate.dark_background`).
+    """
+    check_stain(stain)
+    table_key = resolve_table_key(sdata, table_key)
+    if image_key not in sdata.images:
+        msg = f"Image {image_key!r} not found. {available_names('images', sdata.images.keys())}"
+        raise KeyError(msg)
+    if table_key not in sdata.tables:
+        msg = f"Table {table_key!r} not found. {available_names('tables', sdata.tables.keys())} {_TABLE_HINT}"
+        raise KeyError(msg)
+    image = sdata.images[image_key]
+    table = sdata.tables[table_key]
+    shapes_key = shapes_for_table(sdata, table, table_key, shapes_key)
+    shapes = sdata.shapes[shapes_key]
+
+    level0 = full_resolution_level(image)
+    rgba = _check_h_and_e(level0, image_key, sdata)
+
+    image_tf = element_transformations(image)
+    shapes_tf = element_transformations(shapes)
+    cs = _pick_coordinate_system(image_tf, shapes_tf, coordinate_system, image_key, shapes_key)
+    # shapes -> coordinate system -> image pixels
+    to_pixels = np.linalg.inv(affine_xy(image_tf[cs])) @ affine_xy(shapes_tf[cs])
+
+    rows, instances, shape_pos = _spot_rows(table, table_key, shapes, shapes_key)
 
     centres, radius = spot_geometry(shapes.iloc[shape_pos])
     centres = centres @ to_pixels[:2, :2].T + to_pixels[:2, 2]
@@ -247,7 +259,7 @@ def read_spots(
     counts = sparse.csr_matrix(counts, dtype=np.float32)
     _check_counts(counts, table_key)
     check_counts_informative(counts, table_key)
-    coarsest = _image_levels(image)[-1]
+    coarsest = image_levels(image)[-1]
     white = intensity_white(coarsest, image_key, centres / width, pd.Index(table.obs_names[rows]))
     inverted = dark_background(coarsest, image_key, centres / width, white, stain=stain, alpha=rgba)
     return SpotData(
@@ -318,12 +330,12 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     out_pixel = grid.size / px_per_bin
     width0 = spots.image_shape[1]
     chosen, factor = None, 1.0
-    for level in _image_levels(spots.image):
+    for level in image_levels(spots.image):
         level_factor = width0 / level.sizes["x"]
         if level_factor <= out_pixel * 1.001 and (chosen is None or level_factor > factor):
             chosen, factor = level, level_factor
     if chosen is None:
-        chosen, factor = _image_levels(spots.image)[0], 1.0
+        chosen, factor = image_levels(spots.image)[0], 1.0
 
     # Read only the region under the grid (plus one output pixel of margin) from the chosen level.
     x_lo = max(int(np.floor(grid.x0 / factor)) - 2, 0)
@@ -351,7 +363,7 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     alpha = crop[3] if spots.alpha else None
     native = [crop[channel : channel + 1] for channel in range(min(3, region.sizes["c"]))]
     del crop
-    # Black padding of a brightfield image reads as glass (:func:`_to_unit_rgb`); a mask of it over all channels.
+    # Black padding of a brightfield image reads as glass (:func:`to_unit_rgb`); a mask of it over all channels.
     blank = None
     if not spots.inverted:
         blank = padding(native[0])
@@ -364,7 +376,7 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
         # One channel at a time, read, scaled and resampled: the whole crop in float32 (and the resampling's
         # copies of it) is several times the output on a large slide. Each pixel is computed as for all three.
         values, native[channel] = native[channel], None
-        values = _to_unit_rgb(values, spots.white, inverted=spots.inverted, grey_to_rgb=False, alpha=alpha, blank=blank)
+        values = to_unit_rgb(values, spots.white, inverted=spots.inverted, grey_to_rgb=False, alpha=alpha, blank=blank)
         # Area-average first, so resampling to the output pixel does not alias nuclei away.
         if pool > 1:
             # Edge-pad to whole pooling blocks: downscale_local_mean would pad with zeros and darken the last row.
@@ -379,6 +391,6 @@ def table_genes(sdata: SpatialData, table_key: str) -> pd.Index:
     """Gene names of a table, with the same error as :func:`read_spots` when the table is missing."""
     table_key = resolve_table_key(sdata, table_key)
     if table_key not in sdata.tables:
-        msg = f"Table {table_key!r} not found. {_available('tables', sdata.tables.keys())} {_TABLE_HINT}"
+        msg = f"Table {table_key!r} not found. {available_names('tables', sdata.tables.keys())} {_TABLE_HINT}"
         raise KeyError(msg)
     return pd.Index(sdata.tables[table_key].var_names.astype(str))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sr_spatial._adapter._elements import _add_elements, _bin_shapes, _check_free, _image_levels, _to_unit_rgb
+from sr_spatial._adapter._elements import add_elements, bin_shapes, check_free, image_levels, to_unit_rgb
 from sr_spatial._ownership import mark_written
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def write_superres(
     from spatialdata.models import Image2DModel, TableModel
 
     names = output_names(key)
-    _check_free(sdata, names, overwrite=overwrite, writer=WRITER)
+    check_free(sdata, names, overwrite=overwrite, writer=WRITER)
 
     transformations = _output_transformations(spots, grid)
     rows, cols = np.nonzero(mask)
@@ -73,7 +73,7 @@ def write_superres(
 
     centres_px = grid.centres()[rows, cols]
     bin_ids = pd.Index([f"bin_{i}_{j}" for i, j in zip(rows, cols, strict=True)], name="bin_id")
-    squares = _bin_shapes(centres_px, grid.size, bin_ids, spots.image_transformations)
+    squares = bin_shapes(centres_px, grid.size, bin_ids, spots.image_transformations)
 
     adata = ad.AnnData(
         X=np.ascontiguousarray(bins[0], dtype=np.float32),
@@ -106,7 +106,7 @@ def write_superres(
         ("shapes", names["bins"]): squares,
         ("tables", names["table"]): table,
     }
-    _add_elements(sdata, elements)
+    add_elements(sdata, elements)
 
 
 def per_gene_columns(uns: dict, genes: list[str]) -> pd.DataFrame:
@@ -146,12 +146,12 @@ def _legacy_spatial(spots: SpotData, grid: BinGrid, *, max_side: int = 1000) -> 
 
     ``.obsm['spatial']`` holds full-resolution pixels; a downsampled H&E is stored as the ``hires`` image.
     """
-    level = _image_levels(spots.image)[-1]
+    level = image_levels(spots.image)[-1]
     width0 = spots.image_shape[1]
     step = max(int(np.ceil(max(level.sizes["y"], level.sizes["x"]) / max_side)), 1)
     # A small thumbnail: computed here even when a dask cluster is the default scheduler.
     thumbnail = level[:, ::step, ::step].compute(scheduler="threads")
-    pixels = _to_unit_rgb(np.asarray(thumbnail.values), spots.white)
+    pixels = to_unit_rgb(np.asarray(thumbnail.values), spots.white)
     scalef = pixels.shape[2] / width0
     hires = (np.moveaxis(pixels, 0, -1) * 255).round().astype(np.uint8)
     return {
@@ -203,4 +203,4 @@ def check_output_names(
     reads (the image, the table and the shapes it annotates), whoever wrote it.
     """
     inputs = input_elements(sdata, image_key=image_key, table_key=table_key, shapes_key=shapes_key)
-    _check_free(sdata, output_names(key), overwrite=overwrite, writer=WRITER, inputs=inputs)
+    check_free(sdata, output_names(key), overwrite=overwrite, writer=WRITER, inputs=inputs)

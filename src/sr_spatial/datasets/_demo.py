@@ -1,13 +1,11 @@
 """Synthetic Visium-like slide in which histology truly predicts fine-scale expression.
 
-Longer than 400 lines because it is one seeded generator read top to bottom: tissue domains, cells, counts,
-H&E and truth are each a short function drawing from the same random stream in a fixed order, which is what
-keeps the demo identical for a seed; split across files, that order would be harder to follow and keep.
+One seeded generator read top to bottom: tissue domains, cells, counts, H&E and truth are each a short function
+drawing from the same random stream in a fixed order, which keeps the demo identical for a seed. The tissue's
+frame, cells, their look and the painting of the H&E live in ``_tissue``; the order of the draws stays here.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,10 +17,11 @@ from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity, Scale
 
+from sr_spatial.datasets._tissue import CELL_TYPES, COARSE_UM, Cells, Frame, render_he, sample_grid
+
 __all__ = ["demo"]
 
 DATASET_ID = "demo"
-CELL_TYPES = ("tumour", "fibroblast", "lymphocyte", "macrophage")
 DOMAINS = ("tumour", "stroma", "immune")
 
 SPOT_DIAMETER_UM = 55.0
@@ -34,7 +33,6 @@ TARGET_MEDIAN_LIBRARY = 3000.0
 NB_THETA = 10.0
 
 # Fields that only vary on >= 150 µm scales are generated on a coarse grid; the within-spot fields need a finer one.
-_COARSE_UM = 20.0
 _FINE_UM = 5.0
 _TISSUE_FRACTION = 0.65
 _CELL_PITCH_UM = 11.5
@@ -52,61 +50,6 @@ _TYPE_GIVEN_DOMAIN = np.array(
 _DENSITY_GIVEN_DOMAIN = np.array([0.95, 0.45, 0.95])
 # Strength of the fine (~20 µm) fields; large enough that nests and clusters appear inside a single spot.
 _FINE_FIELD_WEIGHT = 1.6
-
-_GLASS_RGB = np.array([243.0, 242.0, 246.0])
-_STROMA_RGB = np.array([238.0, 176.0, 205.0])
-
-
-@dataclass(frozen=True)
-class _Morphology:
-    """Nuclear and cytoplasmic appearance of one cell type (radii in µm, colours RGB 0-255)."""
-
-    nucleus_major: float
-    nucleus_minor: float
-    cytoplasm_radius: float
-    nucleus_rgb: tuple[float, float, float]
-    cytoplasm_rgb: tuple[float, float, float]
-    texture: float  # amplitude of within-cell speckle (chromatin / foam)
-
-
-_MORPHOLOGY = {
-    "tumour": _Morphology(4.0, 4.0, 7.0, (150.0, 108.0, 178.0), (214.0, 150.0, 198.0), 18.0),
-    "fibroblast": _Morphology(5.0, 1.8, 0.0, (72.0, 40.0, 112.0), (0.0, 0.0, 0.0), 6.0),
-    "lymphocyte": _Morphology(2.5, 2.5, 3.3, (48.0, 24.0, 92.0), (196.0, 150.0, 200.0), 6.0),
-    "macrophage": _Morphology(3.5, 3.5, 8.0, (118.0, 80.0, 152.0), (236.0, 204.0, 226.0), 14.0),
-}
-
-
-@dataclass(frozen=True)
-class _Frame:
-    """Physical extent of the slide; all lengths in µm."""
-
-    width_um: float
-    height_um: float
-    microns_per_pixel: float
-
-    @property
-    def shape_px(self) -> tuple[int, int]:
-        """Image shape (y, x) in pixels."""
-        return (
-            int(np.ceil(self.height_um / self.microns_per_pixel)),
-            int(np.ceil(self.width_um / self.microns_per_pixel)),
-        )
-
-    def grid_shape(self, pitch_um: float) -> tuple[int, int]:
-        """Shape (y, x) of a field grid with the given pitch, one cell larger so bilinear lookups never clamp."""
-        return int(np.ceil(self.height_um / pitch_um)) + 1, int(np.ceil(self.width_um / pitch_um)) + 1
-
-
-@dataclass(frozen=True)
-class _Cells:
-    """Cell centres (µm, x then y) with their type, orientation and per-gene rate vectors."""
-
-    xy: np.ndarray
-    cell_type: np.ndarray
-    angle: np.ndarray
-    shade: np.ndarray
-    rates: np.ndarray
 
 
 def demo(
@@ -163,28 +106,28 @@ def demo(
     rng = np.random.default_rng(seed)
 
     lattice_xy, array_row, array_col = _spot_lattice(n_rows, n_cols)
-    frame = _Frame(
+    frame = Frame(
         width_um=float(lattice_xy[:, 0].max() + MARGIN_UM),
         height_um=float(lattice_xy[:, 1].max() + MARGIN_UM),
         microns_per_pixel=float(microns_per_pixel),
     )
 
     tissue = _tissue_field(rng, frame, lattice_xy)
-    domain_fields = np.stack([_smooth_field(rng, frame.grid_shape(_COARSE_UM), 150.0 / _COARSE_UM) for _ in DOMAINS])
+    domain_fields = np.stack([_smooth_field(rng, frame.grid_shape(COARSE_UM), 150.0 / COARSE_UM) for _ in DOMAINS])
     fine_fields = np.stack([_smooth_field(rng, frame.grid_shape(_FINE_UM), 20.0 / _FINE_UM) for _ in CELL_TYPES])
     programmes, gene_kind = _gene_programmes(rng, n_genes)
     gradient_idx = np.flatnonzero(np.array(gene_kind) == "gradient")
     gradient_fields = np.stack(
-        [_smooth_field(rng, frame.grid_shape(_COARSE_UM), 300.0 / _COARSE_UM) for _ in gradient_idx]
+        [_smooth_field(rng, frame.grid_shape(COARSE_UM), 300.0 / COARSE_UM) for _ in gradient_idx]
     )
 
     cells = _place_cells(rng, frame, tissue, domain_fields, fine_fields, programmes, gradient_idx, gradient_fields)
 
-    keep = _sample(tissue, lattice_xy, _COARSE_UM) > 0
+    keep = sample_grid(tissue, lattice_xy, COARSE_UM) > 0
     spot_xy = lattice_xy[keep]
     counts = _spot_counts(rng, spot_xy, cells)
 
-    image = _render_he(rng, frame, tissue, cells)
+    image = render_he(rng, frame, tissue, cells)
     truth = _truth_map(frame, tissue, cells) if include_truth else None
 
     genes = [f"gene_{i:02d}" for i in range(n_genes)]
@@ -238,19 +181,11 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma_px: fl
     return (field - field.mean()) / field.std()
 
 
-def _sample(grid: np.ndarray, xy_um: np.ndarray, pitch_um: float) -> np.ndarray:
-    """Bilinear lookup of a grid whose cell k is centred at (k + 0.5) * pitch µm; ``grid`` may carry leading axes."""
-    coords = np.stack([xy_um[:, 1] / pitch_um - 0.5, xy_um[:, 0] / pitch_um - 0.5])
-    flat = grid.reshape(-1, *grid.shape[-2:])
-    out = np.stack([ndimage.map_coordinates(g, coords, order=1, mode="nearest") for g in flat])
-    return out.reshape(*grid.shape[:-2], len(xy_um))
-
-
-def _tissue_field(rng: np.random.Generator, frame: _Frame, lattice_xy: np.ndarray) -> np.ndarray:
+def _tissue_field(rng: np.random.Generator, frame: Frame, lattice_xy: np.ndarray) -> np.ndarray:
     """Coarse field that is positive inside the tissue blob."""
-    shape = frame.grid_shape(_COARSE_UM)
-    field = _smooth_field(rng, shape, 250.0 / _COARSE_UM)
-    yy, xx = (np.indices(shape) + 0.5) * _COARSE_UM
+    shape = frame.grid_shape(COARSE_UM)
+    field = _smooth_field(rng, shape, 250.0 / COARSE_UM)
+    yy, xx = (np.indices(shape) + 0.5) * COARSE_UM
     centre = lattice_xy.mean(axis=0)
     half = np.ptp(lattice_xy, axis=0) / 2.0
     # The centre bias keeps the blob on the capture area instead of fragmenting into islands.
@@ -260,7 +195,7 @@ def _tissue_field(rng: np.random.Generator, frame: _Frame, lattice_xy: np.ndarra
     inside = (np.abs(xx - centre[0]) <= half[0]) & (np.abs(yy - centre[1]) <= half[1])
     threshold = np.quantile(field[inside], 1.0 - _TISSUE_FRACTION)
     # Tiny lattices could otherwise miss the blob entirely and yield a slide without spots.
-    best_spot = _sample(field, lattice_xy, _COARSE_UM).max()
+    best_spot = sample_grid(field, lattice_xy, COARSE_UM).max()
     return field - min(threshold, best_spot - 1e-6)
 
 
@@ -283,36 +218,36 @@ def _gene_programmes(rng: np.random.Generator, n_genes: int) -> tuple[np.ndarray
 
 def _place_cells(
     rng: np.random.Generator,
-    frame: _Frame,
+    frame: Frame,
     tissue: np.ndarray,
     domain_fields: np.ndarray,
     fine_fields: np.ndarray,
     programmes: np.ndarray,
     gradient_idx: np.ndarray,
     gradient_fields: np.ndarray,
-) -> _Cells:
+) -> Cells:
     """Jittered-lattice cells inside tissue, typed by coarse domain plus fine-scale composition fields."""
     gx = np.arange(_CELL_PITCH_UM / 2, frame.width_um, _CELL_PITCH_UM)
     gy = np.arange(_CELL_PITCH_UM / 2, frame.height_um, _CELL_PITCH_UM)
     xy = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
     xy = xy + rng.uniform(-_CELL_JITTER_UM, _CELL_JITTER_UM, size=xy.shape)
-    xy = xy[_sample(tissue, xy, _COARSE_UM) > 0]
+    xy = xy[sample_grid(tissue, xy, COARSE_UM) > 0]
 
-    domain = np.argmax(_sample(domain_fields, xy, _COARSE_UM), axis=0)
+    domain = np.argmax(sample_grid(domain_fields, xy, COARSE_UM), axis=0)
     kept = rng.random(len(xy)) < _DENSITY_GIVEN_DOMAIN[domain]
     xy, domain = xy[kept], domain[kept]
 
-    logits = np.log(_TYPE_GIVEN_DOMAIN[domain]) + _FINE_FIELD_WEIGHT * _sample(fine_fields, xy, _FINE_UM).T
+    logits = np.log(_TYPE_GIVEN_DOMAIN[domain]) + _FINE_FIELD_WEIGHT * sample_grid(fine_fields, xy, _FINE_UM).T
     cell_type = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
     xy, cell_type = _pair_lymphocytes(rng, xy, cell_type, tissue)
 
     rates = np.exp(programmes[cell_type])
     if len(gradient_idx):
-        modulation = 1.0 + 0.9 * np.tanh(_sample(gradient_fields, xy, _COARSE_UM).T)
+        modulation = 1.0 + 0.9 * np.tanh(sample_grid(gradient_fields, xy, COARSE_UM).T)
         rates[:, gradient_idx] *= modulation
     rates *= rng.lognormal(0.0, 0.2, size=(len(xy), 1))
 
-    return _Cells(
+    return Cells(
         xy=xy,
         cell_type=cell_type,
         angle=rng.uniform(0.0, np.pi, size=len(xy)),
@@ -333,11 +268,11 @@ def _pair_lymphocytes(
     lymph = np.flatnonzero(cell_type == code)
     theta = rng.uniform(0.0, 2.0 * np.pi, size=len(lymph))
     sibling = xy[lymph] + 6.5 * np.column_stack([np.cos(theta), np.sin(theta)])
-    sibling = sibling[_sample(tissue, sibling, _COARSE_UM) > 0]
+    sibling = sibling[sample_grid(tissue, sibling, COARSE_UM) > 0]
     return np.concatenate([xy, sibling]), np.concatenate([cell_type, np.full(len(sibling), code)])
 
 
-def _spot_counts(rng: np.random.Generator, spot_xy: np.ndarray, cells: _Cells) -> sparse.csr_matrix:
+def _spot_counts(rng: np.random.Generator, spot_xy: np.ndarray, cells: Cells) -> sparse.csr_matrix:
     """Negative Binomial counts around the summed rates of cells whose centre lies under each spot."""
     members = cKDTree(cells.xy).query_ball_point(spot_xy, r=SPOT_DIAMETER_UM / 2.0)
     summed = np.stack([cells.rates[m].sum(axis=0) for m in members]) if len(spot_xy) else cells.rates[:0]
@@ -348,90 +283,7 @@ def _spot_counts(rng: np.random.Generator, spot_xy: np.ndarray, cells: _Cells) -
     return sparse.csr_matrix(counts.astype(np.int32))
 
 
-def _render_he(rng: np.random.Generator, frame: _Frame, tissue: np.ndarray, cells: _Cells) -> np.ndarray:
-    """H&E-like RGB image (c, y, x) uint8: each pixel takes the look of its nearest cell, else stroma or glass."""
-    height, width = frame.shape_px
-    mpp = frame.microns_per_pixel
-    morph = [_MORPHOLOGY[t] for t in CELL_TYPES]
-    nuc_a = np.array([m.nucleus_major for m in morph])[cells.cell_type]
-    nuc_b = np.array([m.nucleus_minor for m in morph])[cells.cell_type]
-    cyto_r = np.array([m.cytoplasm_radius for m in morph])[cells.cell_type]
-    texture = np.array([m.texture for m in morph])[cells.cell_type]
-    # Per-cell shade variation so that nuclei of one type are not identical.
-    nuc_rgb = np.array([m.nucleus_rgb for m in morph])[cells.cell_type] + 8.0 * cells.shade[:, None]
-    cyto_rgb = np.array([m.cytoplasm_rgb for m in morph])[cells.cell_type] + 5.0 * cells.shade[:, None]
-    cos, sin = np.cos(cells.angle), np.sin(cells.angle)
-    reach = max(float(cyto_r.max(initial=0.0)), float(nuc_a.max(initial=0.0)))
-    tree = cKDTree(cells.xy) if len(cells.xy) else None
-
-    image = np.empty((height, width, 3), dtype=np.float32)
-    x_um = (np.arange(width) + 0.5) * mpp
-    rows_per_chunk = max(1, 2**20 // width)
-    for start in range(0, height, rows_per_chunk):
-        stop = min(height, start + rows_per_chunk)
-        y_um = (np.arange(start, stop) + 0.5) * mpp
-        px = np.stack(np.meshgrid(x_um, y_um), axis=-1).reshape(-1, 2)
-        chunk = np.tile(_GLASS_RGB.astype(np.float32), (len(px), 1))
-        in_tissue = _sample(tissue, px, _COARSE_UM) > 0
-        chunk[in_tissue] = _STROMA_RGB
-        if tree is not None and in_tissue.any():
-            _paint_cells(chunk, px, in_tissue, tree, reach, nuc_a, nuc_b, cyto_r, cos, sin, nuc_rgb, cyto_rgb, texture)
-        image[start:stop] = chunk.reshape(stop - start, width, 3)
-
-    # Stroma fibres and stain unevenness are mimicked by pixel noise softened by a sub-pixel blur.
-    image += rng.standard_normal(image.shape, dtype=np.float32) * 6.0
-    for ch in range(3):
-        ndimage.gaussian_filter(image[..., ch], 0.6, output=image[..., ch])
-    return np.clip(image, 0, 255).astype(np.uint8).transpose(2, 0, 1)
-
-
-def _paint_cells(
-    chunk: np.ndarray,
-    px: np.ndarray,
-    in_tissue: np.ndarray,
-    tree: cKDTree,
-    reach: float,
-    nuc_a: np.ndarray,
-    nuc_b: np.ndarray,
-    cyto_r: np.ndarray,
-    cos: np.ndarray,
-    sin: np.ndarray,
-    nuc_rgb: np.ndarray,
-    cyto_rgb: np.ndarray,
-    texture: np.ndarray,
-) -> None:
-    """Overwrite tissue pixels of ``chunk`` that fall in the nucleus or cytoplasm of their nearest cell."""
-    where = np.flatnonzero(in_tissue)
-    # Pixels farther than any cell's reach are stroma anyway; the bound makes the query much cheaper.
-    dist, nearest = tree.query(px[where], distance_upper_bound=reach + 1e-6, workers=-1)
-    hit = np.isfinite(dist)
-    where, nearest = where[hit], nearest[hit]
-    d = px[where] - tree.data[nearest]
-    # Rotate into the cell frame so elongated (fibroblast) nuclei get a random orientation.
-    u = d[:, 0] * cos[nearest] + d[:, 1] * sin[nearest]
-    v = -d[:, 0] * sin[nearest] + d[:, 1] * cos[nearest]
-    rho = (u / nuc_a[nearest]) ** 2 + (v / nuc_b[nearest]) ** 2
-    in_nucleus = rho <= 1.0
-    in_cyto = ~in_nucleus & (dist[hit] <= cyto_r[nearest])
-
-    cyto = where[in_cyto]
-    chunk[cyto] = cyto_rgb[nearest[in_cyto]]
-    # Foamy/granular cytoplasm: deterministic speckle from position so the pattern is stable across chunks.
-    chunk[cyto] += (texture[nearest[in_cyto]] * _speckle(px[cyto]))[:, None]
-
-    nuc = where[in_nucleus]
-    n_idx = nearest[in_nucleus]
-    # Vesicular nuclei show a darker membrane rim and chromatin speckles on a pale background.
-    rim = np.clip((rho[in_nucleus] - 0.55) / 0.45, 0.0, 1.0)
-    chunk[nuc] = nuc_rgb[n_idx] - (35.0 * rim)[:, None] + (texture[n_idx] * _speckle(px[nuc]))[:, None]
-
-
-def _speckle(xy_um: np.ndarray) -> np.ndarray:
-    """Cheap deterministic high-frequency texture in [-1, 1]."""
-    return np.sin(2.3 * xy_um[:, 0] + 1.7 * np.sin(1.9 * xy_um[:, 1])) * np.cos(2.9 * xy_um[:, 1] - 0.7 * xy_um[:, 0])
-
-
-def _truth_map(frame: _Frame, tissue: np.ndarray, cells: _Cells) -> np.ndarray:
+def _truth_map(frame: Frame, tissue: np.ndarray, cells: Cells) -> np.ndarray:
     """Expected normalised log-expression (genes, y, x) on 5 µm pixels; 0 outside tissue or far from cells."""
     n_y = int(np.ceil(frame.height_um / TRUTH_UM_PER_PX))
     n_x = int(np.ceil(frame.width_um / TRUTH_UM_PER_PX))
@@ -446,7 +298,7 @@ def _truth_map(frame: _Frame, tissue: np.ndarray, cells: _Cells) -> np.ndarray:
 
     yy, xx = (np.indices((n_y, n_x)) + 0.5) * TRUTH_UM_PER_PX
     centres = np.column_stack([xx.ravel(), yy.ravel()])
-    in_tissue = (_sample(tissue, centres, _COARSE_UM) > 0).reshape(n_y, n_x)
+    in_tissue = (sample_grid(tissue, centres, COARSE_UM) > 0).reshape(n_y, n_x)
     # Relative threshold: the Gaussian tails are tiny but non-zero, and their composition is still meaningful.
     valid = in_tissue & (total > 1e-6 * total.max(initial=0.0))
     truth = np.zeros_like(density, dtype=np.float32)

@@ -137,7 +137,7 @@ class EncoderFeatures(HistologyFeatures):
     def _embed(self, patches: torch.Tensor) -> np.ndarray:
         import torch
 
-        from sr_spatial.model._device import resolve_device
+        from sr_spatial.core._device import resolve_device
 
         device = resolve_device(self.device)
         module = self.encoder

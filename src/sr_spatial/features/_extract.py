@@ -65,9 +65,9 @@ def _image_token(spots: SpotData) -> str:
     (``white``, ``inverted``, ``alpha``). An H&E replaced on disk under the same element, path or dask name
     therefore gets features of its own; reading a small level costs milliseconds beside computing features.
     """
-    from sr_spatial._adapter._elements import _image_levels
+    from sr_spatial._adapter._elements import image_levels
 
-    levels = _image_levels(spots.image)
+    levels = image_levels(spots.image)
     coarsest = levels[-1]
     size = int(np.prod(coarsest.shape))
     step = max(1, int(np.ceil(np.sqrt(size / FINGERPRINT_VALUES))))

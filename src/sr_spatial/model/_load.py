@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sr_spatial.model._histology import HistologyModel
-from sr_spatial.model._histology_io import KIND as HISTOLOGY_KIND
-from sr_spatial.model._model import DiffST
-from sr_spatial.model._persistence import CONFIG_FILE
+from sr_spatial.core._saved import CONFIG_FILE
+from sr_spatial.diffusion._model import DiffST
+from sr_spatial.histology._io import KIND as HISTOLOGY_KIND
+from sr_spatial.histology._model import HistologyModel
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -20,6 +20,56 @@ __all__ = ["superres"]
 
 
 @doc_params(doc_show_save=doc_show_save)
+def _checked(sdata: SpatialData, genes, *, key: str, names: dict, max_std):
+    """The genes as a list and the output's table, once the output, its spread and the genes are found."""
+    if names["table"] not in sdata.tables or key not in sdata.images:
+        msg = f"No super-resolution under {key!r}; run `sr_spatial.tl.superresolve(..., key_added={key!r})` first."
+        raise KeyError(msg)
+    if names["std"] not in sdata.images:
+        why = "`max_std` hides bins by it" if max_std is not None else "the uncertainty panel draws it"
+        msg = (
+            f"Image {names['std']!r} (the standard deviation of {key!r}) not found, and {why}. Keep or re-read "
+            f"the elements `sr_spatial.tl.superresolve(..., key_added={key!r})` wrote."
+        )
+        raise KeyError(msg)
+    if max_std is not None and not (isinstance(max_std, int | float | np.number) and max_std >= 0):
+        msg = f"`max_std` must be a non-negative number (log-normalised expression) or None, got {max_std!r}."
+        raise ValueError(msg)
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    table = sdata.tables[names["table"]]
+    missing = [g for g in genes if g not in table.var_names]
+    if missing:
+        msg = f"Genes {missing} were not super-resolved under {key!r}; available: {table.var_names[:10].tolist()}."
+        raise KeyError(msg)
+    return genes, table
+
+
+def _truth(sdata: SpatialData, truth_key: str, key: str, genes: list[str]) -> np.ndarray:
+    """The true expression averaged onto the output's bins, as :func:`sr_spatial.tl.evaluate` scores it."""
+    if truth_key not in sdata.images:
+        msg = f"Truth image {truth_key!r} not found; available images: {sorted(sdata.images.keys())}."
+        raise KeyError(msg)
+    from sr_spatial.tl._evaluate import regrid_to
+
+    # Averaged onto the bins, as `tl.evaluate` scores it: the best any map on these bins could do.
+    return regrid_to(sdata, truth_key, key, channels=genes)
+
+
+def _figure(ax, *, n_genes: int, n_cols: int, panel_size: float):
+    """The figure and its axes, ``(n_genes, n_cols)``: a new figure, or the axes passed, checked."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        size = (n_cols * panel_size, n_genes * panel_size)
+        return plt.subplots(n_genes, n_cols, figsize=size, squeeze=False)
+    axes = np.asarray(ax, dtype=object).reshape(-1)
+    if axes.size != n_cols * n_genes:
+        msg = f"`ax` must hold {n_cols} axes per gene ({n_cols * n_genes} for {n_genes} genes), got {axes.size}."
+        raise ValueError(msg)
+    axes = axes.reshape(n_genes, n_cols)
+    return axes[0, 0].figure, axes
+
+
 def superres(
     sdata: SpatialData,
     genes: str | Sequence[str],
@@ -74,7 +124,6 @@ def superres(
     If ``show`` is ``False``, the panels' axes in a list, gene by gene (measured, super-resolved, [truth,]
     uncertainty); else ``None``, as scanpy plots do. The figure is ``axes[0].figure``.
     """
-    import matplotlib.pyplot as plt
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
 
@@ -82,25 +131,7 @@ def superres(
     from sr_spatial.pp import build_st_map
 
     names = output_names(key)
-    if names["table"] not in sdata.tables or key not in sdata.images:
-        msg = f"No super-resolution under {key!r}; run `sr_spatial.tl.superresolve(..., key_added={key!r})` first."
-        raise KeyError(msg)
-    if names["std"] not in sdata.images:
-        why = "`max_std` hides bins by it" if max_std is not None else "the uncertainty panel draws it"
-        msg = (
-            f"Image {names['std']!r} (the standard deviation of {key!r}) not found, and {why}. Keep or re-read "
-            f"the elements `sr_spatial.tl.superresolve(..., key_added={key!r})` wrote."
-        )
-        raise KeyError(msg)
-    if max_std is not None and not (isinstance(max_std, int | float | np.number) and max_std >= 0):
-        msg = f"`max_std` must be a non-negative number (log-normalised expression) or None, got {max_std!r}."
-        raise ValueError(msg)
-    genes = [genes] if isinstance(genes, str) else list(genes)
-    table = sdata.tables[names["table"]]
-    missing = [g for g in genes if g not in table.var_names]
-    if missing:
-        msg = f"Genes {missing} were not super-resolved under {key!r}; available: {table.var_names[:10].tolist()}."
-        raise KeyError(msg)
+    genes, table = _checked(sdata, genes, key=key, names=names, max_std=max_std)
     params = table.uns[key]["params"]
     st_map = build_st_map(
         sdata,
@@ -121,31 +152,11 @@ def superres(
     std = np.asarray(sdata.images[names["std"]].sel(c=genes).values)
     mask = st_map.mask
 
-    truth = None
-    if truth_key is not None:
-        if truth_key not in sdata.images:
-            msg = f"Truth image {truth_key!r} not found; available images: {sorted(sdata.images.keys())}."
-            raise KeyError(msg)
-        from sr_spatial.tl._evaluate import regrid_to
-
-        # Averaged onto the bins, as `tl.evaluate` scores it: the best any map on these bins could do.
-        truth = regrid_to(sdata, truth_key, key, channels=genes)
+    truth = None if truth_key is None else _truth(sdata, truth_key, key, genes)
     n_cols = 3 if truth is None else 4
 
     new_figure = ax is None
-    if new_figure:
-        size = (n_cols * panel_size, len(genes) * panel_size)
-        fig, axes = plt.subplots(len(genes), n_cols, figsize=size, squeeze=False)
-    else:
-        axes = np.asarray(ax, dtype=object).reshape(-1)
-        if axes.size != n_cols * len(genes):
-            msg = (
-                f"`ax` must hold {n_cols} axes per gene ({n_cols * len(genes)} for {len(genes)} genes), "
-                f"got {axes.size}."
-            )
-            raise ValueError(msg)
-        axes = axes.reshape(len(genes), n_cols)
-        fig = axes[0, 0].figure
+    fig, axes = _figure(ax, n_genes=len(genes), n_cols=n_cols, panel_size=panel_size)
     for row, gene in enumerate(genes):
         measured = st_map.values[:, row]
         shown = mean[row]

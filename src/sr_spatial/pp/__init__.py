@@ -1,6 +1,6 @@
 """Preprocessing: gene selection, normalisation, transcript binning, the ST map and spot geometry."""
 
-from sr_spatial._groups import group_means
+from sr_spatial.core._groups import group_means
 from sr_spatial.pp._bins import bin_transcripts
 from sr_spatial.pp._genes import normalize, select_genes
 from sr_spatial.pp._interpolate import interpolate_at

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sr_spatial._adapter._bins import bin_points
 from sr_spatial._adapter._elements import shallow_copy
+from sr_spatial._adapter._transcript_bins import bin_points
 from sr_spatial._validate import check_name
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from sr_spatial._adapter._elements import BinGrid, SpotData
 from sr_spatial._adapter._read import read_spots
 from sr_spatial._docs import doc_params, doc_slide
-from sr_spatial._groups import group_means, lattice_groups
+from sr_spatial.core._groups import group_means, lattice_groups
 from sr_spatial.pp._genes import select_genes
 from sr_spatial.pp._lattice import TISSUE_REACH, make_grid, spot_pitch, spot_reach
 

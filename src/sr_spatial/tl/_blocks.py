@@ -16,10 +16,10 @@ import numpy as np
 from scipy import sparse
 
 from sr_spatial._adapter._elements import BinGrid
-from sr_spatial._consistency import residual_sums
+from sr_spatial.core._consistency import residual_sums
+from sr_spatial.core._tiling import Block, plan_blocks
 from sr_spatial.pp._lattice import spot_reach
 from sr_spatial.pp._stmap import SpotRenderer
-from sr_spatial.tl._plan import Block, plan_blocks
 from sr_spatial.tl._store import ImageStore, guarded_dask
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def _worker_run(job: BlockJob, block: Block, model: DiffST | None, device: str) 
     """Run on a dask worker: the model arrives once per worker; it moves to the worker's own device once."""
     import dask
 
-    from sr_spatial.model._device import resolve_device
+    from sr_spatial.core._device import resolve_device
 
     if model is not None:
         target = resolve_device(device)

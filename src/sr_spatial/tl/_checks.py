@@ -116,7 +116,7 @@ def check_arguments(
     key_added: str | None = None,
 ) -> None:
     """Refuse arguments of the wrong type or range before any work, including a device this machine lacks."""
-    from sr_spatial.model._model import resolve_device
+    from sr_spatial.diffusion._model import resolve_device
 
     _positive_integer("n_top_genes", n_top_genes, allow_none=False, hint="Pass how many genes to take, e.g. 50.")
     default = "or None for the model configuration's default."
@@ -250,7 +250,7 @@ def check_call(
             )
             raise ImportError(msg)
     if checkpoint_dir is not None:
-        from sr_spatial.model.train._checkpoint import check_checkpoint_dir
+        from sr_spatial.diffusion.train._checkpoint import check_checkpoint_dir
 
         check_checkpoint_dir(checkpoint_dir)
 
@@ -289,7 +289,7 @@ def check_training_scale(sdata: SpatialData, image_key: str, *, scale: int, **wh
 
 def move_to_device(model: DiffST, device) -> None:
     """Put an in-memory model on the device asked for (raising where it is missing); ``"auto"`` leaves it be."""
-    from sr_spatial.model._model import resolve_device
+    from sr_spatial.diffusion._model import resolve_device
 
     if isinstance(device, str) and device == "auto":
         return

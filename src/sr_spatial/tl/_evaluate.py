@@ -24,9 +24,9 @@ def _affine(element, cs: str) -> np.ndarray:
 
 def full_resolution(image):
     """The full-resolution level of an image element, multiscale or not, as a ``(c, y, x)`` DataArray."""
-    from sr_spatial._adapter._elements import _scale0
+    from sr_spatial._adapter._elements import full_resolution_level
 
-    return _scale0(image)
+    return full_resolution_level(image)
 
 
 def regrid_to(sdata: SpatialData, source_key: str, target_key: str, *, channels: Sequence[str]) -> np.ndarray:
@@ -154,7 +154,7 @@ def evaluate(sdata: SpatialData, key: str, *, truth_key: str, genes: Sequence[st
     of the reported standard deviation with the absolute error; NaN where the spread is constant).
     """
     from sr_spatial._adapter._write import output_names
-    from sr_spatial.model._uncertainty import LEVELS, interval_coverage, sd_error_rank
+    from sr_spatial.core._uncertainty import LEVELS, interval_coverage, sd_error_rank
 
     table_key = output_names(key)["table"]
     for name, kind in ((key, "images"), (truth_key, "images"), (table_key, "tables")):

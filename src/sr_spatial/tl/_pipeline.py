@@ -12,7 +12,7 @@ import numpy as np
 
 from sr_spatial._adapter._write import check_output_names, write_superres
 from sr_spatial._logging import HINT, log_phase, logger
-from sr_spatial.model._uncertainty import normal_quantiles
+from sr_spatial.core._uncertainty import normal_quantiles
 from sr_spatial.tl import _checks
 from sr_spatial.tl._blocks import MemorySink, ZarrSink, default_block_bins, iter_blocks, plan_blocks
 from sr_spatial.tl._store import check_image_store

@@ -22,9 +22,9 @@ from scipy.spatial import cKDTree
 
 from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_geometry, table_genes
-from sr_spatial._groups import group_means
+from sr_spatial.core._groups import group_means
+from sr_spatial.histology._reference import ReferenceUnits, standardise
 from sr_spatial.model import Scene
-from sr_spatial.model._reference import ReferenceUnits, standardise
 from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch, visium_lattice
 from sr_spatial.pp._stmap import SpotRenderer, nearest_spot, render_spots
 
@@ -352,10 +352,14 @@ def target_image_candidates(target: SpatialData, image_keys: Sequence[str]) -> l
     caller takes the finest: a slide is super-resolved from its finest H&E, and one read more coarsely is warned
     about when the model is applied).
     """
-    from sr_spatial._adapter._elements import _scale0
+    from sr_spatial._adapter._elements import full_resolution_level
 
     # Not an image with a channel per gene (an earlier super-resolved map, a truth image): colours, or a stain.
-    images = [key for key, image in target.images.items() if _scale0(image).sizes.get("c", 1) <= MAX_IMAGE_CHANNELS]
+    images = [
+        key
+        for key, image in target.images.items()
+        if full_resolution_level(image).sizes.get("c", 1) <= MAX_IMAGE_CHANNELS
+    ]
     shared = [key for key in dict.fromkeys(image_keys) if key in images]
     return shared[:1] if len(images) > 1 and len(shared) == 1 else images
 
@@ -410,7 +414,7 @@ def reference_units(
 ) -> ReferenceUnits:
     """One reference's units: features on bins one unit wide (standardised over the slide), values, pseudo-spots."""
     from sr_spatial.features import bin_features
-    from sr_spatial.model._histology_detail import spot_features
+    from sr_spatial.histology._apply import spot_features
 
     maps = bin_features(
         st_map.spots, st_map.grid, features, max_px_per_bin=max_px_per_bin, show_progress_bar=show_progress_bar

@@ -38,6 +38,49 @@ if TYPE_CHECKING:
 __all__ = ["superresolve"]
 
 
+def _read_slide(
+    sdata: SpatialData, image_key: str, *, where, genes, n_top_genes: int, scale: int, render: bool, start: float
+):
+    """The slide's spots on the output grid (rendered whole if ``render``), logged with the time since ``start``."""
+    st_map = spot_map(
+        sdata,
+        image_key,
+        table_key=where.table_key,
+        shapes_key=where.shapes_key,
+        genes=genes,
+        n_top_genes=n_top_genes,
+        scale=scale,
+        coordinate_system=where.coordinate_system,
+        stain=where.stain,
+        render=render,
+    )
+    seconds = time.perf_counter() - start
+    log_phase(
+        "reading",
+        seconds,
+        "Read %d spots x %d genes in %.1f s; the output grid has %d x %d bins.",
+        len(st_map.values),
+        len(st_map.genes),
+        seconds,
+        *st_map.grid.shape,
+    )
+    return st_map
+
+
+def _log_written(output, *, key: str, start: float) -> None:
+    """The closing log line: what was super-resolved, in how long, and the elements written."""
+    logger.info(
+        "Super-resolved %d genes onto %d bins in %.1f s; wrote images %r, %r, shapes %r and table %r.",
+        len(output.genes),
+        int(output.mask.sum()),
+        time.perf_counter() - start,
+        key,
+        f"{key}_std",
+        f"{key}_bins",
+        f"{key}_table",
+    )
+
+
 def superresolve(
     sdata: SpatialData,
     image_key: str,
@@ -269,28 +312,8 @@ def superresolve(
         key=key, genes=asked, n_top_genes=n_top_genes, scale=scale, seed=seed,
     )  # fmt: skip
 
-    st_map = spot_map(
-        sdata,
-        image_key,
-        table_key=where.table_key,
-        shapes_key=where.shapes_key,
-        genes=genes,
-        n_top_genes=n_top_genes,
-        scale=scale,
-        coordinate_system=where.coordinate_system,
-        stain=where.stain,
-        render=chosen.reads_whole_slide(call),
-    )
-    seconds = time.perf_counter() - start
-    log_phase(
-        "reading",
-        seconds,
-        "Read %d spots x %d genes in %.1f s; the output grid has %d x %d bins.",
-        len(st_map.values),
-        len(st_map.genes),
-        seconds,
-        *st_map.grid.shape,
-    )
+    st_map = _read_slide(sdata, image_key, where=where, genes=genes, n_top_genes=n_top_genes, scale=scale,
+                         render=chosen.reads_whole_slide(call), start=start)  # fmt: skip
 
     job = BlockJob.from_map(st_map)
     fitted = chosen.fit(st_map, job.renderer, call)
@@ -320,14 +343,5 @@ def superresolve(
         sink.discard()
         raise
     sink.finish(replaced=run.inplace)
-    logger.info(
-        "Super-resolved %d genes onto %d bins in %.1f s; wrote images %r, %r, shapes %r and table %r.",
-        len(output.genes),
-        int(output.mask.sum()),
-        time.perf_counter() - start,
-        key,
-        f"{key}_std",
-        f"{key}_bins",
-        f"{key}_table",
-    )
+    _log_written(output, key=key, start=start)
     return None if run.inplace else target

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from sr_spatial._docs import doc_params, doc_slide
+from sr_spatial.diffusion._fit import output_scene
 from sr_spatial.tl import _checks
 from sr_spatial.tl._methods import resolve_method
 from sr_spatial.tl._methods._base import TrainRequest
 from sr_spatial.tl._options import SlideKeys
-from sr_spatial.tl._scale_transfer import output_scene
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

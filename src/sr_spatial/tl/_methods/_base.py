@@ -93,7 +93,7 @@ class BlockMethod(ABC):
     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """The block's mean and standard deviation ``(n_genes, h, w)``, and the residual sums before projection.
 
-        The residual sums (:func:`~sr_spatial._consistency.residual_sums`) are ``None`` for a map that is not
+        The residual sums (:func:`~sr_spatial.core._consistency.residual_sums`) are ``None`` for a map that is not
         projected onto the spots. ``model`` is :attr:`Fitted.model`.
         """
 

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sr_spatial.diffusion._method import DiffusionMethod
+from sr_spatial.histology._method import HistologyMethod
+from sr_spatial.histology._model import fit_base
 from sr_spatial.model import DiffST, HistologyModel, load
 from sr_spatial.tl._methods._base import Method
 from sr_spatial.tl._methods._bicubic import BicubicMethod
-from sr_spatial.tl._methods._diffusion import DiffusionMethod
-from sr_spatial.tl._methods._histology import HistologyMethod
 from sr_spatial.tl._methods._nearest import NearestMethod
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "resolve_method", "resolve_model"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "DiffusionAroundHistology", "resolve_method", "resolve_model"]
+
+
+class DiffusionAroundHistology(DiffusionMethod):
+    """The diffusion method, its ``histology_base`` fitted by the histology method: joined here, not in either."""
+
+    fit_base = staticmethod(fit_base)
+
 
 #: Every method ``superresolve`` takes, by name.
-METHODS: dict[str, type[Method]] = {m.name: m for m in (HistologyMethod, DiffusionMethod, BicubicMethod, NearestMethod)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (HistologyMethod, DiffusionAroundHistology, BicubicMethod, NearestMethod)
+}
 #: The method without a model.
 DEFAULT_METHOD = HistologyMethod.name
 

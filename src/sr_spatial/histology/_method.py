@@ -1,0 +1,271 @@
+"""``method="histology"`` (the default): the measurement plus the within-spot detail histology predicts.
+
+Fits a :class:`~sr_spatial.model.HistologyModel` on the slide, or applies a fitted one, and computes each block's
+map, projected exactly onto the spots, with its calibrated spread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sr_spatial.core._consistency import project_to_spots, residual_sums
+from sr_spatial.core._device import resolve_device
+from sr_spatial.histology._config import HistologyConfig, resolve_histology_config
+from sr_spatial.histology._model import HistologyModel, fit_on_slide
+
+# The diffusion model's configuration, which this method still reads its encoder settings from (`histology_config`),
+# through the models' public face: the two methods' packages never import each other.
+from sr_spatial.model import ModelConfig
+from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
+
+if TYPE_CHECKING:
+    from sr_spatial.histology._apply import HistologyDetail
+
+__all__ = ["HistologyMethod", "histology_config"]
+
+
+@dataclass(frozen=True)
+class HistologyBlocks(BlockMethod):
+    detail: HistologyDetail
+
+    def describe(self) -> str:
+        return "Computing the histology maps"
+
+    def maps(self, view, model, *, show_progress_bar):
+        raw, std = self.detail.block_maps(view.block.region, view.nearest, view.smooth, view.owner(), view.mask)
+        values = view.job.values
+        residual_before = residual_sums(raw, view.footprint, values, spots=view.in_block)
+        return project_to_spots(raw, view.footprint, values) * view.mask, std, residual_before
+
+
+def histology_config(config, options) -> HistologyConfig:
+    """The :class:`~sr_spatial.model.HistologyConfig` of a call: ``config`` with the call's options applied.
+
+    ``config`` may also be a :class:`~sr_spatial.model.ModelConfig` (or a dict of its fields), whose encoder
+    settings the histology method read before it had its own configuration; ``train_steps`` sets the learned
+    encoders' steps.
+    """
+    if isinstance(config, dict) and not set(config) <= set(HistologyConfig.__dataclass_fields__):
+        config = ModelConfig.from_dict(config)
+    if isinstance(config, ModelConfig):
+        config = HistologyConfig(
+            encoder_width=config.histology_width,
+            encoder_steps=config.encoder_steps,
+            encoder_batch_size=config.encoder_batch_size,
+            px_per_bin=config.px_per_bin,
+        )
+    return resolve_histology_config(
+        config,
+        features=options.features,
+        learned_encoder=options.learned_encoder,
+        encoder_steps=options.train_steps,
+    )
+
+
+class HistologyMethod(Method):
+    """Fit (or apply) the histology predictor; see :class:`~sr_spatial.model.HistologyModel`."""
+
+    name = "histology"
+    model_class = HistologyModel
+    takes_learned_encoder = True
+    #: The features resolved by :meth:`check` (a fresh method serves each call).
+    extractor = None
+
+    def check(self, call: Call) -> None:
+        super().check(call)
+        if call.model is not None:
+            if call.options.features is not None or call.options.learned_encoder is not None:
+                msg = (
+                    "`features` and `learned_encoder` choose how a histology model is fitted; a fitted model "
+                    "(`model=`) brings its own. Drop them, or fit a new model without `model=`."
+                )
+                raise ValueError(msg)
+            return
+        from sr_spatial.features import resolve_features
+
+        config = histology_config(call.config, call.options)
+        # An encoder without the H&E's pixel size fails here, before the slide is read; fit uses it as resolved.
+        self.extractor = resolve_features(config.features, image_um_per_px=call.options.image_um_per_px)
+
+    def fit(self, st_map, renderer, call: Call) -> Fitted:
+        where = {
+            "image_um_per_px": call.options.image_um_per_px,
+            "device": resolve_device(call.device),
+            "show_progress_bar": call.show_progress_bar,
+            "rendered": renderer.render(st_map.grid),
+            "owner": renderer.owner(st_map.grid),
+        }
+        if call.model is not None:
+            model = call.model
+            detail, record = model.apply(st_map, **where)
+        else:
+            config = histology_config(call.config, call.options)
+            model, detail, record = fit_on_slide(
+                st_map, config=config, scale=call.scale, seed=call.seed, extractor=self.extractor, **where
+            )
+        features = model.config.features
+        params = {
+            "features": features if isinstance(features, str) else repr(features),
+            "learned_encoder": model.uses_learned_encoder,
+        }
+        return Fitted(blocks=HistologyBlocks(detail), uns={"histology": record}, params=params)
+
+    def train(self, request: TrainRequest) -> HistologyModel:
+        from sr_spatial.features import resolve_features
+        from sr_spatial.pp._stmap import build_st_map
+        from sr_spatial.tl._options import MethodOptions
+
+        if request.checkpoint_dir is not None:
+            msg = "`checkpoint_dir` keeps a diffusion model's training state; the histology method has none. Drop it."
+            raise ValueError(msg)
+        options = MethodOptions(
+            features=request.features, image_um_per_px=request.image_um_per_px, train_steps=request.train_steps
+        )
+        config = histology_config(request.config, options)
+        extractor = resolve_features(config.features, image_um_per_px=request.image_um_per_px)
+        device = resolve_device(request.device)
+        if request.reference:
+            return _fit_on_references(request, config, extractor)
+        if len(request.slides) != 1:
+            msg = "Several slides are references: pass `reference=True` (and `target=`, the slide to apply it to)."
+            raise ValueError(msg)
+        st_map = build_st_map(request.slides[0], request.image_keys[0], **request.where(), scale=request.scale)
+        return fit_on_slide(
+            st_map,
+            config=config,
+            scale=request.scale,
+            seed=request.seed,
+            image_um_per_px=request.image_um_per_px,
+            device=device,
+            show_progress_bar=request.show_progress_bar,
+            extractor=extractor,
+        )[0]
+
+
+def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
+    """The references' ST maps, in order, and the genes they share (the first reference's choice if none given)."""
+    from sr_spatial.tl._reference import reference_map
+
+    st_maps = []
+    for slide, image_key in zip(request.slides, request.image_keys, strict=True):
+        st_maps.append(
+            reference_map(
+                slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
+                aggregate=request.aggregate, expression=False,
+            )  # fmt: skip
+        )
+        genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
+    return st_maps, genes
+
+
+def _read_px_per_bin(request: TrainRequest, st_maps: list, genes, extractor) -> int | None:
+    """The pixels per output bin every slide's H&E is read at: the coarsest among them (the target's finest)."""
+    from sr_spatial.tl._reference import finest_target_map, read_px_per_bin
+
+    # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
+    # mean the same on all of them.
+    finest_target = None
+    if request.target is not None:
+        finest_target = finest_target_map(
+            request.target, request.target_image_key, request.image_keys, slide=request.slide, genes=genes,
+            scale=request.scale,
+        )  # fmt: skip
+    return read_px_per_bin(st_maps, extractor, target=finest_target)
+
+
+def _learned_on_references(request: TrainRequest, st_maps: list, config: HistologyConfig):
+    """The learned encoders trained on the references (``None`` if too few units), applied to any slide alike."""
+    from sr_spatial._logging import logger
+    from sr_spatial.histology._learned import EncoderSettings, fit_learned_detail, fit_learned_on_references
+
+    settings = EncoderSettings.of(config)
+    training = {
+        "seed": request.seed,
+        "device": resolve_device(request.device),
+        "show_progress_bar": request.show_progress_bar,
+    }
+    if len(st_maps) > 1:
+        learned = fit_learned_on_references(st_maps, settings, **training)
+    else:  # one reference: cross-fitted on its folds of groups, as a single slide is
+        learned = fit_learned_detail(st_maps[0], settings, scale=request.scale, **training)
+        # Applied to other slides, each is standardised by its own statistics, as with several references.
+        learned = None if learned is None else replace(learned, input_mean=None, input_std=None)
+    if learned is None:
+        logger.info("Too few units to train the learned encoders on; the morphology features work alone.")
+    return learned
+
+
+def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor) -> HistologyModel:
+    """A :class:`~sr_spatial.model.HistologyModel` fitted on the references' true within-pseudo-spot deviations."""
+    import time
+
+    from sr_spatial._logging import log_phase, logger
+    from sr_spatial.core._shrinkage import PRIOR_SD
+    from sr_spatial.histology._reference import fit_on_references
+    from sr_spatial.tl._reference import reference_units, shared_genes, target_geometry
+
+    # "auto" leaves them off: training one encoder per reference doubles the fit's time for a gain that did not
+    # carry between her2st sections (benchmarks/results/her2st_reference.md).
+    use_learned = config.learned_encoder is True
+    start = time.perf_counter()
+    geometry = target_geometry(request.target, request.slide)
+    genes = shared_genes(request.slides, request.target, request.genes, table_key=request.slide.table_key)
+    st_maps, genes = _reference_maps(request, genes)
+    px_per_bin = _read_px_per_bin(request, st_maps, genes, extractor)
+    units = [
+        reference_units(
+            st_map,
+            scale=request.scale,
+            geometry=geometry,
+            features=extractor,
+            max_px_per_bin=px_per_bin,
+            seed=request.seed + index,
+            show_progress_bar=request.show_progress_bar,
+        )
+        for index, st_map in enumerate(st_maps)
+    ]
+    seconds = time.perf_counter() - start
+    log_phase(
+        "features",
+        seconds,
+        "Read %d references (%d units) in %.1f s%s.",
+        len(units),
+        sum(len(u.values) for u in units),
+        seconds,
+        "" if px_per_bin is None else f", their H&E at {px_per_bin} pixels per output bin",
+    )
+    learned = _learned_on_references(request, st_maps, config) if use_learned else None
+    del st_maps
+    predictor = fit_on_references(
+        units, scale=request.scale, seed=request.seed, learned=None if learned is None else learned.heldout,
+        show_progress_bar=request.show_progress_bar,
+    )  # fmt: skip
+    logger.info(
+        "Fitted on %d references' units pooled into %s pseudo-spots (radius %.2f pitches): within-spot detail for %d "
+        "of %d genes (median weight %.2f).",
+        len(units),
+        geometry.lattice,
+        geometry.radius_ratio,
+        int((predictor.weight > 0.05).sum()),
+        len(genes),
+        float(np.median(predictor.weight)),
+    )
+    return HistologyModel(
+        genes,
+        predictor,
+        config=config,
+        scale=request.scale,
+        seed=request.seed,
+        features_repr=repr(extractor),
+        learned=learned,
+        uses_learned_encoder=learned is not None,
+        reference={
+            "n_references": len(units),
+            "prior_sd": PRIOR_SD,
+            "lattice": geometry.lattice,
+            "px_per_bin": px_per_bin,
+        },
+    )
