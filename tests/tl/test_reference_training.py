@@ -337,7 +337,8 @@ def fine_bins(reference):
 
 
 def test_finer_bins_are_pooled_into_units_of_the_outputs_size(fine_bins, genes):
-    from sr_spatial.tl._reference import MIN_AGGREGATED_SHARE, reference_map
+    from sr_spatial.tl._aggregate import MIN_AGGREGATED_SHARE
+    from sr_spatial.tl._reference import reference_map
 
     where = SlideKeys()
     bins = sr.pp.build_st_map(fine_bins, "he", genes=genes, scale=1)

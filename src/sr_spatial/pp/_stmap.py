@@ -228,7 +228,8 @@ def coarsen_spots(
     return pooled_xy.T, np.log1p(pooled.T).astype(np.float32)
 
 
-def _normalised(spots: SpotData, genes: list[str], target_sum: float) -> np.ndarray:
+def normalised_values(spots: SpotData, genes: list[str], target_sum: float) -> np.ndarray:
+    """The spots' log-normalised expression of ``genes`` ``(n_spots, n_genes)``, as :func:`build_st_map` reads it."""
     import anndata as ad
 
     from sr_spatial.pp._genes import normalize
@@ -317,7 +318,7 @@ def spot_map(
     counts_view = ad.AnnData(X=spots.counts)
     counts_view.var_names = spots.var_names
     genes = select_genes(counts_view, genes=genes, n_top_genes=n_top_genes, target_sum=target_sum)
-    values = _normalised(spots, genes, target_sum)
+    values = normalised_values(spots, genes, target_sum)
     pitch = spot_pitch(spots.centres)
     reach = spot_reach(spots.centres, pitch=pitch, radius=spots.radius)
     grid = make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch, reach=float(reach.max()))
