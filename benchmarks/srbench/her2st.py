@@ -261,9 +261,7 @@ def run_peer(method: str, section: Her2stSection, pseudo: PseudoSpots, pooled: n
 
 def _scores(pred, truth, section: Her2stSection, pseudo: PseudoSpots, pooled, genes, std=None):
     """Per-gene metrics at the measured spots (SSIM on the array lattice; coverage where ``std`` is given)."""
-    return score_per_gene(
-        pred, truth, lattice=section.array, group=pseudo.group, pooled=pooled, genes=genes, std=std
-    )
+    return score_per_gene(pred, truth, lattice=section.array, group=pseudo.group, pooled=pooled, genes=genes, std=std)
 
 
 def select_genes(
@@ -428,7 +426,17 @@ def run_her2st(
             results.append(row)
     return pd.DataFrame(results)[
         [
-            "section", "seed", "method", "gene", "pearson", "pearson_within", "ssim", "rmse", "spot_residual",
-            "coverage_90", "sd_error_spearman", "wall_s",
+            "section",
+            "seed",
+            "method",
+            "gene",
+            "pearson",
+            "pearson_within",
+            "ssim",
+            "rmse",
+            "spot_residual",
+            "coverage_90",
+            "sd_error_spearman",
+            "wall_s",
         ]  # fmt: skip
     ]

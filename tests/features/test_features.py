@@ -142,3 +142,17 @@ def test_an_image_replaced_on_disk_gets_its_own_features(tmp_path):
     fresh = build_st_map(read_zarr(path), IMAGE, n_top_genes=5, scale=4)
     recomputed = bin_features(fresh.spots, fresh.grid, MorphologyFeatures(), show_progress_bar=False)
     np.testing.assert_allclose(recomputed, again, rtol=1e-5, atol=1e-6)
+
+
+def test_morphology_bin_features_are_the_bin_means_of_its_pixel_planes():
+    """Averaged plane by plane (never all planes stacked at full resolution), to the bit the stacked means."""
+    from scipy import ndimage
+    from skimage.transform import downscale_local_mean
+
+    texture = ndimage.gaussian_filter(np.random.default_rng(0).uniform(0, 1, (96, 120)), 2)
+    rgb = np.stack([0.5 + texture, 0.3 + texture, 0.6 + texture / 2]).clip(0, 1).astype(np.float32)
+    extractor = MorphologyFeatures(context=(3,)).fit([rgb])
+    per_bin = downscale_local_mean(extractor.pixel_planes(rgb), (1, 8, 8)).astype(np.float32)
+    features = extractor.bin_features(rgb, px_per_bin=8)
+    assert features.shape == (2 * len(per_bin), 12, 15)
+    np.testing.assert_array_equal(features[: len(per_bin)], per_bin)

@@ -357,3 +357,85 @@ def test_refusals_name_the_reference_and_the_genes_no_slide_shares(tmp_path):
     ref.tables[table_key].var_names = [f"mouse_{g}" for g in ref.tables[table_key].var_names]
     with pytest.raises(ValueError, match=r"share no gene: reference 0 \(.*ref\.zarr\) measures 12 genes.*the target"):
         sr.tl.train([ref], image_key="he", reference=True, target=target, method="histology", scale=SCALE)
+
+
+@pytest.fixture(scope="module")
+def fine_bins(reference):
+    """The reference's slide measured by square bins half the output's size (25 µm for 50 µm output bins)."""
+    _, other = reference
+    fine = sr.datasets.measure_demo_truth(other, bin_um=UNIT_UM / 2, seed=2)
+    fine.tables["table"] = fine.tables["t"]
+    del fine.tables["t"]
+    return fine
+
+
+def test_finer_bins_are_pooled_into_units_of_the_outputs_size(fine_bins, genes):
+    from sr_spatial.tl._aggregate import MIN_AGGREGATED_SHARE
+    from sr_spatial.tl._reference import reference_map
+
+    where = SlideKeys()
+    bins = sr.pp.build_st_map(fine_bins, "he", genes=genes, scale=1)
+    units = reference_map(fine_bins, "he", slide=where, genes=genes, n_top_genes=50, aggregate=2)
+    assert units.pitch == pytest.approx(2 * bins.pitch)
+    # Each unit sums the counts of the bins whose centres it covers, and sits at their middle.
+    first = bins.centres.min(axis=0) - bins.pitch / 2
+    unit_of = np.floor((bins.centres - first) / units.pitch).astype(int)
+    counts = np.asarray(bins.spots.counts.todense())
+    cells = np.floor((units.centres - first) / units.pitch).astype(int)
+    full = 0
+    for k in (0, len(units.centres) // 3, len(units.centres) // 2, len(units.centres) - 1):
+        under = (unit_of == cells[k]).all(axis=1)
+        assert under.sum() >= MIN_AGGREGATED_SHARE * 4
+        np.testing.assert_allclose(units.spots.counts[k].toarray().ravel(), counts[under].sum(axis=0))
+        if under.sum() == 4:  # a whole unit is centred on its bins
+            full += 1
+            np.testing.assert_allclose(units.centres[k], bins.centres[under].mean(axis=0), atol=1e-6)
+    assert full >= 1
+    # The units are the grid's bins, one to one.
+    ij = units.grid.index_of(units.centres)
+    np.testing.assert_allclose(units.grid.centres()[ij[:, 0], ij[:, 1]], units.centres, atol=1e-6)
+    np.testing.assert_allclose(units.nearest[:, ij[:, 0], ij[:, 1]].T, units.values, atol=1e-6)
+
+
+def test_a_model_trained_on_pooled_finer_bins_beats_the_measurement(fine_bins, demo_sdata, genes):
+    model = sr.tl.train(
+        fine_bins, "he", reference=True, aggregate=2, target=demo_sdata, scale=SCALE, genes=genes, seed=SEED,
+        method="histology", show_progress_bar=False,
+    )  # fmt: skip
+    sdata = copy.deepcopy(demo_sdata)
+    scores = {}
+    for name, chosen in (("nearest", None), ("pooled", model)):
+        sr.tl.superresolve(
+            sdata, IMAGE_KEY, scale=SCALE, model=chosen, method="nearest" if chosen is None else None, genes=genes,
+            seed=SEED, key_added=name, show_progress_bar=False,
+        )  # fmt: skip
+        scores[name] = sr.tl.evaluate(sdata, name, truth_key="demo_truth")["pearson"].mean()
+    assert scores["pooled"] > scores["nearest"]
+    assert sdata.tables["pooled_table"].uns["pooled"]["spot_residual"] < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"aggregate": 0, "reference": True}, "positive integer"), ({"aggregate": 2}, "reference=True")],
+)
+def test_aggregate_is_checked_before_the_slides_are_read(fine_bins, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sr.tl.train(fine_bins, "he", method="histology", show_progress_bar=False, **kwargs)
+
+
+def test_superresolve_refuses_reference_aggregate_without_references(demo_sdata):
+    with pytest.raises(ValueError, match="pass `reference=` too"):
+        sr.tl.superresolve(demo_sdata, IMAGE_KEY, reference_aggregate=2, inplace=False)
+
+
+def test_units_rendered_without_their_expression_keep_the_same_mask_and_footprint(fine_bins, genes):
+    from sr_spatial.tl._reference import reference_map
+
+    maps = [
+        reference_map(fine_bins, "he", slide=SlideKeys(), genes=genes, n_top_genes=50, expression=expression)
+        for expression in (True, False)
+    ]
+    assert maps[1].nearest is None and maps[1].smooth is None
+    np.testing.assert_array_equal(maps[0].mask, maps[1].mask)
+    np.testing.assert_array_equal(maps[0].footprint, maps[1].footprint)
+    assert maps[0].grid == maps[1].grid

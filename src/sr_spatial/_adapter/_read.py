@@ -313,6 +313,14 @@ def _check_counts(counts: sparse.csr_matrix, table_key: str) -> None:
         raise ValueError(msg)
 
 
+def _local_scheduler() -> str:
+    """The dask scheduler to read the H&E with: this process's, never a default cluster (a block's worker reads its own)."""
+    import dask
+
+    chosen = dask.config.get("scheduler", None)
+    return chosen if chosen in ("synchronous", "sync", "single-threaded", "threads", "threading") else "threads"
+
+
 def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.ndarray:
     """The H&E under ``grid`` resampled to ``px_per_bin`` pixels per bin, as float32 RGB in ``[0, 1]``.
 
@@ -350,10 +358,14 @@ def read_histology(spots: SpotData, grid: BinGrid, *, px_per_bin: int) -> np.nda
     )
     tf = AffineTransform(matrix=full_to_crop.params @ out_to_full.params)
     out = np.empty((3, *out_shape), dtype=np.float32)
+    # The crop is read from storage once, every channel together in its own dtype (a uint8 channel is a quarter of
+    # its float32 copy below): a chunk holds all channels, so reading them one by one decoded each chunk 3-4 times.
+    n_read = min(4 if spots.alpha else 3, region.sizes["c"])
+    crop = np.asarray(region.isel(c=slice(0, n_read)).compute(scheduler=_local_scheduler()).values)
     # An RGBA image's opacity: transparent pixels read as the background (white glass), not as their colour.
-    alpha = np.asarray(region.isel(c=3).values) if spots.alpha else None
-    # Each channel is read once, in its own dtype (a uint8 channel is a quarter of its float32 copy below).
-    native = [np.asarray(region.isel(c=[channel]).values) for channel in range(min(3, region.sizes["c"]))]
+    alpha = crop[3] if spots.alpha else None
+    native = [crop[channel : channel + 1] for channel in range(min(3, region.sizes["c"]))]
+    del crop
     # Black padding of a brightfield image reads as glass (:func:`to_unit_rgb`); a mask of it over all channels.
     blank = None
     if not spots.inverted:

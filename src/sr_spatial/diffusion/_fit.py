@@ -321,8 +321,8 @@ def train_diffusion_on_references(request) -> DiffST:
     """
     from sr_spatial.tl._reference import (
         about_reference,
-        bin_aligned_map,
         genes_of_request,
+        reference_map,
         reference_scenes,
         target_geometry,
     )
@@ -333,12 +333,14 @@ def train_diffusion_on_references(request) -> DiffST:
         raise ValueError(msg)
     geometry = target_geometry(request.target, request.slide)
     genes = genes_of_request(request)
-    where = {**request.where(), "genes": genes}
     maps, outputs, scenes, counts = [], [], [], []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
         with about_reference(index, slide):
-            st_map = bin_aligned_map(build_st_map(slide, image_key, **where, scale=1))
-        where["genes"] = st_map.genes
+            st_map = reference_map(
+                slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
+                aggregate=request.aggregate,
+            )  # fmt: skip
+        genes = st_map.genes
         output = output_scene(st_map, px_per_bin=config.px_per_bin)
         scenes += reference_scenes(
             st_map,

@@ -195,7 +195,10 @@ def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
         with about_reference(index, slide):
             st_maps.append(
-                reference_map(slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes)
+                reference_map(
+                    slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
+                    aggregate=request.aggregate, expression=False,
+                )  # fmt: skip
             )
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
     return st_maps, genes
@@ -280,8 +283,9 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     learned = _learned_on_references(request, st_maps, config) if use_learned else None
     del st_maps
     predictor = fit_on_references(
-        units, scale=request.scale, seed=request.seed, learned=None if learned is None else learned.heldout
-    )
+        units, scale=request.scale, seed=request.seed, learned=None if learned is None else learned.heldout,
+        show_progress_bar=request.show_progress_bar,
+    )  # fmt: skip
     logger.info(
         "Fitted on %d references' units pooled into %s pseudo-spots (radius %.2f pitches): within-spot detail for %d "
         "of %d genes (median weight %.2f).",

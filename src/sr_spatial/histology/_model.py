@@ -381,6 +381,7 @@ def fit_on_slide(
         scale=scale,
         seed=seed,
         learned=None if learned is None else learned.heldout,
+        show_progress_bar=show_progress_bar,
     )
     model = HistologyModel(
         st_map.genes,

@@ -113,7 +113,12 @@ def standardise(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def fit_on_references(
-    units: Sequence[ReferenceUnits], *, scale: int, seed: int, learned: np.ndarray | None = None
+    units: Sequence[ReferenceUnits],
+    *,
+    scale: int,
+    seed: int,
+    learned: np.ndarray | None = None,
+    show_progress_bar: bool = False,
 ) -> DetailModel:
     """The predictor fitted on the references' units and their true deviations from the pseudo-spots pooling them.
 
@@ -148,6 +153,7 @@ def fit_on_references(
         learned=learned,
         leave_sections_out=False,
         within_groups=True,
+        show_progress_bar=show_progress_bar,
     )
     # The cap on a target's weights (detail_cap) compares the detail its bins get from the fitted ridge with the
     # detail that ridge gives the references' units around their pseudo-spots: the same ridge, the same level.

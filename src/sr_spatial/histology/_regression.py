@@ -224,6 +224,7 @@ def fit_detail_model(
     sections: np.ndarray | None = None,
     leave_sections_out: bool = True,
     within_groups: bool = False,
+    show_progress_bar: bool = False,
 ) -> DetailModel:
     """Fit the predictor on all spots and its per-gene detail weights on held-out groups of spots.
 
@@ -256,6 +257,9 @@ def fit_detail_model(
     within_groups
         Fit the ridges on the units' deviations from their pseudo-spot of the first of ``groupings``
         (:func:`within_group_ridge`) rather than on their levels.
+    show_progress_bar
+        A bar over the poolings (each a held-out fit and an interpolation), with its time left: minutes on a
+        reference of hundreds of thousands of units.
 
     Returns
     -------
@@ -274,7 +278,10 @@ def fit_detail_model(
     if groupings is None:
         # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
         groupings = [lattice_groups(centres, side=factor * pitch, offset=phase * factor * pitch) for phase in (0, 0.5)]
-    for group in groupings:
+    from sr_spatial._logging import progress_bar
+
+    poolings = progress_bar(groupings, desc="Fitting the predictor", unit="pooling", disable=not show_progress_bar)
+    for group in poolings:
         group = _singletons_outside(group)
         groups = int(group.max()) + 1
         size = np.bincount(group, minlength=groups)

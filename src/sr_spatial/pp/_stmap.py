@@ -135,8 +135,14 @@ class SpotRenderer:
                 logger.debug("Too few or collinear spots for cubic interpolation; using nearest.")
         return self._cubic
 
-    def render(self, grid: BinGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(nearest, smooth, mask, footprint)`` on ``grid``, as described in :class:`STMap`."""
+    def render(
+        self, grid: BinGrid, *, expression: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
+        """``(nearest, smooth, mask, footprint)`` on ``grid``, as described in :class:`STMap`.
+
+        With ``expression=False`` only the mask and footprint are rendered (``nearest`` and ``smooth`` are
+        ``None``): the cubic interpolation of every gene is most of the cost on a slide of many spots.
+        """
         xy = grid.centres().reshape(-1, 2)
         distance, owner = self._tree.query(xy)
         mask = distance <= self.reach[owner]
@@ -144,6 +150,8 @@ class SpotRenderer:
             triangulation, tissue = self._triangles
             simplex = triangulation.find_simplex(xy)
             mask |= (simplex >= 0) & tissue[np.maximum(simplex, 0)]
+        if not expression:
+            return None, None, mask.reshape(grid.shape), self._footprint(grid, distance, owner, mask)
         n_genes = self.values.shape[1]
         nearest = np.zeros((len(xy), n_genes), dtype=np.float32)
         nearest[mask] = self.values[owner[mask]]
@@ -155,7 +163,15 @@ class SpotRenderer:
             # Cubic interpolation overshoots; expression below zero has no meaning in log-normalised units.
             smooth[np.flatnonzero(mask)[defined]] = np.clip(cubic[defined], 0.0, None)
 
-        footprint = np.full(len(xy), -1, dtype=np.int64)
+        def to_map(a):
+            return np.ascontiguousarray(a.T.reshape(n_genes, grid.height, grid.width))
+
+        footprint = self._footprint(grid, distance, owner, mask)
+        return to_map(nearest), to_map(smooth), mask.reshape(grid.shape), footprint
+
+    def _footprint(self, grid: BinGrid, distance: np.ndarray, owner: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Each bin's spot where the bin lies in its disk, else ``-1``, ``(height, width)``."""
+        footprint = np.full(len(owner), -1, dtype=np.int64)
         if self.radius is not None:
             inside = mask & (distance <= self.radius[owner])
             footprint[inside] = owner[inside]
@@ -166,11 +182,7 @@ class SpotRenderer:
             for spot in np.flatnonzero(on_grid):
                 if footprint[flat[spot]] < 0:
                     footprint[flat[spot]] = spot
-
-        def to_map(a):
-            return np.ascontiguousarray(a.T.reshape(n_genes, grid.height, grid.width))
-
-        return to_map(nearest), to_map(smooth), mask.reshape(grid.shape), footprint.reshape(grid.shape)
+        return footprint.reshape(grid.shape)
 
     def owner(self, grid: BinGrid) -> np.ndarray:
         """Index of the spot nearest to each bin centre, ``(height, width)``."""
@@ -216,7 +228,8 @@ def coarsen_spots(
     return pooled_xy.T, np.log1p(pooled.T).astype(np.float32)
 
 
-def _normalised(spots: SpotData, genes: list[str], target_sum: float) -> np.ndarray:
+def normalised_values(spots: SpotData, genes: list[str], target_sum: float) -> np.ndarray:
+    """The spots' log-normalised expression of ``genes`` ``(n_spots, n_genes)``, as :func:`build_st_map` reads it."""
     import anndata as ad
 
     from sr_spatial.pp._genes import normalize
@@ -305,7 +318,7 @@ def spot_map(
     counts_view = ad.AnnData(X=spots.counts)
     counts_view.var_names = spots.var_names
     genes = select_genes(counts_view, genes=genes, n_top_genes=n_top_genes, target_sum=target_sum)
-    values = _normalised(spots, genes, target_sum)
+    values = normalised_values(spots, genes, target_sum)
     pitch = spot_pitch(spots.centres)
     reach = spot_reach(spots.centres, pitch=pitch, radius=spots.radius)
     grid = make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch, reach=float(reach.max()))

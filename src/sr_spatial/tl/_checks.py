@@ -85,6 +85,19 @@ def check_scale(scale) -> None:
         raise ValueError(msg)
 
 
+def check_aggregate(aggregate, *, reference: bool) -> None:
+    """Refuse an ``aggregate`` that is not a positive integer, or one above 1 without references."""
+    if not _is_integer(aggregate) or aggregate < 1:
+        msg = (
+            f"`aggregate` must be a positive integer (the references' bins pooled per unit along each axis), got "
+            f"{aggregate!r}."
+        )
+        raise ValueError(msg)
+    if aggregate > 1 and not reference:
+        msg = "`aggregate` pools a reference's bins into units; pass `reference=True` too, or drop `aggregate`."
+        raise ValueError(msg)
+
+
 def _positive_integer(name: str, value, *, allow_none: bool, hint: str) -> None:
     if value is None and allow_none:
         return

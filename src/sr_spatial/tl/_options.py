@@ -69,6 +69,9 @@ class MethodOptions:
         this slide (:func:`sr_spatial.tl.train` with ``reference=True, target=sdata``), then applied.
     reference_image_key
         The references' image, one key for all or one per reference; default: the slide's ``image_key``.
+    reference_aggregate
+        The references' bins pooled into one unit along each axis (``aggregate`` of :func:`sr_spatial.tl.train`):
+        3 for 8 µm Visium HD bins and a 25 µm output. Default 1: the bins are the units.
     """
 
     features: Any = None
@@ -79,6 +82,7 @@ class MethodOptions:
     sampling_steps: int | None = None
     reference: Any = None
     reference_image_key: str | Sequence[str] | None = None
+    reference_aggregate: int = 1
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ def train_on_references(
         scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
         image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
         table_key=slide.table_key, stain=slide.stain,  # the references' own shapes and coordinate systems
+        aggregate=options.reference_aggregate,
     )  # fmt: skip
 
 

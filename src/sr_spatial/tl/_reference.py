@@ -4,7 +4,8 @@ A reference's spots or bins are at the output's scale: its units are what the ou
 pooled into pseudo-spots as the target measures (its lattice, pitch over ``scale`` units, and spot radius relative
 to its pitch; Visium's without a target), at several offsets of the lattice. The diffusion model trains on the
 pairs as scenes (:func:`reference_scenes`); the histology predictor on the units' features, read on a grid of bins
-one unit wide, the same physical resolution as the target's output bins (:func:`reference_units`).
+one unit wide, the same physical resolution as the target's output bins (:func:`reference_units`). Bins finer than
+the output's are first pooled into units of its size (:func:`aggregate_units`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from sr_spatial.core._groups import group_means
 from sr_spatial.histology._reference import ReferenceUnits, at_own_depth, library_sizes, standardise
 from sr_spatial.model import Scene
 from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch, visium_lattice
-from sr_spatial.pp._stmap import nearest_spot, render_spots
+from sr_spatial.pp._stmap import SpotRenderer, nearest_spot, render_spots
+from sr_spatial.tl._aggregate import aggregate_units
 from sr_spatial.tl._reference_slides import about_reference, genes_of_request, reference_name, shared_genes
 
 if TYPE_CHECKING:
@@ -59,12 +61,14 @@ __all__ = [
 SPOT_DIAMETER_RATIO = 0.55
 
 
-def bin_aligned_map(st_map: STMap) -> STMap:
+def bin_aligned_map(st_map: STMap, *, expression: bool = True) -> STMap:
     """The map re-rendered on a grid whose bins coincide with the measured bins (one grid bin per bin pitch).
 
     :func:`~sr_spatial.pp.build_st_map` pads its grid by a fraction of a pitch, which would shift every
     target bin against the histology under it by a quarter bin; here the grid starts half a pitch before the
-    first bin centre, so a square lattice of bins maps one to one onto the grid.
+    first bin centre, so a square lattice of bins maps one to one onto the grid. With ``expression=False`` only
+    the mask and footprint are rendered (``nearest`` and ``smooth`` are ``None``), for the histology predictor,
+    which reads the units' values and features, not their maps.
     """
     pitch = st_map.pitch
     margin = int(np.ceil(TISSUE_REACH))
@@ -72,9 +76,8 @@ def bin_aligned_map(st_map: STMap) -> STMap:
     extent = st_map.centres.max(axis=0) - st_map.centres.min(axis=0)
     width, height = (np.round(extent / pitch).astype(int) + 2 * margin + 1).tolist()
     grid = BinGrid(x0=float(lo[0]), y0=float(lo[1]), size=float(pitch), height=height, width=width)
-    nearest, smooth, mask, footprint = render_spots(
-        st_map.centres, st_map.values, grid, pitch=pitch, radius=st_map.radius
-    )
+    renderer = SpotRenderer(st_map.centres, st_map.values, pitch=pitch, radius=st_map.radius)
+    nearest, smooth, mask, footprint = renderer.render(grid, expression=expression)
     return replace(st_map, grid=grid, nearest=nearest, smooth=smooth, mask=mask, footprint=footprint)
 
 
@@ -248,12 +251,27 @@ def _multi_unit_groups(group: np.ndarray) -> int:
 
 
 def reference_map(
-    sdata: SpatialData, image_key: str, *, slide: SlideKeys, genes: list[str] | None, n_top_genes: int
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    slide: SlideKeys,
+    genes: list[str] | None,
+    n_top_genes: int,
+    aggregate: int = 1,
+    expression: bool = True,
 ) -> STMap:
-    """One reference read on bins one unit wide, each unit on its own bin (:func:`bin_aligned_map`)."""
-    from sr_spatial.pp._stmap import build_st_map
+    """One reference read on bins one unit wide, each unit on its own bin (:func:`bin_aligned_map`).
 
-    return bin_aligned_map(build_st_map(sdata, image_key, **vars(slide), genes=genes, n_top_genes=n_top_genes, scale=1))
+    With ``aggregate`` above 1 the units are squares of ``aggregate`` x ``aggregate`` of the slide's bins
+    (:func:`aggregate_units`). The slide is rendered once, on the units' own grid; its expression maps only with
+    ``expression`` (see :func:`bin_aligned_map`).
+    """
+    from sr_spatial.pp._stmap import spot_map
+
+    st_map = spot_map(sdata, image_key, **vars(slide), genes=genes, n_top_genes=n_top_genes, scale=1, render=False)
+    return bin_aligned_map(aggregate_units(st_map, aggregate), expression=expression)
+
+
 
 
 def target_image_candidates(target: SpatialData, image_keys: Sequence[str]) -> list[str]:
@@ -287,14 +305,14 @@ def finest_target_map(
     """The target read from its finest H&E at the output's scale: ``image_key``, else the finest candidate.
 
     Candidates (:func:`target_image_candidates`) that cannot be read as the spots' H&E (another coordinate
-    system, say) are passed over; ``None`` where none can.
+    system, say) are passed over; ``None`` where none can. The map is not rendered: only its grid is read.
     """
-    from sr_spatial.pp._stmap import build_st_map
+    from sr_spatial.pp._stmap import spot_map
 
     maps = []
     for key in [image_key] if image_key else target_image_candidates(target, reference_keys):
         try:
-            maps.append(build_st_map(target, key, **vars(slide), genes=genes, scale=scale))
+            maps.append(spot_map(target, key, **vars(slide), genes=genes, scale=scale, n_top_genes=50, render=False))
         except (KeyError, ValueError) as err:
             logger.info("The target's image %r is not read as its H&E (%s).", key, err)
     return max(maps, key=lambda m: m.grid.size, default=None)

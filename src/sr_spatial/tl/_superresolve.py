@@ -157,7 +157,7 @@ def superresolve(
     options
         How the method fits and computes: a :class:`~sr_spatial.tl.MethodOptions` or a dict of its fields
         (``features``, ``image_um_per_px``, ``learned_encoder``, ``train_steps``, ``n_samples``,
-        ``sampling_steps``, ``reference``, ``reference_image_key``).
+        ``sampling_steps``, ``reference``, ``reference_image_key``, ``reference_aggregate``).
     run
         How the call runs and writes: a :class:`~sr_spatial.tl.RunOptions` or a dict of its fields (``device``,
         ``block_bins``, ``client``, ``image_store``, ``inplace``, ``quantiles``, ``show_progress_bar``).
@@ -210,6 +210,10 @@ def superresolve(
         then applied. Not with ``model=``.
     reference_image_key
         The references' image, one key or one per reference; default: ``image_key``.
+    reference_aggregate
+        The references' bins pooled into one unit along each axis, counts summed (``aggregate`` of
+        :func:`sr_spatial.tl.train`): 3 for 8 µm Visium HD bins and a 25 µm output (``scale=4`` on Visium).
+        Default 1: the bins are the units.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
     block_bins
@@ -282,6 +286,9 @@ def superresolve(
     )  # fmt: skip
     scale = 4 if scale is None else scale
     asked = genes
+    if opts.reference is None and opts.reference_aggregate != 1:
+        msg = "`reference_aggregate` pools the references' bins into units; pass `reference=` too, or drop it."
+        raise ValueError(msg)
     if opts.reference is not None:
         if model is not None:
             msg = "Pass either `model=` or `reference=` (which trains the model for this slide), not both."
@@ -328,16 +335,8 @@ def superresolve(
     halo = block_halo(st_map, context=fitted.context)
     sink, block_bins = open_sink(st_map, fitted, halo=halo, run=run, key=key)
     try:
-        output = run_blocks(
-            st_map,
-            job,
-            fitted,
-            block_bins=block_bins,
-            halo=halo,
-            sink=sink,
-            client=client,
-            show_progress_bar=run.show_progress_bar,
-        )
+        output = run_blocks(st_map, job, fitted, block_bins=block_bins, halo=halo, sink=sink, client=client,
+                            show_progress_bar=run.show_progress_bar)  # fmt: skip
         if requested is not None:
             output = output.subset(requested)
         target = write_output(

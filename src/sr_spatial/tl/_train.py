@@ -44,6 +44,7 @@ def train(
     coordinate_system: str | None = None,
     stain: Literal["auto", "brightfield", "fluorescence"] = "auto",
     reference: bool = False,
+    aggregate: int = 1,
     features: str | None = None,
     image_um_per_px: float | None = None,
     seed: int = 0,
@@ -97,6 +98,13 @@ def train(
         the target's spot pitch over the references' unit pitch (6 for 16 µm bins and Visium's 100 µm pitch), so
         that the model sees the histology at the resolution it will be applied at. Several references (one image
         key each) are pooled together; see ``target``.
+    aggregate
+        With ``reference=True``: pool each square of ``aggregate`` x ``aggregate`` of the references' bins into one
+        unit (counts summed) before training, so bins finer than the output's bins are brought to their size and a
+        Visium HD slide trains at whichever level it was binned: ``aggregate=3`` turns 8 µm bins into 24 µm units
+        for a 25 µm output (a Visium target at ``scale=4``). ``scale`` is then the target's pitch over the units'
+        (``aggregate`` times the bins' pitch). Units at the tissue's edge holding under half of their bins are left
+        out. Default 1: the bins are the units.
     features
         Only for a configuration with ``histology_base=True``: the histology features of the predictor the model
         generates around, by name, ``"morphology"`` (default) or a timm model id as for
@@ -129,6 +137,7 @@ def train(
     _checks.check_scale(scale)
     genes = _checks.normalise_genes(genes)
     _checks.check_arguments(n_top_genes=n_top_genes, seed=seed, train_steps=train_steps, device=device)
+    _checks.check_aggregate(aggregate, reference=reference)
     if target is not None and not reference:
         msg = "`target` is the slide a model trained on references will be applied to; pass `reference=True` too."
         raise ValueError(msg)
@@ -141,6 +150,7 @@ def train(
         image_keys=image_keys,
         target=target,
         target_image_key=target_image_key,
+        aggregate=aggregate,
         slide=where,
         genes=genes,
         n_top_genes=n_top_genes,

@@ -49,7 +49,8 @@ class TrainRequest:
     ``slides`` and ``image_keys`` are one slide (scale transfer) or, with ``reference``, the reference slides and
     one image key each; ``target`` is the slide the model will be applied to, whose geometry reference training
     imitates (or ``None``), and ``target_image_key`` its H&E (default: found, see
-    :func:`~sr_spatial.tl._reference.target_image_candidates`).
+    :func:`~sr_spatial.tl._reference.target_image_candidates`). ``aggregate``: the references' bins pooled per unit
+    along each axis (:func:`~sr_spatial.tl._reference.aggregate_units`).
     """
 
     slides: tuple
@@ -69,6 +70,7 @@ class TrainRequest:
     show_progress_bar: bool
     target: Any = None
     target_image_key: str | None = None
+    aggregate: int = 1
 
     def where(self) -> dict[str, Any]:
         """Where the data is and which genes, as :func:`~sr_spatial.pp.build_st_map` takes them."""
