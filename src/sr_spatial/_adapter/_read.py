@@ -314,7 +314,7 @@ def _check_counts(counts: sparse.csr_matrix, table_key: str) -> None:
 
 
 def _local_scheduler() -> str:
-    """The dask scheduler to read the H&E with: this process's, never a default cluster (a block's worker reads its own)."""
+    """The dask scheduler to read the H&E with: this process's, never a default cluster (workers read their own)."""
     import dask
 
     chosen = dask.config.get("scheduler", None)
