@@ -194,12 +194,10 @@ def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
     st_maps = []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
         with about_reference(index, slide):
-            st_maps.append(
-                reference_map(
-                    slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
-                    aggregate=request.aggregate, expression=False,
-                )  # fmt: skip
-            )
+            st_maps.append(reference_map(
+                slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
+                aggregate=request.aggregate, expression=False,
+            ))  # fmt: skip
         genes = list(st_maps[-1].genes)  # the first reference's choice where none were given
     return st_maps, genes
 

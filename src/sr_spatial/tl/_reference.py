@@ -272,8 +272,6 @@ def reference_map(
     return bin_aligned_map(aggregate_units(st_map, aggregate), expression=expression)
 
 
-
-
 def target_image_candidates(target: SpatialData, image_keys: Sequence[str]) -> list[str]:
     """The images the target's H&E may be, where a call does not name it.
 
