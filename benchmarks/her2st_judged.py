@@ -57,7 +57,7 @@ def main() -> None:
         lines, seconds = run(name)
         print(f"{name}: {seconds:.0f} s", *lines, sep="\n", flush=True)
         sections.append(
-            f"### `{' '.join(['python ../shared/bench/her2st_judge.py', *RUNS[name]])}` ({seconds:.0f} s)\n"
+            f"## `{' '.join(['python ../shared/bench/her2st_judge.py', *RUNS[name]])}` ({seconds:.0f} s)\n"
         )
         sections.append("```\n" + "\n".join(lines) + "\n```\n")
     header = [
