@@ -76,12 +76,13 @@ def test_one_bar_and_one_log_line_per_phase_without_etas(verbosity, caplog, reco
     assert phases == ["reading", "features", "training", "sampling"]  # "writing" is a hint
 
 
-def test_histology_method_logs_its_phases_and_shows_one_bar(verbosity, caplog, recorded_bars):
+def test_histology_method_logs_its_phases_and_shows_a_bar_for_each_long_step(verbosity, caplog, recorded_bars):
     sdata = sr.datasets.demo(n_rows=10, n_cols=10, n_genes=8)
     sr.settings.verbosity = "info"
     with caplog.at_level(logging.INFO, logger="sr_spatial"):
         sr.tl.superresolve(sdata, IMAGE_KEY, method="histology", key_added="hist", client=None)
-    assert [desc for desc, _ in recorded_bars] == ["Features (morphology)"]
+    # Issue 35: the features and the fit (minutes on a large reference) each have a bar with its time left.
+    assert [desc for desc, _ in recorded_bars] == ["Features (morphology)", "Fitting the predictor"]
     phases = [r.sr_phase for r in caplog.records if hasattr(r, "sr_phase")]
     assert phases == ["reading", "features", "training", "sampling"]
 
