@@ -56,9 +56,7 @@ def main() -> None:
     for name in args.runs.split(","):
         lines, seconds = run(name)
         print(f"{name}: {seconds:.0f} s", *lines, sep="\n", flush=True)
-        sections.append(
-            f"## `{' '.join(['python ../shared/bench/her2st_judge.py', *RUNS[name]])}` ({seconds:.0f} s)\n"
-        )
+        sections.append(f"## `{' '.join(['python ../shared/bench/her2st_judge.py', *RUNS[name]])}` ({seconds:.0f} s)\n")
         sections.append("```\n" + "\n".join(lines) + "\n```\n")
     header = [
         "# her2st, the judged protocol (issue 32)\n",
@@ -68,7 +66,9 @@ def main() -> None:
         "truth's units. `own_block`: each spot takes its pseudo-spot's value; `ridge_peer`: own block plus a ridge "
         "on hand-crafted H&E features; `sr_spatial`: `sr.tl.train(refs, reference=True, target=...)` then "
         "`sr.tl.superresolve(..., model=model)`.\n",
-        "Command: `python benchmarks/her2st_judged.py`  ",
+        "Command: `python benchmarks/her2st_judged.py"
+        + ("" if args.runs == parser.get_default("runs") else f" --runs {args.runs}")
+        + "`  ",
         f"Machine: {machine()}  ",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; load average at the end "
         f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}\n",
