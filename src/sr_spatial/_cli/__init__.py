@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except KeyboardInterrupt:
+        import warnings
+
+        # Work cut short leaves objects whose clean-up warns at exit (a coroutine never awaited): one line is enough.
+        warnings.simplefilter("ignore")
         # The writes are staged and moved into place, so an interrupted run changed none of the user's files.
         print(f"sr-spatial {args.command}: interrupted; no file was changed.", file=sys.stderr)
         return 130
