@@ -147,7 +147,7 @@ class HistologyModel:
         """
         return fit_on_slide(
             st_map,
-            config=resolve_histology_config(config).for_references(False),
+            config=resolve_histology_config(config),  # fit_on_slide resolves "auto" features
             scale=scale,
             seed=seed,
             image_um_per_px=image_um_per_px,
