@@ -82,7 +82,12 @@ class NucleiFeatures(MorphologyFeatures):
             plane = np.zeros(nuclear.shape, dtype=np.float64)
             np.add.at(plane, (rows, cols), weight)
             planes.append(plane)
-        return np.stack(planes).astype(np.float32)
+        # Each plane cast into one float32 array: the values of stacking them (in float64, as some planes are) and
+        # casting the stack, without the float64 stack of all 29 planes (a tenth of the features' time).
+        stacked = np.empty((len(planes), *nuclear.shape), dtype=np.float32)
+        for index, plane in enumerate(planes):
+            stacked[index] = plane
+        return stacked
 
     def bin_features(self, rgb: np.ndarray, *, px_per_bin: int) -> np.ndarray:
         """The window statistics around every bin's centre, ``(29 * len(windows), height, width)``."""
@@ -98,10 +103,18 @@ class NucleiFeatures(MorphologyFeatures):
         planes = self.pixel_planes(rgb)
         rows = np.clip(np.asarray(rows, dtype=int), 0, planes.shape[1] - 1)
         cols = np.clip(np.asarray(cols, dtype=int), 0, planes.shape[2] - 1)
+        # The window means are read at the points' rows only: the filter runs down the columns over every row (its
+        # running sums need them), then along the points' rows alone, as `uniform_filter(planes, (1, size, size))`
+        # does axis by axis in that order, so the means are the same to the bit for a fraction of the work.
+        read_rows, at_row = np.unique(rows, return_inverse=True)
         per_window = []
         for window in self.windows:
             size = max(1, int(round(window * px_per_bin)))
-            mean = ndimage.uniform_filter(planes, size=(1, size, size), mode="nearest")[:, rows, cols]
+            if size > 1:
+                down = ndimage.uniform_filter1d(planes, size, axis=1, mode="nearest")[:, read_rows]
+                mean = ndimage.uniform_filter1d(down, size, axis=2, mode="nearest")[:, at_row, cols]
+            else:
+                mean = planes[:, rows, cols]
             stats = []
             for c in range(6):  # six channels, each with its square: mean and standard deviation
                 m, m2 = mean[2 * c], mean[2 * c + 1]
