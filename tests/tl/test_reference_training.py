@@ -333,6 +333,66 @@ def test_superresolve_trains_on_references_and_applies_in_one_call(reference, de
         sr.tl.superresolve(demo_sdata, IMAGE_KEY, model=histology_model, reference=[ref], inplace=False)
 
 
+@pytest.fixture
+def computed_features(monkeypatch):
+    """The image key of each slide whose features a call of :func:`sr_spatial.features.bin_features` computed.
+
+    Counts the real computation, the extractor's per-tile features, attributed to the call reading them; the
+    wrappers delegate to the real functions. A call answered from the cache computes none. The cache starts empty.
+    """
+    import sr_spatial.features
+    from sr_spatial.features import _extract
+
+    calls = []
+    read_slide = sr_spatial.features.bin_features
+
+    def bin_features(spots, *args, **kwargs):
+        calls.append({"slide": spots.image_key, "tiles": 0})
+        return read_slide(spots, *args, **kwargs)
+
+    def counted(method):
+        def per_tile(self, *args, **kwargs):
+            calls[-1]["tiles"] += 1
+            return method(self, *args, **kwargs)
+
+        return per_tile
+
+    monkeypatch.setattr(sr_spatial.features, "bin_features", bin_features)
+    for cls in (sr.features.MorphologyFeatures, sr.features.NucleiFeatures):
+        for name in ("bin_features", "point_features"):
+            if name in vars(cls):
+                monkeypatch.setattr(cls, name, counted(vars(cls)[name]))
+    monkeypatch.setattr(_extract, "_cache", type(_extract._cache)())
+
+    def computed():
+        slides = [call["slide"] for call in calls if call["tiles"]]
+        calls.clear()
+        return slides
+
+    return computed
+
+
+def test_the_targets_features_are_computed_once_whether_trained_in_one_call_or_two(computed_features):
+    from sr_spatial.features import _extract
+
+    # Small slides: what is counted does not depend on their size.
+    target = sr.datasets.demo(seed=SEED, n_rows=6, n_cols=6, n_genes=8)
+    ref = sr.datasets.measure_demo_truth(
+        sr.datasets.demo(seed=1, n_rows=6, n_cols=6, n_genes=8), bin_um=UNIT_UM, seed=1, footprint="disk"
+    )
+    genes = list(target.tables["table"].var_names[:4])
+    call = {"scale": SCALE, "genes": genes, "seed": SEED, "show_progress_bar": False}
+    # Training reads only the target's grid (the resolution to read every slide at); applying computes its features.
+    model = sr.tl.train(ref, "he", reference=True, target=target, method="histology", **call)
+    sr.tl.superresolve(target, IMAGE_KEY, model=model, key_added="two", inplace=False, **call)
+    assert computed_features() == ["he", IMAGE_KEY]
+    _extract._cache.clear()
+    sr.tl.superresolve(
+        target, IMAGE_KEY, reference=[ref], reference_image_key="he", key_added="one", inplace=False, **call
+    )
+    assert computed_features() == ["he", IMAGE_KEY]
+
+
 def test_references_without_genes_take_n_top_genes_ranked_on_the_target(reference, demo_sdata):
     """Issue 34: `n_top_genes` is honoured on references, chosen as `select_genes` chooses on the target."""
     ref, _ = reference
