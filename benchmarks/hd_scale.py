@@ -11,9 +11,11 @@ the reference is one slide's hidden truth measured by 8 µm square bins (:func:`
 spots. 78 x 64 spots is a Visium capture area's tissue (about 300,000 bins); 114 x 94 a whole 8 µm capture area
 (about 660,000). Each size runs in a fresh child process: ``sr.tl.train(ref, "he", reference=True, aggregate=3,
 target=target, scale=4, method="histology")`` (the 8 µm bins pooled 3 x 3 into 24 µm units for the 25 µm output),
-then ``sr.tl.superresolve(target, ..., model=model)``. The page gives the wall time of each step, the child's peak
-memory (max RSS, demo generation included), the Pearson r against the target's hidden truth (mean over genes) beside
-the measurement's (nearest spot), and the slope of log time against log bins.
+then ``sr.tl.superresolve(target, ..., model=model)``. The page gives the wall time of each step, the peak memory
+of training and applying (the child's peak RSS from just before training, Linux's ``VmHWM`` reset through
+``/proc/self/clear_refs``) and of the whole child (max RSS, generating the synthetic slides included), the Pearson
+r against the target's hidden truth (mean over genes) beside the measurement's (nearest spot), and the slope of log
+time against log bins.
 
 The cluster rows apply one model (trained as above, on the ``--cluster-size`` pair) to the target on a
 ``distributed.LocalCluster`` of 1, 2 and 4 single-threaded worker processes, against the same call without a
@@ -64,13 +66,29 @@ def train(reference, target, seed: int):
     )  # fmt: skip
 
 
+def peak_rss_mib(*, reset: bool = False) -> float | None:
+    """This process's peak RSS so far (Linux ``VmHWM``), reset to the current RSS if ``reset``; ``None`` elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        peak = next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")  # "5": reset the peak RSS to the current RSS
+    except (OSError, StopIteration):
+        return None
+    return peak
+
+
 def child_size(shape: tuple[int, int], seed: int) -> dict:
+    import gc
     import resource
 
     import sr_spatial as sr
 
     reference, target = slides(shape)
     n_bins = len(next(iter(reference.tables.values())))
+    # The synthetic slides' generation peaks higher than the work on large sizes: the work's own peak starts here.
+    gc.collect()
+    peak_rss_mib(reset=True)
     start = time.perf_counter()
     model = train(reference, target, seed)
     trained = time.perf_counter() - start
@@ -79,6 +97,7 @@ def child_size(shape: tuple[int, int], seed: int) -> dict:
     )
     applied = time.perf_counter() - start - trained
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    work_peak_mib = peak_rss_mib()
     sr.tl.superresolve(
         target, TARGET_IMAGE, scale=SCALE, method="nearest", genes=model.genes, key_added="nearest",
         show_progress_bar=False,
@@ -92,6 +111,7 @@ def child_size(shape: tuple[int, int], seed: int) -> dict:
         "apply_s": applied,
         "total_s": trained + applied,
         "peak_mib": peak_mib,
+        "work_peak_mib": work_peak_mib,
         "pearson": score["sr"],
         "nearest_pearson": score["nearest"],
     }
@@ -191,7 +211,8 @@ def main() -> None:
     if args.render_only:
         run = json.loads(saved.read_text())
     else:
-        run = {"load_before": os.getloadavg(), "rows": [], "cluster": []}
+        run = {"load_before": os.getloadavg(), "command": command_line(args), "cluster_size": args.cluster_size}
+        run |= {"rows": [], "cluster": []}
         for size in args.sizes:
             run["rows"].append(run_child(["--child", "size", "--sizes", size, "--seed", str(args.seed)]))
             saved.write_text(json.dumps(run, indent=1))  # each size kept as it comes: a later one may not finish
@@ -201,12 +222,21 @@ def main() -> None:
             run["cluster"] = run_child(command + [str(w) for w in args.workers])
             print(run["cluster"], file=sys.stderr)
         run["load_after"] = os.getloadavg()
+        run["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         saved.write_text(json.dumps(run, indent=1))
     render(args, run)
 
 
+def command_line(args) -> str:
+    """The command that measures these rows (kept in the saved JSON, so a re-rendered page names the run's own)."""
+    return (
+        f"python benchmarks/hd_scale.py --sizes {' '.join(args.sizes)} --workers {' '.join(map(str, args.workers))} "
+        f"--cluster-size {args.cluster_size}"
+    )
+
+
 def render(args, run: dict) -> None:
-    """The results page from the saved rows."""
+    """The results page from the saved rows, with the hand-written ``<page>_notes.md`` beside it appended."""
     rows, cluster, load_before, load = run["rows"], run["cluster"], run["load_before"], run["load_after"]
     doc = " ".join(__doc__[__doc__.index("Each size") : __doc__.index("\n\nTargets")].split())
     lines = [
@@ -214,27 +244,27 @@ def render(args, run: dict) -> None:
         "",
         doc,
         "",
-        f"Command: `python benchmarks/hd_scale.py --sizes {' '.join(args.sizes)} --workers "
-        f"{' '.join(map(str, args.workers))} --cluster-size {args.cluster_size}`  ",
+        f"Command: `{run.get('command', command_line(args))}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; load average (1/5/15 min) before "
         f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after {load[0]:.1f}/{load[1]:.1f}/"
         f"{load[2]:.1f}; Python {platform.python_version()}  ",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"Date: {run.get('date') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        "| spots (R x C) | reference 8 µm bins | target spots | train s | apply s | total s | peak MiB | r (truth) "
-        "| nearest r |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| spots (R x C) | reference 8 µm bins | target spots | train s | apply s | total s | peak MiB (train + apply) "
+        "| peak MiB (whole child) | r (truth) | nearest r |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        work = "n/a" if r.get("work_peak_mib") is None else f"{r['work_peak_mib']:.0f}"
         lines.append(
             f"| {r['shape']} | {r['n_bins']:,} | {r['n_spots']:,} | {r['train_s']:.0f} | {r['apply_s']:.0f} | "
-            f"{r['total_s']:.0f} | {r['peak_mib']:.0f} | {r['pearson']:.3f} | {r['nearest_pearson']:.3f} |"
+            f"{r['total_s']:.0f} | {work} | {r['peak_mib']:.0f} | {r['pearson']:.3f} | {r['nearest_pearson']:.3f} |"
         )
     lines += ["", f"Slope: {slope(rows)}."]
     if cluster:
         lines += [
             "",
-            f"## Applying on a `distributed.LocalCluster` ({args.cluster_size} pair)",
+            f"## Applying on a `distributed.LocalCluster` ({run.get('cluster_size', args.cluster_size)} pair)",
             "",
             "| workers | apply s | map identical to the local run | large-graph warning |",
             "|---|---:|---|---|",
@@ -245,8 +275,13 @@ def render(args, run: dict) -> None:
                 f"| {name} | {c['apply_s']:.0f} | {'yes' if c['identical'] else 'NO'} | "
                 f"{'yes' if c['large_graph'] else 'no'} |"
             )
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(Path(args.out).read_text())
+    out = Path(args.out)
+    text = "\n".join(lines) + "\n"
+    notes = out.with_name(out.stem + "_notes.md")
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
