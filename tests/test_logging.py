@@ -87,6 +87,27 @@ def test_histology_method_logs_its_phases_and_shows_a_bar_for_each_long_step(ver
     assert phases == ["reading", "features", "training", "sampling"]
 
 
+def test_training_on_a_reference_shows_a_bar_for_each_long_step(verbosity, caplog, recorded_bars, monkeypatch):
+    from sr_spatial.features import _extract
+
+    monkeypatch.setattr(_extract, "_cache", type(_extract._cache)())  # features computed here, not found cached
+    target = sr.datasets.demo(n_rows=6, n_cols=6, n_genes=8)
+    reference = sr.datasets.measure_demo_truth(sr.datasets.demo(seed=1, n_rows=6, n_cols=6, n_genes=8), bin_um=50.0)
+    sr.settings.verbosity = "info"
+    with caplog.at_level(logging.INFO, logger="sr_spatial"):
+        sr.tl.superresolve(
+            target, IMAGE_KEY, scale=2, reference=reference, reference_image_key="he", genes=["gene_00", "gene_01"],
+            inplace=False, client=None,
+        )  # fmt: skip
+    # Issue 35: the references' features, the fit and the target's features (minutes each on a whole Visium HD
+    # slide) each have a bar with its time left.
+    assert [desc for desc, _ in recorded_bars] == ["Features (nuclei)", "Fitting the predictor", "Features (nuclei)"]
+    # The slide's reading is timed from the end of the training, not from the call's start.
+    fitted = next(r for r in caplog.records if r.getMessage().startswith("Fitted on 1 references"))
+    reading = next(r for r in caplog.records if getattr(r, "sr_phase", None) == "reading")
+    assert reading.created - reading.sr_seconds >= fitted.created - 0.01
+
+
 def test_no_module_but_the_logging_one_makes_bars():
     from pathlib import Path
 
