@@ -187,7 +187,8 @@ class HistologyModel:
             )
         guarded = None
         if self.reference is not None:
-            maps = standardise(maps, rendered[2])
+            # Over the bins the spots pool, as the references' units were: glass in the margin would turn directions.
+            maps = standardise(maps, rendered[3] >= 0 if (rendered[3] >= 0).any() else rendered[2])
         per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
         learned = None if self.learned is None else learned_maps(self.learned, st_map, device=device)
         if self.reference is not None:
