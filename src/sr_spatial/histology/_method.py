@@ -202,19 +202,19 @@ def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
     return st_maps, genes
 
 
-def _read_px_per_bin(request: TrainRequest, st_maps: list, genes, extractor) -> int | None:
+def _read_px_per_bin(request: TrainRequest, st_maps: list, extractor) -> int | None:
     """The pixels per output bin every slide's H&E is read at: the coarsest among them (the target's finest)."""
-    from sr_spatial.tl._reference import finest_target_map, read_px_per_bin
+    from sr_spatial.tl._reference import finest_target_grid, read_px_per_bin
 
     # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
     # mean the same on all of them.
-    finest_target = None
+    target_grid = None
     if request.target is not None:
-        finest_target = finest_target_map(
-            request.target, request.target_image_key, request.image_keys, slide=request.slide, genes=genes,
-            scale=request.scale,
+        target_grid = finest_target_grid(
+            request.target, request.target_image_key, request.image_keys, slide=request.slide, scale=request.scale,
+            spots=request.target_spots,
         )  # fmt: skip
-    return read_px_per_bin(st_maps, extractor, target=finest_target)
+    return read_px_per_bin(st_maps, extractor, target=target_grid)
 
 
 def _learned_on_references(request: TrainRequest, st_maps: list, config: HistologyConfig):
@@ -255,7 +255,7 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     geometry = target_geometry(request.target, request.slide)
     genes = genes_of_request(request)
     st_maps, genes = _reference_maps(request, genes)
-    px_per_bin = _read_px_per_bin(request, st_maps, genes, extractor)
+    px_per_bin = _read_px_per_bin(request, st_maps, extractor)
     units = [
         reference_units(
             st_map,

@@ -27,8 +27,10 @@ __all__ = [
     "STMap",
     "build_st_map",
     "coarsen_spots",
+    "map_of_spots",
     "nearest_spot",
     "render_spots",
+    "spot_grid",
     "spot_pixel_map",
     "tissue_triangles",
 ]
@@ -307,21 +309,39 @@ def spot_map(
     With ``render=False`` the whole-grid maps are left ``None`` (rendered block by block later), so memory does
     not grow with the grid.
     """
-    import anndata as ad
-
     if scale < 1:
         msg = f"`scale` must be a positive integer, got {scale}."
         raise ValueError(msg)
     spots = read_spots(
         sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain
     )
+    return map_of_spots(spots, genes=genes, n_top_genes=n_top_genes, scale=scale, target_sum=target_sum, render=render)
+
+
+def spot_grid(spots: SpotData, *, scale: int) -> tuple[BinGrid, float]:
+    """The output grid of bins ``scale`` times finer than the spots, and their pitch: from their geometry alone."""
+    pitch = spot_pitch(spots.centres)
+    reach = spot_reach(spots.centres, pitch=pitch, radius=spots.radius)
+    return make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch, reach=float(reach.max())), pitch
+
+
+def map_of_spots(
+    spots: SpotData,
+    *,
+    genes: Sequence[str] | None,
+    n_top_genes: int,
+    scale: int,
+    target_sum: float = 1e4,
+    render: bool,
+) -> STMap:
+    """:func:`spot_map` of spots already read (:func:`~sr_spatial._adapter._read.read_spots`): nothing is read again."""
+    import anndata as ad
+
     counts_view = ad.AnnData(X=spots.counts)
     counts_view.var_names = spots.var_names
     genes = select_genes(counts_view, genes=genes, n_top_genes=n_top_genes, target_sum=target_sum)
     values = normalised_values(spots, genes, target_sum)
-    pitch = spot_pitch(spots.centres)
-    reach = spot_reach(spots.centres, pitch=pitch, radius=spots.radius)
-    grid = make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch, reach=float(reach.max()))
+    grid, pitch = spot_grid(spots, scale=scale)
     if render:
         nearest, smooth, mask, footprint = render_spots(spots.centres, values, grid, pitch=pitch, radius=spots.radius)
     else:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from spatialdata import SpatialData
 
+    from sr_spatial._adapter._elements import SpotData
     from sr_spatial.pp._stmap import STMap
     from sr_spatial.tl._options import SlideKeys
 
@@ -43,7 +44,7 @@ __all__ = [
     "about_reference",
     "bin_aligned_map",
     "disk_groups",
-    "finest_target_map",
+    "finest_target_grid",
     "genes_of_request",
     "pool_groups",
     "reference_scenes",
@@ -291,32 +292,38 @@ def target_image_candidates(target: SpatialData, image_keys: Sequence[str]) -> l
     return shared[:1] if len(images) > 1 and len(shared) == 1 else images
 
 
-def finest_target_map(
+def finest_target_grid(
     target: SpatialData,
     image_key: str | None,
     reference_keys: Sequence[str],
     *,
     slide: SlideKeys,
-    genes: list[str] | None,
     scale: int,
-) -> STMap | None:
-    """The target read from its finest H&E at the output's scale: ``image_key``, else the finest candidate.
+    spots: SpotData | None = None,
+) -> BinGrid | None:
+    """The target's output grid at the output's scale, from its finest H&E: ``image_key``, else the finest candidate.
 
-    Candidates (:func:`target_image_candidates`) that cannot be read as the spots' H&E (another coordinate
-    system, say) are passed over; ``None`` where none can. The map is not rendered: only its grid is read.
+    The grid follows from the spots' geometry (:func:`~sr_spatial.pp._stmap.spot_grid`): no gene is chosen and
+    nothing is rendered. ``spots`` are the target's spots already read (by ``superresolve(..., reference=...)``,
+    which goes on to super-resolve them), so the target is not read again. Candidates
+    (:func:`target_image_candidates`) that cannot be read as the spots' H&E (another coordinate system, say) are
+    passed over; ``None`` where none can.
     """
-    from sr_spatial.pp._stmap import spot_map
+    from sr_spatial._adapter._read import read_spots
+    from sr_spatial.pp._stmap import spot_grid
 
-    maps = []
+    if spots is not None:
+        return spot_grid(spots, scale=scale)[0]
+    grids = []
     for key in [image_key] if image_key else target_image_candidates(target, reference_keys):
         try:
-            maps.append(spot_map(target, key, **vars(slide), genes=genes, scale=scale, n_top_genes=50, render=False))
+            grids.append(spot_grid(read_spots(target, key, **vars(slide)), scale=scale)[0])
         except (KeyError, ValueError) as err:
             logger.info("The target's image %r is not read as its H&E (%s).", key, err)
-    return max(maps, key=lambda m: m.grid.size, default=None)
+    return max(grids, key=lambda grid: grid.size, default=None)
 
 
-def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: STMap | None = None) -> int | None:
+def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: BinGrid | None = None) -> int | None:
     """The pixels per bin every slide's H&E is read at: the coarsest any of them allows, the target's included.
 
     A reference scanned at 0.25 µm/px read beside a target at 2 µm/px would otherwise give features of another
@@ -325,8 +332,8 @@ def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: STMap | None
     """
     if extractor.fixed_resolution:
         return None
-    slides = [*st_maps, *([] if target is None else [target])]
-    return int(min(extractor.px_per_bin(m.grid.size) for m in slides))
+    grids = [m.grid for m in st_maps] + ([] if target is None else [target])
+    return int(min(extractor.px_per_bin(grid.size) for grid in grids))
 
 
 def reference_units(

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from sr_spatial.model import DiffST, HistologyConfig, HistologyModel, ModelConfig
 
-__all__ = ["output_scene", "train"]
+__all__ = ["output_scene", "train", "train_request"]
 
 
 @doc_params(doc_slide=doc_slide)
@@ -126,6 +126,41 @@ def train(
     The trained model; keep it with its ``save`` (:meth:`~sr_spatial.model.DiffST.save`,
     :meth:`~sr_spatial.model.HistologyModel.save`).
     """
+    request = train_request(
+        sdata, image_key, target=target, target_image_key=target_image_key, table_key=table_key,
+        shapes_key=shapes_key, genes=genes, n_top_genes=n_top_genes, scale=scale, config=config,
+        train_steps=train_steps, device=device, coordinate_system=coordinate_system, stain=stain, reference=reference,
+        aggregate=aggregate, features=features, image_um_per_px=image_um_per_px, seed=seed,
+        checkpoint_dir=checkpoint_dir, show_progress_bar=show_progress_bar,
+    )  # fmt: skip
+    return resolve_method(method, None).train(request)
+
+
+def train_request(
+    sdata: SpatialData | Sequence[SpatialData],
+    image_key: str | Sequence[str],
+    *,
+    target: SpatialData | None = None,
+    target_image_key: str | None = None,
+    table_key: str = "table",
+    shapes_key: str | None = None,
+    genes: Sequence[str] | None = None,
+    n_top_genes: int = 50,
+    scale: int = 4,
+    config: str | ModelConfig | HistologyConfig | dict = "base",
+    train_steps: int | None = None,
+    device: str | torch.device = "auto",
+    coordinate_system: str | None = None,
+    stain: Literal["auto", "brightfield", "fluorescence"] = "auto",
+    reference: bool = False,
+    aggregate: int = 1,
+    features: str | None = None,
+    image_um_per_px: float | None = None,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    show_progress_bar: bool = True,
+) -> TrainRequest:
+    """:func:`train`'s arguments checked, before any work, as the :class:`TrainRequest` a method trains on."""
     slides, image_keys = _checks.slides_and_keys(sdata, image_key)
     where = SlideKeys(table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain)
     for index, (slide, key) in enumerate(zip(slides, image_keys, strict=True)):
@@ -165,4 +200,4 @@ def train(
         checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar,
     )
-    return resolve_method(method, None).train(request)
+    return request

@@ -50,7 +50,8 @@ class TrainRequest:
     one image key each; ``target`` is the slide the model will be applied to, whose geometry reference training
     imitates (or ``None``), and ``target_image_key`` its H&E (default: found, see
     :func:`~sr_spatial.tl._reference.target_image_candidates`). ``aggregate``: the references' bins pooled per unit
-    along each axis (:func:`~sr_spatial.tl._reference.aggregate_units`).
+    along each axis (:func:`~sr_spatial.tl._reference.aggregate_units`). ``target_spots``: the target's spots where
+    the caller has read them already (``superresolve(..., reference=...)``), so the target is read once.
     """
 
     slides: tuple
@@ -71,6 +72,7 @@ class TrainRequest:
     target: Any = None
     target_image_key: str | None = None
     aggregate: int = 1
+    target_spots: Any = None
 
     def where(self) -> dict[str, Any]:
         """Where the data is and which genes, as :func:`~sr_spatial.pp.build_st_map` takes them."""
