@@ -51,7 +51,7 @@ class BasePredictor(Protocol):
 
 
 #: Fits a :class:`BasePredictor` on a slide: ``fit_base(st_map, *, features, scale, seed, image_um_per_px,
-#: show_progress_bar, rendered=None, owner=None, extractor=None)`` returns it and its ``uns`` record. The tools
+#: show_progress_bar, extractor=None)`` returns it and its ``uns`` record. The tools
 #: pass the histology method's (:func:`sr_spatial.histology._model.fit_base`), so this package never imports it.
 BaseFitter = Callable[..., tuple[BasePredictor, dict]]
 

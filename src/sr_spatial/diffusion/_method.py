@@ -120,13 +120,15 @@ class DiffusionMethod(Method):
             where = {k: v for k, v in asdict(call.slide).items() if k != "stain"}  # spots only: no pixel is read
             _checks.check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
 
-    def reads_whole_slide(self, call: Call) -> bool:
-        # Training reads the whole slide anyway; applying a model renders block by block.
-        return call.model is None
-
     def fit(self, st_map, renderer, call: Call) -> Fitted:
+        from sr_spatial.pp._stmap import render_whole
+
         options = call.options
         model = call.model
+        if model is None or model.config.histology_base:
+            # Training and the histology base read the whole slide, rendered once; applying a model alone renders
+            # block by block.
+            st_map = render_whole(st_map, renderer)
         if model is None:
             model = train_on_map(
                 st_map,
@@ -155,8 +157,6 @@ class DiffusionMethod(Method):
                 seed=call.seed,
                 image_um_per_px=options.image_um_per_px,
                 show_progress_bar=call.show_progress_bar,
-                rendered=renderer.render(st_map.grid),
-                owner=renderer.owner(st_map.grid),
                 extractor=self.base_extractor,
             )
         # The draws' spread was calibrated on spots around pseudo-spots; the output's bins vary more.

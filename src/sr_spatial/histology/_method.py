@@ -132,12 +132,13 @@ class HistologyMethod(Method):
         self.extractor = resolve_features(config.features, image_um_per_px=call.options.image_um_per_px)
 
     def fit(self, st_map, renderer, call: Call) -> Fitted:
+        from sr_spatial.pp._stmap import render_whole
+
+        st_map = render_whole(st_map, renderer)  # fitted and applied on the whole slide
         where = {
             "image_um_per_px": call.options.image_um_per_px,
             "device": resolve_device(call.device),
             "show_progress_bar": call.show_progress_bar,
-            "rendered": renderer.render(st_map.grid),
-            "owner": renderer.owner(st_map.grid),
         }
         if call.model is not None:
             model = call.model

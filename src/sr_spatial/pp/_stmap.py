@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "map_of_spots",
     "nearest_spot",
     "render_spots",
+    "render_whole",
     "spot_grid",
     "spot_pixel_map",
     "tissue_triangles",
@@ -203,6 +204,20 @@ def render_spots(
     ``radius`` is ``None``.
     """
     return SpotRenderer(centres, values, pitch=pitch, radius=radius).render(grid)
+
+
+def render_whole(st_map: STMap, renderer: SpotRenderer | None = None) -> STMap:
+    """``st_map`` with its whole grid rendered: the one render state a method fitting on the slide reads.
+
+    Returned as it is where already rendered, so a slide is never rendered twice; otherwise rendered by ``renderer``
+    (the call's, whose interpolant the blocks reuse), or a new one.
+    """
+    if st_map.nearest is not None and st_map.mask is not None:
+        return st_map
+    if renderer is None:
+        renderer = SpotRenderer(st_map.centres, st_map.values, pitch=st_map.pitch, radius=st_map.radius)
+    nearest, smooth, mask, footprint = renderer.render(st_map.grid)
+    return replace(st_map, nearest=nearest, smooth=smooth, mask=mask, footprint=footprint)
 
 
 def nearest_spot(centres: np.ndarray, grid: BinGrid) -> np.ndarray:

@@ -60,17 +60,16 @@ def _read_slide(
     genes,
     n_top_genes: int,
     scale: int,
-    render: bool,
     start: float,
     spots: SpotData | None = None,
 ):
-    """The slide's spots on the output grid (rendered whole if ``render``), logged with the time since ``start``.
+    """The slide's spots on the output grid (not rendered), logged with the time since ``start``.
 
     ``spots`` are the slide's spots where the call has read them already (to train on references for them).
     """
     if spots is None:
         spots = _read_spots(sdata, image_key, where=where)
-    st_map = map_of_spots(spots, genes=genes, n_top_genes=n_top_genes, scale=scale, render=render)
+    st_map = map_of_spots(spots, genes=genes, n_top_genes=n_top_genes, scale=scale, render=False)
     seconds = time.perf_counter() - start
     log_phase(
         "reading",
@@ -345,7 +344,7 @@ def superresolve(
     )  # fmt: skip
 
     st_map = _read_slide(sdata, image_key, where=where, genes=genes, n_top_genes=n_top_genes, scale=scale,
-                         render=chosen.reads_whole_slide(call), start=start, spots=spots)  # fmt: skip
+                         start=start, spots=spots)  # fmt: skip
 
     job = BlockJob.from_map(st_map)
     fitted = chosen.fit(st_map, job.renderer, call)

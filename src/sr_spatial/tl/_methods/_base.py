@@ -157,13 +157,13 @@ class Method(ABC):
             )
             raise ValueError(msg)
 
-    def reads_whole_slide(self, call: Call) -> bool:
-        """Whether the slide is rendered whole when read (training does; computing blocks renders each block)."""
-        return False
-
     @abstractmethod
     def fit(self, st_map: STMap, renderer: SpotRenderer, call: Call) -> Fitted:
-        """Fit or load the method for the slide of ``st_map``; ``renderer`` renders its grid."""
+        """Fit or load the method for the slide of ``st_map``; ``renderer`` renders its grid.
+
+        ``st_map`` is read, not rendered (the blocks render their own bins); a method that needs the whole slide
+        rendered renders it once with ``renderer`` (:func:`~sr_spatial.pp._stmap.render_whole`).
+        """
 
     def train(self, request: TrainRequest):
         """The method's model fitted as ``request`` says (:func:`sr_spatial.tl.train`)."""
