@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,6 @@ __all__ = [
     "resolve_client",
     "resolve_scale",
     "run_blocks",
-    "train_on_references",
     "write_output",
 ]
 
@@ -121,30 +120,6 @@ def record_params(
         "quantiles": None if run.quantiles is None else [float(q) for q in np.atleast_1d(run.quantiles)],
         "units": units(),
     }
-
-
-def train_on_references(
-    sdata: SpatialData, image_key: str, *, method, genes, n_top_genes, scale, seed, config, slide, options, run, spots
-):
-    """The model ``superresolve(..., reference=...)`` applies: ``method`` trained on the references for ``sdata``.
-
-    ``spots`` are ``sdata``'s spots as the call reads them: the training takes the target's grid from them rather than
-    reading the slide again.
-    """
-    from sr_spatial.tl._methods import resolve_method
-    from sr_spatial.tl._train import train_request
-
-    references = options.reference if isinstance(options.reference, list | tuple) else [options.reference]
-    keys = options.reference_image_key or image_key
-    request = train_request(
-        list(references), keys, target=sdata, target_image_key=image_key, reference=True, genes=genes,
-        n_top_genes=n_top_genes,
-        scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
-        image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
-        table_key=slide.table_key, stain=slide.stain,  # the references' own shapes and coordinate systems
-        aggregate=options.reference_aggregate,
-    )  # fmt: skip
-    return resolve_method(method, None).train(replace(request, target_spots=spots))
 
 
 def match_model_genes(model, genes, slide_genes, table_key: str) -> tuple[Any, list[str] | None]:

@@ -23,9 +23,9 @@ from sr_spatial.tl._pipeline import (
     record_params,
     resolve_scale,
     run_blocks,
-    train_on_references,
     write_output,
 )
+from sr_spatial.tl._train import train_on_references
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from sr_spatial._docs import doc_params, doc_slide
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from sr_spatial.model import DiffST, HistologyConfig, HistologyModel, ModelConfig
 
-__all__ = ["output_scene", "train", "train_request"]
+__all__ = ["output_scene", "train", "train_on_references", "train_request"]
 
 
 @doc_params(doc_slide=doc_slide)
@@ -201,3 +202,24 @@ def train_request(
         show_progress_bar=show_progress_bar,
     )
     return request
+
+
+def train_on_references(
+    sdata: SpatialData, image_key: str, *, method, genes, n_top_genes, scale, seed, config, slide, options, run, spots
+):
+    """The model ``superresolve(..., reference=...)`` applies: ``method`` trained on the references for ``sdata``.
+
+    ``spots`` are ``sdata``'s spots as the call reads them: the training takes the target's grid from them rather than
+    reading the slide again.
+    """
+    references = options.reference if isinstance(options.reference, list | tuple) else [options.reference]
+    keys = options.reference_image_key or image_key
+    request = train_request(
+        list(references), keys, target=sdata, target_image_key=image_key, reference=True, genes=genes,
+        n_top_genes=n_top_genes,
+        scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
+        image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
+        table_key=slide.table_key, stain=slide.stain,  # the references' own shapes and coordinate systems
+        aggregate=options.reference_aggregate,
+    )  # fmt: skip
+    return resolve_method(method, None).train(replace(request, target_spots=spots))
