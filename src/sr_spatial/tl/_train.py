@@ -127,41 +127,17 @@ def train(
     The trained model; keep it with its ``save`` (:meth:`~sr_spatial.model.DiffST.save`,
     :meth:`~sr_spatial.model.HistologyModel.save`).
     """
-    request = train_request(
-        sdata, image_key, target=target, target_image_key=target_image_key, table_key=table_key,
-        shapes_key=shapes_key, genes=genes, n_top_genes=n_top_genes, scale=scale, config=config,
-        train_steps=train_steps, device=device, coordinate_system=coordinate_system, stain=stain, reference=reference,
-        aggregate=aggregate, features=features, image_um_per_px=image_um_per_px, seed=seed,
-        checkpoint_dir=checkpoint_dir, show_progress_bar=show_progress_bar,
-    )  # fmt: skip
-    return resolve_method(method, None).train(request)
+    arguments = dict(locals())
+    method = arguments.pop("method")
+    return resolve_method(method, None).train(train_request(**arguments))
 
 
 def train_request(
-    sdata: SpatialData | Sequence[SpatialData],
-    image_key: str | Sequence[str],
-    *,
-    target: SpatialData | None = None,
-    target_image_key: str | None = None,
-    table_key: str = "table",
-    shapes_key: str | None = None,
-    genes: Sequence[str] | None = None,
-    n_top_genes: int = 50,
-    scale: int = 4,
-    config: str | ModelConfig | HistologyConfig | dict = "base",
-    train_steps: int | None = None,
-    device: str | torch.device = "auto",
-    coordinate_system: str | None = None,
-    stain: Literal["auto", "brightfield", "fluorescence"] = "auto",
-    reference: bool = False,
-    aggregate: int = 1,
-    features: str | None = None,
-    image_um_per_px: float | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    show_progress_bar: bool = True,
-) -> TrainRequest:
-    """:func:`train`'s arguments checked, before any work, as the :class:`TrainRequest` a method trains on."""
+    sdata, image_key, *, target, target_image_key, table_key, shapes_key, genes, n_top_genes, scale, config,
+    train_steps, device, coordinate_system, stain, reference, aggregate, features, image_um_per_px, seed,
+    checkpoint_dir, show_progress_bar,
+) -> TrainRequest:  # fmt: skip
+    """:func:`train`'s arguments, every one, checked before any work: the :class:`TrainRequest` a method trains on."""
     slides, image_keys = _checks.slides_and_keys(sdata, image_key)
     where = SlideKeys(table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain)
     for index, (slide, key) in enumerate(zip(slides, image_keys, strict=True)):
@@ -219,7 +195,8 @@ def train_on_references(
         n_top_genes=n_top_genes,
         scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
         image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
-        table_key=slide.table_key, stain=slide.stain,  # the references' own shapes and coordinate systems
-        aggregate=options.reference_aggregate,
+        table_key=slide.table_key, stain=slide.stain,
+        shapes_key=None, coordinate_system=None,  # the references' own shapes and coordinate systems
+        aggregate=options.reference_aggregate, checkpoint_dir=None,
     )  # fmt: skip
     return resolve_method(method, None).train(replace(request, target_spots=spots))
