@@ -14,13 +14,13 @@ import numpy as np
 from sr_spatial._adapter._read import read_histology
 from sr_spatial._logging import logger
 from sr_spatial.core._consistency import project_to_spots, residual_sums
+from sr_spatial.core._method import BlockMethod, Call, Fitted, Method, TrainRequest
 from sr_spatial.core._scene import Scene
 from sr_spatial.core._uncertainty import MIN_SD, finer_spread_factor, finer_variance_ratio
-from sr_spatial.diffusion._config import resolve_config
-from sr_spatial.diffusion._fit import train_diffusion, train_diffusion_on_references, train_on_map
+from sr_spatial.diffusion._config import check_sampling_steps, resolve_config
+from sr_spatial.diffusion._fit import check_training_scale, train_diffusion, train_on_map
 from sr_spatial.diffusion._model import DiffST
-from sr_spatial.tl import _checks
-from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
+from sr_spatial.diffusion._reference import train_on_references
 
 if TYPE_CHECKING:
     from sr_spatial.diffusion._fit import BaseFitter, BasePredictor
@@ -111,14 +111,14 @@ class DiffusionMethod(Method):
         from sr_spatial.features import resolve_features
 
         config = self._config(call)
-        _checks.check_sampling_steps(call.options.sampling_steps, config)
+        check_sampling_steps(call.options.sampling_steps, config)
         if config.histology_base:
             # The predictor's features must be computable here (an encoder needs the pixel size) before any work;
             # fit uses them as resolved.
             self.base_extractor = resolve_features(config.base_features, image_um_per_px=call.options.image_um_per_px)
         if call.model is None:
             where = {k: v for k, v in asdict(call.slide).items() if k != "stain"}  # spots only: no pixel is read
-            _checks.check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
+            check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
 
     def fit(self, st_map, renderer, call: Call) -> Fitted:
         from sr_spatial.pp._stmap import render_whole
@@ -192,8 +192,8 @@ class DiffusionMethod(Method):
         return Fitted(blocks=blocks, model=model, context=model.config.tile_overlap, uns=uns)
 
     def train(self, request: TrainRequest) -> DiffST:
-        if request.reference and (request.target is not None or len(request.slides) > 1):
-            return train_diffusion_on_references(request)
+        if request.reference:
+            return train_on_references(request)
         if len(request.slides) != 1:
             msg = "Several slides are references: pass `reference=True` (and `target=`, the slide to apply it to)."
             raise ValueError(msg)
@@ -205,7 +205,6 @@ class DiffusionMethod(Method):
             config=request.config,
             train_steps=request.train_steps,
             device=request.device,
-            reference=request.reference,
             features=request.features,
             image_um_per_px=request.image_um_per_px,
             seed=request.seed,

@@ -7,12 +7,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from sr_spatial._docs import doc_params, doc_slide
+from sr_spatial.core._method import TrainRequest
+from sr_spatial.core._reference import about_reference
 from sr_spatial.diffusion._fit import output_scene
 from sr_spatial.tl import _checks
 from sr_spatial.tl._methods import resolve_method
-from sr_spatial.tl._methods._base import TrainRequest
 from sr_spatial.tl._options import SlideKeys
-from sr_spatial.tl._reference import about_reference
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
