@@ -248,7 +248,7 @@ def _reference_units(
     from sr_spatial.core._reference import N_OFFSETS, pool_groups
     from sr_spatial.features import bin_features
     from sr_spatial.histology._apply import spot_features
-    from sr_spatial.histology._reference import at_own_depth, library_sizes, standardise
+    from sr_spatial.histology._reference import ReferenceUnits, at_own_depth, library_sizes, standardise
 
     read = {"max_px_per_bin": max_px_per_bin, "show_progress_bar": show_progress_bar}
     if hasattr(features, "point_features"):
