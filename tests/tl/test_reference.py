@@ -10,13 +10,9 @@ import torch
 from spatialdata import deepcopy
 
 import sr_spatial as sr
-from sr_spatial.core._reference import (
-    SPOT_DIAMETER_RATIO,
-    bin_aligned_map,
-    pool_bins,
-    reference_scenes,
-)
+from sr_spatial.core._reference import SPOT_DIAMETER_RATIO, bin_aligned_map, pool_bins
 from sr_spatial.diffusion._fit import output_scene
+from sr_spatial.diffusion._reference import reference_scenes
 from sr_spatial.model import PRESETS
 from sr_spatial.pp import build_st_map
 from sr_spatial.tl import spot_residual
