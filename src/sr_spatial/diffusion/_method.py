@@ -16,6 +16,7 @@ from sr_spatial._logging import logger
 from sr_spatial.core._consistency import project_to_spots, residual_sums
 from sr_spatial.core._method import BlockMethod, Call, Fitted, Method, TrainRequest
 from sr_spatial.core._scene import Scene
+from sr_spatial.core._shrinkage import log_guard
 from sr_spatial.core._uncertainty import MIN_SD, finer_spread_factor, finer_variance_ratio
 from sr_spatial.diffusion._config import check_sampling_steps, resolve_config
 from sr_spatial.diffusion._fit import check_training_scale, train_diffusion, train_on_map
@@ -178,13 +179,7 @@ class DiffusionMethod(Method):
                 spread_factor=(blocks.spread_factor * guarded["spread_factor"]).astype(np.float32),
             )
             uns["guard"] = {name: value.astype(np.float32) for name, value in guarded.items()}
-            logger.info(
-                "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median "
-                "factor %.2f; 1: as the references say, 0: the measurement).",
-                int((guarded["factor"] > 0.5).sum()),
-                len(model.genes),
-                float(np.median(guarded["factor"])),
-            )
+            log_guard(guarded)
         # Per gene, the factor bringing the draws' spread to a calibrated standard deviation (training time).
         uns["coverage_scale"] = model.network.spread_scale.cpu().numpy().astype(np.float32)
         uns["finer_ratio"] = float(finer_ratio)

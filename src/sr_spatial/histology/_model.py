@@ -13,10 +13,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from sr_spatial._logging import log_phase
 from sr_spatial.core._saved import check_genes
+from sr_spatial.core._shrinkage import log_guard
 from sr_spatial.histology._apply import HistologyDetail, on_slide, spot_features
 from sr_spatial.histology._config import HistologyConfig, resolve_histology_config
 from sr_spatial.histology._io import load_histology, save_histology
@@ -205,13 +204,7 @@ class HistologyModel:
                 prior_sd=self.reference["prior_sd"],
                 learned_spots=None if learned is None else learned.spots,
             )
-            logger.info(
-                "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median "
-                "factor %.2f; 1: as the references say, 0: the measurement).",
-                int((guarded["factor"] > 0.5).sum()),
-                len(self.genes),
-                float(np.median(guarded["factor"])),
-            )
+            log_guard(guarded)
         detail, record = self._on_slide(maps, per_spot, st_map, learned, extractor, guarded)
         seconds = time.perf_counter() - start
         log_phase("training", seconds, "Applied the histology predictor in %.1f s.", seconds)
