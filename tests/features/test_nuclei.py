@@ -67,3 +67,20 @@ def test_slide_points_give_one_vector_per_point():
     maps = bin_features(st_map.spots, st_map.grid, extractor, show_progress_bar=False)
     assert maps.shape[0] == 87 and maps.shape[1:] == (st_map.grid.height, st_map.grid.width)
     _extract._cache.clear()
+
+
+def test_the_nuclear_threshold_is_set_on_pixels_as_sharp_as_those_segmented(monkeypatch):
+    import sr_spatial as sr
+    from sr_spatial.features._morphology import MorphologyFeatures
+
+    st_map = build_st_map(sr.datasets.demo(n_rows=6, n_cols=8, seed=2), "demo_full_image", n_top_genes=3, scale=1)
+    k = NucleiFeatures().px_per_bin(st_map.grid.size)
+    assert k > 8
+    # The nuclei's threshold: at the features' own pixels per bin; the morphology's: one overview of at most 8.
+    assert {kk for kk, _ in _extract._overview(NucleiFeatures(), st_map.grid, k)} == {k}
+    assert {kk for kk, _ in _extract._overview(MorphologyFeatures(), st_map.grid, k)} == {8}
+    # On a large slide the tiles read for it are spread evenly and capped.
+    monkeypatch.setattr(_extract, "OVERVIEW_PIXELS", 1)
+    tiles = _extract._overview(NucleiFeatures(), st_map.grid, k)
+    all_tiles = list(_extract._tiles(st_map.grid, k, margin=0))
+    assert len(tiles) == 1 <= len(all_tiles)

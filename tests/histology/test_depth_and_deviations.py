@@ -70,3 +70,51 @@ def test_units_that_share_no_pseudo_spot_teach_nothing():
     x, y = np.random.default_rng(2).normal(size=(5, 3)), np.ones((5, 2))
     ridge = within_group_ridge(x, y, np.arange(5))
     np.testing.assert_array_equal(ridge.predict(x), np.zeros((5, 2)))
+
+
+#: Two expression programmes over 30 genes, each driven by one histology feature.
+PROGRAMMES = np.random.default_rng(99).normal(size=(2, 30))
+
+
+def _low_rank_deviations(seed: int, *, n_groups: int = 120, noise: float = 1.0):
+    """Units in groups of four whose expression follows :data:`PROGRAMMES` of two of 12 features, plus noise."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_groups), 4)
+    x = rng.normal(size=(len(groups), 12))
+    programmes = PROGRAMMES
+    signal = x[:, :2] @ programmes
+    y = signal + noise * rng.normal(size=signal.shape)
+    return x, y, groups, signal
+
+
+def test_penalty_and_rank_are_chosen_on_whole_pseudo_spots():
+    from sr_spatial.histology._ridge import choose_penalty_and_rank
+
+    x, y, groups, _ = _low_rank_deviations(3)
+    alpha, rank = choose_penalty_and_rank(x, y, groups, seed=0)
+    # Two programmes drive every gene: the held-out folds keep about two directions in gene space, not thirty.
+    assert 1 <= rank <= 4
+    assert alpha > 0
+    # Too few pseudo-spots for folds of them: one penalty by leave-one-out, every direction kept.
+    few = groups < 6
+    alpha_few, rank_few = choose_penalty_and_rank(x[few], y[few], groups[few], seed=0)
+    assert rank_few == min(x.shape[1], y.shape[1]) and alpha_few > 0
+
+
+def test_a_reduced_rank_ridge_predicts_new_units_better_than_one_of_full_rank():
+    from sr_spatial.core._groups import deviation_from_group
+
+    x, y, groups, _ = _low_rank_deviations(4, noise=2.0)
+    ridge = within_group_ridge(x, y, groups, seed=0)
+    assert np.linalg.matrix_rank(ridge.coef, tol=1e-8) <= 4
+    full = Ridge.fit(deviation_from_group(x, groups, 120), deviation_from_group(y, groups, 120), shared_penalty=True)
+    x_new, _, new_groups, signal = _low_rank_deviations(5, noise=2.0)
+    truth = deviation_from_group(signal, new_groups, 120)
+
+    def error(model):
+        predicted = deviation_from_group(model.predict(x_new), new_groups, 120)
+        return np.mean((predicted - truth) ** 2)
+
+    assert error(ridge) < error(full)
+    # The same seed gives the same fit.
+    np.testing.assert_array_equal(within_group_ridge(x, y, groups, seed=0).coef, ridge.coef)

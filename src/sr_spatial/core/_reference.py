@@ -24,7 +24,7 @@ from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_
 from sr_spatial.core._aggregate import aggregate_units
 from sr_spatial.core._groups import group_means
 from sr_spatial.core._reference_slides import about_reference, genes_of_request, reference_name, shared_genes
-from sr_spatial.pp._lattice import TISSUE_REACH, spot_pitch, visium_lattice
+from sr_spatial.pp._lattice import TISSUE_REACH, lattice_phase, spot_pitch, visium_lattice
 from sr_spatial.pp._stmap import SpotRenderer
 
 if TYPE_CHECKING:
@@ -162,16 +162,23 @@ def pool_groups(
     """Per lattice offset, each unit's pseudo-spot (``-1`` outside every one) on the target's geometry.
 
     The pseudo-spots lie ``scale`` unit pitches apart with the target's radius over pitch. The first offset puts
-    their centres between units, the others are drawn at random over a lattice cell.
+    their centres between units, the others are drawn at random over a lattice cell. On a square lattice the first
+    is phased as the output's bins are (:func:`~sr_spatial.pp._lattice.lattice_phase`, voted by every unit): the
+    units a pseudo-spot pools are then the ``scale`` x ``scale`` block the output's bins of a spot are, even where
+    units sit off their lattice by some jitter (legacy ST) and the outermost unit alone would misplace it. The
+    predictor learns from this first pooling.
     """
     rng = np.random.default_rng(seed)
     spacing = scale * pitch
     radius = geometry.radius_ratio * spacing
     lo, hi = centres.min(axis=0), centres.max(axis=0)
-    offsets = [np.full(2, pitch / 2)] + [rng.uniform(0, spacing, size=2) for _ in range(max(n_offsets, 1) - 1)]
+    first = lo + pitch / 2
+    if geometry.lattice != "hexagonal":
+        first = lattice_phase(centres, pitch) + (pitch / 2 if scale % 2 == 0 else 0.0)
+    offsets = [first] + [lo + rng.uniform(0, spacing, size=2) for _ in range(max(n_offsets, 1) - 1)]
     lattice = visium_lattice if geometry.lattice == "hexagonal" else square_lattice
     groupings = tuple(
-        disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=lo + offset), radius=radius)[0] for offset in offsets
+        disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=offset), radius=radius)[0] for offset in offsets
     )
     if sum(_multi_unit_groups(g) for g in groupings) >= MIN_TRAINING_GROUPS:
         return groupings
@@ -184,7 +191,7 @@ def pool_groups(
         2 * radius / pitch,
     )
     return tuple(
-        disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=lo + offset), radius=cell)[0] for offset in offsets
+        disk_groups(centres, lattice(lo, hi, pitch=spacing, offset=offset), radius=cell)[0] for offset in offsets
     )
 
 

@@ -27,6 +27,9 @@ class HistologyFeatures(ABC):
     #: Whether the H&E is read at a fixed physical pixel size (pretrained encoders): then slides of different
     #: resolutions already give comparable features, and a cap on the pixels per bin does not apply.
     fixed_resolution: bool = False
+    #: Whether :meth:`fit`'s slide-wide levels are read at the features' own pixels per bin (tiles spread over the
+    #: slide) rather than on a coarse overview of it.
+    levels_at_read_resolution: bool = False
 
     def px_per_bin(self, bin_size_px: float) -> int:
         """Pixels per bin to read the H&E at, given a bin's size in full-resolution image pixels.

@@ -148,11 +148,7 @@ def bin_features(
         logger.info("Reusing the %s features of this slide computed earlier.", extractor.name)
         return _cache[key]
     if hasattr(extractor, "fit"):
-        # Slide-wide levels (e.g. the nuclear stain threshold) come from one coarse overview, read by tiles.
-        overview_k = max(1, min(k, 8))
-        extractor.fit(
-            read_histology(spots, tile, px_per_bin=overview_k) for *_, tile in _tiles(grid, overview_k, margin=0)
-        )
+        extractor.fit(read_histology(spots, tile, px_per_bin=kk) for kk, tile in _overview(extractor, grid, k))
     # Two more bins than the context, so pixel filters (blob bands up to 8 px wide) see past the tile's edge.
     margin = extractor.context_bins + 2
     features = None
@@ -178,6 +174,27 @@ def bin_features(
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
     return features
+
+
+#: Pixels read at most to set a slide-wide level at the features' own resolution (:func:`_overview`).
+OVERVIEW_PIXELS = 2**24
+
+
+def _overview(extractor: HistologyFeatures, grid: BinGrid, k: int) -> list[tuple[int, BinGrid]]:
+    """The tiles (and pixels per bin) read to fit an extractor's slide-wide levels before its features.
+
+    Most read one coarse overview, at most 8 pixels a bin. An extractor that segments at its own resolution
+    (:attr:`~HistologyFeatures.levels_at_read_resolution`, the nuclei's stain threshold) reads at ``k``, on tiles
+    spread evenly over the slide up to :data:`OVERVIEW_PIXELS`: a threshold set on blurred pixels would not
+    separate the sharp ones it is applied to.
+    """
+    if not getattr(extractor, "levels_at_read_resolution", False):
+        overview_k = max(1, min(k, 8))
+        return [(overview_k, tile) for *_, tile in _tiles(grid, overview_k, margin=0)]
+    tiles = [tile for *_, tile in _tiles(grid, k, margin=0)]
+    per_tile = max(1, int(np.mean([t.height * t.width for t in tiles])) * k * k)
+    stride = max(1, int(np.ceil(len(tiles) * per_tile / OVERVIEW_PIXELS)))
+    return [(k, tile) for tile in tiles[::stride]]
 
 
 def _point_features(extractor, rgb, tile, own, grid, points, k, features):

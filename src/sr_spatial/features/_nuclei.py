@@ -33,6 +33,8 @@ class NucleiFeatures(MorphologyFeatures):
     """
 
     name = "nuclei"
+    #: The nuclear threshold is set on pixels as sharp as those it segments.
+    levels_at_read_resolution = True
 
     def __init__(self, *, windows: tuple[float, ...] = (0.6, 1.0, 1.6)) -> None:
         if not windows or any(float(w) <= 0 for w in windows):

@@ -239,7 +239,10 @@ def on_slide(
             predictor, coverage_scale=predictor.coverage_scale * widen, typical_sd=predictor.typical_sd * widen
         )
     spot_prediction = predictor.spot_prediction(per_spot)
-    bin_detail = predictor.ridge.predict(maps[:, mask].T) - spot_prediction[owner[mask]]
+    # Bins a spot's footprint pools, as a reference's pseudo-spots pool its units: beyond the footprints a bin's
+    # deviation from its nearest spot also holds the distance to it, which the held-out spots never measured.
+    pooled = st_map.footprint >= 0 if guarded is not None and (st_map.footprint >= 0).any() else mask
+    bin_detail = predictor.ridge.predict(maps[:, pooled].T) - spot_prediction[owner[pooled]]
     cap = detail_cap(bin_detail.var(axis=0), predictor.group_detail_variance, predictor.finer_ratio)
     del bin_detail
     if (cap < 1.0).any():

@@ -185,7 +185,8 @@ class HistologyModel:
             )
         guarded = None
         if self.reference is not None:
-            maps = standardise(maps, st_map.mask)
+            # Over the bins the spots pool, as the references' units were: glass in the margin would turn directions.
+            maps = standardise(maps, st_map.footprint >= 0 if (st_map.footprint >= 0).any() else st_map.mask)
         per_spot = spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres))
         learned = None if self.learned is None else learned_maps(self.learned, st_map, device=device)
         if self.reference is not None:

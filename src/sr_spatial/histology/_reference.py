@@ -4,8 +4,9 @@ A reference holds units at the output's scale (legacy-ST or Visium spots, Visium
 into pseudo-spots with the target's geometry, they give true pairs: each unit's deviation from its pseudo-spot is
 measured, so the detail weights are fitted on the truth the output is judged by, with hundreds or thousands of
 labels where a slide alone gives tens (:func:`fit_on_references`). Features are standardised per slide, so a
-stain that is darker overall does not shift the predictions, and the held-out predictions leave each reference
-out, so the weights are those of a model applied to a slide it never saw.
+stain that is darker overall does not shift the predictions; the held-out predictions come from folds of whole
+pseudo-spots pooled over the references (leaving out one of two references, one of them unrelated, drove every
+weight to 0), and the weights are shrunk toward their mean over genes.
 
 A reference may still not fit the target (another patient, another tissue). Before its detail is trusted, the
 target's own spots are pooled one level coarser (as in scale transfer) and the reference model's weighted detail

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from sr_spatial._logging import progress_bar
 from sr_spatial.core._groups import deviation_from_group, group_means, lattice_groups
 from sr_spatial.core._uncertainty import (
     MIN_SD,
@@ -30,6 +31,7 @@ from sr_spatial.core._uncertainty import (
     spread_variance,
 )
 from sr_spatial.histology._ridge import Ridge, within_group_ridge
+from sr_spatial.histology._weights import detail_weights
 from sr_spatial.pp._interpolate import interpolate_at
 
 __all__ = ["DetailModel", "Ridge", "detail_cap", "detail_weights", "fit_detail_model", "heldout_ridge"]
@@ -138,41 +140,6 @@ def detail_cap(bin_variance: np.ndarray, group_variance: np.ndarray | None, fine
     return np.where(np.isfinite(cap) & (bin_variance > allowed), np.clip(cap, 0.0, 1.0), 1.0)
 
 
-def detail_weights(*predicted: np.ndarray, measured: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per-gene weights of the detail predictors, fitted jointly on held-out deviations and shrunk, ``(k, n_genes)``.
-
-    Each of ``predicted`` (the ridge's histology detail, the interpolation's, the learned encoder's) holds predicted
-    deviations of spots from their group, ``measured`` the measured ones, all ``(n_spots, n_genes)``. Per gene,
-    non-negative least squares of the measured deviations on all predictors, each coefficient capped at 1 and shrunk
-    by its t statistic (positive-part James-Stein): the least-squares slope is unbiased however noisy the measured
-    deviations are, but erratic where a predictor is tiny, and shrinkage sends coefficients indistinguishable from 0
-    to 0. Deviations inside one group are not independent (they sum to zero and share its tissue), so evidence is
-    counted in groups: the coefficients' variance is inflated by ``n_spots / n_groups``. (Shrinking by the held-out
-    correlation instead also penalises the measurement's own counting noise: protocol 2a's weights fell to a median
-    of 0.28 where ridge at full weight scored far higher.)
-    """
-    from scipy.optimize import nnls
-
-    n, n_genes = measured.shape
-    weights = np.zeros((len(predicted), n_genes))
-    for g in range(n_genes):
-        design = np.column_stack([p[:, g] for p in predicted])
-        used = np.flatnonzero(np.abs(design).sum(axis=0) > 1e-12)
-        if not len(used) or n <= len(used):
-            continue
-        x = design[:, used]
-        coef, _ = nnls(x, measured[:, g])
-        coef = np.minimum(coef, 1.0)
-        sigma2 = np.sum((measured[:, g] - x @ coef) ** 2) / (n - len(used))
-        gram = x.T @ x
-        if np.linalg.cond(gram) > 1e12:
-            continue
-        variance = sigma2 * np.diag(np.linalg.inv(gram)) * n / max(n_groups, 1)
-        t_squared = coef**2 / np.maximum(variance, 1e-24)
-        weights[used, g] = coef * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
-    return weights
-
-
 def heldout_ridge(
     spot_features: np.ndarray,
     spot_values: np.ndarray,
@@ -196,6 +163,7 @@ def heldout_ridge(
     if sections is not None and len(np.unique(sections)) > 1:
         fold_of = np.unique(sections, return_inverse=True)[1].ravel()
     held = np.zeros_like(spot_values, dtype=np.float64)
+    fold_seed = int(rng.integers(2**31)) if within_groups else 0
     for fold in range(int(fold_of.max()) + 1):
         # Folds are groups, but the ridge learns from spots, as the final one does: the held-out error
         # then reflects a model fitted on as many labels as the one applied to the bins.
@@ -204,7 +172,7 @@ def heldout_ridge(
         if train.sum() < 3 or not test.any():
             continue
         if within_groups:
-            ridge = within_group_ridge(spot_features[train], spot_values[train], group[train])
+            ridge = within_group_ridge(spot_features[train], spot_values[train], group[train], seed=fold_seed)
         else:
             ridge = Ridge.fit(spot_features[train], spot_values[train])
         held[test] = ridge.predict(spot_features[test])
@@ -267,7 +235,10 @@ def fit_detail_model(
     """
     n_genes = spot_values.shape[1]
     if within_groups and groupings is not None:
-        ridge = within_group_ridge(spot_features, spot_values, _singletons_outside(groupings[0]))
+        # Each pooling is an equally valid partition of the units into pseudo-spots; a ridge fitted on one rests on
+        # where its boundaries fall, and their mean does not.
+        ridges = [within_group_ridge(spot_features, spot_values, _singletons_outside(g), seed=seed) for g in groupings]
+        ridge = replace(ridges[0], coef=np.mean([r.coef for r in ridges], axis=0))
     else:
         ridge = Ridge.fit(spot_features, spot_values)
     rng = np.random.default_rng(seed)
@@ -278,8 +249,6 @@ def fit_detail_model(
     if groupings is None:
         # Two phases of the pooling lattice use (almost) every spot twice, once in each of two different groups.
         groupings = [lattice_groups(centres, side=factor * pitch, offset=phase * factor * pitch) for phase in (0, 0.5)]
-    from sr_spatial._logging import progress_bar
-
     poolings = progress_bar(groupings, desc="Fitting the predictor", unit="pooling", disable=not show_progress_bar)
     for group in poolings:
         group = _singletons_outside(group)
@@ -315,7 +284,9 @@ def fit_detail_model(
     if n_groups >= MIN_GROUPS and len(dp) > 2:
         with np.errstate(invalid="ignore", divide="ignore"):
             heldout_r = np.array([np.corrcoef(dp[:, g], dy[:, g])[0, 1] for g in range(n_genes)])
-        weight, interpolation_weight, learned_weight = detail_weights(dp, ds, de, measured=dy, n_groups=n_held_groups)
+        weight, interpolation_weight, learned_weight = detail_weights(
+            dp, ds, de, measured=dy, n_groups=n_held_groups, across_genes=within_groups and same_level
+        )
     residual = dy - weight * dp - interpolation_weight * ds - learned_weight * de
     ratio = 1.0 if same_level else finer_variance_ratio(spot_values, centres, pitch=pitch, scale=factor)
     residual_sd = np.sqrt(np.mean(residual**2, axis=0)) if len(residual) else np.zeros(n_genes)

@@ -8,7 +8,7 @@ import numpy as np
 
 from sr_spatial.core._groups import deviation_from_group
 
-__all__ = ["ALPHAS", "Ridge", "within_group_ridge"]
+__all__ = ["ALPHAS", "Ridge", "choose_penalty_and_rank", "within_group_ridge"]
 
 #: Penalties tried, relative to the number of training rows; chosen per gene by leave-one-out error.
 ALPHAS = np.logspace(-2, 4, 19)
@@ -68,13 +68,23 @@ class Ridge:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
 
 
-def within_group_ridge(features: np.ndarray, values: np.ndarray, group: np.ndarray) -> Ridge:
-    """A ridge fitted on the deviations of units' features and values from their group's, one penalty for all genes.
+#: Folds of whole pseudo-spots over which a reference ridge's penalty and rank are chosen.
+GROUP_FOLDS = 5
+
+
+def within_group_ridge(features: np.ndarray, values: np.ndarray, group: np.ndarray, *, seed: int = 0) -> Ridge:
+    """A reduced-rank ridge fitted on the deviations of units' features and values from their group's.
 
     The map adds to each measurement only a bin's deviation from its spot, and a ridge fitted on levels spends its
     capacity on what differs between spots (tumour against stroma), which the measurement already holds. Fitted on
     deviations inside groups of at least two units (pseudo-spots), it learns what varies within a spot. Its
     predictions are read only as differences (a bin's minus its spot's), which a linear model gives from any level.
+
+    One penalty and one rank serve every gene, chosen together on held-out folds of whole pseudo-spots
+    (:func:`choose_penalty_and_rank`): the units of a pseudo-spot share its tissue and their deviations sum to zero,
+    so leaving out one unit at a time would see its neighbours and choose too little shrinkage. The rank keeps
+    the few directions in gene space the features predict (a tumour-against-stroma axis, an immune one) and drops
+    the rest, where a gene's own counting noise would be fitted: capacity matched to what the labels support.
     """
     groups = int(group.max()) + 1
     size = np.bincount(group, minlength=groups)
@@ -84,4 +94,64 @@ def within_group_ridge(features: np.ndarray, values: np.ndarray, group: np.ndarr
         return Ridge(np.zeros((n_features, n_genes)), np.zeros(n_genes), np.zeros(n_features), np.ones(n_features))
     x = deviation_from_group(np.asarray(features[multi], dtype=np.float64), group[multi], groups)
     y = deviation_from_group(np.asarray(values[multi], dtype=np.float64), group[multi], groups)
-    return Ridge.fit(x, y, shared_penalty=True, rescale=False)
+    alpha, rank = choose_penalty_and_rank(x, y, group[multi], seed=seed)
+    coef = _reduced_rank_coef(*np.linalg.svd(x, full_matrices=False), y, alpha, rank)
+    n_features = x.shape[1]
+    return Ridge(coef=coef, intercept=np.zeros(y.shape[1]), mean=np.zeros(n_features), scale=np.ones(n_features))
+
+
+def _reduced_rank_coef(u, s, vt, y, alpha: float, rank: int) -> np.ndarray:
+    """Ridge coefficients (no intercept) projected onto the ``rank`` leading directions of their fitted values."""
+    shrunk = (s / (s**2 + alpha))[:, None] * (u.T @ y)
+    coef = vt.T @ shrunk
+    # The fitted values are u @ diag(s) @ shrunk: their leading right singular vectors from a features x genes matrix.
+    directions = np.linalg.svd(s[:, None] * shrunk, full_matrices=False)[2][:rank]
+    return coef @ directions.T @ directions
+
+
+def choose_penalty_and_rank(x: np.ndarray, y: np.ndarray, group: np.ndarray, *, seed: int = 0) -> tuple[float, int]:
+    """The penalty and rank of least error on held-out folds of whole groups, each gene's error over its variance.
+
+    Every gene counts alike (as in a mean correlation over genes), whatever its level of expression. With fewer
+    than two groups per fold the penalty falls back to leave-one-out over units (:meth:`Ridge.fit`) at full rank.
+    """
+    n, n_genes = y.shape
+    full = int(min(x.shape[1], n_genes))
+    ranks = sorted({r for r in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, full) if r <= full})
+    alphas = ALPHAS * n / 100
+    labels = np.unique(group, return_inverse=True)[1].ravel()
+    n_groups = int(labels.max()) + 1
+    if n_groups < 2 * GROUP_FOLDS:
+        return float(_loo_alpha(x, y)), full
+    fold = np.random.default_rng(seed).permutation(n_groups)[labels] % GROUP_FOLDS
+    spread = np.maximum(y.var(axis=0), 1e-12)
+    err = np.zeros((len(alphas), len(ranks)))
+    for k in range(GROUP_FOLDS):
+        train, test = fold != k, fold == k
+        u, s, vt = np.linalg.svd(x[train], full_matrices=False)
+        uty = u.T @ y[train]
+        for i, alpha in enumerate(alphas):
+            shrunk = (s / (s**2 + alpha))[:, None] * uty
+            predicted = x[test] @ (vt.T @ shrunk)
+            directions = np.linalg.svd(s[:, None] * shrunk, full_matrices=False)[2]
+            for j, rank in enumerate(ranks):
+                kept = predicted @ directions[:rank].T @ directions[:rank]
+                err[i, j] += float(np.sum((y[test] - kept) ** 2 / spread))
+    i, j = np.unravel_index(int(np.argmin(err)), err.shape)
+    return float(alphas[i]), int(ranks[j])
+
+
+def _loo_alpha(x: np.ndarray, y: np.ndarray) -> float:
+    """The one penalty of least leave-one-out error summed over genes (no intercept, features as given)."""
+    n = len(x)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    uty = u.T @ y
+    best, best_alpha = np.inf, float(ALPHAS[0] * n / 100)
+    for alpha in ALPHAS * n / 100:
+        d = s / (s**2 + alpha)
+        fitted = u @ ((s * d)[:, None] * uty)
+        hat = (u**2) @ (s * d)
+        err = float(np.sum(((y - fitted) / np.maximum(1.0 - hat, 1e-6)[:, None]) ** 2))
+        if err < best:
+            best, best_alpha = err, float(alpha)
+    return best_alpha
