@@ -73,7 +73,9 @@ def main() -> None:
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; load average at the end "
         f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}\n",
     ]
-    PAGE.write_text("\n".join(header) + "\n" + "\n".join(sections))
+    notes = PAGE.with_name(PAGE.stem + "_notes.md")
+    text = "\n".join(header) + "\n" + "\n".join(sections)
+    PAGE.write_text(text + ("\n" + notes.read_text() if notes.exists() else ""))
     print(f"Wrote {PAGE}")
 
 

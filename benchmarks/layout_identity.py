@@ -6,9 +6,9 @@ Usage::
     python benchmarks/layout_identity.py OUT.npz --compare BEFORE.npz   # and compare with an earlier run
 
 Runs nearest, bicubic, histology (single slide, learned encoders, trained on a reference slide) and diffusion
-(tiny: single slide, around the histology predictor, trained on a reference slide), and each trained model saved
-and loaded back. Small
-enough for a couple of minutes on two busy cores. Write the file outside the repository.
+(tiny: single slide, around the histology predictor, trained on a reference slide for the slide and alone), each
+trained model saved and loaded back, and both trained on the reference within ``superresolve(..., reference=...)``.
+Small enough for a few minutes on two busy cores. Write the file outside the repository.
 """
 
 from __future__ import annotations
@@ -83,6 +83,18 @@ def run() -> dict[str, np.ndarray]:
             method="diffusion",
             show_progress_bar=False,
         ),
+        # One reference without a target: Visium's geometry.
+        "diffusion_reference_alone": sr.tl.train(
+            reference,
+            image_key="he",
+            reference=True,
+            scale=SCALE,
+            genes=genes,
+            seed=SEED,
+            config=fast,
+            method="diffusion",
+            show_progress_bar=False,
+        ),
     }
     runs = {
         "nearest": {"method": "nearest"},
@@ -90,6 +102,14 @@ def run() -> dict[str, np.ndarray]:
         "histology": {"method": "histology", "config": "tiny"},
         "histology_learned": {"method": "histology", "config": learned, "learned_encoder": True},
         **{name: {"model": model} for name, model in models.items()},
+        # Trained on the reference within the call, which reads the slide once for both.
+        "histology_via_reference": {"method": "histology", "reference": [reference], "reference_image_key": "he"},
+        "diffusion_via_reference": {
+            "method": "diffusion",
+            "config": fast,
+            "reference": [reference],
+            "reference_image_key": "he",
+        },
     }
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,16 +10,12 @@ import torch
 from spatialdata import deepcopy
 
 import sr_spatial as sr
+from sr_spatial.core._reference import SPOT_DIAMETER_RATIO, bin_aligned_map, pool_bins
 from sr_spatial.diffusion._fit import output_scene
+from sr_spatial.diffusion._reference import reference_scenes
 from sr_spatial.model import PRESETS
 from sr_spatial.pp import build_st_map
 from sr_spatial.tl import spot_residual
-from sr_spatial.tl._reference import (
-    SPOT_DIAMETER_RATIO,
-    bin_aligned_map,
-    pool_bins,
-    reference_scenes,
-)
 
 SEED = 0
 #: The "tiny" network with fewer optimiser steps: the tests check the plumbing, not the fit.

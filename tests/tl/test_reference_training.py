@@ -9,10 +9,10 @@ import pytest
 from conftest import IMAGE_KEY, SEED
 
 import sr_spatial as sr
+from sr_spatial.core._reference import PseudoSpots, pool_groups, target_geometry
 from sr_spatial.histology._reference import MIN_SPREAD_FACTOR, guard
 from sr_spatial.model import HistologyModel
 from sr_spatial.tl._options import SlideKeys
-from sr_spatial.tl._reference import PseudoSpots, pool_groups, target_geometry
 
 SCALE = 2
 #: The demo's spot pitch is 100 µm: at scale 2 the output's bins, and the references' spots, are 50 µm apart.
@@ -443,8 +443,8 @@ def fine_bins(reference):
 
 
 def test_finer_bins_are_pooled_into_units_of_the_outputs_size(fine_bins, genes):
-    from sr_spatial.tl._aggregate import MIN_AGGREGATED_SHARE
-    from sr_spatial.tl._reference import reference_map
+    from sr_spatial.core._aggregate import MIN_AGGREGATED_SHARE
+    from sr_spatial.core._reference import reference_map
 
     where = SlideKeys()
     bins = sr.pp.build_st_map(fine_bins, "he", genes=genes, scale=1)
@@ -502,7 +502,7 @@ def test_superresolve_refuses_reference_aggregate_without_references(demo_sdata)
 
 
 def test_units_rendered_without_their_expression_keep_the_same_mask_and_footprint(fine_bins, genes):
-    from sr_spatial.tl._reference import reference_map
+    from sr_spatial.core._reference import reference_map
 
     maps = [
         reference_map(fine_bins, "he", slide=SlideKeys(), genes=genes, n_top_genes=50, expression=expression)

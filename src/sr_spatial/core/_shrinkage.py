@@ -6,9 +6,13 @@ diffusion model) by how far its deviations agree with the target's measured ones
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-__all__ = ["PRIOR_SD", "guard_slopes"]
+logger = logging.getLogger("sr_spatial")
+
+__all__ = ["PRIOR_SD", "guard_slopes", "log_guard"]
 
 #: The prior's standard deviation on the slope of a reference model's detail on a target, around 1: how far a
 #: section's relation between histology and expression may plausibly differ from the references'. Chosen on her2st
@@ -46,3 +50,15 @@ def guard_slopes(
         "slope_se": se,
         "n_groups": np.full(n_genes, n_groups),
     }
+
+
+def log_guard(guarded: dict[str, np.ndarray]) -> None:
+    """Either method's guard, said in one log line: for how many genes the target's own spots confirm the detail."""
+    factor = guarded["factor"]
+    logger.info(
+        "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median factor %.2f; "
+        "1: as the references say, 0: the measurement).",
+        int((factor > 0.5).sum()),
+        len(factor),
+        float(np.median(factor)),
+    )

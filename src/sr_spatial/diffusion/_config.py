@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from sr_spatial.core._presets import check_keys, resolve_preset
 from sr_spatial.diffusion.nn._registry import ENCODERS
 
-__all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "resolve_config"]
+__all__ = ["ABLATIONS", "PRESETS", "ModelConfig", "check_sampling_steps", "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -266,3 +266,13 @@ ABLATIONS: dict[str, dict] = {
 def resolve_config(config: str | ModelConfig | dict | None, **overrides) -> ModelConfig:
     """A :class:`ModelConfig` from a preset name, a config, or a dict, with keyword overrides applied."""
     return resolve_preset(config, presets=PRESETS, cls=ModelConfig, alternatives="a ModelConfig", **overrides)
+
+
+def check_sampling_steps(sampling_steps: int | None, config: ModelConfig) -> None:
+    """Refuse more DDIM steps than the model has timesteps (they would be cut silently)."""
+    if sampling_steps is not None and sampling_steps > config.timesteps:
+        msg = (
+            f"`sampling_steps={sampling_steps}` exceeds the model's {config.timesteps} diffusion timesteps; "
+            f"pass at most {config.timesteps}, or None for the default ({config.sampling_steps})."
+        )
+        raise ValueError(msg)

@@ -1,4 +1,4 @@
-"""Training the diffusion model: by scale transfer on the slide's own spots, or on a high-resolution reference."""
+"""Training the diffusion model by scale transfer on the slide's own spots; on references see ``_reference``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from sr_spatial.diffusion._model import DiffST
 from sr_spatial.features import resolve_features
 from sr_spatial.pp._lattice import make_grid
 from sr_spatial.pp._stmap import build_st_map, coarsen_spots, nearest_spot, render_spots, spot_pixel_map
-from sr_spatial.tl import _checks
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,12 +30,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BaseFitter",
     "BasePredictor",
+    "check_training_scale",
     "config_for_steps",
     "output_scene",
     "scale_transfer_scenes",
     "train_diffusion",
-    "train_diffusion_on_references",
     "train_on_map",
+    "training_config",
 ]
 
 
@@ -51,7 +51,7 @@ class BasePredictor(Protocol):
 
 
 #: Fits a :class:`BasePredictor` on a slide: ``fit_base(st_map, *, features, scale, seed, image_um_per_px,
-#: show_progress_bar, rendered=None, owner=None, extractor=None)`` returns it and its ``uns`` record. The tools
+#: show_progress_bar, extractor=None)`` returns it and its ``uns`` record. The tools
 #: pass the histology method's (:func:`sr_spatial.histology._model.fit_base`), so this package never imports it.
 BaseFitter = Callable[..., tuple[BasePredictor, dict]]
 
@@ -146,31 +146,13 @@ def scale_transfer_scenes(
     return scenes
 
 
-def train_diffusion(
-    sdata: SpatialData,
-    image_key: str,
-    *,
-    table_key: str,
-    shapes_key: str | None,
-    genes: list[str] | None,
-    n_top_genes: int,
-    scale: int,
-    config: str | ModelConfig | dict,
-    train_steps: int | None,
-    device,
-    coordinate_system: str | None,
-    stain: str,
-    reference: bool,
-    features: str | None,
-    image_um_per_px: float | None,
-    seed: int,
-    checkpoint_dir: str | Path | None,
-    show_progress_bar: bool,
-    fit_base: BaseFitter | None = None,
-) -> DiffST:
-    """:func:`sr_spatial.tl.train` with ``method="diffusion"``, its arguments checked.
+def training_config(
+    config: str | ModelConfig | dict, *, features: str | None, image_um_per_px: float | None, reference: bool
+) -> ModelConfig:
+    """The configuration a training uses, with ``features`` as its histology base's; refused before any work.
 
-    ``fit_base`` fits the predictor a configuration with ``histology_base`` generates around (:func:`train_on_map`).
+    ``features`` names the features of the predictor a ``histology_base`` model generates around (no other model
+    reads them); a ``histology_base`` trains by scale transfer only, never on references.
     """
     config = resolve_config(config)
     if features is not None:
@@ -196,30 +178,48 @@ def train_diffusion(
     if config.histology_base:
         # An encoder without the H&E's pixel size fails here, before the slide is read.
         resolve_features(config.base_features, image_um_per_px=image_um_per_px)
-    if not reference:
-        where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
-        _checks.check_training_scale(sdata, image_key, scale=scale, **where)
+    return config
+
+
+def train_diffusion(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    table_key: str,
+    shapes_key: str | None,
+    genes: list[str] | None,
+    n_top_genes: int,
+    scale: int,
+    config: str | ModelConfig | dict,
+    train_steps: int | None,
+    device,
+    coordinate_system: str | None,
+    stain: str,
+    features: str | None,
+    image_um_per_px: float | None,
+    seed: int,
+    checkpoint_dir: str | Path | None,
+    show_progress_bar: bool,
+    fit_base: BaseFitter | None = None,
+) -> DiffST:
+    """:func:`sr_spatial.tl.train` with ``method="diffusion"`` by scale transfer, its arguments checked.
+
+    ``fit_base`` fits the predictor a configuration with ``histology_base`` generates around (:func:`train_on_map`).
+    On references: :func:`sr_spatial.diffusion._reference.train_on_references`.
+    """
+    config = training_config(config, features=features, image_um_per_px=image_um_per_px, reference=False)
+    where = {"table_key": table_key, "shapes_key": shapes_key, "coordinate_system": coordinate_system}
+    check_training_scale(sdata, image_key, scale=scale, **where)
     st_map = build_st_map(
         sdata,
         image_key,
-        table_key=table_key,
-        shapes_key=shapes_key,
+        **where,
         genes=genes,
         n_top_genes=n_top_genes,
-        scale=1 if reference else scale,
-        coordinate_system=coordinate_system,
+        scale=scale,
         stain=stain,
     )
-    scenes = output = None
-    if reference:
-        from sr_spatial.tl._reference import bin_aligned_map, reference_scenes
-
-        st_map = bin_aligned_map(st_map)
-        output = output_scene(st_map, px_per_bin=config.px_per_bin)
-        scenes = reference_scenes(
-            st_map, output, scale=scale, px_per_bin=config.px_per_bin, n_offsets=config.n_pool_offsets, seed=seed
-        )
-    model = train_on_map(
+    return train_on_map(
         st_map,
         scale=scale,
         config=config,
@@ -228,15 +228,30 @@ def train_diffusion(
         seed=seed,
         checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar,
-        reference=output,
-        scenes=scenes,
         image_um_per_px=image_um_per_px,
         fit_base=fit_base,
     )
-    if reference:
-        # Calibrated on true bins of the output's size: its spread needs no carrying to finer bins.
-        model.network.spread_error_ratio.zero_()
-    return model
+
+
+def check_training_scale(sdata: SpatialData, image_key: str, *, scale: int, **where) -> None:
+    """Refuse a ``scale`` that pools the slide into too few pseudo-spots to train on, before any rendering.
+
+    ``where`` are the keyword arguments of :func:`sr_spatial._adapter._read.read_spots` that locate the spots.
+    """
+    from sr_spatial._adapter._read import read_spots
+    from sr_spatial.pp._lattice import spot_pitch
+
+    # Only the spots' positions matter here: the image's reading (and its log lines) comes with the slide's.
+    centres = read_spots(sdata, image_key, stain="brightfield", **where).centres
+    pooled, _ = coarsen_spots(
+        centres, np.zeros((len(centres), 1), dtype=np.float32), factor=scale, pitch=spot_pitch(centres)
+    )
+    if len(pooled) < 3:
+        msg = (
+            f"Pooling {len(centres)} spots {scale}-fold leaves {len(pooled)} pseudo-spots, too few to learn from. "
+            "Use a smaller `scale`, or a model trained on a larger slide (`model=`)."
+        )
+        raise ValueError(msg)
 
 
 def train_on_map(
@@ -310,64 +325,3 @@ def config_for_steps(config: ModelConfig, train_steps: int | None) -> ModelConfi
     train_steps = int(train_steps)
     encoder_steps = max(1, round(config.encoder_steps * train_steps / max(config.train_steps, 1)))
     return replace(config, train_steps=train_steps, encoder_steps=encoder_steps)
-
-
-def train_diffusion_on_references(request) -> DiffST:
-    """:func:`sr_spatial.tl.train` with ``method="diffusion"`` on references pooled with the target's geometry.
-
-    Each reference gives true pairs (:func:`~sr_spatial.tl._reference.reference_scenes`) on its own grid of
-    units; the histology encoder learns from the spots of the reference with the most counts in all (units times
-    depth: the most labels and the least counting noise).
-    """
-    from sr_spatial.tl._reference import (
-        about_reference,
-        genes_of_request,
-        reference_map,
-        reference_scenes,
-        target_geometry,
-    )
-
-    config = resolve_config(request.config)
-    if config.histology_base:
-        msg = "`histology_base=True` trains by scale transfer on the slide's own spots; drop it to train on references."
-        raise ValueError(msg)
-    geometry = target_geometry(request.target, request.slide)
-    genes = genes_of_request(request)
-    maps, outputs, scenes, counts = [], [], [], []
-    for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
-        with about_reference(index, slide):
-            st_map = reference_map(
-                slide, image_key, slide=request.slide, genes=genes, n_top_genes=request.n_top_genes,
-                aggregate=request.aggregate,
-            )  # fmt: skip
-        genes = st_map.genes
-        output = output_scene(st_map, px_per_bin=config.px_per_bin)
-        scenes += reference_scenes(
-            st_map,
-            output,
-            scale=request.scale,
-            px_per_bin=config.px_per_bin,
-            n_offsets=config.n_pool_offsets,
-            seed=request.seed + index,
-            geometry=geometry,
-        )
-        maps.append(st_map)
-        outputs.append(output)
-        counts.append(float(st_map.spots.counts.sum()))
-    largest = int(np.argmax(counts))
-    model = train_on_map(
-        maps[largest],
-        scale=request.scale,
-        config=config,
-        train_steps=request.train_steps,
-        device=request.device,
-        seed=request.seed,
-        checkpoint_dir=request.checkpoint_dir,
-        show_progress_bar=request.show_progress_bar,
-        reference=outputs[largest],
-        scenes=scenes,
-    )
-    # Calibrated on true units of the output's size: its spread needs no carrying to finer bins.
-    model.network.spread_error_ratio.zero_()
-    model.trained_on_references = True
-    return model

@@ -14,13 +14,14 @@ import numpy as np
 from sr_spatial._adapter._read import read_histology
 from sr_spatial._logging import logger
 from sr_spatial.core._consistency import project_to_spots, residual_sums
+from sr_spatial.core._method import BlockMethod, Call, Fitted, Method, TrainRequest
 from sr_spatial.core._scene import Scene
+from sr_spatial.core._shrinkage import log_guard
 from sr_spatial.core._uncertainty import MIN_SD, finer_spread_factor, finer_variance_ratio
-from sr_spatial.diffusion._config import resolve_config
-from sr_spatial.diffusion._fit import train_diffusion, train_diffusion_on_references, train_on_map
+from sr_spatial.diffusion._config import check_sampling_steps, resolve_config
+from sr_spatial.diffusion._fit import check_training_scale, train_diffusion, train_on_map
 from sr_spatial.diffusion._model import DiffST
-from sr_spatial.tl import _checks
-from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
+from sr_spatial.diffusion._reference import train_on_references
 
 if TYPE_CHECKING:
     from sr_spatial.diffusion._fit import BaseFitter, BasePredictor
@@ -111,22 +112,24 @@ class DiffusionMethod(Method):
         from sr_spatial.features import resolve_features
 
         config = self._config(call)
-        _checks.check_sampling_steps(call.options.sampling_steps, config)
+        check_sampling_steps(call.options.sampling_steps, config)
         if config.histology_base:
             # The predictor's features must be computable here (an encoder needs the pixel size) before any work;
             # fit uses them as resolved.
             self.base_extractor = resolve_features(config.base_features, image_um_per_px=call.options.image_um_per_px)
         if call.model is None:
             where = {k: v for k, v in asdict(call.slide).items() if k != "stain"}  # spots only: no pixel is read
-            _checks.check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
-
-    def reads_whole_slide(self, call: Call) -> bool:
-        # Training reads the whole slide anyway; applying a model renders block by block.
-        return call.model is None
+            check_training_scale(call.sdata, call.image_key, scale=call.scale, **where)
 
     def fit(self, st_map, renderer, call: Call) -> Fitted:
+        from sr_spatial.pp._stmap import render_whole
+
         options = call.options
         model = call.model
+        if model is None or model.config.histology_base:
+            # Training and the histology base read the whole slide, rendered once; applying a model alone renders
+            # block by block.
+            st_map = render_whole(st_map, renderer)
         if model is None:
             model = train_on_map(
                 st_map,
@@ -155,8 +158,6 @@ class DiffusionMethod(Method):
                 seed=call.seed,
                 image_um_per_px=options.image_um_per_px,
                 show_progress_bar=call.show_progress_bar,
-                rendered=renderer.render(st_map.grid),
-                owner=renderer.owner(st_map.grid),
                 extractor=self.base_extractor,
             )
         # The draws' spread was calibrated on spots around pseudo-spots; the output's bins vary more.
@@ -178,13 +179,7 @@ class DiffusionMethod(Method):
                 spread_factor=(blocks.spread_factor * guarded["spread_factor"]).astype(np.float32),
             )
             uns["guard"] = {name: value.astype(np.float32) for name, value in guarded.items()}
-            logger.info(
-                "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median "
-                "factor %.2f; 1: as the references say, 0: the measurement).",
-                int((guarded["factor"] > 0.5).sum()),
-                len(model.genes),
-                float(np.median(guarded["factor"])),
-            )
+            log_guard(guarded)
         # Per gene, the factor bringing the draws' spread to a calibrated standard deviation (training time).
         uns["coverage_scale"] = model.network.spread_scale.cpu().numpy().astype(np.float32)
         uns["finer_ratio"] = float(finer_ratio)
@@ -192,8 +187,8 @@ class DiffusionMethod(Method):
         return Fitted(blocks=blocks, model=model, context=model.config.tile_overlap, uns=uns)
 
     def train(self, request: TrainRequest) -> DiffST:
-        if request.reference and (request.target is not None or len(request.slides) > 1):
-            return train_diffusion_on_references(request)
+        if request.reference:
+            return train_on_references(request)
         if len(request.slides) != 1:
             msg = "Several slides are references: pass `reference=True` (and `target=`, the slide to apply it to)."
             raise ValueError(msg)
@@ -205,7 +200,6 @@ class DiffusionMethod(Method):
             config=request.config,
             train_steps=request.train_steps,
             device=request.device,
-            reference=request.reference,
             features=request.features,
             image_um_per_px=request.image_um_per_px,
             seed=request.seed,

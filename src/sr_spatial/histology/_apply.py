@@ -15,6 +15,7 @@ from sr_spatial.histology._regression import detail_cap
 if TYPE_CHECKING:
     from sr_spatial.histology._learned import LearnedDetail
     from sr_spatial.histology._regression import DetailModel
+    from sr_spatial.pp._stmap import STMap
 
 __all__ = ["HistologyDetail", "detail_at_bins", "on_slide", "spot_features"]
 
@@ -212,8 +213,7 @@ def on_slide(
     predictor: DetailModel,
     maps: np.ndarray,
     per_spot: np.ndarray,
-    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    owner: np.ndarray,
+    st_map: STMap,
     learned: LearnedDetail | None,
     extractor,
     guarded: dict | None = None,
@@ -221,14 +221,17 @@ def on_slide(
 ) -> tuple[HistologyDetail, dict]:
     """A fitted predictor on one slide: its :class:`HistologyDetail` and the record of ``uns[key]["histology"]``.
 
-    ``maps`` are the slide's features per bin and ``per_spot`` its spots'; ``rendered`` the grid's ``nearest,
-    smooth, mask, footprint``; ``owner`` each bin's nearest spot; ``learned`` the learned encoders' maps of the slide;
+    ``maps`` are the slide's features per bin and ``per_spot`` its spots'; ``st_map`` the slide rendered on its
+    whole grid (:func:`~sr_spatial.pp._stmap.render_whole`); ``learned`` the learned encoders' maps of the slide;
     ``extractor`` the features used; ``guarded`` the guard of a reference model
     (:func:`~sr_spatial.histology._reference.guard`) with its ``reference`` description. The weights are capped so
     the detail at bins varies only as the measurement allows (:func:`~sr_spatial.histology._regression.detail_cap`)
     and multiplied by the guard's factor.
     """
-    nearest, smooth, mask, _ = rendered
+    from sr_spatial.pp._stmap import nearest_spot
+
+    nearest, smooth, mask = st_map.nearest, st_map.smooth, st_map.mask
+    owner = nearest_spot(st_map.centres, st_map.grid)
     if guarded is not None:
         # The target's own spread, checked on its spots (guard): a new predictor for this slide, the model unchanged.
         widen = guarded["spread_factor"]
@@ -238,7 +241,7 @@ def on_slide(
     spot_prediction = predictor.spot_prediction(per_spot)
     # Bins a spot's footprint pools, as a reference's pseudo-spots pool its units: beyond the footprints a bin's
     # deviation from its nearest spot also holds the distance to it, which the held-out spots never measured.
-    pooled = rendered[3] >= 0 if guarded is not None and (rendered[3] >= 0).any() else mask
+    pooled = st_map.footprint >= 0 if guarded is not None and (st_map.footprint >= 0).any() else mask
     bin_detail = predictor.ridge.predict(maps[:, pooled].T) - spot_prediction[owner[pooled]]
     cap = detail_cap(bin_detail.var(axis=0), predictor.group_detail_variance, predictor.finer_ratio)
     del bin_detail

@@ -14,16 +14,19 @@ import numpy as np
 
 from sr_spatial.core._consistency import project_to_spots, residual_sums
 from sr_spatial.core._device import resolve_device
+from sr_spatial.core._method import BlockMethod, Call, Fitted, Method, TrainRequest
 from sr_spatial.histology._config import HistologyConfig, resolve_histology_config
 from sr_spatial.histology._model import HistologyModel, fit_on_slide
 
 # The diffusion model's configuration, which this method still reads its encoder settings from (`histology_config`),
 # through the models' public face: the two methods' packages never import each other.
 from sr_spatial.model import ModelConfig
-from sr_spatial.tl._methods._base import BlockMethod, Call, Fitted, Method, TrainRequest
 
 if TYPE_CHECKING:
+    from sr_spatial.core._reference import PseudoSpots
     from sr_spatial.histology._apply import HistologyDetail
+    from sr_spatial.histology._reference import ReferenceUnits
+    from sr_spatial.pp._stmap import STMap
 
 __all__ = ["HistologyMethod", "histology_config", "model_for_genes"]
 
@@ -42,7 +45,9 @@ class HistologyBlocks(BlockMethod):
         return project_to_spots(raw, view.footprint, values) * view.mask, std, residual_before
 
 
-def histology_config(config, options, *, references: bool = False) -> HistologyConfig:
+def histology_config(
+    config, *, features, learned_encoder, train_steps: int | None, references: bool = False
+) -> HistologyConfig:
     """The :class:`~sr_spatial.model.HistologyConfig` of a call: ``config`` with the call's options applied.
 
     ``config`` may also be a :class:`~sr_spatial.model.ModelConfig` (or a dict of its fields), whose encoder
@@ -60,10 +65,19 @@ def histology_config(config, options, *, references: bool = False) -> HistologyC
         )
     return resolve_histology_config(
         config,
-        features=options.features,
-        learned_encoder=options.learned_encoder,
-        encoder_steps=options.train_steps,
+        features=features,
+        learned_encoder=learned_encoder,
+        encoder_steps=train_steps,
     ).for_references(references)
+
+
+def _config_options(options) -> dict:
+    """What :func:`histology_config` reads of a call's :class:`~sr_spatial.tl.MethodOptions`."""
+    return {
+        "features": options.features,
+        "learned_encoder": options.learned_encoder,
+        "train_steps": options.train_steps,
+    }
 
 
 def model_for_genes(model: HistologyModel, genes: list[str]) -> HistologyModel:
@@ -127,23 +141,24 @@ class HistologyMethod(Method):
             return
         from sr_spatial.features import resolve_features
 
-        config = histology_config(call.config, call.options)
+        config = histology_config(call.config, **_config_options(call.options))
         # An encoder without the H&E's pixel size fails here, before the slide is read; fit uses it as resolved.
         self.extractor = resolve_features(config.features, image_um_per_px=call.options.image_um_per_px)
 
     def fit(self, st_map, renderer, call: Call) -> Fitted:
+        from sr_spatial.pp._stmap import render_whole
+
+        st_map = render_whole(st_map, renderer)  # fitted and applied on the whole slide
         where = {
             "image_um_per_px": call.options.image_um_per_px,
             "device": resolve_device(call.device),
             "show_progress_bar": call.show_progress_bar,
-            "rendered": renderer.render(st_map.grid),
-            "owner": renderer.owner(st_map.grid),
         }
         if call.model is not None:
             model = call.model
             detail, record = model.apply(st_map, **where)
         else:
-            config = histology_config(call.config, call.options)
+            config = histology_config(call.config, **_config_options(call.options))
             model, detail, record = fit_on_slide(
                 st_map, config=config, scale=call.scale, seed=call.seed, extractor=self.extractor, **where
             )
@@ -158,15 +173,17 @@ class HistologyMethod(Method):
     def train(self, request: TrainRequest) -> HistologyModel:
         from sr_spatial.features import resolve_features
         from sr_spatial.pp._stmap import build_st_map
-        from sr_spatial.tl._options import MethodOptions
 
         if request.checkpoint_dir is not None:
             msg = "`checkpoint_dir` keeps a diffusion model's training state; the histology method has none. Drop it."
             raise ValueError(msg)
-        options = MethodOptions(
-            features=request.features, image_um_per_px=request.image_um_per_px, train_steps=request.train_steps
+        config = histology_config(
+            request.config,
+            features=request.features,
+            learned_encoder=None,
+            train_steps=request.train_steps,
+            references=request.reference,
         )
-        config = histology_config(request.config, options, references=request.reference)
         extractor = resolve_features(config.features, image_um_per_px=request.image_um_per_px)
         device = resolve_device(request.device)
         if request.reference:
@@ -189,7 +206,7 @@ class HistologyMethod(Method):
 
 def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
     """The references' ST maps, in order, and the genes they share (the first reference's choice if none given)."""
-    from sr_spatial.tl._reference import about_reference, reference_map
+    from sr_spatial.core._reference import about_reference, reference_map
 
     st_maps = []
     for index, (slide, image_key) in enumerate(zip(request.slides, request.image_keys, strict=True)):
@@ -202,19 +219,55 @@ def _reference_maps(request: TrainRequest, genes) -> tuple[list, list]:
     return st_maps, genes
 
 
-def _read_px_per_bin(request: TrainRequest, st_maps: list, genes, extractor) -> int | None:
+def _read_px_per_bin(request: TrainRequest, st_maps: list, extractor) -> int | None:
     """The pixels per output bin every slide's H&E is read at: the coarsest among them (the target's finest)."""
-    from sr_spatial.tl._reference import finest_target_map, read_px_per_bin
+    from sr_spatial.core._reference import finest_target_grid, read_px_per_bin
 
     # Every slide is read at the coarsest resolution among them (the target at its finest H&E), so the features
     # mean the same on all of them.
-    finest_target = None
+    target_grid = None
     if request.target is not None:
-        finest_target = finest_target_map(
-            request.target, request.target_image_key, request.image_keys, slide=request.slide, genes=genes,
-            scale=request.scale,
+        target_grid = finest_target_grid(
+            request.target, request.target_image_key, request.image_keys, slide=request.slide, scale=request.scale,
+            spots=request.target_spots,
         )  # fmt: skip
-    return read_px_per_bin(st_maps, extractor, target=finest_target)
+    return read_px_per_bin(st_maps, extractor, target=target_grid)
+
+
+def _reference_units(
+    st_map: STMap,
+    *,
+    scale: int,
+    geometry: PseudoSpots,
+    features,
+    max_px_per_bin: int | None,
+    seed: int,
+    show_progress_bar: bool,
+) -> ReferenceUnits:
+    """One reference's units: features on bins one unit wide (standardised over the slide), values, pseudo-spots."""
+    from sr_spatial.core._reference import N_OFFSETS, pool_groups
+    from sr_spatial.features import bin_features
+    from sr_spatial.histology._apply import spot_features
+    from sr_spatial.histology._reference import ReferenceUnits, at_own_depth, library_sizes, standardise
+
+    read = {"max_px_per_bin": max_px_per_bin, "show_progress_bar": show_progress_bar}
+    if hasattr(features, "point_features"):
+        # Read around each unit's own centre: a unit off its bin's centre (a lattice a little rotated against the
+        # image) would otherwise see the tissue beside it.
+        per_unit = bin_features(st_map.spots, st_map.grid, features, points=st_map.centres, **read)
+        unit_features = standardise(per_unit[:, :, None], np.ones((len(st_map.centres), 1), dtype=bool))[:, :, 0].T
+    else:
+        maps = standardise(bin_features(st_map.spots, st_map.grid, features, **read), st_map.mask)
+        unit_features = spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres))
+    return ReferenceUnits(
+        features=unit_features,
+        values=at_own_depth(st_map.values, library_sizes(st_map.spots.counts)),
+        centres=st_map.centres,
+        pitch=st_map.pitch,
+        groupings=pool_groups(
+            st_map.centres, pitch=st_map.pitch, scale=scale, geometry=geometry, n_offsets=N_OFFSETS, seed=seed
+        ),
+    )
 
 
 def _learned_on_references(request: TrainRequest, st_maps: list, config: HistologyConfig):
@@ -244,9 +297,9 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     import time
 
     from sr_spatial._logging import log_phase, logger
+    from sr_spatial.core._reference import genes_of_request, target_geometry
     from sr_spatial.core._shrinkage import PRIOR_SD
     from sr_spatial.histology._reference import fit_on_references
-    from sr_spatial.tl._reference import genes_of_request, reference_units, target_geometry
 
     # "auto" leaves them off: training one encoder per reference doubles the fit's time for a gain that did not
     # carry between her2st sections (benchmarks/results/her2st_reference.md).
@@ -255,9 +308,9 @@ def _fit_on_references(request: TrainRequest, config: HistologyConfig, extractor
     geometry = target_geometry(request.target, request.slide)
     genes = genes_of_request(request)
     st_maps, genes = _reference_maps(request, genes)
-    px_per_bin = _read_px_per_bin(request, st_maps, genes, extractor)
+    px_per_bin = _read_px_per_bin(request, st_maps, extractor)
     units = [
-        reference_units(
+        _reference_units(
             st_map,
             scale=request.scale,
             geometry=geometry,

@@ -13,10 +13,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from sr_spatial._logging import log_phase
 from sr_spatial.core._saved import check_genes
+from sr_spatial.core._shrinkage import log_guard
 from sr_spatial.histology._apply import HistologyDetail, on_slide, spot_features
 from sr_spatial.histology._config import HistologyConfig, resolve_histology_config
 from sr_spatial.histology._io import load_histology, save_histology
@@ -30,6 +29,7 @@ from sr_spatial.histology._learned import (
 )
 from sr_spatial.histology._reference import at_own_depth, bins_per_spot, guard, library_sizes, standardise
 from sr_spatial.histology._regression import DetailModel, fit_detail_model
+from sr_spatial.pp._stmap import render_whole
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -162,17 +162,15 @@ class HistologyModel:
         image_um_per_px: float | None = None,
         device: str | torch.device = "cpu",
         show_progress_bar: bool = False,
-        rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-        owner: np.ndarray | None = None,
     ) -> tuple[HistologyDetail, dict]:
         """The predictor on the slide of ``st_map``: its features and the weights capped for its bins.
 
-        ``rendered`` (the grid's ``nearest, smooth, mask, footprint``) and ``owner`` (each bin's nearest spot)
-        default to those of ``st_map``. Returns the slide's :class:`HistologyDetail` and the record written to
+        ``st_map`` is rendered on its whole grid where it is not yet (:func:`~sr_spatial.pp._stmap.render_whole`).
+        Returns the slide's :class:`HistologyDetail` and the record written to
         ``uns[key]["histology"]`` (see :func:`sr_spatial.tl.superresolve`).
         """
         check_genes(self.genes, st_map.genes)
-        rendered, owner = _rendered(st_map, rendered, owner)
+        st_map = render_whole(st_map)
         start = time.perf_counter()
         read_at = None if self.reference is None else self.reference.get("px_per_bin")
         maps, extractor = _features(st_map, self.config, image_um_per_px, show_progress_bar, max_px_per_bin=read_at)
@@ -188,8 +186,8 @@ class HistologyModel:
         guarded = None
         if self.reference is not None:
             # Over the bins the spots pool, as the references' units were: glass in the margin would turn directions.
-            maps = standardise(maps, rendered[3] >= 0 if (rendered[3] >= 0).any() else rendered[2])
-        per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
+            maps = standardise(maps, st_map.footprint >= 0 if (st_map.footprint >= 0).any() else st_map.mask)
+        per_spot = spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres))
         learned = None if self.learned is None else learned_maps(self.learned, st_map, device=device)
         if self.reference is not None:
             guarded = guard(
@@ -199,7 +197,7 @@ class HistologyModel:
                 at_own_depth(
                     st_map.values,
                     library_sizes(st_map.spots.counts),
-                    units_per_measurement=bins_per_spot(rendered[3], len(st_map.values)),
+                    units_per_measurement=bins_per_spot(st_map.footprint, len(st_map.values)),
                 ),
                 st_map.centres,
                 pitch=st_map.pitch,
@@ -207,21 +205,15 @@ class HistologyModel:
                 prior_sd=self.reference["prior_sd"],
                 learned_spots=None if learned is None else learned.spots,
             )
-            logger.info(
-                "The reference model's detail is confirmed on this slide's own spots for %d of %d genes (median "
-                "factor %.2f; 1: as the references say, 0: the measurement).",
-                int((guarded["factor"] > 0.5).sum()),
-                len(self.genes),
-                float(np.median(guarded["factor"])),
-            )
-        detail, record = self._on_slide(maps, per_spot, rendered, owner, learned, extractor, guarded)
+            log_guard(guarded)
+        detail, record = self._on_slide(maps, per_spot, st_map, learned, extractor, guarded)
         seconds = time.perf_counter() - start
         log_phase("training", seconds, "Applied the histology predictor in %.1f s.", seconds)
         return detail, record
 
-    def _on_slide(self, maps, per_spot, rendered, owner, learned, extractor, guarded=None):
+    def _on_slide(self, maps, per_spot, st_map, learned, extractor, guarded=None):
         """The slide's :class:`HistologyDetail` (weights capped for its bins, and guarded) and its ``uns`` record."""
-        return on_slide(self.predictor, maps, per_spot, rendered, owner, learned, extractor, guarded, self.reference)
+        return on_slide(self.predictor, maps, per_spot, st_map, learned, extractor, guarded, self.reference)
 
     # --- persistence ---------------------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -258,16 +250,6 @@ class HistologyModel:
         check_genes(self.genes, genes)
 
 
-def _rendered(st_map: STMap, rendered, owner):
-    from sr_spatial.pp._stmap import nearest_spot
-
-    if rendered is None:
-        rendered = (st_map.nearest, st_map.smooth, st_map.mask, st_map.footprint)
-    if owner is None:
-        owner = nearest_spot(st_map.centres, st_map.grid)
-    return rendered, owner
-
-
 def _features(
     st_map: STMap, config: HistologyConfig, image_um_per_px, show_progress_bar, extractor=None, max_px_per_bin=None
 ):
@@ -296,8 +278,6 @@ def fit_base(
     seed: int,
     image_um_per_px: float | None,
     show_progress_bar: bool,
-    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-    owner: np.ndarray | None = None,
     extractor=None,
 ) -> tuple[HistologyDetail, dict]:
     """The predictor a diffusion model with ``histology_base`` generates around, fitted on the slide.
@@ -314,8 +294,6 @@ def fit_base(
         image_um_per_px=image_um_per_px,
         device="cpu",
         show_progress_bar=show_progress_bar,
-        rendered=rendered,
-        owner=owner,
         extractor=extractor,
     )
     return detail, record
@@ -330,8 +308,6 @@ def fit_on_slide(
     image_um_per_px: float | None,
     device: str | torch.device,
     show_progress_bar: bool,
-    rendered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-    owner: np.ndarray | None = None,
     extractor=None,
 ) -> tuple[HistologyModel, HistologyDetail, dict]:
     """Fit a :class:`HistologyModel` on a slide and apply it there, computing the slide's features once.
@@ -341,10 +317,10 @@ def fit_on_slide(
     :class:`HistologyDetail` and its ``uns`` record.
     """
     config = config.for_references(False)
-    rendered, owner = _rendered(st_map, rendered, owner)
+    st_map = render_whole(st_map)
     maps, extractor = _features(st_map, config, image_um_per_px, show_progress_bar, extractor)
     start = time.perf_counter()
-    per_spot = spot_features(maps, rendered[3], st_map.grid.index_of(st_map.centres))
+    per_spot = spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres))
     n_spots = len(st_map.values)
     use_learned = use_learned_encoder(
         config.learned_encoder, n_spots=n_spots, grid_shape=st_map.grid.shape, px_per_bin=config.px_per_bin
@@ -394,7 +370,7 @@ def fit_on_slide(
         uses_learned_encoder=use_learned,
         features_repr=repr(extractor),
     )
-    detail, record = model._on_slide(maps, per_spot, rendered, owner, learned, extractor)
+    detail, record = model._on_slide(maps, per_spot, st_map, learned, extractor)
     seconds = time.perf_counter() - start
     log_phase("training", seconds, "Fitted the histology predictor in %.1f s.", seconds)
     return model, detail, record

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -27,8 +27,11 @@ __all__ = [
     "STMap",
     "build_st_map",
     "coarsen_spots",
+    "map_of_spots",
     "nearest_spot",
     "render_spots",
+    "render_whole",
+    "spot_grid",
     "spot_pixel_map",
     "tissue_triangles",
 ]
@@ -203,6 +206,20 @@ def render_spots(
     return SpotRenderer(centres, values, pitch=pitch, radius=radius).render(grid)
 
 
+def render_whole(st_map: STMap, renderer: SpotRenderer | None = None) -> STMap:
+    """``st_map`` with its whole grid rendered: the one render state a method fitting on the slide reads.
+
+    Returned as it is where already rendered, so a slide is never rendered twice; otherwise rendered by ``renderer``
+    (the call's, whose interpolant the blocks reuse), or a new one.
+    """
+    if st_map.nearest is not None and st_map.mask is not None:
+        return st_map
+    if renderer is None:
+        renderer = SpotRenderer(st_map.centres, st_map.values, pitch=st_map.pitch, radius=st_map.radius)
+    nearest, smooth, mask, footprint = renderer.render(st_map.grid)
+    return replace(st_map, nearest=nearest, smooth=smooth, mask=mask, footprint=footprint)
+
+
 def nearest_spot(centres: np.ndarray, grid: BinGrid) -> np.ndarray:
     """Index of the spot nearest to each bin centre, ``(height, width)``."""
     _, owner = cKDTree(centres).query(grid.centres().reshape(-1, 2))
@@ -307,21 +324,39 @@ def spot_map(
     With ``render=False`` the whole-grid maps are left ``None`` (rendered block by block later), so memory does
     not grow with the grid.
     """
-    import anndata as ad
-
     if scale < 1:
         msg = f"`scale` must be a positive integer, got {scale}."
         raise ValueError(msg)
     spots = read_spots(
         sdata, image_key, table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain
     )
+    return map_of_spots(spots, genes=genes, n_top_genes=n_top_genes, scale=scale, target_sum=target_sum, render=render)
+
+
+def spot_grid(spots: SpotData, *, scale: int) -> tuple[BinGrid, float]:
+    """The output grid of bins ``scale`` times finer than the spots, and their pitch: from their geometry alone."""
+    pitch = spot_pitch(spots.centres)
+    reach = spot_reach(spots.centres, pitch=pitch, radius=spots.radius)
+    return make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch, reach=float(reach.max())), pitch
+
+
+def map_of_spots(
+    spots: SpotData,
+    *,
+    genes: Sequence[str] | None,
+    n_top_genes: int,
+    scale: int,
+    target_sum: float = 1e4,
+    render: bool,
+) -> STMap:
+    """:func:`spot_map` of spots already read (:func:`~sr_spatial._adapter._read.read_spots`): nothing is read again."""
+    import anndata as ad
+
     counts_view = ad.AnnData(X=spots.counts)
     counts_view.var_names = spots.var_names
     genes = select_genes(counts_view, genes=genes, n_top_genes=n_top_genes, target_sum=target_sum)
     values = normalised_values(spots, genes, target_sum)
-    pitch = spot_pitch(spots.centres)
-    reach = spot_reach(spots.centres, pitch=pitch, radius=spots.radius)
-    grid = make_grid(spots.centres, bin_size=pitch / scale, pitch=pitch, reach=float(reach.max()))
+    grid, pitch = spot_grid(spots, scale=scale)
     if render:
         nearest, smooth, mask, footprint = render_spots(spots.centres, values, grid, pitch=pitch, radius=spots.radius)
     else:

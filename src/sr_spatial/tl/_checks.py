@@ -15,19 +15,15 @@ import numpy as np
 from sr_spatial._adapter._read import resolve_table_key
 
 if TYPE_CHECKING:
-    from spatialdata import SpatialData
-
-    from sr_spatial.model import DiffST, ModelConfig
+    from sr_spatial.model import DiffST
     from sr_spatial.tl._blocks import BlockResult
 
 __all__ = [
     "check_arguments",
     "check_call",
     "check_finite",
-    "check_sampling_steps",
     "check_scale",
     "slides_and_keys",
-    "check_training_scale",
     "move_to_device",
     "normalise_genes",
 ]
@@ -260,38 +256,6 @@ def check_call(
                 {"`checkpoint_dir`": checkpoint_dir, "the slide's zarr store": sdata.path},
                 inputs=("the slide's zarr store",),
             )
-
-
-def check_sampling_steps(sampling_steps: int | None, config: ModelConfig) -> None:
-    """Refuse more DDIM steps than the model has timesteps (they would be cut silently)."""
-    if sampling_steps is not None and sampling_steps > config.timesteps:
-        msg = (
-            f"`sampling_steps={sampling_steps}` exceeds the model's {config.timesteps} diffusion timesteps; "
-            f"pass at most {config.timesteps}, or None for the default ({config.sampling_steps})."
-        )
-        raise ValueError(msg)
-
-
-def check_training_scale(sdata: SpatialData, image_key: str, *, scale: int, **where) -> None:
-    """Refuse a ``scale`` that pools the slide into too few pseudo-spots to train on, before any rendering.
-
-    ``where`` are the keyword arguments of :func:`sr_spatial._adapter._read.read_spots` that locate the spots.
-    """
-    from sr_spatial._adapter._read import read_spots
-    from sr_spatial.pp._lattice import spot_pitch
-    from sr_spatial.pp._stmap import coarsen_spots
-
-    # Only the spots' positions matter here: the image's reading (and its log lines) comes with the slide's.
-    centres = read_spots(sdata, image_key, stain="brightfield", **where).centres
-    pooled, _ = coarsen_spots(
-        centres, np.zeros((len(centres), 1), dtype=np.float32), factor=scale, pitch=spot_pitch(centres)
-    )
-    if len(pooled) < 3:
-        msg = (
-            f"Pooling {len(centres)} spots {scale}-fold leaves {len(pooled)} pseudo-spots, too few to learn from. "
-            "Use a smaller `scale`, or a model trained on a larger slide (`model=`)."
-        )
-        raise ValueError(msg)
 
 
 def move_to_device(model: DiffST, device) -> None:

@@ -35,7 +35,6 @@ __all__ = [
     "resolve_client",
     "resolve_scale",
     "run_blocks",
-    "train_on_references",
     "write_output",
 ]
 
@@ -121,24 +120,6 @@ def record_params(
         "quantiles": None if run.quantiles is None else [float(q) for q in np.atleast_1d(run.quantiles)],
         "units": units(),
     }
-
-
-def train_on_references(
-    sdata: SpatialData, image_key: str, *, method, genes, n_top_genes, scale, seed, config, slide, options, run
-):
-    """The model ``superresolve(..., reference=...)`` applies: ``method`` trained on the references for ``sdata``."""
-    from sr_spatial.tl._train import train
-
-    references = options.reference if isinstance(options.reference, list | tuple) else [options.reference]
-    keys = options.reference_image_key or image_key
-    return train(
-        list(references), keys, method=method, target=sdata, target_image_key=image_key, reference=True, genes=genes,
-        n_top_genes=n_top_genes,
-        scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
-        image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
-        table_key=slide.table_key, stain=slide.stain,  # the references' own shapes and coordinate systems
-        aggregate=options.reference_aggregate,
-    )  # fmt: skip
 
 
 def match_model_genes(model, genes, slide_genes, table_key: str) -> tuple[Any, list[str] | None]:

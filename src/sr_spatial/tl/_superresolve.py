@@ -10,9 +10,9 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sr_spatial._adapter._read import resolve_table_key, table_genes
+from sr_spatial._adapter._read import read_spots, resolve_table_key, table_genes
 from sr_spatial._logging import hide_sharding_notice, log_phase, logger
-from sr_spatial.pp._stmap import spot_map
+from sr_spatial.pp._stmap import map_of_spots
 from sr_spatial.tl._blocks import BlockJob, block_halo
 from sr_spatial.tl._methods import Call, resolve_method, resolve_model
 from sr_spatial.tl._options import group_options
@@ -23,9 +23,9 @@ from sr_spatial.tl._pipeline import (
     record_params,
     resolve_scale,
     run_blocks,
-    train_on_references,
     write_output,
 )
+from sr_spatial.tl._train import train_on_references
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,28 +33,43 @@ if TYPE_CHECKING:
 
     from spatialdata import SpatialData
 
+    from sr_spatial._adapter._elements import SpotData
     from sr_spatial.model import DiffST, HistologyConfig, HistologyModel, ModelConfig
     from sr_spatial.tl._options import MethodOptions, RunOptions, SlideKeys
 
 __all__ = ["superresolve"]
 
 
-def _read_slide(
-    sdata: SpatialData, image_key: str, *, where, genes, n_top_genes: int, scale: int, render: bool, start: float
-):
-    """The slide's spots on the output grid (rendered whole if ``render``), logged with the time since ``start``."""
-    st_map = spot_map(
+def _read_spots(sdata: SpatialData, image_key: str, *, where) -> SpotData:
+    """The slide's spots, counts and H&E, read once per call."""
+    return read_spots(
         sdata,
         image_key,
         table_key=where.table_key,
         shapes_key=where.shapes_key,
-        genes=genes,
-        n_top_genes=n_top_genes,
-        scale=scale,
         coordinate_system=where.coordinate_system,
         stain=where.stain,
-        render=render,
     )
+
+
+def _read_slide(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    where,
+    genes,
+    n_top_genes: int,
+    scale: int,
+    start: float,
+    spots: SpotData | None = None,
+):
+    """The slide's spots on the output grid (not rendered), logged with the time since ``start``.
+
+    ``spots`` are the slide's spots where the call has read them already (to train on references for them).
+    """
+    if spots is None:
+        spots = _read_spots(sdata, image_key, where=where)
+    st_map = map_of_spots(spots, genes=genes, n_top_genes=n_top_genes, scale=scale, render=False)
     seconds = time.perf_counter() - start
     log_phase(
         "reading",
@@ -287,6 +302,7 @@ def superresolve(
     scale = 4 if scale is None else scale
     asked = genes
     read_from = start
+    spots = None
     if opts.reference is None and opts.reference_aggregate != 1:
         msg = "`reference_aggregate` pools the references' bins into units; pass `reference=` too, or drop it."
         raise ValueError(msg)
@@ -294,9 +310,11 @@ def superresolve(
         if model is not None:
             msg = "Pass either `model=` or `reference=` (which trains the model for this slide), not both."
             raise ValueError(msg)
+        # Read once: the training takes the slide's grid from these spots, which are then super-resolved.
+        spots = _read_spots(sdata, image_key, where=where)
         model = train_on_references(
             sdata, image_key, method=resolve_method(method, None).name, genes=genes, n_top_genes=n_top_genes,
-            scale=scale, seed=seed, config=config, slide=asked_slide, options=opts, run=run,
+            scale=scale, seed=seed, config=config, slide=asked_slide, options=opts, run=run, spots=spots,
         )  # fmt: skip
         opts = replace(opts, features=None, learned_encoder=None)  # spent on the model just trained
         read_from = time.perf_counter()  # "Read ... in N s" times the reading, not the training before it
@@ -328,7 +346,7 @@ def superresolve(
     )  # fmt: skip
 
     st_map = _read_slide(sdata, image_key, where=where, genes=genes, n_top_genes=n_top_genes, scale=scale,
-                         render=chosen.reads_whole_slide(call), start=read_from)  # fmt: skip
+                         start=read_from, spots=spots)  # fmt: skip
 
     job = BlockJob.from_map(st_map)
     fitted = chosen.fit(st_map, job.renderer, call)

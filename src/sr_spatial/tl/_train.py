@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from sr_spatial._docs import doc_params, doc_slide
+from sr_spatial.core._method import TrainRequest
+from sr_spatial.core._reference import about_reference
 from sr_spatial.diffusion._fit import output_scene
 from sr_spatial.tl import _checks
 from sr_spatial.tl._methods import resolve_method
-from sr_spatial.tl._methods._base import TrainRequest
 from sr_spatial.tl._options import SlideKeys
-from sr_spatial.tl._reference import about_reference
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from sr_spatial.model import DiffST, HistologyConfig, HistologyModel, ModelConfig
 
-__all__ = ["output_scene", "train"]
+__all__ = ["output_scene", "train", "train_on_references", "train_request"]
 
 
 @doc_params(doc_slide=doc_slide)
@@ -126,6 +127,17 @@ def train(
     The trained model; keep it with its ``save`` (:meth:`~sr_spatial.model.DiffST.save`,
     :meth:`~sr_spatial.model.HistologyModel.save`).
     """
+    arguments = dict(locals())
+    method = arguments.pop("method")
+    return resolve_method(method, None).train(train_request(**arguments))
+
+
+def train_request(
+    sdata, image_key, *, target, target_image_key, table_key, shapes_key, genes, n_top_genes, scale, config,
+    train_steps, device, coordinate_system, stain, reference, aggregate, features, image_um_per_px, seed,
+    checkpoint_dir, show_progress_bar,
+) -> TrainRequest:  # fmt: skip
+    """:func:`train`'s arguments, every one, checked before any work: the :class:`TrainRequest` a method trains on."""
     slides, image_keys = _checks.slides_and_keys(sdata, image_key)
     where = SlideKeys(table_key=table_key, shapes_key=shapes_key, coordinate_system=coordinate_system, stain=stain)
     for index, (slide, key) in enumerate(zip(slides, image_keys, strict=True)):
@@ -165,4 +177,26 @@ def train(
         checkpoint_dir=checkpoint_dir,
         show_progress_bar=show_progress_bar,
     )
-    return resolve_method(method, None).train(request)
+    return request
+
+
+def train_on_references(
+    sdata: SpatialData, image_key: str, *, method, genes, n_top_genes, scale, seed, config, slide, options, run, spots
+):
+    """The model ``superresolve(..., reference=...)`` applies: ``method`` trained on the references for ``sdata``.
+
+    ``spots`` are ``sdata``'s spots as the call reads them: the training takes the target's grid from them rather than
+    reading the slide again.
+    """
+    references = options.reference if isinstance(options.reference, list | tuple) else [options.reference]
+    keys = options.reference_image_key or image_key
+    request = train_request(
+        list(references), keys, target=sdata, target_image_key=image_key, reference=True, genes=genes,
+        n_top_genes=n_top_genes,
+        scale=scale, config=config, train_steps=options.train_steps, device=run.device, features=options.features,
+        image_um_per_px=options.image_um_per_px, seed=seed, show_progress_bar=run.show_progress_bar,
+        table_key=slide.table_key, stain=slide.stain,
+        shapes_key=None, coordinate_system=None,  # the references' own shapes and coordinate systems
+        aggregate=options.reference_aggregate, checkpoint_dir=None,
+    )  # fmt: skip
+    return resolve_method(method, None).train(replace(request, target_spots=spots))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sr_spatial.tl._methods._base import BlockMethod, Fitted, Method
+from sr_spatial.core._method import BlockMethod, Fitted, Method
 
 __all__ = ["NearestMethod"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sr_spatial.core._method import Method
 from sr_spatial.diffusion._method import DiffusionMethod
 from sr_spatial.histology._method import HistologyMethod
 from sr_spatial.histology._model import fit_base
 from sr_spatial.model import DiffST, HistologyModel, load
-from sr_spatial.tl._methods._base import Method
 from sr_spatial.tl._methods._bicubic import BicubicMethod
 from sr_spatial.tl._methods._nearest import NearestMethod
 

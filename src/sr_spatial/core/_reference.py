@@ -2,10 +2,12 @@
 
 A reference's spots or bins are at the output's scale: its units are what the output's bins should be. They are
 pooled into pseudo-spots as the target measures (its lattice, pitch over ``scale`` units, and spot radius relative
-to its pitch; Visium's without a target), at several offsets of the lattice. The diffusion model trains on the
-pairs as scenes (:func:`reference_scenes`); the histology predictor on the units' features, read on a grid of bins
-one unit wide, the same physical resolution as the target's output bins (:func:`reference_units`). Bins finer than
-the output's are first pooled into units of its size (:func:`aggregate_units`).
+to its pitch; Visium's without a target, :func:`target_geometry`), at several offsets of the lattice
+(:func:`pool_bins`, :func:`pool_groups`). Each reference is read on a grid of bins one unit wide
+(:func:`reference_map`), the same physical resolution as the target's output bins; bins finer than the output's are
+first pooled into units of its size (:func:`~sr_spatial.core._aggregate.aggregate_units`). What each method learns
+from them is its own: the diffusion model's true pairs (:mod:`sr_spatial.diffusion._reference`), the histology
+predictor's units (:mod:`sr_spatial.histology._method`).
 """
 
 from __future__ import annotations
@@ -19,21 +21,19 @@ from scipy.spatial import cKDTree
 
 from sr_spatial._adapter._elements import BinGrid
 from sr_spatial._adapter._read import resolve_table_key, shapes_for_table, spot_geometry
+from sr_spatial.core._aggregate import aggregate_units
 from sr_spatial.core._groups import group_means
-from sr_spatial.histology._reference import ReferenceUnits, at_own_depth, library_sizes, standardise
-from sr_spatial.model import Scene
+from sr_spatial.core._reference_slides import about_reference, genes_of_request, reference_name, shared_genes
 from sr_spatial.pp._lattice import TISSUE_REACH, lattice_phase, spot_pitch, visium_lattice
-from sr_spatial.pp._stmap import SpotRenderer, nearest_spot, render_spots
-from sr_spatial.tl._aggregate import aggregate_units
-from sr_spatial.tl._reference_slides import about_reference, genes_of_request, reference_name, shared_genes
+from sr_spatial.pp._stmap import SpotRenderer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from spatialdata import SpatialData
 
+    from sr_spatial._adapter._elements import SpotData
     from sr_spatial.pp._stmap import STMap
-    from sr_spatial.tl._options import SlideKeys
 
 logger = logging.getLogger("sr_spatial")
 
@@ -43,14 +43,13 @@ __all__ = [
     "about_reference",
     "bin_aligned_map",
     "disk_groups",
-    "finest_target_map",
+    "finest_target_grid",
     "genes_of_request",
+    "pool_bins",
     "pool_groups",
-    "reference_scenes",
     "read_px_per_bin",
     "reference_map",
     "reference_name",
-    "reference_units",
     "shared_genes",
     "square_lattice",
     "target_image_candidates",
@@ -109,61 +108,6 @@ def pool_bins(
     return spots[used], np.log1p(pooled.T).astype(np.float32)
 
 
-def reference_scenes(
-    st_map: STMap,
-    reference: Scene,
-    *,
-    scale: int,
-    px_per_bin: int,
-    n_offsets: int,
-    seed: int,
-    geometry: PseudoSpots | None = None,
-) -> list[Scene]:
-    """True low- to high-resolution pairs from a slide of high-resolution bins (Visium HD, binned Xenium).
-
-    ``st_map`` holds the bins on a bin-aligned grid (:func:`bin_aligned_map`) and ``reference`` is its
-    output scene. The input of each pair is what Visium would have measured over the same tissue: disks
-    ``0.55 * scale`` bins wide on a hexagonal lattice ``scale`` bins apart, each the mean of the bins under it;
-    the target is the bins themselves. Each extra offset shifts the lattice, giving another measurement of the
-    same slide. The grid, the H&E resolution (``px_per_bin`` pixels per bin) and the ratio of spot pitch to bin
-    match what :func:`sr_spatial.tl.superresolve` sees on a Visium slide at ``scale``. With ``geometry`` (the
-    target's, :func:`target_geometry`) the pseudo-spots take its lattice and radius instead of Visium's.
-    """
-    geometry = geometry or PseudoSpots("hexagonal", SPOT_DIAMETER_RATIO / 2)
-    lattice_of = visium_lattice if geometry.lattice == "hexagonal" else square_lattice
-    rng = np.random.default_rng(seed)
-    pitch = scale * st_map.pitch
-    lo, hi = st_map.centres.min(axis=0), st_map.centres.max(axis=0)
-    offsets = [np.zeros(2)] + [rng.uniform(0, pitch, size=2) for _ in range(max(n_offsets, 1) - 1)]
-    histology = reference.histology  # the same array for every pair: the encoder runs on it once
-    scenes, n_spots = [], []
-    for offset in offsets:
-        lattice = lattice_of(lo, hi, pitch=pitch, offset=lo + offset)
-        spot_xy, pooled = pool_bins(st_map.centres, st_map.values, lattice, radius=geometry.radius_ratio * pitch)
-        if len(spot_xy) < 3:
-            msg = (
-                f"The reference's {len(st_map.centres)} units hold only {len(spot_xy)} pseudo-spots at "
-                f"scale {scale}; a larger reference slide, finer bins or a smaller `scale` is needed."
-            )
-            raise ValueError(msg)
-        n_spots.append(len(spot_xy))
-        nearest, smooth, lr_mask, _ = render_spots(spot_xy, pooled, st_map.grid, pitch=pitch)
-        mask = st_map.mask & lr_mask
-        scenes.append(
-            Scene(
-                nearest=nearest * mask,
-                smooth=smooth * mask,
-                mask=mask,
-                histology=histology,
-                px_per_bin=px_per_bin,
-                target=st_map.nearest * mask,
-                owner=nearest_spot(spot_xy, st_map.grid),
-            )
-        )
-    logger.info("Reference pairs: %d bins measured by %s Visium-like spots.", len(st_map.centres), n_spots)
-    return scenes
-
-
 #: Offsets of the pooling lattice per reference: each pools the same units into other pseudo-spots.
 N_OFFSETS = 4
 #: Channels of an image that may be the target's H&E (RGB, RGBA), where the call does not name it.
@@ -180,7 +124,7 @@ class PseudoSpots:
     radius_ratio: float
 
 
-def target_geometry(target: SpatialData | None, slide: SlideKeys) -> PseudoSpots:
+def target_geometry(target: SpatialData | None, slide) -> PseudoSpots:
     """The target's lattice (``"hexagonal"`` or ``"square"``) and spot radius over pitch; Visium's without one.
 
     Both are ratios, read off the spots' shapes in their own coordinates: no image is needed.
@@ -261,7 +205,7 @@ def reference_map(
     sdata: SpatialData,
     image_key: str,
     *,
-    slide: SlideKeys,
+    slide,
     genes: list[str] | None,
     n_top_genes: int,
     aggregate: int = 1,
@@ -298,32 +242,38 @@ def target_image_candidates(target: SpatialData, image_keys: Sequence[str]) -> l
     return shared[:1] if len(images) > 1 and len(shared) == 1 else images
 
 
-def finest_target_map(
+def finest_target_grid(
     target: SpatialData,
     image_key: str | None,
     reference_keys: Sequence[str],
     *,
-    slide: SlideKeys,
-    genes: list[str] | None,
+    slide,
     scale: int,
-) -> STMap | None:
-    """The target read from its finest H&E at the output's scale: ``image_key``, else the finest candidate.
+    spots: SpotData | None = None,
+) -> BinGrid | None:
+    """The target's output grid at the output's scale, from its finest H&E: ``image_key``, else the finest candidate.
 
-    Candidates (:func:`target_image_candidates`) that cannot be read as the spots' H&E (another coordinate
-    system, say) are passed over; ``None`` where none can. The map is not rendered: only its grid is read.
+    The grid follows from the spots' geometry (:func:`~sr_spatial.pp._stmap.spot_grid`): no gene is chosen and
+    nothing is rendered. ``spots`` are the target's spots already read (by ``superresolve(..., reference=...)``,
+    which goes on to super-resolve them), so the target is not read again. Candidates
+    (:func:`target_image_candidates`) that cannot be read as the spots' H&E (another coordinate system, say) are
+    passed over; ``None`` where none can.
     """
-    from sr_spatial.pp._stmap import spot_map
+    from sr_spatial._adapter._read import read_spots
+    from sr_spatial.pp._stmap import spot_grid
 
-    maps = []
+    if spots is not None:
+        return spot_grid(spots, scale=scale)[0]
+    grids = []
     for key in [image_key] if image_key else target_image_candidates(target, reference_keys):
         try:
-            maps.append(spot_map(target, key, **vars(slide), genes=genes, scale=scale, n_top_genes=50, render=False))
+            grids.append(spot_grid(read_spots(target, key, **vars(slide)), scale=scale)[0])
         except (KeyError, ValueError) as err:
             logger.info("The target's image %r is not read as its H&E (%s).", key, err)
-    return max(maps, key=lambda m: m.grid.size, default=None)
+    return max(grids, key=lambda grid: grid.size, default=None)
 
 
-def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: STMap | None = None) -> int | None:
+def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: BinGrid | None = None) -> int | None:
     """The pixels per bin every slide's H&E is read at: the coarsest any of them allows, the target's included.
 
     A reference scanned at 0.25 µm/px read beside a target at 2 µm/px would otherwise give features of another
@@ -332,39 +282,5 @@ def read_px_per_bin(st_maps: Sequence[STMap], extractor, *, target: STMap | None
     """
     if extractor.fixed_resolution:
         return None
-    slides = [*st_maps, *([] if target is None else [target])]
-    return int(min(extractor.px_per_bin(m.grid.size) for m in slides))
-
-
-def reference_units(
-    st_map: STMap,
-    *,
-    scale: int,
-    geometry: PseudoSpots,
-    features,
-    max_px_per_bin: int | None,
-    seed: int,
-    show_progress_bar: bool,
-) -> ReferenceUnits:
-    """One reference's units: features on bins one unit wide (standardised over the slide), values, pseudo-spots."""
-    from sr_spatial.features import bin_features
-    from sr_spatial.histology._apply import spot_features
-
-    read = {"max_px_per_bin": max_px_per_bin, "show_progress_bar": show_progress_bar}
-    if hasattr(features, "point_features"):
-        # Read around each unit's own centre: a unit off its bin's centre (a lattice a little rotated against the
-        # image) would otherwise see the tissue beside it.
-        per_unit = bin_features(st_map.spots, st_map.grid, features, points=st_map.centres, **read)
-        unit_features = standardise(per_unit[:, :, None], np.ones((len(st_map.centres), 1), dtype=bool))[:, :, 0].T
-    else:
-        maps = standardise(bin_features(st_map.spots, st_map.grid, features, **read), st_map.mask)
-        unit_features = spot_features(maps, st_map.footprint, st_map.grid.index_of(st_map.centres))
-    return ReferenceUnits(
-        features=unit_features,
-        values=at_own_depth(st_map.values, library_sizes(st_map.spots.counts)),
-        centres=st_map.centres,
-        pitch=st_map.pitch,
-        groupings=pool_groups(
-            st_map.centres, pitch=st_map.pitch, scale=scale, geometry=geometry, n_offsets=N_OFFSETS, seed=seed
-        ),
-    )
+    grids = [m.grid for m in st_maps] + ([] if target is None else [target])
+    return int(min(extractor.px_per_bin(grid.size) for grid in grids))

@@ -1,6 +1,7 @@
 """The method interface: fit or load a method for a slide, then compute its maps block by block.
 
-A method (:class:`Method`) is chosen by name in :mod:`sr_spatial.tl._methods._registry`. Before the slide is read
+A method (:class:`Method`) is chosen by name in :mod:`sr_spatial.tl._methods._registry`; the interface lives in the
+core, so that the method packages build on it without importing the tools. Before the slide is read
 it checks what it can of the call (:meth:`Method.check`); then :meth:`Method.fit` fits or loads it on the slide and
 returns a :class:`Fitted`: a small picklable :class:`BlockMethod` that computes one block's mean and spread (sent to
 dask workers), the model the blocks read, and what ``uns`` records of the fit.
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
     from sr_spatial.pp._stmap import SpotRenderer, STMap
-    from sr_spatial.tl._blocks import BlockView
-    from sr_spatial.tl._options import MethodOptions, SlideKeys
 
 __all__ = ["BlockMethod", "Call", "Fitted", "Method", "TrainRequest"]
 
@@ -27,13 +26,15 @@ __all__ = ["BlockMethod", "Call", "Fitted", "Method", "TrainRequest"]
 class Call:
     """What a method reads of a :func:`~sr_spatial.tl.superresolve` call.
 
-    ``model`` is the model passed (loaded if a path was given), or ``None`` to fit one on the slide.
+    ``slide`` is the call's :class:`~sr_spatial.tl.SlideKeys` and ``options`` its
+    :class:`~sr_spatial.tl.MethodOptions`. ``model`` is the model passed (loaded if a path was given), or ``None`` to
+    fit one on the slide.
     """
 
     sdata: SpatialData
     image_key: str
-    slide: SlideKeys
-    options: MethodOptions
+    slide: Any
+    options: Any
     scale: int
     seed: int
     device: Any
@@ -49,13 +50,14 @@ class TrainRequest:
     ``slides`` and ``image_keys`` are one slide (scale transfer) or, with ``reference``, the reference slides and
     one image key each; ``target`` is the slide the model will be applied to, whose geometry reference training
     imitates (or ``None``), and ``target_image_key`` its H&E (default: found, see
-    :func:`~sr_spatial.tl._reference.target_image_candidates`). ``aggregate``: the references' bins pooled per unit
-    along each axis (:func:`~sr_spatial.tl._reference.aggregate_units`).
+    :func:`~sr_spatial.core._reference.target_image_candidates`). ``aggregate``: the references' bins pooled per unit
+    along each axis (:func:`~sr_spatial.core._aggregate.aggregate_units`). ``target_spots``: the target's spots where
+    the caller has read them already (``superresolve(..., reference=...)``), so the target is read once.
     """
 
     slides: tuple
     image_keys: tuple[str, ...]
-    slide: SlideKeys
+    slide: Any
     genes: list[str] | None
     n_top_genes: int
     scale: int
@@ -71,6 +73,7 @@ class TrainRequest:
     target: Any = None
     target_image_key: str | None = None
     aggregate: int = 1
+    target_spots: Any = None
 
     def where(self) -> dict[str, Any]:
         """Where the data is and which genes, as :func:`~sr_spatial.pp.build_st_map` takes them."""
@@ -89,12 +92,13 @@ class BlockMethod(ABC):
 
     @abstractmethod
     def maps(
-        self, view: BlockView, model, *, show_progress_bar: bool
+        self, view, model, *, show_progress_bar: bool
     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """The block's mean and standard deviation ``(n_genes, h, w)``, and the residual sums before projection.
 
         The residual sums (:func:`~sr_spatial.core._consistency.residual_sums`) are ``None`` for a map that is not
-        projected onto the spots. ``model`` is :attr:`Fitted.model`.
+        projected onto the spots. ``view`` is the block as the tools render it (``sr_spatial.tl._blocks.BlockView``);
+        ``model`` is :attr:`Fitted.model`.
         """
 
 
@@ -155,13 +159,13 @@ class Method(ABC):
             )
             raise ValueError(msg)
 
-    def reads_whole_slide(self, call: Call) -> bool:
-        """Whether the slide is rendered whole when read (training does; computing blocks renders each block)."""
-        return False
-
     @abstractmethod
     def fit(self, st_map: STMap, renderer: SpotRenderer, call: Call) -> Fitted:
-        """Fit or load the method for the slide of ``st_map``; ``renderer`` renders its grid."""
+        """Fit or load the method for the slide of ``st_map``; ``renderer`` renders its grid.
+
+        ``st_map`` is read, not rendered (the blocks render their own bins); a method that needs the whole slide
+        rendered renders it once with ``renderer`` (:func:`~sr_spatial.pp._stmap.render_whole`).
+        """
 
     def train(self, request: TrainRequest):
         """The method's model fitted as ``request`` says (:func:`sr_spatial.tl.train`)."""

@@ -92,7 +92,7 @@ def shared_genes(
 
 
 def genes_of_request(request) -> list[str] | None:
-    """:func:`shared_genes` of a :class:`~sr_spatial.tl._methods._base.TrainRequest` on references."""
+    """:func:`shared_genes` of a :class:`~sr_spatial.core._method.TrainRequest` on references."""
     return shared_genes(
         request.slides,
         request.target,
