@@ -84,3 +84,17 @@ def test_the_nuclear_threshold_is_set_on_pixels_as_sharp_as_those_segmented(monk
     tiles = _extract._overview(NucleiFeatures(), st_map.grid, k)
     all_tiles = list(_extract._tiles(st_map.grid, k, margin=0))
     assert len(tiles) == 1 <= len(all_tiles)
+
+
+def test_a_finely_read_tile_keeps_most_of_what_it_reads():
+    from sr_spatial.pp._lattice import make_grid
+
+    grid = make_grid(np.array([[0.0, 0.0], [6000.0, 6000.0]]), bin_size=100.0, pitch=100.0)
+    margin = NucleiFeatures().context_bins + 2
+    ratios = []
+    for own, _, tile in _extract._tiles(grid, 64, margin=margin):
+        rows, cols = own[0].stop - own[0].start, own[1].stop - own[1].start
+        if (tile.height, tile.width) == (rows + 2 * margin, cols + 2 * margin):  # inner tiles: margins on all sides
+            ratios.append(tile.height * tile.width / (rows * cols))
+    # At 64 pixels a bin a tile of TILE_PIXELS read 16 bins across to keep 8 (4 times what it kept).
+    assert ratios and max(ratios) <= 2.25
