@@ -97,9 +97,11 @@ def _tiles(grid: BinGrid, k: int, *, margin: int) -> Iterator[tuple[tuple[slice,
     full-width bands: a band of a wide slide holds few rows, and its margins, read twice, cost more the wider
     the slide (a 4x larger slide took 5.8x the time); a tile's share of margin does not depend on the slide.
     """
-    # At least six margins wide: read finely (64 pixels a bin), a tile of TILE_PIXELS was 16 bins across with
-    # 4-bin margins, and read four times the pixels it kept.
-    side = max(1, int(np.sqrt(TILE_PIXELS)) // k, 6 * margin)
+    side = max(1, int(np.sqrt(TILE_PIXELS)) // k)
+    if side <= 4 * margin:
+        # Read finely (64 pixels a bin), a tile of TILE_PIXELS was 16 bins across with 4-bin margins and read four
+        # times the pixels it kept: six margins wide it reads 2.25 times.
+        side = 6 * margin
     # The margin is read twice; keep at least half of a tile for its own bins.
     core = max(side - 2 * margin, side // 2, 1)
     for top in range(0, grid.height, core):
