@@ -38,22 +38,32 @@ def detail_weights(
 
     n, n_genes = measured.shape
     weights = np.zeros((len(predicted), n_genes))
-    for g in range(n_genes):
+    for g, used, x, inverse in _gene_designs(predicted, n):
+        coef, _ = nnls(x, measured[:, g])
+        coef = np.minimum(coef, 1.0)
+        sigma2 = np.sum((measured[:, g] - x @ coef) ** 2) / (n - len(used))
+        variance = sigma2 * np.diag(inverse) * n / max(n_groups, 1)
+        t_squared = coef**2 / np.maximum(variance, 1e-24)
+        weights[used, g] = coef * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
+    return weights
+
+
+def _gene_designs(predicted: Sequence[np.ndarray], n: int):
+    """Per gene that can be fitted: its index, the predictors used (not all zero), their design and its inverse Gram.
+
+    A gene is skipped (its weights stay 0) where no predictor varies, there are no more spots than predictors, or
+    the predictors are collinear.
+    """
+    for g in range(predicted[0].shape[1]):
         design = np.column_stack([p[:, g] for p in predicted])
         used = np.flatnonzero(np.abs(design).sum(axis=0) > 1e-12)
         if not len(used) or n <= len(used):
             continue
         x = design[:, used]
-        coef, _ = nnls(x, measured[:, g])
-        coef = np.minimum(coef, 1.0)
-        sigma2 = np.sum((measured[:, g] - x @ coef) ** 2) / (n - len(used))
         gram = x.T @ x
         if np.linalg.cond(gram) > 1e12:
             continue
-        variance = sigma2 * np.diag(np.linalg.inv(gram)) * n / max(n_groups, 1)
-        t_squared = coef**2 / np.maximum(variance, 1e-24)
-        weights[used, g] = coef * np.clip(1.0 - 1.0 / np.maximum(t_squared, 1e-12), 0.0, 1.0)
-    return weights
+        yield g, used, x, np.linalg.inv(gram)
 
 
 def _toward_gene_mean(predicted: Sequence[np.ndarray], measured: np.ndarray, n_groups: int) -> np.ndarray:
@@ -69,16 +79,7 @@ def _toward_gene_mean(predicted: Sequence[np.ndarray], measured: np.ndarray, n_g
     k = len(predicted)
     coef = np.zeros((k, n_genes))
     variance = np.full((k, n_genes), np.inf)
-    for g in range(n_genes):
-        x = np.column_stack([p[:, g] for p in predicted])
-        used = np.flatnonzero(np.abs(x).sum(axis=0) > 1e-12)
-        if not len(used) or n <= len(used):
-            continue
-        x = x[:, used]
-        gram = x.T @ x
-        if np.linalg.cond(gram) > 1e12:
-            continue
-        inverse = np.linalg.inv(gram)
+    for g, used, x, inverse in _gene_designs(predicted, n):
         b = inverse @ x.T @ measured[:, g]
         sigma2 = np.sum((measured[:, g] - x @ b) ** 2) / (n - len(used))
         coef[used, g] = b
